@@ -1,0 +1,1 @@
+//! health (work in progress)

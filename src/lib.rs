@@ -1,0 +1,20 @@
+//! holdfast: a SIP B2BUA and media proxy that keeps voice-AI calls up through carrier,
+//! AI-provider and region failures.
+//!
+//! The crate is split by layer. Everything except `runtime` is sans-IO: it takes input plus a
+//! `now: Instant` and returns outputs, and never touches a socket, a clock or a random source.
+//!
+//! - [`sip`]: the SIP wire format (our own parser and serializer) and RFC 3261 §17
+//!   transaction state machines.
+//! - [`config`]: the YAML file, validated into typed configuration with file:line:column errors.
+//! - [`routing`]: routing tables (longest-prefix rules, carrier/provider groups, regions) and
+//!   target selection.
+//! - [`health`]: OPTIONS-ping hysteresis and passive circuit breakers per target.
+//! - [`b2bua`]: the call core: two dialogs per call, failover, pinning, session timers.
+//! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS and signals.
+pub mod b2bua;
+pub mod config;
+pub mod health;
+pub mod routing;
+pub mod runtime;
+pub mod sip;
