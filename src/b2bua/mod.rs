@@ -1,1 +1,19 @@
-//! b2bua (work in progress)
+//! The B2BUA layer: every call is two dialogs, the carrier's and the AI side's, joined by
+//! holdfast's routing decision.
+//!
+//! Does: accept INVITEs from known carriers and AI providers, route them by the routing
+//! tables to a healthy target and fail over before answer, pin the answered target for the
+//! life of the call, relay provisional and final responses, ACK per leg, BYE/CANCEL either
+//! way, relay re-INVITE/UPDATE/INFO, answer OPTIONS, keep RFC 4028 session timers per leg,
+//! and drive the OPTIONS health pinger.
+//!
+//! Never: touches a socket or the clock (the runtime feeds it `now`), shows one leg's
+//! addresses, Call-ID or tags to the other leg, or sends a call outside its rule's regions.
+//! See `LIFECYCLE.md` for the call states.
+mod call;
+mod core;
+mod ids;
+mod msg;
+
+pub use self::call::{Attempt, Call, CallState, Direction, Flow, Leg, Side};
+pub use self::core::{Core, Listener, Received, Stats, Transmit, ACCEPT, ALLOW, SUPPORTED};

@@ -1,1 +1,10 @@
-//! runtime (work in progress)
+//! The runtime shell: the only layer with sockets, clocks, signals and DNS I/O.
+//!
+//! It drives the sans-IO [`crate::b2bua::Core`]: reads datagrams and TCP streams, feeds them
+//! in with `Instant::now()`, sends what the core emits, sleeps until the core's next
+//! deadline, resolves target hosts (RFC 3263) and reloads the config on SIGHUP. It makes no
+//! protocol decision of its own.
+pub mod dns;
+mod server;
+
+pub use server::{run, RunOptions};

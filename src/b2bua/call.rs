@@ -1,0 +1,163 @@
+//! One call's state: two dialogs (legs) and the routing decisions that bind them.
+//!
+//! Everything a call needs to survive lives in [`Call`], which is plain data and serializable,
+//! so a later release can replicate it to a standby node. Transactions are not part of it: they
+//! are short-lived and belong to the core's transaction layer. Deadlines are kept by the core,
+//! keyed by call, never inside this struct.
+//!
+//! This module never sends anything and never looks at the clock.
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::sip::Transport;
+
+/// Where a leg's messages go: the transport, our local socket, and the peer's address.
+/// For the caller's leg this is the address its INVITE came from (symmetric signalling, so
+/// NATed trunks work); for the callee's leg it is the pinned target's resolved address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Flow {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// Which leg of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Side {
+    /// The leg the INVITE arrived on; holdfast is its UAS.
+    A,
+    /// The leg holdfast placed to the chosen target; holdfast is its UAC.
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// Direction of a call relative to the AI side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Carrier → AI provider.
+    Inbound,
+    /// AI provider → carrier.
+    Outbound,
+}
+
+/// RFC 4028 session timer state of one leg.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTimer {
+    /// The negotiated Session-Expires interval.
+    pub interval: Duration,
+    /// True when holdfast is the refresher on this leg.
+    pub we_refresh: bool,
+}
+
+/// Dialog state of one leg (RFC 3261 §12).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Leg {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: Option<String>,
+    /// Our From (B leg) or To (A leg) header value without the tag parameter.
+    pub local_uri: String,
+    /// The peer's From (A leg) or To (B leg) header value without the tag parameter.
+    pub remote_uri: String,
+    /// The peer's Contact URI: the Request-URI of requests we send in this dialog.
+    pub remote_target: String,
+    /// Route set, in the order Route headers are written (§12.1.1, §12.1.2).
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub remote_cseq: Option<u32>,
+    pub flow: Flow,
+    /// The peer's Allow header, to pick UPDATE or re-INVITE for refreshes.
+    pub peer_allows_update: bool,
+    pub session_timer: Option<SessionTimer>,
+    /// The last session description the peer sent on this leg (offer or answer), passed
+    /// unchanged to the other leg. Used to answer pure session refreshes locally.
+    pub remote_sdp: Option<Vec<u8>>,
+    pub remote_sdp_type: Option<String>,
+}
+
+impl Leg {
+    /// The next CSeq for a request we originate in this dialog.
+    pub fn next_cseq(&mut self) -> u32 {
+        self.local_cseq = self.local_cseq.wrapping_add(1).max(1);
+        self.local_cseq
+    }
+}
+
+/// The lifecycle of a call; see `LIFECYCLE.md` beside this file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallState {
+    /// Trying candidates; nothing but 100 Trying sent to the caller.
+    Routing,
+    /// A provisional response was relayed to the caller; failover still possible unless it
+    /// carried early media.
+    Early,
+    /// A 2xx was relayed to the caller; waiting for its ACK.
+    Answered,
+    /// Both legs confirmed.
+    Confirmed,
+    /// BYE sent or received; waiting for the last transactions to finish.
+    Ending,
+}
+
+/// One target tried for this call and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    pub target: String,
+    pub remote: SocketAddr,
+    /// `None` while in progress; e.g. "503 Service Unavailable", "timeout (no provisional in 1s)".
+    pub outcome: Option<String>,
+    pub provisional: bool,
+}
+
+/// A candidate target for this call, in failover order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Candidate {
+    pub target: String,
+}
+
+/// The state of one call: both legs and the routing decisions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Call {
+    /// holdfast's own identifier, shown in logs; also the `x-holdfast-call` header value.
+    pub id: String,
+    pub direction: Direction,
+    /// The carrier (inbound) or AI provider (outbound) the call came from.
+    pub origin: String,
+    pub rule: String,
+    pub regions: Vec<String>,
+    pub caller: String,
+    pub callee: String,
+    pub state: CallState,
+    pub a: Leg,
+    /// The current attempt's (and once answered, the pinned) callee-side dialog.
+    pub b: Option<Leg>,
+    pub candidates: Vec<Candidate>,
+    pub next_candidate: usize,
+    /// Whether the plan was produced because every candidate was down (fail open).
+    pub fail_open: bool,
+    pub attempts: Vec<Attempt>,
+    /// The target the call is pinned to once answered (or once early media was relayed).
+    pub pinned: Option<String>,
+    /// An 18x with a body was relayed: no failover from here on.
+    pub early_media: bool,
+    /// The caller cancelled, or the call is being torn down before answer.
+    pub cancelled: bool,
+    /// The caller's INVITE body, re-sent on each attempt.
+    pub offer: Option<Vec<u8>>,
+    pub offer_type: Option<String>,
+    /// Max-Forwards for requests on the B leg (incoming value − 1, capped by config).
+    pub max_forwards: u8,
+    /// Headers copied verbatim from the caller's INVITE onto each attempt.
+    pub passthrough_headers: Vec<(String, String)>,
+    /// Why the call ended, for logs and call records.
+    pub end_reason: Option<String>,
+}

@@ -1,0 +1,2524 @@
+//! The B2BUA core: the sans-IO heart of holdfast.
+//!
+//! It takes received SIP datagrams and stream messages, timer ticks, DNS results and config
+//! reloads, each with a `now`, and produces datagrams to send and the next deadline. It owns
+//! the transaction layer (matching per RFC 3261 §17.1.3/§17.2.3), every call (two dialogs
+//! each), the routing decisions and the health table that the OPTIONS pinger and passive
+//! failures feed.
+//!
+//! It never touches a socket, never reads the clock, never spawns and never draws from the
+//! OS's randomness: the runtime shell does all of that and drives this struct:
+//!
+//! ```text
+//! loop {
+//!     feed one input: handle_received / handle_timeout / handle_resolved / handle_reload
+//!     drain poll_transmit() -> send
+//!     sleep until poll_timeout() or the next input
+//! }
+//! ```
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+use super::call::{
+    Attempt, Call, CallState, Candidate, Direction, Flow, Leg, SessionTimer, Side,
+};
+use super::ids::{IdGen, BRANCH_COOKIE};
+use super::msg::{self, OutRequest, Req, Resp};
+use crate::config::Config;
+use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
+use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
+use crate::sip::header::Refresher;
+use crate::sip::message::{Message, Request};
+use crate::sip::transaction::{
+    ClientInvite, ClientNonInvite, Deliver, Reliability, ServerInvite, ServerNonInvite,
+    TimerConfig, TransactionEvent,
+};
+use crate::sip::validate::{self, Policy, Verdict};
+use crate::sip::Transport;
+
+/// Methods holdfast accepts; sent in Allow (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// What holdfast supports (RFC 3261 §20.37); `timer` is RFC 4028.
+pub const SUPPORTED: &str = "timer";
+/// Bodies holdfast accepts.
+pub const ACCEPT: &str = "application/sdp";
+
+/// A datagram or framed stream message that arrived.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub data: Bytes,
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub data: Bytes,
+}
+
+/// A socket holdfast listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Settings the core reads on every message; rebuilt on reload.
+#[derive(Clone, Debug)]
+struct Settings {
+    listeners: Vec<Listener>,
+    advertise: Option<String>,
+    timers: TimerConfig,
+    max_forwards: u8,
+    session_expires: Duration,
+    min_se: Duration,
+    user_agent: String,
+    attempt_timeout: Duration,
+    seed: Option<u64>,
+}
+
+impl Settings {
+    fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            listeners: cfg
+                .sip
+                .listen
+                .iter()
+                .map(|l| Listener {
+                    transport: l.transport,
+                    addr: l.addr,
+                })
+                .collect(),
+            advertise: cfg.sip.advertise.clone(),
+            timers: TimerConfig {
+                t1: cfg.sip.t1,
+                t2: cfg.sip.t2,
+                t4: cfg.sip.t4,
+            },
+            max_forwards: cfg.sip.max_forwards,
+            session_expires: cfg.sip.session_expires,
+            min_se: cfg.sip.min_se,
+            user_agent: cfg.sip.user_agent.clone(),
+            attempt_timeout: cfg.routing.attempt_timeout,
+            seed: cfg.routing.seed,
+        }
+    }
+}
+
+type CallRef = u64;
+
+/// A 2xx to a re-INVITE that waits for its ACK.
+#[derive(Clone, Debug)]
+struct PendingAck {
+    /// The leg the ACK comes from.
+    from: Side,
+    /// The server transaction retransmitting the 2xx.
+    server: ServerKey,
+    /// For a relayed re-INVITE: the CSeq to acknowledge on the other leg.
+    relay_cseq: Option<u32>,
+}
+
+/// Server transaction key (RFC 3261 §17.2.3): branch, sent-by, and the method with ACK folded
+/// into INVITE. For RFC 2543 peers without the magic cookie, a key of the §17.2.3 fallback
+/// fields is built instead.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+/// Client transaction key (§17.1.3): our branch and the CSeq method.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ClientKey {
+    branch: String,
+    method: String,
+}
+
+fn server_key(req: &Req) -> ServerKey {
+    let method = if req.method == "ACK" {
+        "INVITE".to_string()
+    } else {
+        req.method.clone()
+    };
+    if req.branch.starts_with(BRANCH_COOKIE) {
+        ServerKey {
+            branch: req.branch.clone(),
+            sent_by: req.sent_by.clone(),
+            method,
+        }
+    } else {
+        // RFC 2543 matching (§17.2.3 last paragraph): Request-URI, tags, Call-ID, CSeq number
+        // and top Via identify the transaction. The To tag is left out so that the ACK for a
+        // non-2xx (which carries our To tag) matches the INVITE.
+        ServerKey {
+            branch: format!(
+                "2543|{}|{}|{}|{}|{}",
+                req.uri,
+                req.from_tag.as_deref().unwrap_or(""),
+                req.call_id,
+                req.cseq,
+                req.branch
+            ),
+            sent_by: req.sent_by.clone(),
+            method,
+        }
+    }
+}
+
+enum ServerTx {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+struct ServerEntry {
+    tx: ServerTx,
+    flow: Flow,
+    /// The request, kept to build responses from (re-parsed on demand).
+    request: Bytes,
+    /// The To tag our responses carry (the A-leg local tag for a dialog-creating INVITE).
+    to_tag: Option<String>,
+    call: Option<CallRef>,
+    /// Set once a final response was sent.
+    finished: bool,
+}
+
+enum ClientTx {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+/// What a client transaction's responses are for.
+#[derive(Clone, Debug)]
+enum Purpose {
+    /// An INVITE attempt on the B leg, index into `call.attempts`.
+    Attempt { call: CallRef, attempt: usize },
+    /// An attempt that was abandoned (attempt timeout, cancel): a late 1xx is cancelled,
+    /// a late 2xx is acknowledged and hung up.
+    Abandoned { leg: Box<Leg> },
+    /// A request relayed from the other leg; the response goes back to `server`.
+    Relay {
+        call: CallRef,
+        to: Side,
+        server: ServerKey,
+    },
+    /// A session refresh we originated on `side`.
+    Refresh { call: CallRef, side: Side },
+    /// A BYE we sent; the call is removed when the last one finishes.
+    Bye { call: CallRef },
+    /// CANCEL, ACK-less non-INVITE bookkeeping: nothing to do with the response.
+    Ignore,
+    /// An OPTIONS health probe.
+    Probe { probe: crate::health::ProbeId },
+}
+
+struct ClientEntry {
+    tx: ClientTx,
+    flow: Flow,
+    request: Bytes,
+    purpose: Purpose,
+    /// For INVITEs: whether a provisional arrived (CANCEL is allowed only then, §9.1).
+    provisional: bool,
+    /// For INVITEs: send CANCEL as soon as a provisional arrives.
+    cancel_pending: bool,
+}
+
+/// Per-call deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum CallTimer {
+    /// No provisional on attempt N within `attempt_timeout`.
+    Attempt(usize),
+    /// We refresh this leg's session (RFC 4028 §10: at half the interval).
+    Refresh(SideKey),
+    /// The peer should have refreshed this leg by now (§10: BYE before expiry).
+    Expire(SideKey),
+    /// An ending call that still has nothing to wait for is dropped at this point.
+    Reap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum SideKey {
+    A,
+    B,
+}
+
+impl From<Side> for SideKey {
+    fn from(s: Side) -> Self {
+        match s {
+            Side::A => SideKey::A,
+            Side::B => SideKey::B,
+        }
+    }
+}
+
+impl From<SideKey> for Side {
+    fn from(s: SideKey) -> Self {
+        match s {
+            SideKey::A => Side::A,
+            SideKey::B => Side::B,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(u64),
+    Client(u64),
+    Call(CallRef, CallTimer),
+    Health,
+}
+
+struct CallEntry {
+    call: Call,
+    /// The caller's INVITE server transaction.
+    a_invite: ServerKey,
+    /// The current B-leg INVITE client transaction, while routing.
+    b_invite: Option<ClientKey>,
+    /// Armed deadlines (the heap may hold stale ones; this map is the truth).
+    deadlines: HashMap<CallTimer, Instant>,
+    /// A re-INVITE answered with 2xx, waiting for the originator's ACK.
+    pending_ack: Option<PendingAck>,
+    /// A re-INVITE/UPDATE in progress on either leg (for 491 glare handling).
+    reinvite_in_progress: bool,
+    /// BYE transactions still running.
+    byes_outstanding: u32,
+    /// Whether this call counts toward `active` of its current target.
+    counted_target: Option<TargetId>,
+}
+
+/// Counters the runtime exposes; cheap to copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls_active: usize,
+    pub calls_total: u64,
+    pub calls_answered: u64,
+    pub calls_failed: u64,
+    pub failovers: u64,
+    pub parse_errors: u64,
+}
+
+/// Per-target bookkeeping for selection.
+#[derive(Default)]
+struct TargetState {
+    destinations: Vec<Destination>,
+    active_calls: u32,
+}
+
+/// The B2BUA core; see the module docs.
+pub struct Core {
+    config: Arc<Config>,
+    settings: Settings,
+    routing: RoutingTable,
+    health: HealthTable<TargetId>,
+    targets: HashMap<TargetId, TargetState>,
+    calls: HashMap<CallRef, CallEntry>,
+    /// (Call-ID, our tag) → call and leg.
+    dialogs: HashMap<(String, String), (CallRef, Side)>,
+    server_ids: HashMap<ServerKey, u64>,
+    servers: HashMap<u64, (ServerKey, ServerEntry)>,
+    client_ids: HashMap<ClientKey, u64>,
+    clients: HashMap<u64, (ClientKey, ClientEntry)>,
+    heap: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Transmit>,
+    ids: IdGen,
+    next_id: u64,
+    draining: bool,
+    stats: Stats,
+    policy: Policy,
+}
+
+/// What routing sees of health and load at one instant.
+struct View<'a> {
+    health: &'a HealthTable<TargetId>,
+    targets: &'a HashMap<TargetId, TargetState>,
+    now: Instant,
+}
+
+impl AvailabilityView for View<'_> {
+    fn is_healthy(&self, id: &TargetId) -> bool {
+        self.health.is_available(id, self.now)
+            && self
+                .targets
+                .get(id)
+                .is_some_and(|t| !t.destinations.is_empty())
+    }
+    fn active_calls(&self, id: &TargetId) -> u32 {
+        self.targets.get(id).map_or(0, |t| t.active_calls)
+    }
+}
+
+fn reliability(t: Transport) -> Reliability {
+    match t {
+        Transport::Udp => Reliability::Unreliable,
+        Transport::Tcp => Reliability::Reliable,
+    }
+}
+
+fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+fn refresher_param(r: Refresher) -> &'static str {
+    match r {
+        Refresher::Uac => "uac",
+        Refresher::Uas => "uas",
+    }
+}
+
+impl Core {
+    /// A core for `config`. `seed` feeds tags, branches and weighted selection.
+    pub fn new(config: Arc<Config>, seed: u64, now: Instant) -> Core {
+        let settings = Settings::from_config(&config);
+        let routing = RoutingTable::new(&config);
+        let health = HealthTable::new(config.health.settings());
+        let mut core = Core {
+            config: config.clone(),
+            settings,
+            routing,
+            health,
+            targets: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            server_ids: HashMap::new(),
+            servers: HashMap::new(),
+            client_ids: HashMap::new(),
+            clients: HashMap::new(),
+            heap: BinaryHeap::new(),
+            out: VecDeque::new(),
+            ids: IdGen::new(seed),
+            next_id: 1,
+            draining: false,
+            stats: Stats::default(),
+            policy: Policy::b2bua(),
+        };
+        core.apply_targets(now);
+        core
+    }
+
+    /// Swaps in a new, already validated configuration. Calls in progress keep their pinned
+    /// targets and flows even when the new file removes them; new calls use the new tables.
+    /// Targets added are pinged at once.
+    pub fn handle_reload(&mut self, config: Arc<Config>, now: Instant) {
+        self.settings = Settings::from_config(&config);
+        self.routing = RoutingTable::new(&config);
+        self.health.set_settings(config.health.settings());
+        self.config = config;
+        self.apply_targets(now);
+        info!(
+            targets = self.targets.len(),
+            calls = self.calls.len(),
+            "configuration reloaded"
+        );
+    }
+
+    fn apply_targets(&mut self, now: Instant) {
+        let mut keep: Vec<TargetId> = Vec::new();
+        for t in self.config.targets() {
+            let id = t.id.clone();
+            keep.push(id.clone());
+            self.health.set_target(
+                id.clone(),
+                TargetHealthConfig {
+                    alive_codes: t.alive_codes.clone(),
+                    ping: t.ping,
+                },
+                now,
+            );
+            let entry = self.targets.entry(id.clone()).or_default();
+            if t.uri.is_ip {
+                if let Ok(ip) = t.uri.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                    let transport = t.uri.transport.unwrap_or(Transport::Udp);
+                    let port = t.uri.port.unwrap_or(5060);
+                    entry.destinations = vec![Destination {
+                        addr: SocketAddr::new(ip, port),
+                        transport,
+                    }];
+                    self.health
+                        .set_addresses(&id, entry.destinations.clone(), now);
+                }
+            }
+        }
+        let gone: Vec<TargetId> = self
+            .targets
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        for id in gone {
+            // Calls pinned to a removed target keep their flow; only selection forgets it.
+            self.health.remove_target(&id);
+            if self.targets.get(&id).is_some_and(|t| t.active_calls == 0) {
+                self.targets.remove(&id);
+            }
+        }
+        self.after_health(now);
+    }
+
+    /// Targets whose host needs DNS (RFC 3263); the runtime resolves them and reports back
+    /// with [`Core::handle_resolved`].
+    pub fn targets_to_resolve(&self) -> Vec<crate::config::Target> {
+        self.config
+            .targets()
+            .filter(|t| !t.uri.is_ip)
+            .cloned()
+            .collect()
+    }
+
+    /// New addresses for a target from DNS. Addresses that disappeared stop being pinged;
+    /// calls pinned to them keep their flow.
+    pub fn handle_resolved(&mut self, target: &TargetId, dests: Vec<Destination>, now: Instant) {
+        if let Some(t) = self.targets.get_mut(target) {
+            if t.destinations != dests {
+                info!(target = %target, addresses = ?dests, "target resolved");
+            }
+            t.destinations = dests.clone();
+            self.health.set_addresses(target, dests, now);
+            self.after_health(now);
+        }
+    }
+
+    /// Stop taking new calls (503 to INVITE and OPTIONS) or resume.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            calls_active: self.calls.len(),
+            ..self.stats
+        }
+    }
+
+    /// The state of every call in progress.
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values().map(|c| &c.call)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn arm(&mut self, at: Instant, what: TimerRef) {
+        self.heap.push(Reverse((at, what)));
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Our host for Via/Contact on a flow: the advertised address, or the listener's.
+    fn local_host(&self, local: SocketAddr) -> String {
+        match &self.settings.advertise {
+            Some(a) => format!("{a}:{}", local.port()),
+            None => host_port(local),
+        }
+    }
+
+    fn contact(&self, flow: &Flow) -> String {
+        format!(
+            "<sip:{};transport={}>",
+            self.local_host(flow.local),
+            flow.transport.as_str().to_ascii_lowercase()
+        )
+    }
+
+    fn via(&self, flow: &Flow, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            flow.transport.as_str().to_ascii_uppercase(),
+            self.local_host(flow.local)
+        )
+    }
+
+    /// The listener to send from toward `dest`: same transport, same address family.
+    fn listener_for(&self, dest: &Destination) -> Option<SocketAddr> {
+        let want_v4 = dest.addr.is_ipv4();
+        self.settings
+            .listeners
+            .iter()
+            .find(|l| l.transport == dest.transport && l.addr.is_ipv4() == want_v4)
+            .or_else(|| {
+                self.settings
+                    .listeners
+                    .iter()
+                    .find(|l| l.addr.is_ipv4() == want_v4)
+            })
+            .map(|l| l.addr)
+    }
+
+    // ------------------------------------------------------------------ input: received
+
+    /// A SIP message arrived. Malformed requests get 400 (505 for a bad version) when a
+    /// response can be routed; everything else unparseable is dropped. Never panics.
+    pub fn handle_received(&mut self, r: Received, now: Instant) {
+        match validate::classify(&r.data, &self.policy) {
+            Verdict::Handle(Message::Request(req)) => self.on_request(&r, &req, now),
+            Verdict::Handle(Message::Response(resp)) => match Resp::from_response(&resp) {
+                Ok(resp) => self.on_response(resp, now),
+                Err(e) => debug!(remote = %r.remote, "dropping unusable response: {e}"),
+            },
+            Verdict::Reject {
+                status,
+                response: Some(bytes),
+                reason,
+            } => {
+                self.stats.parse_errors += 1;
+                info!(remote = %r.remote, status, "rejecting request: {reason}");
+                self.out.push_back(Transmit {
+                    transport: r.transport,
+                    local: r.local,
+                    remote: r.remote,
+                    data: bytes,
+                });
+            }
+            Verdict::Reject { status, reason, .. } => {
+                self.stats.parse_errors += 1;
+                debug!(remote = %r.remote, status, "dropping: {reason}");
+            }
+            Verdict::Drop(reason) => {
+                self.stats.parse_errors += 1;
+                debug!(remote = %r.remote, "dropping: {reason}");
+            }
+        }
+        self.after_health(now);
+    }
+
+    fn on_request(&mut self, r: &Received, request: &Request<'_>, now: Instant) {
+        let req = match Req::from_request(request) {
+            Ok(q) => q,
+            Err(e) => {
+                // classify() accepted it, but a field the B2BUA needs is unusable.
+                let bytes = msg::response(request, 400, Some(&e.0), None, &[], None);
+                if request.method.as_str() != "ACK" {
+                    self.out.push_back(Transmit {
+                        transport: r.transport,
+                        local: r.local,
+                        remote: r.remote,
+                        data: bytes,
+                    });
+                }
+                return;
+            }
+        };
+        let flow = Flow {
+            transport: r.transport,
+            local: r.local,
+            remote: r.remote,
+        };
+        let key = server_key(&req);
+        match req.method.as_str() {
+            "ACK" => return self.on_ack(&req, &key, now),
+            "CANCEL" => return self.on_cancel(&req, flow, r.data.clone(), now),
+            _ => {}
+        }
+        // A retransmission of a request we are already handling (§17.2.3).
+        if let Some(&sid) = self.server_ids.get(&key) {
+            if let Some((_, e)) = self.servers.get_mut(&sid) {
+                match &mut e.tx {
+                    ServerTx::Invite(t) => t.handle_request_retransmit(now),
+                    ServerTx::NonInvite(t) => t.handle_request_retransmit(now),
+                }
+            }
+            self.drive_server(sid, now);
+            return;
+        }
+        if req.to_tag.is_some() {
+            return self.on_in_dialog(&req, flow, key, r.data.clone(), now);
+        }
+        let sid = self.new_server(key, flow, r.data.clone(), &req, now);
+        match req.method.as_str() {
+            "INVITE" => self.on_invite(sid, req, flow, now),
+            "OPTIONS" => {
+                if self.draining {
+                    self.respond(sid, 503, Some("Draining"), vec![], None, now);
+                } else {
+                    let headers = self.capabilities();
+                    self.respond(sid, 200, None, headers, None, now);
+                }
+            }
+            "BYE" | "INFO" | "UPDATE" | "PRACK" => {
+                self.respond(sid, 481, None, vec![], None, now);
+            }
+            "REGISTER" | "SUBSCRIBE" | "NOTIFY" | "REFER" | "MESSAGE" | "PUBLISH" => {
+                let h = vec![("Allow".to_string(), ALLOW.to_string())];
+                self.respond(sid, 405, None, h, None, now);
+            }
+            _ => {
+                // §8.2.1: a method we do not recognise.
+                let h = vec![("Allow".to_string(), ALLOW.to_string())];
+                self.respond(sid, 501, None, h, None, now);
+            }
+        }
+    }
+
+    fn capabilities(&self) -> Vec<(String, String)> {
+        vec![
+            ("Allow".into(), ALLOW.into()),
+            ("Accept".into(), ACCEPT.into()),
+            ("Supported".into(), SUPPORTED.into()),
+        ]
+    }
+
+    fn new_server(
+        &mut self,
+        key: ServerKey,
+        flow: Flow,
+        request: Bytes,
+        req: &Req,
+        now: Instant,
+    ) -> u64 {
+        let rel = reliability(flow.transport);
+        let tx = if req.method == "INVITE" {
+            ServerTx::Invite(ServerInvite::new(rel, self.settings.timers, now))
+        } else {
+            ServerTx::NonInvite(ServerNonInvite::new(rel, self.settings.timers, now))
+        };
+        let sid = self.new_id();
+        self.server_ids.insert(key.clone(), sid);
+        self.servers.insert(
+            sid,
+            (
+                key,
+                ServerEntry {
+                    tx,
+                    flow,
+                    request,
+                    to_tag: None,
+                    call: None,
+                    finished: false,
+                },
+            ),
+        );
+        sid
+    }
+
+    /// Sends a response on server transaction `sid`, built from its stored request.
+    fn respond(
+        &mut self,
+        sid: u64,
+        status: u16,
+        reason: Option<&str>,
+        mut headers: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+        now: Instant,
+    ) {
+        let Some((_, e)) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        if e.finished {
+            return;
+        }
+        headers.push(("Server".into(), self.settings.user_agent.clone()));
+        let to_tag = if status > 100 { e.to_tag.clone() } else { None };
+        let bytes = match crate::sip::message::parse(&e.request) {
+            Ok(Message::Request(req)) => msg::response(
+                &req,
+                status,
+                reason,
+                to_tag.as_deref(),
+                &headers,
+                body.as_ref().map(|(t, b)| (t.as_str(), b.as_slice())),
+            ),
+            _ => return,
+        };
+        if status >= 200 {
+            e.finished = true;
+        }
+        match &mut e.tx {
+            ServerTx::Invite(t) => t.send_response(status, bytes, now),
+            ServerTx::NonInvite(t) => t.send_response(status, bytes, now),
+        }
+        self.drive_server(sid, now);
+    }
+
+    /// Moves a server transaction's outputs out and re-arms its timer.
+    fn drive_server(&mut self, sid: u64, now: Instant) {
+        let mut events = Vec::new();
+        let Some((_, e)) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        loop {
+            let data = match &mut e.tx {
+                ServerTx::Invite(t) => t.poll_transmit(),
+                ServerTx::NonInvite(t) => t.poll_transmit(),
+            };
+            let Some(data) = data else { break };
+            self.out.push_back(Transmit {
+                transport: e.flow.transport,
+                local: e.flow.local,
+                remote: e.flow.remote,
+                data,
+            });
+        }
+        loop {
+            let ev = match &mut e.tx {
+                ServerTx::Invite(t) => t.poll_event(),
+                ServerTx::NonInvite(t) => t.poll_event(),
+            };
+            let Some(ev) = ev else { break };
+            events.push(ev);
+        }
+        let next = match &e.tx {
+            ServerTx::Invite(t) => t.poll_timeout(),
+            ServerTx::NonInvite(t) => t.poll_timeout(),
+        };
+        let call = e.call;
+        if let Some(at) = next {
+            self.arm(at, TimerRef::Server(sid));
+        }
+        for ev in events {
+            match ev {
+                TransactionEvent::NoAckFor2xx => {
+                    // §13.3.1.4: no ACK for our 2xx: the UAS core ends the dialog.
+                    if let Some(c) = call {
+                        warn!(call = %self.call_name(c), "no ACK for 2xx from the caller; ending the call");
+                        self.end_call(c, "no ACK from caller", None, now);
+                    }
+                }
+                TransactionEvent::Timeout | TransactionEvent::TransportError => {}
+                TransactionEvent::Terminated => {
+                    if let Some((key, _)) = self.servers.remove(&sid) {
+                        self.server_ids.remove(&key);
+                    }
+                }
+            }
+        }
+        let _ = now;
+    }
+
+    fn call_name(&self, c: CallRef) -> String {
+        self.calls
+            .get(&c)
+            .map(|e| e.call.id.clone())
+            .unwrap_or_else(|| format!("#{c}"))
+    }
+}
+
+// ---------------------------------------------------------------------- new calls
+impl Core {
+    fn on_invite(&mut self, sid: u64, req: Req, flow: Flow, now: Instant) {
+        // 100 Trying at once (§17.2.1): the caller stops retransmitting while we route.
+        self.respond(sid, 100, None, vec![], None, now);
+        if self.draining {
+            return self.reject(sid, 503, "Draining", "holdfast is draining", now);
+        }
+        // Max-Forwards (§16.3 step 3): we forward this request, so 0 cannot go further.
+        let mf = req.max_forwards.unwrap_or(70);
+        if mf == 0 {
+            return self.respond(sid, 483, None, vec![], None, now);
+        }
+        // RFC 4028 §8.1 / §9: an interval below our Min-SE is refused with 422.
+        if let Some(se) = req.session_expires {
+            if se.interval < self.settings.min_se {
+                let h = vec![(
+                    "Min-SE".to_string(),
+                    self.settings.min_se.as_secs().to_string(),
+                )];
+                return self.respond(sid, 422, None, h, None, now);
+            }
+        }
+        let origin = self.routing.classify_source(flow.remote);
+        let callee = crate::routing::dialed_number(if req.uri_user.is_empty() {
+            &req.to_user
+        } else {
+            &req.uri_user
+        });
+        let caller = crate::routing::dialed_number(&req.from_user);
+        let (direction, origin_id, rule) = match &origin {
+            Some(Origin::Carrier(id)) => (
+                Direction::Inbound,
+                id.clone(),
+                self.routing.match_inbound(id, &callee, &caller).cloned(),
+            ),
+            Some(Origin::AiProvider(id)) => (
+                Direction::Outbound,
+                id.clone(),
+                self.routing.match_outbound(id, &callee, &caller).cloned(),
+            ),
+            None => {
+                info!(remote = %flow.remote, callee, "INVITE from an unknown source");
+                return self.reject(sid, 403, "Forbidden", "source is not a known carrier or provider", now);
+            }
+        };
+        let Some(rule) = rule else {
+            info!(remote = %flow.remote, callee, origin = %origin_id, "no route");
+            return self.reject(sid, 404, "Not Found", "no route for the number", now);
+        };
+        let seed = self.settings.seed.map_or_else(
+            || self.ids.next_u64(),
+            |s| s.wrapping_add(self.stats.calls_total),
+        );
+        let view = View {
+            health: &self.health,
+            targets: &self.targets,
+            now,
+        };
+        let plan = self.routing.plan(&rule, &view, seed);
+        let id = format!("hf-{:x}", self.ids.next_u64() >> 16);
+        self.stats.calls_total += 1;
+        if plan.targets.is_empty() {
+            info!(call = %id, callee, rule = %rule.name, "refused: {}", plan.reason);
+            self.stats.calls_failed += 1;
+            let reason = plan.reason.clone();
+            return self.reject(sid, 503, "Service Unavailable", &reason, now);
+        }
+        let local_tag = self.ids.tag();
+        let a = Leg {
+            call_id: req.call_id.clone(),
+            local_tag: local_tag.clone(),
+            remote_tag: req.from_tag.clone(),
+            local_uri: req.to.clone(),
+            remote_uri: req.from.clone(),
+            remote_target: req.contact.clone().unwrap_or_else(|| req.from.clone()),
+            route_set: req.record_route.clone(),
+            local_cseq: 0,
+            remote_cseq: Some(req.cseq),
+            flow,
+            peer_allows_update: req.allows_update,
+            session_timer: None,
+            remote_sdp: (!req.body.is_empty()).then(|| req.body.clone()),
+            remote_sdp_type: req.content_type.clone(),
+        };
+        let call = Call {
+            id: id.clone(),
+            direction,
+            origin: origin_id.to_string(),
+            rule: rule.name.clone(),
+            regions: rule.regions.clone(),
+            caller: caller.clone(),
+            callee: callee.clone(),
+            state: CallState::Routing,
+            a,
+            b: None,
+            candidates: plan
+                .targets
+                .iter()
+                .map(|t| Candidate {
+                    target: t.to_string(),
+                })
+                .collect(),
+            next_candidate: 0,
+            fail_open: plan.fail_open,
+            attempts: Vec::new(),
+            pinned: None,
+            early_media: false,
+            cancelled: false,
+            offer: (!req.body.is_empty()).then(|| req.body.clone()),
+            offer_type: req.content_type.clone(),
+            max_forwards: (mf - 1).min(self.settings.max_forwards),
+            passthrough_headers: req.passthrough.clone(),
+            end_reason: None,
+        };
+        info!(
+            call = %id, direction = ?direction, origin = %origin_id, caller, callee,
+            rule = %rule.name, candidates = ?call.candidates.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(),
+            fail_open = plan.fail_open, "new call"
+        );
+        let cref = self.new_id();
+        if let Some((key, e)) = self.servers.get_mut(&sid) {
+            e.to_tag = Some(local_tag.clone());
+            e.call = Some(cref);
+            let key = key.clone();
+            self.dialogs
+                .insert((req.call_id.clone(), local_tag), (cref, Side::A));
+            self.calls.insert(
+                cref,
+                CallEntry {
+                    call,
+                    a_invite: key,
+                    b_invite: None,
+                    deadlines: HashMap::new(),
+                    pending_ack: None,
+                    reinvite_in_progress: false,
+                    byes_outstanding: 0,
+                    counted_target: None,
+                },
+            );
+        }
+        self.next_attempt(cref, now);
+    }
+
+    /// A final response that ends a call before it exists; `why` goes in a Reason header
+    /// (RFC 3326) so the caller's logs say what happened.
+    fn reject(&mut self, sid: u64, status: u16, reason: &str, why: &str, now: Instant) {
+        let text = why.replace('"', "'");
+        let h = vec![(
+            "Reason".to_string(),
+            format!("SIP;cause={status};text=\"{text}\""),
+        )];
+        self.respond(sid, status, Some(reason), h, None, now);
+    }
+
+    fn set_deadline(&mut self, c: CallRef, timer: CallTimer, at: Instant) {
+        if let Some(e) = self.calls.get_mut(&c) {
+            e.deadlines.insert(timer, at);
+            self.arm(at, TimerRef::Call(c, timer));
+        }
+    }
+
+    fn clear_deadline(&mut self, c: CallRef, timer: CallTimer) {
+        if let Some(e) = self.calls.get_mut(&c) {
+            e.deadlines.remove(&timer);
+        }
+    }
+
+    fn count_target(&mut self, c: CallRef, target: Option<TargetId>) {
+        let Some(e) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if let Some(old) = e.counted_target.take() {
+            if let Some(t) = self.targets.get_mut(&old) {
+                t.active_calls = t.active_calls.saturating_sub(1);
+            }
+        }
+        if let Some(new) = target {
+            if let Some(t) = self.targets.get_mut(&new) {
+                t.active_calls += 1;
+            }
+            e.counted_target = Some(new);
+        }
+    }
+
+    /// Tries the next candidate, or answers the caller 503 when none is left.
+    fn next_attempt(&mut self, c: CallRef, now: Instant) {
+        loop {
+            let Some(entry) = self.calls.get(&c) else { return };
+            let call = &entry.call;
+            if call.cancelled {
+                return;
+            }
+            let Some(cand) = call.candidates.get(call.next_candidate).cloned() else {
+                return self.routing_exhausted(c, now);
+            };
+            let fail_open = call.fail_open;
+            let target = TargetId::from(cand.target.as_str());
+            if let Some(e) = self.calls.get_mut(&c) {
+                e.call.next_candidate += 1;
+            }
+            // Health may have changed since the plan was made (a breaker opened during the
+            // previous attempt): skip targets that became unavailable, unless failing open.
+            let available = fail_open || self.health.is_available(&target, now);
+            let dest = if fail_open {
+                self.targets
+                    .get(&target)
+                    .and_then(|t| t.destinations.first().copied())
+            } else {
+                self.health
+                    .available_destinations(&target, now)
+                    .into_iter()
+                    .next()
+            };
+            let at_capacity = self
+                .config
+                .target(&target)
+                .and_then(|t| t.max_calls)
+                .is_some_and(|m| self.targets.get(&target).map_or(0, |t| t.active_calls) >= m);
+            match dest {
+                Some(dest) if available && !at_capacity => {
+                    return self.start_attempt(c, target, dest, now);
+                }
+                _ => {
+                    let why = if at_capacity {
+                        "at capacity"
+                    } else {
+                        "unavailable"
+                    };
+                    debug!(call = %self.call_name(c), target = %target, "skipping candidate: {why}");
+                }
+            }
+        }
+    }
+
+    fn start_attempt(&mut self, c: CallRef, target: TargetId, dest: Destination, now: Instant) {
+        let Some(local) = self.listener_for(&dest) else {
+            warn!(target = %target, addr = %dest.addr, "no listener for this transport/address family");
+            if let Some(e) = self.calls.get_mut(&c) {
+                e.call.attempts.push(Attempt {
+                    target: target.to_string(),
+                    remote: dest.addr,
+                    outcome: Some("no local listener for its transport".into()),
+                    provisional: false,
+                });
+            }
+            return self.next_attempt(c, now);
+        };
+        let flow = Flow {
+            transport: dest.transport,
+            local,
+            remote: dest.addr,
+        };
+        let Some(tcfg) = self.config.target(&target).cloned() else {
+            return self.next_attempt(c, now);
+        };
+        let call_id = self.ids.call_id(&self.local_host(local));
+        let tag = self.ids.tag();
+        let branch = self.ids.branch();
+        let host = self.local_host(local);
+        let contact = self.contact(&flow);
+        let via = self.via(&flow, &branch);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let call = &mut entry.call;
+        // The Request-URI: the target's own user part when it has one (an AI agent's
+        // address), otherwise the dialed number at the target.
+        let target_host = match tcfg.uri.port {
+            Some(p) => format!("{}:{p}", tcfg.uri.host),
+            None => tcfg.uri.host.clone(),
+        };
+        let ruri_user = tcfg.uri.user.clone().unwrap_or_else(|| call.callee.clone());
+        let transport_param = match tcfg.uri.transport {
+            Some(Transport::Tcp) => ";transport=tcp",
+            _ => "",
+        };
+        let uri = format!("sip:{ruri_user}@{target_host}{transport_param}");
+        let display = call
+            .a
+            .remote_uri
+            .split('<')
+            .next()
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && call.a.remote_uri.contains('<'))
+            .map(|d| format!("{d} "))
+            .unwrap_or_default();
+        let from_uri = format!("{display}<sip:{}@{host}>", call.caller);
+        let to_uri = format!("<sip:{}@{target_host}>", call.callee);
+        let mut headers = call.passthrough_headers.clone();
+        headers.extend(tcfg.headers.iter().cloned());
+        headers.push(("X-Holdfast-Call".into(), call.id.clone()));
+        headers.push(("Allow".into(), ALLOW.into()));
+        headers.push(("Supported".into(), SUPPORTED.into()));
+        headers.push((
+            "Session-Expires".into(),
+            format!("{};refresher=uac", self.settings.session_expires.as_secs()),
+        ));
+        headers.push((
+            "Min-SE".into(),
+            self.settings.min_se.as_secs().to_string(),
+        ));
+        headers.push(("User-Agent".into(), self.settings.user_agent.clone()));
+        let out = OutRequest {
+            method: "INVITE".into(),
+            uri: uri.clone(),
+            via,
+            routes: vec![],
+            max_forwards: call.max_forwards,
+            from: format!("{from_uri};tag={tag}"),
+            to: to_uri.clone(),
+            call_id: call_id.clone(),
+            cseq: 1,
+            contact: Some(contact),
+            headers,
+            body: call
+                .offer
+                .clone()
+                .map(|b| (call.offer_type.clone().unwrap_or_else(|| ACCEPT.into()), b)),
+        };
+        call.b = Some(Leg {
+            call_id: call_id.clone(),
+            local_tag: tag.clone(),
+            remote_tag: None,
+            local_uri: from_uri,
+            remote_uri: to_uri,
+            remote_target: uri,
+            route_set: vec![],
+            local_cseq: 1,
+            remote_cseq: None,
+            flow,
+            peer_allows_update: false,
+            session_timer: None,
+            remote_sdp: None,
+            remote_sdp_type: None,
+        });
+        let attempt = call.attempts.len();
+        call.attempts.push(Attempt {
+            target: target.to_string(),
+            remote: dest.addr,
+            outcome: None,
+            provisional: false,
+        });
+        info!(call = %call.id, target = %target, remote = %dest.addr, attempt = attempt + 1, "trying");
+        let bytes = out.to_bytes();
+        let key = ClientKey {
+            branch,
+            method: "INVITE".into(),
+        };
+        entry.b_invite = Some(key.clone());
+        self.dialogs.insert((call_id, tag), (c, Side::B));
+        self.count_target(c, Some(target));
+        let deadline = now + self.settings.attempt_timeout;
+        self.set_deadline(c, CallTimer::Attempt(attempt), deadline);
+        let tx = ClientInvite::new(bytes.clone(), reliability(flow.transport), self.settings.timers, now);
+        self.new_client(key, ClientTx::Invite(tx), flow, bytes, Purpose::Attempt { call: c, attempt }, now);
+    }
+
+    fn new_client(
+        &mut self,
+        key: ClientKey,
+        tx: ClientTx,
+        flow: Flow,
+        request: Bytes,
+        purpose: Purpose,
+        now: Instant,
+    ) {
+        let id = self.new_id();
+        self.client_ids.insert(key.clone(), id);
+        self.clients.insert(
+            id,
+            (
+                key,
+                ClientEntry {
+                    tx,
+                    flow,
+                    request,
+                    purpose,
+                    provisional: false,
+                    cancel_pending: false,
+                },
+            ),
+        );
+        self.drive_client(id, now);
+    }
+
+    /// Every candidate failed (or none was usable): 503 to the caller with a Reason naming
+    /// what happened to each attempt.
+    fn routing_exhausted(&mut self, c: CallRef, now: Instant) {
+        let Some(e) = self.calls.get(&c) else { return };
+        let mut why = String::new();
+        if e.call.attempts.is_empty() {
+            why.push_str("no candidate was available");
+        } else {
+            why.push_str("all candidates failed:");
+            for a in &e.call.attempts {
+                let _ = write!(
+                    why,
+                    " {} {};",
+                    a.target,
+                    a.outcome.as_deref().unwrap_or("?")
+                );
+            }
+            why.pop();
+        }
+        let sid = self.server_ids.get(&e.a_invite).copied();
+        info!(call = %e.call.id, "refused: {why}");
+        self.stats.calls_failed += 1;
+        if let Some(sid) = sid {
+            self.reject(sid, 503, "Service Unavailable", &why, now);
+        }
+        self.finish_call(c, &why);
+    }
+}
+
+// ---------------------------------------------------------------------- responses
+impl Core {
+    fn on_response(&mut self, resp: Resp, now: Instant) {
+        let key = ClientKey {
+            branch: resp.branch.clone(),
+            method: resp.cseq_method.clone(),
+        };
+        let Some(&id) = self.client_ids.get(&key) else {
+            // No transaction: a stray or very late response (RFC 4475 bcast). Dropped.
+            debug!(status = resp.status, branch = %resp.branch, "stray response dropped");
+            return;
+        };
+        let deliver = {
+            let Some((_, e)) = self.clients.get_mut(&id) else {
+                return;
+            };
+            match &mut e.tx {
+                ClientTx::Invite(t) => {
+                    let request = e.request.clone();
+                    let ack_resp = resp.clone();
+                    t.handle_response(resp.status, now, || non2xx_ack(&request, &ack_resp))
+                }
+                ClientTx::NonInvite(t) => t.handle_response(resp.status, now),
+            }
+        };
+        if matches!(deliver, Deliver::ToTu) {
+            if let Some((_, e)) = self.clients.get_mut(&id) {
+                if resp.status < 200 && !e.provisional {
+                    e.provisional = true;
+                    if e.cancel_pending {
+                        e.cancel_pending = false;
+                        self.send_cancel(id, now);
+                    }
+                }
+            }
+            self.on_client_response(id, resp, now);
+        }
+        self.drive_client(id, now);
+    }
+
+    fn drive_client(&mut self, id: u64, now: Instant) {
+        let mut events = Vec::new();
+        let Some((_, e)) = self.clients.get_mut(&id) else {
+            return;
+        };
+        loop {
+            let data = match &mut e.tx {
+                ClientTx::Invite(t) => t.poll_transmit(),
+                ClientTx::NonInvite(t) => t.poll_transmit(),
+            };
+            let Some(data) = data else { break };
+            self.out.push_back(Transmit {
+                transport: e.flow.transport,
+                local: e.flow.local,
+                remote: e.flow.remote,
+                data,
+            });
+        }
+        loop {
+            let ev = match &mut e.tx {
+                ClientTx::Invite(t) => t.poll_event(),
+                ClientTx::NonInvite(t) => t.poll_event(),
+            };
+            let Some(ev) = ev else { break };
+            events.push(ev);
+        }
+        let next = match &e.tx {
+            ClientTx::Invite(t) => t.poll_timeout(),
+            ClientTx::NonInvite(t) => t.poll_timeout(),
+        };
+        if let Some(at) = next {
+            self.arm(at, TimerRef::Client(id));
+        }
+        for ev in events {
+            match ev {
+                TransactionEvent::Timeout | TransactionEvent::TransportError => {
+                    let what = if ev == TransactionEvent::Timeout {
+                        "timeout"
+                    } else {
+                        "transport error"
+                    };
+                    self.on_client_failure(id, what, now);
+                }
+                TransactionEvent::NoAckFor2xx => {}
+                TransactionEvent::Terminated => {
+                    if let Some((key, e)) = self.clients.remove(&id) {
+                        self.client_ids.remove(&key);
+                        if let Purpose::Bye { call } = e.purpose {
+                            self.bye_done(call);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client transaction timed out (Timer B/F) or its transport failed.
+    fn on_client_failure(&mut self, id: u64, what: &str, now: Instant) {
+        let Some((_, e)) = self.clients.get(&id) else {
+            return;
+        };
+        let purpose = e.purpose.clone();
+        let flow = e.flow;
+        match purpose {
+            Purpose::Attempt { call, attempt } => {
+                self.attempt_failed(call, attempt, 408, what, AttemptOutcome::Timeout, now);
+            }
+            Purpose::Relay { call, to, server } => {
+                // The other side did not answer a relayed request: 408 back to the sender.
+                if let Some(&sid) = self.server_ids.get(&server) {
+                    self.respond(sid, 408, None, vec![], None, now);
+                }
+                if let Some(e) = self.calls.get_mut(&call) {
+                    e.reinvite_in_progress = false;
+                }
+                let _ = to;
+            }
+            Purpose::Refresh { call, side } => {
+                // §10: a refresh that fails with timeout ends the session.
+                warn!(call = %self.call_name(call), ?side, remote = %flow.remote, "session refresh {what}; ending the call");
+                self.end_call(call, "session refresh failed", None, now);
+            }
+            Purpose::Bye { .. } | Purpose::Ignore | Purpose::Abandoned { .. } => {}
+            Purpose::Probe { probe } => {
+                let _ = probe; // the health table times probes out itself
+            }
+        }
+    }
+
+    fn on_client_response(&mut self, id: u64, resp: Resp, now: Instant) {
+        let Some((_, e)) = self.clients.get(&id) else {
+            return;
+        };
+        match e.purpose.clone() {
+            Purpose::Attempt { call, attempt } => self.attempt_response(call, attempt, resp, now),
+            Purpose::Abandoned { leg } => {
+                if (200..300).contains(&resp.status) {
+                    // A late answer on an attempt we gave up on: acknowledge and hang up.
+                    let mut leg = *leg;
+                    self.learn_dialog(&mut leg, &resp);
+                    self.send_ack(&leg, resp.cseq, None);
+                    let flow = leg.flow;
+                    self.send_in_dialog(&mut leg, "BYE", vec![], None, Purpose::Ignore, flow, now);
+                }
+            }
+            Purpose::Relay { call, to, server } => self.relay_response(call, to, server, resp, now),
+            Purpose::Refresh { call, side } => {
+                if resp.status >= 200 {
+                    if (200..300).contains(&resp.status) {
+                        if resp.cseq_method == "INVITE" {
+                            if let Some(leg) = self.leg(call, side).cloned() {
+                                self.send_ack(&leg, resp.cseq, None);
+                            }
+                        }
+                        self.arm_session_timer(call, side, resp.session_expires, true, now);
+                    } else if resp.status == 481 || resp.status == 408 {
+                        // RFC 4028 §10: the session is gone on that side.
+                        self.end_call(call, &format!("refresh answered {}", resp.status), None, now);
+                    } else {
+                        // Other failures (e.g. 491, 488): keep the call, retry at the next
+                        // refresh point.
+                        self.arm_session_timer(call, side, None, true, now);
+                    }
+                }
+            }
+            Purpose::Bye { .. } | Purpose::Ignore => {}
+            Purpose::Probe { probe } => {
+                if resp.status >= 200 {
+                    self.health.handle_probe_response(probe, resp.status, now);
+                }
+            }
+        }
+    }
+
+    fn leg(&self, c: CallRef, side: Side) -> Option<&Leg> {
+        let call = &self.calls.get(&c)?.call;
+        match side {
+            Side::A => Some(&call.a),
+            Side::B => call.b.as_ref(),
+        }
+    }
+
+    fn leg_mut(&mut self, c: CallRef, side: Side) -> Option<&mut Leg> {
+        let call = &mut self.calls.get_mut(&c)?.call;
+        match side {
+            Side::A => Some(&mut call.a),
+            Side::B => call.b.as_mut(),
+        }
+    }
+
+    /// Records what a dialog-forming response tells us about the peer (§12.1.2).
+    fn learn_dialog(&self, leg: &mut Leg, resp: &Resp) {
+        if leg.remote_tag.is_none() {
+            leg.remote_tag = resp.to_tag.clone();
+        }
+        if let Some(c) = &resp.contact {
+            leg.remote_target = c.clone();
+        }
+        if (200..300).contains(&resp.status) || leg.route_set.is_empty() {
+            // §12.1.2: the route set is the Record-Route list in reverse.
+            leg.route_set = resp.record_route.iter().rev().cloned().collect();
+        }
+        leg.peer_allows_update |= resp.allows_update;
+        if !resp.body.is_empty() {
+            leg.remote_sdp = Some(resp.body.clone());
+            leg.remote_sdp_type = resp.content_type.clone();
+        }
+    }
+
+    fn attempt_response(&mut self, c: CallRef, attempt: usize, resp: Resp, now: Instant) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if entry.call.attempts.len() != attempt + 1 {
+            return; // an older attempt; handled as abandoned
+        }
+        let status = resp.status;
+        if status < 200 {
+            entry.call.attempts[attempt].provisional = true;
+            entry.deadlines.remove(&CallTimer::Attempt(attempt));
+            if status == 100 {
+                return;
+            }
+            let target = TargetId::from(entry.call.attempts[attempt].target.as_str());
+            self.health
+                .handle_attempt(&target, AttemptOutcome::Provisional, now);
+            let has_sdp = !resp.body.is_empty();
+            let mut leg = entry.call.b.take();
+            if let Some(l) = leg.as_mut() {
+                self.learn_dialog(l, &resp);
+            }
+            let entry = self.calls.get_mut(&c).expect("present");
+            entry.call.b = leg;
+            if entry.call.cancelled {
+                return;
+            }
+            entry.call.state = CallState::Early;
+            if has_sdp {
+                // Early media reached the caller: from here on the call belongs to this
+                // target; no failover (the caller may already hear it).
+                entry.call.early_media = true;
+                entry.call.pinned = Some(target.to_string());
+            }
+            let sid = self.server_ids.get(&entry.a_invite).copied();
+            let a_flow = entry.call.a.flow;
+            let mut h = resp.passthrough.clone();
+            h.push(("Contact".into(), self.contact(&a_flow)));
+            h.push(("Allow".into(), ALLOW.into()));
+            let body = has_sdp.then(|| {
+                (
+                    resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                    resp.body.clone(),
+                )
+            });
+            if let Some(sid) = sid {
+                self.respond(sid, status, Some(&resp.reason), h, body, now);
+            }
+            return;
+        }
+        entry.deadlines.remove(&CallTimer::Attempt(attempt));
+        let target = TargetId::from(entry.call.attempts[attempt].target.as_str());
+        if (200..300).contains(&status) {
+            self.attempt_answered(c, attempt, target, resp, now);
+            return;
+        }
+        let outcome = if (500..600).contains(&status) {
+            AttemptOutcome::ServerError(status)
+        } else {
+            AttemptOutcome::Answered
+        };
+        self.attempt_failed(c, attempt, status, &format!("{status} {}", resp.reason), outcome, now);
+        let _ = resp;
+    }
+
+    fn attempt_answered(&mut self, c: CallRef, attempt: usize, target: TargetId, resp: Resp, now: Instant) {
+        self.health
+            .handle_attempt(&target, AttemptOutcome::Answered, now);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let mut b = match entry.call.b.take() {
+            Some(b) => b,
+            None => return,
+        };
+        self.learn_dialog(&mut b, &resp);
+        let entry = self.calls.get_mut(&c).expect("present");
+        entry.call.b = Some(b);
+        if entry.call.cancelled {
+            // CANCEL crossed with the 2xx (§9.1): acknowledge and hang up that leg.
+            let b = entry.call.b.clone().expect("set above");
+            self.send_ack(&b, resp.cseq, None);
+            self.end_call(c, "answered after the caller cancelled", Some(Side::A), now);
+            return;
+        }
+        entry.call.attempts[attempt].outcome = Some(format!("{} {}", resp.status, resp.reason));
+        entry.call.pinned = Some(target.to_string());
+        entry.call.state = CallState::Answered;
+        entry.b_invite = None;
+        self.stats.calls_answered += 1;
+        let call_id = entry.call.id.clone();
+        let sid = self.server_ids.get(&entry.a_invite).copied();
+        info!(call = %call_id, target = %target, "answered");
+        // Session timer on the B leg, from the callee's 2xx (RFC 4028 §7.2): absent means
+        // the callee does not do session timers, and neither do we on that leg.
+        self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
+        // Session timer on the A leg, as we answer it (§9).
+        let a_timer = self.a_leg_session_timer(c);
+        let entry = self.calls.get_mut(&c).expect("present");
+        let a_flow = entry.call.a.flow;
+        let mut h = resp.passthrough.clone();
+        h.push(("Contact".into(), self.contact(&a_flow)));
+        h.push(("Allow".into(), ALLOW.into()));
+        h.push(("Supported".into(), SUPPORTED.into()));
+        if let Some((interval, refresher, require)) = a_timer {
+            h.push((
+                "Session-Expires".into(),
+                format!("{};refresher={}", interval.as_secs(), refresher_param(refresher)),
+            ));
+            if require {
+                h.push(("Require".into(), "timer".into()));
+            }
+        }
+        let body = (!resp.body.is_empty()).then(|| {
+            (
+                resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                resp.body.clone(),
+            )
+        });
+        if let Some(sid) = sid {
+            self.respond(sid, resp.status, Some(&resp.reason), h, body, now);
+        }
+        if let Some((interval, refresher, _)) = a_timer {
+            let we_refresh = refresher == Refresher::Uas;
+            self.set_session_timer(c, Side::A, interval, we_refresh, now);
+        }
+    }
+
+    /// The A leg's session timer as we answer (RFC 4028 §9): honour the caller's interval
+    /// and refresher when it supports timers; otherwise refresh it ourselves.
+    /// Returns (interval, refresher, whether to add Require: timer).
+    fn a_leg_session_timer(&self, c: CallRef) -> Option<(Duration, Refresher, bool)> {
+        let e = self.calls.get(&c)?;
+        let sid = self.server_ids.get(&e.a_invite)?;
+        let (_, se) = self.servers.get(sid)?;
+        let Ok(Message::Request(req)) = crate::sip::message::parse(&se.request) else {
+            return None;
+        };
+        let req = Req::from_request(&req).ok()?;
+        match req.session_expires {
+            Some(se) if req.supports_timer => {
+                let refresher = se.refresher.unwrap_or(Refresher::Uac);
+                Some((se.interval, refresher, true))
+            }
+            Some(se) => Some((se.interval, Refresher::Uas, false)),
+            None => Some((self.settings.session_expires, Refresher::Uas, false)),
+        }
+    }
+
+    /// An attempt failed with `status` (408 for timeouts). Fails over when the routing
+    /// policy allows it and the call has not reached the point of no return; otherwise the
+    /// caller gets the status.
+    fn attempt_failed(
+        &mut self,
+        c: CallRef,
+        attempt: usize,
+        status: u16,
+        why: &str,
+        outcome: AttemptOutcome,
+        now: Instant,
+    ) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if entry.call.attempts.len() != attempt + 1 || entry.call.attempts[attempt].outcome.is_some() {
+            return;
+        }
+        entry.call.attempts[attempt].outcome = Some(why.to_string());
+        entry.deadlines.remove(&CallTimer::Attempt(attempt));
+        let target = TargetId::from(entry.call.attempts[attempt].target.as_str());
+        let b = entry.call.b.take();
+        if let Some(b) = b {
+            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+        }
+        let entry = self.calls.get_mut(&c).expect("present");
+        entry.b_invite = None;
+        let cancelled = entry.call.cancelled;
+        let early = entry.call.early_media;
+        let call_id = entry.call.id.clone();
+        self.count_target(c, None);
+        self.health.handle_attempt(&target, outcome, now);
+        if cancelled {
+            self.finish_call(c, "cancelled by caller");
+            return;
+        }
+        let failover = !early && (status == 408 || self.routing.should_failover(status));
+        if failover {
+            self.stats.failovers += 1;
+            info!(call = %call_id, target = %target, "attempt failed ({why}); failing over");
+            self.next_attempt(c, now);
+        } else {
+            // The callee's answer (486, 603, 404…): the caller gets it unchanged.
+            info!(call = %call_id, target = %target, status, "call rejected: {why}");
+            self.stats.calls_failed += 1;
+            let entry = self.calls.get(&c).expect("present");
+            let sid = self.server_ids.get(&entry.a_invite).copied();
+            let reason = why.split_once(' ').map(|(_, r)| r.to_string());
+            if let Some(sid) = sid {
+                self.respond(sid, status, reason.as_deref(), vec![], None, now);
+            }
+            self.finish_call(c, why);
+        }
+    }
+}
+
+/// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same Request-URI, Call-ID,
+/// From, CSeq number and top Via as the INVITE, To from the response, and the INVITE's Route
+/// headers.
+fn non2xx_ack(invite: &Bytes, resp: &Resp) -> Bytes {
+    let Ok(Message::Request(req)) = crate::sip::message::parse(invite) else {
+        return Bytes::new();
+    };
+    let h = &req.headers;
+    let mut out = OutRequest {
+        method: "ACK".into(),
+        uri: req.uri.to_string(),
+        via: h
+            .get(crate::sip::message::HeaderName::Via)
+            .unwrap_or_default()
+            .to_string(),
+        routes: h
+            .get_all(crate::sip::message::HeaderName::Route)
+            .map(str::to_string)
+            .collect(),
+        max_forwards: 70,
+        from: h
+            .get(crate::sip::message::HeaderName::From)
+            .unwrap_or_default()
+            .to_string(),
+        to: String::new(),
+        call_id: h
+            .get(crate::sip::message::HeaderName::CallId)
+            .unwrap_or_default()
+            .to_string(),
+        cseq: resp.cseq,
+        contact: None,
+        headers: vec![],
+        body: None,
+    };
+    out.to = match &resp.to_tag {
+        Some(t) => format!("{};tag={t}", resp.to),
+        None => resp.to.clone(),
+    };
+    out.to_bytes()
+}
+
+// ---------------------------------------------------------------------- ACK, CANCEL, dialogs
+impl Core {
+    fn on_ack(&mut self, req: &Req, key: &ServerKey, now: Instant) {
+        // ACK for a non-2xx final: same transaction as the INVITE (§17.2.3).
+        if let Some(&sid) = self.server_ids.get(key) {
+            if let Some((_, e)) = self.servers.get_mut(&sid) {
+                if let ServerTx::Invite(t) = &mut e.tx {
+                    if !t.is_accepted() {
+                        t.handle_ack(now);
+                        self.drive_server(sid, now);
+                        return;
+                    }
+                }
+            }
+        }
+        // ACK for a 2xx: end to end, matched by dialog (§13.2.2.4, §17.1.1.3).
+        let Some(tag) = &req.to_tag else { return };
+        let Some(&(c, side)) = self.dialogs.get(&(req.call_id.clone(), tag.clone())) else {
+            return;
+        };
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if side == Side::A && entry.call.state == CallState::Answered {
+            entry.call.state = CallState::Confirmed;
+            if let Some(&sid) = self.server_ids.get(&entry.a_invite) {
+                if let Some((_, s)) = self.servers.get_mut(&sid) {
+                    if let ServerTx::Invite(t) = &mut s.tx {
+                        t.handle_ack_2xx(now);
+                    }
+                }
+                self.drive_server(sid, now);
+            }
+            // Now acknowledge the callee's 2xx, carrying the caller's ACK body (late offer).
+            let entry = self.calls.get_mut(&c).expect("present");
+            if !req.body.is_empty() {
+                entry.call.a.remote_sdp = Some(req.body.clone());
+            }
+            let body = (!req.body.is_empty()).then(|| {
+                (
+                    req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                    req.body.clone(),
+                )
+            });
+            if let Some(b) = entry.call.b.clone() {
+                self.send_ack(&b, 1, body);
+            }
+            info!(call = %self.call_name(c), "confirmed");
+            return;
+        }
+        // The ACK for a re-INVITE's 2xx (answered locally or relayed).
+        let Some(p) = entry.pending_ack.clone() else {
+            return;
+        };
+        if p.from != side {
+            return;
+        }
+        entry.pending_ack = None;
+        if let Some(&sid) = self.server_ids.get(&p.server) {
+            if let Some((_, s)) = self.servers.get_mut(&sid) {
+                if let ServerTx::Invite(t) = &mut s.tx {
+                    t.handle_ack_2xx(now);
+                }
+            }
+            self.drive_server(sid, now);
+        }
+        if let Some(cseq) = p.relay_cseq {
+            let body = (!req.body.is_empty()).then(|| {
+                (
+                    req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                    req.body.clone(),
+                )
+            });
+            if let Some(leg) = self.leg(c, side.other()).cloned() {
+                self.send_ack(&leg, cseq, body);
+            }
+        }
+    }
+
+    /// Sends an ACK for a 2xx on `leg` (a new transaction-less request, §13.2.2.4).
+    fn send_ack(&mut self, leg: &Leg, cseq: u32, body: Option<(String, Vec<u8>)>) {
+        let branch = self.ids.branch();
+        let out = self.in_dialog_request(leg, "ACK", cseq, &branch, vec![], body);
+        self.out.push_back(Transmit {
+            transport: leg.flow.transport,
+            local: leg.flow.local,
+            remote: leg.flow.remote,
+            data: out.to_bytes(),
+        });
+    }
+
+    fn in_dialog_request(
+        &self,
+        leg: &Leg,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        headers: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> OutRequest {
+        let tagged = |uri: &str, tag: &Option<String>| match tag {
+            Some(t) => format!("{uri};tag={t}"),
+            None => uri.to_string(),
+        };
+        OutRequest {
+            method: method.into(),
+            uri: leg.remote_target.trim_matches(['<', '>']).to_string(),
+            via: self.via(&leg.flow, branch),
+            routes: leg.route_set.clone(),
+            max_forwards: self.settings.max_forwards,
+            from: tagged(&leg.local_uri, &Some(leg.local_tag.clone())),
+            to: tagged(&leg.remote_uri, &leg.remote_tag),
+            call_id: leg.call_id.clone(),
+            cseq,
+            contact: matches!(method, "INVITE" | "UPDATE").then(|| self.contact(&leg.flow)),
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a new in-dialog request on `leg` (its CSeq advanced), as a client transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn send_in_dialog(
+        &mut self,
+        leg: &mut Leg,
+        method: &str,
+        headers: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+        purpose: Purpose,
+        flow: Flow,
+        now: Instant,
+    ) -> u32 {
+        let cseq = leg.next_cseq();
+        let branch = self.ids.branch();
+        let mut headers = headers;
+        headers.push(("User-Agent".into(), self.settings.user_agent.clone()));
+        let out = self.in_dialog_request(leg, method, cseq, &branch, headers, body);
+        let bytes = out.to_bytes();
+        let key = ClientKey {
+            branch,
+            method: method.into(),
+        };
+        let rel = reliability(flow.transport);
+        let tx = if method == "INVITE" {
+            ClientTx::Invite(ClientInvite::new(bytes.clone(), rel, self.settings.timers, now))
+        } else {
+            ClientTx::NonInvite(ClientNonInvite::new(bytes.clone(), rel, self.settings.timers, now))
+        };
+        self.new_client(key, tx, flow, bytes, purpose, now);
+        cseq
+    }
+
+    fn send_cancel(&mut self, id: u64, now: Instant) {
+        let Some((key, e)) = self.clients.get(&id) else {
+            return;
+        };
+        // §9.1: CANCEL has the INVITE's Request-URI, Call-ID, From, To, CSeq number, Route
+        // and the same top Via (same branch).
+        let Ok(Message::Request(req)) = crate::sip::message::parse(&e.request) else {
+            return;
+        };
+        let h = &req.headers;
+        use crate::sip::message::HeaderName as H;
+        let cseq = h.cseq().map(|c| c.seq).unwrap_or(1);
+        let out = OutRequest {
+            method: "CANCEL".into(),
+            uri: req.uri.to_string(),
+            via: h.get(H::Via).unwrap_or_default().to_string(),
+            routes: h.get_all(H::Route).map(str::to_string).collect(),
+            max_forwards: self.settings.max_forwards,
+            from: h.get(H::From).unwrap_or_default().to_string(),
+            to: h.get(H::To).unwrap_or_default().to_string(),
+            call_id: h.get(H::CallId).unwrap_or_default().to_string(),
+            cseq,
+            contact: None,
+            headers: vec![],
+            body: None,
+        };
+        let bytes = out.to_bytes();
+        let flow = e.flow;
+        let ckey = ClientKey {
+            branch: key.branch.clone(),
+            method: "CANCEL".into(),
+        };
+        let tx = ClientNonInvite::new(bytes.clone(), reliability(flow.transport), self.settings.timers, now);
+        self.new_client(ckey, ClientTx::NonInvite(tx), flow, bytes, Purpose::Ignore, now);
+    }
+
+    /// Cancels an INVITE client transaction now if a provisional came, else as soon as one
+    /// does (§9.1), and turns it into an abandoned attempt.
+    fn abandon_invite(&mut self, key: &ClientKey, leg: Option<Leg>, now: Instant) {
+        let Some(&id) = self.client_ids.get(key) else {
+            return;
+        };
+        let provisional = if let Some((_, e)) = self.clients.get_mut(&id) {
+            if let Some(leg) = leg {
+                e.purpose = Purpose::Abandoned { leg: Box::new(leg) };
+            }
+            if !e.provisional {
+                e.cancel_pending = true;
+            }
+            e.provisional
+        } else {
+            false
+        };
+        if provisional {
+            self.send_cancel(id, now);
+        }
+    }
+
+    fn on_cancel(&mut self, req: &Req, flow: Flow, data: Bytes, now: Instant) {
+        let cancel_key = server_key(req);
+        if let Some(&sid) = self.server_ids.get(&cancel_key) {
+            if let Some((_, e)) = self.servers.get_mut(&sid) {
+                if let ServerTx::NonInvite(t) = &mut e.tx {
+                    t.handle_request_retransmit(now);
+                }
+            }
+            self.drive_server(sid, now);
+            return;
+        }
+        let invite_key = ServerKey {
+            method: "INVITE".into(),
+            ..cancel_key.clone()
+        };
+        let invite_sid = self.server_ids.get(&invite_key).copied();
+        let sid = self.new_server(cancel_key, flow, data, req, now);
+        let Some(invite_sid) = invite_sid else {
+            // §9.2: no matching transaction.
+            return self.respond(sid, 481, None, vec![], None, now);
+        };
+        self.respond(sid, 200, None, vec![], None, now);
+        let (finished, call) = match self.servers.get(&invite_sid) {
+            Some((_, e)) => (e.finished, e.call),
+            None => (true, None),
+        };
+        if finished {
+            return; // too late: the INVITE already has its final response
+        }
+        self.respond(invite_sid, 487, None, vec![], None, now);
+        let Some(c) = call else { return };
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        entry.call.cancelled = true;
+        info!(call = %entry.call.id, "cancelled by caller");
+        let b_key = entry.b_invite.take();
+        let b_leg = entry.call.b.take();
+        self.count_target(c, None);
+        if let Some(k) = b_key {
+            self.abandon_invite(&k, b_leg, now);
+        }
+        self.finish_call(c, "cancelled by caller");
+    }
+
+    fn on_in_dialog(&mut self, req: &Req, flow: Flow, key: ServerKey, data: Bytes, now: Instant) {
+        let tag = req.to_tag.clone().unwrap_or_default();
+        let found = self.dialogs.get(&(req.call_id.clone(), tag)).copied();
+        let sid = self.new_server(key.clone(), flow, data, req, now);
+        let Some((c, side)) = found else {
+            // §12.2.2: no such dialog.
+            return self.respond(sid, 481, None, vec![], None, now);
+        };
+        if let Some((_, e)) = self.servers.get_mut(&sid) {
+            e.call = Some(c);
+            e.to_tag = req.to_tag.clone();
+        }
+        // §12.2.2: CSeq must grow within a dialog.
+        let Some(leg) = self.leg_mut(c, side) else {
+            return self.respond(sid, 481, None, vec![], None, now);
+        };
+        if leg.remote_cseq.is_some_and(|last| req.cseq < last) {
+            return self.respond(sid, 500, Some("CSeq Out of Order"), vec![], None, now);
+        }
+        leg.remote_cseq = Some(req.cseq);
+        if let Some(contact) = &req.contact {
+            if matches!(req.method.as_str(), "INVITE" | "UPDATE") {
+                leg.remote_target = contact.clone(); // §12.2.2 target refresh
+            }
+        }
+        match req.method.as_str() {
+            "BYE" => {
+                self.respond(sid, 200, None, vec![], None, now);
+                let who = match side {
+                    Side::A => "caller",
+                    Side::B => "callee",
+                };
+                self.end_call(c, &format!("BYE from {who}"), Some(side), now);
+            }
+            "OPTIONS" => {
+                let h = self.capabilities();
+                self.respond(sid, 200, None, h, None, now);
+            }
+            "INVITE" | "UPDATE" => self.on_session_update(c, side, sid, req, now),
+            "INFO" => self.relay_request(c, side, sid, req, now),
+            "PRACK" => self.respond(sid, 481, None, vec![], None, now),
+            "REGISTER" | "SUBSCRIBE" | "NOTIFY" | "REFER" | "MESSAGE" | "PUBLISH" | "CANCEL" => {
+                let h = vec![("Allow".to_string(), ALLOW.to_string())];
+                self.respond(sid, 405, None, h, None, now);
+            }
+            _ => {
+                let h = vec![("Allow".to_string(), ALLOW.to_string())];
+                self.respond(sid, 501, None, h, None, now);
+            }
+        }
+    }
+
+    /// re-INVITE or UPDATE from one leg. A pure session refresh (no new SDP) is answered on
+    /// that leg alone (RFC 4028 per-leg refresh); a real change is relayed to the other leg.
+    fn on_session_update(&mut self, c: CallRef, side: Side, sid: u64, req: &Req, now: Instant) {
+        let Some(entry) = self.calls.get(&c) else { return };
+        if !matches!(entry.call.state, CallState::Confirmed) && req.method == "INVITE" {
+            // §14.2: a re-INVITE while the initial one is still in progress.
+            return self.respond(sid, 491, None, vec![], None, now);
+        }
+        if entry.reinvite_in_progress {
+            return self.respond(sid, 491, None, vec![], None, now);
+        }
+        let leg = self.leg(c, side).cloned();
+        let Some(leg) = leg else { return };
+        let unchanged = req.body.is_empty() || leg.remote_sdp.as_deref() == Some(req.body.as_slice());
+        if unchanged {
+            // Answer locally with what this leg last got from us: the other side's SDP.
+            let other = self.leg(c, side.other()).cloned();
+            let body = if req.method == "INVITE" {
+                other.and_then(|o| {
+                    o.remote_sdp
+                        .map(|b| (o.remote_sdp_type.unwrap_or_else(|| ACCEPT.into()), b))
+                })
+            } else {
+                None
+            };
+            let (interval, refresher) = match req.session_expires {
+                Some(se) => (se.interval, se.refresher.unwrap_or(Refresher::Uac)),
+                None => (
+                    leg.session_timer
+                        .as_ref()
+                        .map_or(self.settings.session_expires, |t| t.interval),
+                    Refresher::Uac,
+                ),
+            };
+            let mut h = vec![
+                ("Contact".to_string(), self.contact(&leg.flow)),
+                ("Allow".to_string(), ALLOW.to_string()),
+                ("Supported".to_string(), SUPPORTED.to_string()),
+                (
+                    "Session-Expires".to_string(),
+                    format!("{};refresher={}", interval.as_secs(), refresher_param(refresher)),
+                ),
+            ];
+            if req.supports_timer {
+                h.push(("Require".into(), "timer".into()));
+            }
+            self.respond(sid, 200, None, h, body, now);
+            // The peer is the refresher when it sent the request as UAC and said uac.
+            self.set_session_timer(c, side, interval, refresher == Refresher::Uas, now);
+            if req.method == "INVITE" {
+                let server = self.servers.get(&sid).map(|(k, _)| k.clone());
+                if let (Some(e), Some(server)) = (self.calls.get_mut(&c), server) {
+                    e.pending_ack = Some(PendingAck {
+                        from: side,
+                        server,
+                        relay_cseq: None,
+                    });
+                }
+            }
+            return;
+        }
+        if let Some(l) = self.leg_mut(c, side) {
+            l.remote_sdp = Some(req.body.clone());
+            l.remote_sdp_type = req.content_type.clone();
+        }
+        self.relay_request(c, side, sid, req, now);
+    }
+
+    /// Relays an in-dialog request from `from` to the other leg; its response comes back to
+    /// server transaction `sid`.
+    fn relay_request(&mut self, c: CallRef, from: Side, sid: u64, req: &Req, now: Instant) {
+        let to = from.other();
+        let Some(mut leg) = self.leg(c, to).cloned() else {
+            return self.respond(sid, 481, None, vec![], None, now);
+        };
+        let server = match self.servers.get(&sid) {
+            Some((k, _)) => k.clone(),
+            None => return,
+        };
+        let body = (!req.body.is_empty()).then(|| {
+            (
+                req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                req.body.clone(),
+            )
+        });
+        let mut headers = req.passthrough.clone();
+        if req.method == "INVITE" || req.method == "UPDATE" {
+            headers.push(("Allow".into(), ALLOW.into()));
+            headers.push(("Supported".into(), SUPPORTED.into()));
+            if let Some(e) = self.calls.get_mut(&c) {
+                e.reinvite_in_progress = true;
+            }
+        }
+        let flow = leg.flow;
+        self.send_in_dialog(
+            &mut leg,
+            &req.method,
+            headers,
+            body,
+            Purpose::Relay { call: c, to, server },
+            flow,
+            now,
+        );
+        if let Some(l) = self.leg_mut(c, to) {
+            l.local_cseq = leg.local_cseq;
+        }
+    }
+
+    fn relay_response(&mut self, c: CallRef, to: Side, server: ServerKey, resp: Resp, now: Instant) {
+        let Some(&sid) = self.server_ids.get(&server) else {
+            return;
+        };
+        if resp.status >= 200 {
+            if let Some(e) = self.calls.get_mut(&c) {
+                e.reinvite_in_progress = false;
+            }
+        }
+        let from = to.other();
+        if (200..300).contains(&resp.status) && resp.cseq_method == "INVITE" {
+            if let Some(leg) = self.leg_mut(c, to) {
+                if !resp.body.is_empty() {
+                    leg.remote_sdp = Some(resp.body.clone());
+                    leg.remote_sdp_type = resp.content_type.clone();
+                }
+                if let Some(ct) = &resp.contact {
+                    leg.remote_target = ct.clone();
+                }
+            }
+            if let Some(e) = self.calls.get_mut(&c) {
+                // The originator's ACK is relayed as the ACK for this 2xx.
+                e.pending_ack = Some(PendingAck {
+                    from,
+                    server: server.clone(),
+                    relay_cseq: Some(resp.cseq),
+                });
+            }
+        }
+        let Some(from_leg) = self.leg(c, from).cloned() else {
+            return;
+        };
+        let mut h = resp.passthrough.clone();
+        if resp.cseq_method == "INVITE" || resp.cseq_method == "UPDATE" {
+            h.push(("Contact".into(), self.contact(&from_leg.flow)));
+            h.push(("Allow".into(), ALLOW.into()));
+        }
+        let body = (!resp.body.is_empty()).then(|| {
+            (
+                resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                resp.body.clone(),
+            )
+        });
+        self.respond(sid, resp.status, Some(&resp.reason), h, body, now);
+    }
+}
+
+// ---------------------------------------------------------------------- ending, timers, health
+impl Core {
+    /// Ends a call from any state: BYE to each confirmed leg except `from` (which ended it),
+    /// CANCEL to a B leg still ringing, a final response to an A leg still unanswered.
+    fn end_call(&mut self, c: CallRef, why: &str, from: Option<Side>, now: Instant) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if entry.call.state == CallState::Ending {
+            return;
+        }
+        let state = entry.call.state;
+        entry.call.state = CallState::Ending;
+        entry.call.end_reason = Some(why.to_string());
+        entry.pending_ack = None;
+        let call_id = entry.call.id.clone();
+        let a_sid = self.server_ids.get(&entry.a_invite).copied();
+        let b_invite = entry.b_invite.take();
+        let b_leg = entry.call.b.clone();
+        let a_leg = entry.call.a.clone();
+        info!(call = %call_id, "ending: {why}");
+        let mut byes = 0;
+        match state {
+            CallState::Routing | CallState::Early => {
+                if let Some(k) = b_invite {
+                    self.abandon_invite(&k, b_leg, now);
+                }
+                if let Some(sid) = a_sid {
+                    self.respond(sid, 480, Some("Temporarily Unavailable"), vec![], None, now);
+                }
+            }
+            CallState::Answered | CallState::Confirmed => {
+                if let (Some(mut b), true) = (b_leg, from != Some(Side::B)) {
+                    if state == CallState::Answered {
+                        // We hold the callee's 2xx unacknowledged until the caller's ACK.
+                        self.send_ack(&b, 1, None);
+                    }
+                    let flow = b.flow;
+                    self.send_in_dialog(&mut b, "BYE", vec![reason_header(why)], None, Purpose::Bye { call: c }, flow, now);
+                    byes += 1;
+                }
+                if from != Some(Side::A) {
+                    let mut a = a_leg;
+                    let flow = a.flow;
+                    self.send_in_dialog(&mut a, "BYE", vec![reason_header(why)], None, Purpose::Bye { call: c }, flow, now);
+                    byes += 1;
+                }
+            }
+            CallState::Ending => {}
+        }
+        self.count_target(c, None);
+        if let Some(e) = self.calls.get_mut(&c) {
+            e.byes_outstanding = byes;
+            e.deadlines.clear();
+        }
+        if byes == 0 {
+            self.finish_call(c, why);
+        } else {
+            // Whatever happens to the BYEs, the call is gone after Timer F.
+            let at = now + self.settings.timers.t1 * 64 + Duration::from_secs(1);
+            self.set_deadline(c, CallTimer::Reap, at);
+        }
+    }
+
+    fn bye_done(&mut self, c: CallRef) {
+        let Some(e) = self.calls.get_mut(&c) else {
+            return;
+        };
+        e.byes_outstanding = e.byes_outstanding.saturating_sub(1);
+        if e.byes_outstanding == 0 {
+            let why = e.call.end_reason.clone().unwrap_or_default();
+            self.finish_call(c, &why);
+        }
+    }
+
+    /// Forgets a call. Transactions still running finish on their own.
+    fn finish_call(&mut self, c: CallRef, why: &str) {
+        self.count_target(c, None);
+        let Some(e) = self.calls.remove(&c) else {
+            return;
+        };
+        let call = e.call;
+        self.dialogs
+            .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        if let Some(b) = &call.b {
+            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+        }
+        info!(
+            call = %call.id, pinned = call.pinned.as_deref().unwrap_or("-"),
+            attempts = call.attempts.len(), "call ended: {why}"
+        );
+    }
+
+    /// Records the session timer of `side` and arms its refresh or expiry (RFC 4028 §10).
+    fn set_session_timer(&mut self, c: CallRef, side: Side, interval: Duration, we_refresh: bool, now: Instant) {
+        if let Some(leg) = self.leg_mut(c, side) {
+            leg.session_timer = Some(SessionTimer {
+                interval,
+                we_refresh,
+            });
+        } else {
+            return;
+        }
+        let sk = SideKey::from(side);
+        self.clear_deadline(c, CallTimer::Refresh(sk));
+        self.clear_deadline(c, CallTimer::Expire(sk));
+        if we_refresh {
+            self.set_deadline(c, CallTimer::Refresh(sk), now + interval / 2);
+        } else {
+            // §10: the side that is not the refresher sends BYE shortly before expiry.
+            let margin = (interval / 3).min(Duration::from_secs(32));
+            self.set_deadline(c, CallTimer::Expire(sk), now + interval - margin);
+        }
+    }
+
+    /// Session timer from a 2xx to a request we sent on `side` (we are its UAC there).
+    fn arm_session_timer(
+        &mut self,
+        c: CallRef,
+        side: Side,
+        se: Option<msg::SessionExpires>,
+        after_refresh: bool,
+        now: Instant,
+    ) {
+        match se {
+            Some(se) => {
+                let we = se.refresher.unwrap_or(Refresher::Uac) == Refresher::Uac;
+                self.set_session_timer(c, side, se.interval, we, now);
+            }
+            None if after_refresh => {
+                let prev = self.leg(c, side).and_then(|l| l.session_timer.clone());
+                if let Some(t) = prev {
+                    self.set_session_timer(c, side, t.interval, t.we_refresh, now);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Sends a session refresh on `side`: UPDATE without a body when the peer allows it,
+    /// otherwise a re-INVITE with the session description it already has (RFC 4028 §7.4,
+    /// §9), so nothing about the media changes.
+    fn send_refresh(&mut self, c: CallRef, side: Side, now: Instant) {
+        let Some(entry) = self.calls.get(&c) else { return };
+        if entry.call.state != CallState::Confirmed || entry.reinvite_in_progress {
+            // Try again a little later rather than glare with an offer in progress.
+            let at = now + Duration::from_secs(2);
+            return self.set_deadline(c, CallTimer::Refresh(SideKey::from(side)), at);
+        }
+        let Some(mut leg) = self.leg(c, side).cloned() else {
+            return;
+        };
+        let interval = leg
+            .session_timer
+            .as_ref()
+            .map_or(self.settings.session_expires, |t| t.interval);
+        let headers = vec![
+            ("Supported".to_string(), SUPPORTED.to_string()),
+            (
+                "Session-Expires".to_string(),
+                format!("{};refresher=uac", interval.as_secs()),
+            ),
+        ];
+        let (method, body) = if leg.peer_allows_update {
+            ("UPDATE", None)
+        } else {
+            let other = self.leg(c, side.other());
+            let body = other.and_then(|o| {
+                o.remote_sdp.clone().map(|b| {
+                    (
+                        o.remote_sdp_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                        b,
+                    )
+                })
+            });
+            ("INVITE", body)
+        };
+        debug!(call = %self.call_name(c), ?side, method, "session refresh");
+        let flow = leg.flow;
+        self.send_in_dialog(&mut leg, method, headers, body, Purpose::Refresh { call: c, side }, flow, now);
+        if let Some(l) = self.leg_mut(c, side) {
+            l.local_cseq = leg.local_cseq;
+        }
+    }
+
+    /// Fires every deadline that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, what))) = self.heap.pop() else {
+                break;
+            };
+            match what {
+                TimerRef::Server(sid) => {
+                    if let Some((_, e)) = self.servers.get_mut(&sid) {
+                        match &mut e.tx {
+                            ServerTx::Invite(t) => t.handle_timeout(now),
+                            ServerTx::NonInvite(t) => t.handle_timeout(now),
+                        }
+                        self.drive_server(sid, now);
+                    }
+                }
+                TimerRef::Client(id) => {
+                    if let Some((_, e)) = self.clients.get_mut(&id) {
+                        match &mut e.tx {
+                            ClientTx::Invite(t) => t.handle_timeout(now),
+                            ClientTx::NonInvite(t) => t.handle_timeout(now),
+                        }
+                        self.drive_client(id, now);
+                    }
+                }
+                TimerRef::Call(c, timer) => {
+                    let due = self
+                        .calls
+                        .get(&c)
+                        .and_then(|e| e.deadlines.get(&timer))
+                        .is_some_and(|d| *d == at);
+                    if due {
+                        self.clear_deadline(c, timer);
+                        self.fire_call_timer(c, timer, now);
+                    }
+                }
+                TimerRef::Health => {
+                    self.health.handle_timeout(now);
+                }
+            }
+        }
+        self.after_health(now);
+    }
+
+    fn fire_call_timer(&mut self, c: CallRef, timer: CallTimer, now: Instant) {
+        match timer {
+            CallTimer::Attempt(n) => {
+                let secs = self.settings.attempt_timeout;
+                let Some(e) = self.calls.get_mut(&c) else { return };
+                if e.call.attempts.get(n).is_some_and(|a| a.provisional) {
+                    return;
+                }
+                // No provisional in time: give up on this target without waiting for Timer B.
+                // The INVITE transaction keeps running as an abandoned attempt so that a late
+                // answer is cancelled or hung up properly.
+                let key = e.b_invite.take();
+                let leg = e.call.b.clone();
+                if let Some(k) = key {
+                    self.abandon_invite(&k, leg, now);
+                }
+                self.attempt_failed(
+                    c,
+                    n,
+                    408,
+                    &format!("timeout (no provisional in {secs:?})"),
+                    AttemptOutcome::Timeout,
+                    now,
+                );
+            }
+            CallTimer::Refresh(side) => self.send_refresh(c, side.into(), now),
+            CallTimer::Expire(side) => {
+                let side: Side = side.into();
+                warn!(call = %self.call_name(c), ?side, "session expired without refresh");
+                self.end_call(c, "session timer expired", None, now);
+            }
+            CallTimer::Reap => {
+                let why = self
+                    .calls
+                    .get(&c)
+                    .and_then(|e| e.call.end_reason.clone())
+                    .unwrap_or_default();
+                self.finish_call(c, &why);
+            }
+        }
+    }
+
+    /// Sends due OPTIONS probes, logs health transitions and re-arms the health timer.
+    fn after_health(&mut self, now: Instant) {
+        while let Some(probe) = self.health.poll_probe(now) {
+            self.send_probe(probe, now);
+        }
+        while let Some(ev) = self.health.poll_event() {
+            log_health(&ev);
+        }
+        if let Some(at) = self.health.poll_timeout() {
+            let already = self
+                .heap
+                .iter()
+                .any(|Reverse((t, w))| *t == at && *w == TimerRef::Health);
+            if !already {
+                self.arm(at, TimerRef::Health);
+            }
+        }
+    }
+
+    fn send_probe(&mut self, probe: crate::health::Probe<TargetId>, now: Instant) {
+        let Some(local) = self.listener_for(&probe.dest) else {
+            return;
+        };
+        let flow = Flow {
+            transport: probe.dest.transport,
+            local,
+            remote: probe.dest.addr,
+        };
+        let host = self.local_host(local);
+        let target_uri = match self.config.target(&probe.target) {
+            Some(t) => match t.uri.port {
+                Some(p) => format!("sip:{}:{p}", t.uri.host),
+                None => format!("sip:{}", t.uri.host),
+            },
+            None => format!("sip:{}", host_port(probe.dest.addr)),
+        };
+        let branch = self.ids.branch();
+        let out = OutRequest {
+            method: "OPTIONS".into(),
+            uri: target_uri.clone(),
+            via: self.via(&flow, &branch),
+            routes: vec![],
+            max_forwards: 70,
+            from: format!("<sip:holdfast@{host}>;tag={}", self.ids.tag()),
+            to: format!("<{target_uri}>"),
+            call_id: self.ids.call_id(&host),
+            cseq: 1,
+            contact: None,
+            headers: vec![
+                ("User-Agent".into(), self.settings.user_agent.clone()),
+                ("Accept".into(), ACCEPT.into()),
+            ],
+            body: None,
+        };
+        let bytes = out.to_bytes();
+        let tx = ClientNonInvite::new(bytes.clone(), reliability(flow.transport), self.settings.timers, now);
+        let key = ClientKey {
+            branch,
+            method: "OPTIONS".into(),
+        };
+        self.new_client(key, ClientTx::NonInvite(tx), flow, bytes, Purpose::Probe { probe: probe.id }, now);
+    }
+
+    /// The runtime could not deliver to `remote` (TCP connect refused or reset, ICMP
+    /// unreachable): every client transaction toward it fails now instead of at Timer B/F.
+    pub fn handle_transport_error(&mut self, transport: Transport, remote: SocketAddr, now: Instant) {
+        let ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, (_, e))| e.flow.remote == remote && e.flow.transport == transport)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some((_, e)) = self.clients.get_mut(&id) {
+                match &mut e.tx {
+                    ClientTx::Invite(t) => t.handle_transport_error(),
+                    ClientTx::NonInvite(t) => t.handle_transport_error(),
+                }
+            }
+            self.drive_client(id, now);
+        }
+        self.after_health(now);
+    }
+}
+
+fn reason_header(why: &str) -> (String, String) {
+    (
+        "Reason".to_string(),
+        format!("SIP;cause=200;text=\"{}\"", why.replace('"', "'")),
+    )
+}
+
+fn log_health(ev: &HealthEvent<TargetId>) {
+    match &ev.dest {
+        Some(d) => info!(target = %ev.target, addr = %d.addr, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
+        None => info!(target = %ev.target, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
+    }
+}

@@ -1,0 +1,404 @@
+//! The tokio shell around the B2BUA core: owns the UDP and TCP sockets, the clock, the
+//! signals and the DNS tasks, and feeds everything to [`Core`] as inputs with `now`.
+//!
+//! One task owns the core; socket readers hand it datagrams over a channel, so the core
+//! needs no lock. It never makes a call decision itself.
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::b2bua::{Core, Received, Transmit};
+use crate::config::{self, Config};
+use crate::health::Destination;
+use crate::routing::TargetId;
+use crate::runtime::dns::{Resolver, SipTarget};
+use crate::sip::framing;
+use crate::sip::Transport;
+
+/// How the process was asked to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    /// After SIGTERM, how long to wait for calls to end before exiting anyway.
+    pub drain_timeout: Duration,
+}
+
+enum Input {
+    Received(Received),
+    Resolved(TargetId, Vec<Destination>),
+    TransportError(Transport, SocketAddr),
+}
+
+/// TCP connections by peer address: a writer channel each.
+type Connections = Arc<DashMap<SocketAddr, mpsc::Sender<Bytes>>>;
+
+struct Shell {
+    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
+    tcp_local: Vec<SocketAddr>,
+    conns: Connections,
+    tx: mpsc::Sender<Input>,
+    max_message_size: usize,
+    dns_tasks: Vec<JoinHandle<()>>,
+}
+
+/// Runs holdfast until SIGINT, or until SIGTERM's drain finishes.
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let config = Arc::new(config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let (tx, mut rx) = mpsc::channel::<Input>(8192);
+    let mut shell = Shell {
+        udp: HashMap::new(),
+        tcp_local: Vec::new(),
+        conns: Arc::new(DashMap::new()),
+        tx: tx.clone(),
+        max_message_size: config.sip.max_message_size,
+        dns_tasks: Vec::new(),
+    };
+    for l in &config.sip.listen {
+        match l.transport {
+            Transport::Udp => {
+                let sock = Arc::new(
+                    UdpSocket::bind(l.addr)
+                        .await
+                        .with_context(|| format!("binding udp:{}", l.addr))?,
+                );
+                shell.udp.insert(l.addr, sock.clone());
+                tokio::spawn(udp_reader(sock, l.addr, tx.clone(), shell.max_message_size));
+            }
+            Transport::Tcp => {
+                let lst = TcpListener::bind(l.addr)
+                    .await
+                    .with_context(|| format!("binding tcp:{}", l.addr))?;
+                shell.tcp_local.push(l.addr);
+                tokio::spawn(tcp_acceptor(
+                    lst,
+                    l.addr,
+                    tx.clone(),
+                    shell.conns.clone(),
+                    shell.max_message_size,
+                ));
+            }
+        }
+        info!(transport = %l.transport.as_str(), addr = %l.addr, "listening");
+    }
+    let seed: u64 = rand::random();
+    let mut core = Core::new(config.clone(), seed, Instant::now());
+    shell.start_dns(&config, &core);
+
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    info!(config = %opts.config_path.display(), "holdfast is up");
+    loop {
+        shell.flush(&mut core).await;
+        if drain_deadline.is_some() && core.stats().calls_active == 0 {
+            info!("drained: no calls left; exiting");
+            return Ok(());
+        }
+        let wake = core
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let wake = match drain_deadline {
+            Some(d) if d < wake => d,
+            _ => wake,
+        };
+        tokio::select! {
+            Some(input) = rx.recv() => {
+                shell.handle(&mut core, input);
+                // Batch what is already queued before flushing.
+                for _ in 0..64 {
+                    match rx.try_recv() {
+                        Ok(input) => shell.handle(&mut core, input),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if drain_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    warn!(calls = core.stats().calls_active, "drain timeout; exiting with calls up");
+                    return Ok(());
+                }
+                core.handle_timeout(Instant::now());
+            }
+            _ = sighup.recv() => {
+                match config::load(&opts.config_path) {
+                    Ok(new) => {
+                        let new = Arc::new(new);
+                        core.handle_reload(new.clone(), Instant::now());
+                        shell.start_dns(&new, &core);
+                        if new.sip.listen != config.sip.listen {
+                            warn!("sip.listen changed: listeners are only rebound on restart");
+                        }
+                    }
+                    Err(e) => error!("reload refused, keeping the running configuration: {e}"),
+                }
+            }
+            _ = sigterm.recv() => {
+                if drain_deadline.is_some() {
+                    info!("second SIGTERM: exiting now");
+                    return Ok(());
+                }
+                info!(calls = core.stats().calls_active, timeout = ?opts.drain_timeout, "SIGTERM: draining");
+                core.set_draining(true);
+                drain_deadline = Some(tokio::time::Instant::now() + opts.drain_timeout);
+            }
+            _ = tokio::signal::ctrl_c() => {
+                info!("SIGINT: exiting");
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Shell {
+    fn handle(&mut self, core: &mut Core, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Received(r) => core.handle_received(r, now),
+            Input::Resolved(id, dests) => core.handle_resolved(&id, dests, now),
+            Input::TransportError(t, addr) => core.handle_transport_error(t, addr, now),
+        }
+    }
+
+    async fn flush(&mut self, core: &mut Core) {
+        while let Some(t) = core.poll_transmit() {
+            self.send(t).await;
+        }
+    }
+
+    async fn send(&mut self, t: Transmit) {
+        match t.transport {
+            Transport::Udp => {
+                let sock = self
+                    .udp
+                    .get(&t.local)
+                    .or_else(|| self.udp.values().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == t.remote.is_ipv4())));
+                let Some(sock) = sock else {
+                    warn!(local = %t.local, "no UDP socket to send from");
+                    return;
+                };
+                if let Err(e) = sock.send_to(&t.data, t.remote).await {
+                    debug!(remote = %t.remote, "udp send failed: {e}");
+                    let _ = self.tx.try_send(Input::TransportError(Transport::Udp, t.remote));
+                }
+            }
+            Transport::Tcp => {
+                if let Some(w) = self.conns.get(&t.remote) {
+                    if w.try_send(t.data.clone()).is_ok() {
+                        return;
+                    }
+                }
+                // No connection (or it died): open one (RFC 3261 §18.2.2 for responses,
+                // §18.1.1 for requests) and send once connected.
+                let local = self
+                    .tcp_local
+                    .iter()
+                    .find(|a| a.is_ipv4() == t.remote.is_ipv4())
+                    .copied()
+                    .unwrap_or(t.local);
+                tokio::spawn(tcp_connect(
+                    t.remote,
+                    local,
+                    t.data,
+                    self.tx.clone(),
+                    self.conns.clone(),
+                    self.max_message_size,
+                ));
+            }
+        }
+    }
+
+    /// (Re)starts one RFC 3263 resolution loop per target whose host needs DNS.
+    fn start_dns(&mut self, config: &Config, core: &Core) {
+        for t in self.dns_tasks.drain(..) {
+            t.abort();
+        }
+        let targets = core.targets_to_resolve();
+        if targets.is_empty() {
+            return;
+        }
+        let resolver = match Resolver::new(&config.dns.nameservers) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                error!("DNS resolver unavailable: {e}");
+                return;
+            }
+        };
+        let min_ttl = config.dns.min_ttl;
+        for t in targets {
+            let tx = self.tx.clone();
+            let resolver = resolver.clone();
+            let id = t.id.clone();
+            let target = SipTarget {
+                host: t.uri.host.clone(),
+                port: t.uri.port,
+                transport: t.uri.transport,
+                secure: t.uri.secure,
+            };
+            self.dns_tasks.push(tokio::spawn(async move {
+                loop {
+                    let wait = match resolver.resolve(&target).await {
+                        Ok(r) => {
+                            let _ = tx.send(Input::Resolved(id.clone(), r.destinations)).await;
+                            r.ttl.max(min_ttl)
+                        }
+                        Err(e) => {
+                            warn!(target = %id, host = %target.host, "DNS resolution failed: {e}");
+                            min_ttl
+                        }
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            }));
+        }
+    }
+}
+
+async fn udp_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Input>, max: usize) {
+    let mut buf = vec![0u8; max.max(1500) + 1];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, remote)) => {
+                if n > max {
+                    debug!(%remote, n, "datagram over max_message_size dropped");
+                    continue;
+                }
+                // RFC 5626 keep-alives (CRLF) are not messages.
+                if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                    continue;
+                }
+                let r = Received {
+                    transport: Transport::Udp,
+                    local,
+                    remote,
+                    data: Bytes::copy_from_slice(&buf[..n]),
+                };
+                if tx.send(Input::Received(r)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // ICMP errors surface here on some kernels; never fatal for a listener.
+                debug!(%local, "udp recv error: {e}");
+            }
+        }
+    }
+}
+
+async fn tcp_acceptor(
+    lst: TcpListener,
+    local: SocketAddr,
+    tx: mpsc::Sender<Input>,
+    conns: Connections,
+    max: usize,
+) {
+    loop {
+        match lst.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, local, remote, tx.clone(), conns.clone(), max, None);
+            }
+            Err(e) => {
+                warn!(%local, "tcp accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_connect(
+    remote: SocketAddr,
+    local: SocketAddr,
+    first: Bytes,
+    tx: mpsc::Sender<Input>,
+    conns: Connections,
+    max: usize,
+) {
+    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(remote)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            spawn_connection(stream, local, remote, tx, conns, max, Some(first));
+        }
+        Ok(Err(e)) => {
+            debug!(%remote, "tcp connect failed: {e}");
+            let _ = tx.send(Input::TransportError(Transport::Tcp, remote)).await;
+        }
+        Err(_) => {
+            debug!(%remote, "tcp connect timed out");
+            let _ = tx.send(Input::TransportError(Transport::Tcp, remote)).await;
+        }
+    }
+}
+
+fn spawn_connection(
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    tx: mpsc::Sender<Input>,
+    conns: Connections,
+    max: usize,
+    first: Option<Bytes>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
+    if let Some(f) = first {
+        let _ = wtx.try_send(f);
+    }
+    conns.insert(remote, wtx);
+    let conns_w = conns.clone();
+    let tx_w = tx.clone();
+    tokio::spawn(async move {
+        while let Some(data) = wrx.recv().await {
+            if let Err(e) = wr.write_all(&data).await {
+                debug!(%remote, "tcp write failed: {e}");
+                let _ = tx_w.send(Input::TransportError(Transport::Tcp, remote)).await;
+                break;
+            }
+        }
+        conns_w.remove(&remote);
+    });
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(8192);
+        loop {
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            loop {
+                match framing::frame(&buf, max) {
+                    Ok(Some((len, skip))) => {
+                        let _ = buf.split_to(skip);
+                        let data = buf.split_to(len).freeze();
+                        let r = Received {
+                            transport: Transport::Tcp,
+                            local,
+                            remote,
+                            data,
+                        };
+                        if tx.send(Input::Received(r)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // A stream we cannot frame cannot be resynchronised: close it.
+                        warn!(%remote, "closing TCP connection: {e}");
+                        conns.remove(&remote);
+                        return;
+                    }
+                }
+            }
+        }
+        conns.remove(&remote);
+    });
+}

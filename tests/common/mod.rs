@@ -1,0 +1,404 @@
+//! Shared harness for the integration tests: holdfast as a child process on a generated
+//! config, SIPp peers on free loopback ports, and JSON log watching. Every child is killed
+//! on drop, so a failing test leaves nothing running.
+#![allow(dead_code)]
+pub mod scenarios;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A free loopback port for both UDP and TCP, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let used = USED.get_or_init(|| Mutex::new(HashSet::new()));
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().unwrap().port();
+        if port % 2 == 1 || port > 60000 {
+            continue; // even ports leave port+1/+2 room for SIPp's media sockets
+        }
+        let Ok(_tcp) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        let Ok(_udp2) = UdpSocket::bind(("127.0.0.1", port + 2)) else {
+            continue;
+        };
+        let mut u = used.lock().unwrap();
+        if u.insert(port) && u.insert(port + 2) {
+            return port;
+        }
+    }
+}
+
+/// A log line from holdfast's JSON log.
+pub type LogLine = serde_json::Value;
+
+/// A running holdfast.
+pub struct Holdfast {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    logs: Arc<Mutex<Vec<(Instant, LogLine)>>>,
+    pub started: Instant,
+}
+
+impl Holdfast {
+    /// Starts holdfast on `yaml` (which must listen on `port`) and waits until it listens.
+    pub fn start(yaml: &str, port: u16) -> Holdfast {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("holdfast.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(["--log-format", "json", "--log-level", "holdfast=debug,info", "run", "--config"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn holdfast");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("HOLDFAST_TEST_LOG").is_some() {
+                    eprintln!("[holdfast:{port}] {line}");
+                }
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line }));
+                sink.lock().unwrap().push((Instant::now(), v));
+            }
+        });
+        let hf = Holdfast {
+            child,
+            port,
+            dir,
+            config_path,
+            logs,
+            started: Instant::now(),
+        };
+        hf.wait_log(Duration::from_secs(20), |l| msg(l) == "holdfast is up")
+            .unwrap_or_else(|| panic!("holdfast did not start; logs:\n{}", hf.dump_logs()));
+        hf
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line matching `pred`; returns when it was seen.
+    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&LogLine) -> bool) -> Option<(Instant, LogLine)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.find_log(&pred) {
+                return Some(found);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn find_log(&self, pred: impl Fn(&LogLine) -> bool) -> Option<(Instant, LogLine)> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| pred(l))
+            .cloned()
+    }
+
+    pub fn count_logs(&self, pred: impl Fn(&LogLine) -> bool) -> usize {
+        self.logs.lock().unwrap().iter().filter(|(_, l)| pred(l)).count()
+    }
+
+    pub fn dump_logs(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Rewrites the config file and sends SIGHUP.
+    pub fn reload(&self, yaml: &str) {
+        std::fs::write(&self.config_path, yaml).expect("write config");
+        signal(self.child.id(), "HUP");
+    }
+}
+
+impl Drop for Holdfast {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- holdfast logs (port {}) ----\n{}", self.port, self.dump_logs());
+        }
+    }
+}
+
+/// The `message` (or `fields.message`) of a JSON log line.
+pub fn msg(l: &LogLine) -> &str {
+    l.get("message")
+        .or_else(|| l.get("fields").and_then(|f| f.get("message")))
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+}
+
+/// A string field of a JSON log line.
+pub fn field<'a>(l: &'a LogLine, name: &str) -> &'a str {
+    l.get(name)
+        .or_else(|| l.get("fields").and_then(|f| f.get(name)))
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A SIPp process.
+pub struct Sipp {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+/// What a finished SIPp reported.
+#[derive(Debug)]
+pub struct SippResult {
+    pub status: ExitStatus,
+    pub output: String,
+    pub errors: String,
+    pub dir: PathBuf,
+}
+
+impl SippResult {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Response times (ms) SIPp measured for `rtd` in the scenario (-trace_rtt).
+    pub fn rtts_ms(&self) -> Vec<f64> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.to_string_lossy().ends_with("_rtt.csv") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                for line in text.lines().skip(1) {
+                    // date_ms;date_sec;rtd_no;response_time;rtd_name
+                    let cols: Vec<&str> = line.split(';').collect();
+                    if let Some(v) = cols.get(3).and_then(|v| v.trim().parse::<f64>().ok()) {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Sipp {
+    fn spawn(name: &str, scenario: &str, port: u16, args: &[String]) -> Sipp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sf = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&sf, scenario).expect("write scenario");
+        let media = free_port();
+        let child = Command::new("sipp")
+            .current_dir(dir.path())
+            .arg("-sf")
+            .arg(&sf)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
+            .args(["-mp", &media.to_string(), "-nostdin", "-trace_err", "-trace_rtt", "-rtt_freq", "1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap())
+            .spawn()
+            .expect("spawn sipp (is sip-tester installed?)");
+        Sipp {
+            child: Some(child),
+            port,
+            dir,
+            name: name.to_string(),
+        }
+    }
+
+    /// A SIPp UAS on `port` that answers OPTIONS pings (-aa) and runs `scenario` for each call.
+    /// With `calls`, it exits after that many calls (and its exit code says whether they
+    /// all followed the scenario).
+    pub fn uas(name: &str, scenario: &str, port: u16, calls: Option<u32>) -> Sipp {
+        let mut args = vec!["-aa".to_string(), "-timeout".into(), "90s".into()];
+        if let Some(m) = calls {
+            args.extend(["-m".to_string(), m.to_string()]);
+        }
+        let s = Sipp::spawn(name, scenario, port, &args);
+        wait_udp_bound(port);
+        s
+    }
+
+    /// A SIPp UAC placing `calls` calls to `target` (host:port) with R-URI user `service`.
+    pub fn uac(name: &str, scenario: &str, port: u16, target: &str, service: &str, calls: u32, extra: &[&str]) -> Sipp {
+        let mut args: Vec<String> = vec![
+            target.into(),
+            "-s".into(),
+            service.into(),
+            "-m".into(),
+            calls.to_string(),
+            "-timeout".into(),
+            "60s".into(),
+            "-timeout_error".into(),
+            "-aa".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Sipp::spawn(name, scenario, port, &args)
+    }
+
+    /// A SIPp UAS on TCP `port` for one call.
+    pub fn spawn_tcp_uas(scenario: &str, port: u16) -> Sipp {
+        let args: Vec<String> = ["-t", "t1", "-m", "1", "-timeout", "90s"].iter().map(|s| s.to_string()).collect();
+        let s = Sipp::spawn("tcp-uas", scenario, port, &args);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits for SIPp to exit (killing it after `timeout`).
+    pub fn wait(mut self, timeout: Duration) -> SippResult {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.result(status)
+    }
+
+    /// Stops SIPp (SIGTERM-like kill) and returns what it reported.
+    pub fn stop(mut self) -> SippResult {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        self.result(status)
+    }
+
+    fn result(&self, status: ExitStatus) -> SippResult {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        let mut errors = String::new();
+        for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            if e.path().to_string_lossy().ends_with("_errors.log") {
+                errors.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        SippResult {
+            status,
+            output: read("stdout.txt") + &read("stderr.txt"),
+            errors,
+            dir: self.dir.path().to_path_buf(),
+        }
+    }
+
+    /// Suspends (SIGSTOP) or resumes (SIGCONT) the process: a silenced peer.
+    pub fn pause(&self, on: bool) {
+        signal(self.pid(), if on { "STOP" } else { "CONT" });
+    }
+
+    /// Messages this SIPp received of `method` (from its -trace_msg log, when enabled).
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "CONT");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until something holds UDP `port` on 127.0.0.1 (SIPp takes a moment to bind).
+pub fn wait_udp_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing bound udp port {port}");
+}
+
+/// The config the tests start from: one listener, fast health, and the targets given.
+pub struct TestConfig {
+    pub port: u16,
+    pub carriers: Vec<String>,
+    pub providers: Vec<String>,
+    pub inbound: Vec<String>,
+    pub outbound: Vec<String>,
+    pub health: String,
+    pub routing: String,
+}
+
+impl TestConfig {
+    pub fn new(port: u16) -> TestConfig {
+        TestConfig {
+            port,
+            carriers: vec![],
+            providers: vec![],
+            inbound: vec![],
+            outbound: vec![],
+            health: "ping_interval: 5s\n  ping_timeout: 1s\n  down_after: 3\n  up_after: 2".into(),
+            routing: "attempt_timeout: 1s\n  seed: 7".into(),
+        }
+    }
+
+    pub fn yaml(&self) -> String {
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                " []".to_string()
+            } else {
+                v.iter().map(|s| format!("\n  - {s}")).collect()
+            }
+        };
+        format!(
+            "sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\nhealth:\n  {}\nrouting:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
+            self.port,
+            self.port,
+            self.health,
+            self.routing,
+            list(&self.carriers),
+            list(&self.providers),
+            list(&self.inbound).replace("\n  -", "\n    -"),
+            list(&self.outbound).replace("\n  -", "\n    -"),
+        )
+    }
+}
