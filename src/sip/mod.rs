@@ -1,1 +1,2 @@
 //! sip (work in progress)
+pub mod transaction;
