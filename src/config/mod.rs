@@ -1,1 +1,301 @@
-//! config (work in progress)
+//! The YAML configuration file, read with serde-saphyr and validated into a typed [`Config`].
+//!
+//! Reading is two steps: serde types that mirror the file (`raw`, unknown keys refused), then
+//! `validate`, which checks meaning (durations have units, ids are unique, routes name known
+//! targets in their own regions, CIDRs are networks...) and produces [`Config`]. Every error,
+//! from either step, is a [`ConfigError`] naming `file:line:column: field.path: message`; the
+//! positions come from a location index of the document (`tree`).
+//!
+//! This module never opens sockets, never resolves names and never reads anything but the one
+//! file given to [`load`]. The schema is documented in `src/config/REFERENCE.md`.
+
+mod raw;
+mod tree;
+mod validate;
+mod values;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use crate::routing::TargetId;
+pub use values::{
+    format_duration, parse_duration, parse_source, parse_target_uri, CodeSpec, Listen, Source,
+    TargetUri, Transport,
+};
+
+/// A configuration error: where it is and what is wrong.
+///
+/// Displays as `file:line:column: field.path: message` (1-based line and column). For an error
+/// that has no position (the file could not be read) it displays as `file: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the error is not about a position in the file.
+    pub line: u32,
+    /// 1-based; 0 when the error is not about a position in the file.
+    pub column: u32,
+    /// Field path such as `carriers[2].weight`; empty for YAML syntax errors.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn describe(&self) -> String {
+        match (self.line, self.path.is_empty()) {
+            (0, _) => format!("{}: {}", self.file, self.message),
+            (_, true) => format!(
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            ),
+            (_, false) => format!(
+                "{}:{}:{}: {}: {}",
+                self.file, self.line, self.column, self.path, self.message
+            ),
+        }
+    }
+}
+
+/// `sip:` section: listeners and RFC 3261 / RFC 4028 protocol settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipSettings {
+    pub listen: Vec<Listen>,
+    /// Host to put in Via/Contact/Record-Route instead of the listen address (NAT).
+    pub advertise: Option<String>,
+    /// RFC 3261 §17.1.1.1 T1 (RTT estimate).
+    pub t1: Duration,
+    /// RFC 3261 §17.1.2.2 T2 (max retransmit interval for non-INVITE).
+    pub t2: Duration,
+    /// RFC 3261 §17.1.2.2 T4 (max time a message stays in the network).
+    pub t4: Duration,
+    pub max_message_size: usize,
+    /// Max-Forwards on requests holdfast originates (RFC 3261 §8.1.1.6).
+    pub max_forwards: u8,
+    /// RFC 4028 Session-Expires asked for on each leg.
+    pub session_expires: Duration,
+    /// RFC 4028 Min-SE.
+    pub min_se: Duration,
+    pub user_agent: String,
+}
+
+/// `dns:` section (RFC 3263 lookups).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Empty = the system resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    /// Floor for re-resolution, whatever the record TTL says.
+    pub min_ttl: Duration,
+}
+
+/// What to do when every candidate of a rule is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllDownPolicy {
+    /// Refuse the call (503).
+    Reject,
+    /// Try the not-full in-region targets anyway, as if healthy.
+    FailOpen,
+}
+
+/// Passive circuit breaker: `failures` failed attempts within `window` open it for `cooldown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub window: Duration,
+    pub cooldown: Duration,
+}
+
+/// `health:` section. Per-target `ping` / `alive_codes` are resolved into each [`Target`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Consecutive failed pings before a target is marked down.
+    pub down_after: u32,
+    /// Consecutive good pings before a down target is marked up.
+    pub up_after: u32,
+    /// Default OPTIONS response codes that mean "alive".
+    pub alive_codes: Vec<u16>,
+    pub breaker: BreakerSettings,
+    pub all_down: AllDownPolicy,
+}
+
+/// When a failed attempt moves on to the next candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverPolicy {
+    pub failover_codes: Vec<CodeSpec>,
+    pub no_failover_codes: Vec<CodeSpec>,
+}
+
+impl FailoverPolicy {
+    /// Whether a final response `status` should make the B2BUA try the next candidate.
+    /// 1xx/2xx never; `no_failover_codes` always wins; otherwise only codes listed in
+    /// `failover_codes` (so 6xx, a global failure per RFC 3261 §21.6, only if listed).
+    pub fn should_failover(&self, status: u16) -> bool {
+        if status < 300 || status > 699 {
+            return false;
+        }
+        if self.no_failover_codes.iter().any(|c| c.matches(status)) {
+            return false;
+        }
+        self.failover_codes.iter().any(|c| c.matches(status))
+    }
+}
+
+/// `routing:` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// No provisional response within this -> next candidate.
+    pub attempt_timeout: Duration,
+    pub failover: FailoverPolicy,
+    /// Seed for weighted selection (tests); `None` = the runtime picks one per call.
+    pub seed: Option<u64>,
+}
+
+/// Which side a target is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Carrier,
+    AiProvider,
+}
+
+impl Role {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Carrier => "carrier",
+            Role::AiProvider => "AI provider",
+        }
+    }
+}
+
+/// A carrier or an AI provider, with defaults and health overrides resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub id: TargetId,
+    pub role: Role,
+    pub uri: TargetUri,
+    pub region: String,
+    /// Lower is tried first (like SRV, RFC 2782).
+    pub priority: u16,
+    /// Relative share among equal priority; 0 = only after every weighted one.
+    pub weight: u16,
+    /// `None` = unlimited.
+    pub max_calls: Option<u32>,
+    pub sources: Vec<Source>,
+    /// Whether to OPTIONS-ping it.
+    pub ping: bool,
+    /// OPTIONS response codes that mean alive (the target's override or `health.alive_codes`).
+    pub alive_codes: Vec<u16>,
+    /// Extra headers on the INVITE holdfast sends to this target.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Direction of a route rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From a carrier to the AI side.
+    Inbound,
+    /// From an AI provider to the PSTN.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// One validated route rule (`routes.inbound[i]` / `routes.outbound[i]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRule {
+    pub direction: Direction,
+    /// Position in its list in the file.
+    pub index: usize,
+    /// Callee number prefix (normalised); empty matches everything.
+    pub to: String,
+    /// Caller number prefix (normalised); empty matches everything.
+    pub from: String,
+    /// Which targets the call may come from (carriers for inbound, AI providers for
+    /// outbound); empty = any.
+    pub origins: Vec<TargetId>,
+    pub regions: Vec<String>,
+    /// Candidates, in file order (AI providers for inbound, carriers for outbound).
+    pub targets: Vec<TargetId>,
+}
+
+impl RouteRule {
+    /// `inbound[0]`-style name for logs and `Reason` headers.
+    pub fn name(&self) -> String {
+        format!("{}[{}]", self.direction.as_str(), self.index)
+    }
+}
+
+/// `routes:` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub inbound: Vec<RouteRule>,
+    pub outbound: Vec<RouteRule>,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file name used in messages.
+    pub file_name: String,
+    pub sip: SipSettings,
+    pub dns: DnsSettings,
+    pub health: HealthSettings,
+    pub routing: RoutingSettings,
+    pub carriers: Vec<Target>,
+    pub ai_providers: Vec<Target>,
+    pub routes: Routes,
+}
+
+impl Config {
+    /// All targets: carriers first, then AI providers, each in file order.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.carriers.iter().chain(self.ai_providers.iter())
+    }
+
+    /// The target with this id.
+    pub fn target(&self, id: &str) -> Option<&Target> {
+        self.targets().find(|t| &*t.id == id)
+    }
+}
+
+impl fmt::Display for AllDownPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllDownPolicy::Reject => "reject",
+            AllDownPolicy::FailOpen => "fail_open",
+        })
+    }
+}
+
+/// Reads and validates a config file. Errors name the path as given.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file_name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file_name.clone(),
+        line: 0,
+        column: 0,
+        path: String::new(),
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse(&text, &file_name)
+}
+
+/// Parses and validates config text; `file_name` is used in error messages.
+pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    validate::parse(text, file_name)
+}
+
+/// For `holdfast check FILE`: loads the file and renders the resolved routing table.
+pub fn check_file(path: &Path) -> Result<String, ConfigError> {
+    let config = load(path)?;
+    Ok(crate::routing::RoutingTable::new(&config).render())
+}

@@ -1,0 +1,257 @@
+//! The YAML file as written: serde types that mirror the schema one to one.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored key.
+//! Numbers, durations and booleans are read as [`Scalar`] so the validation step (not serde)
+//! words the message ("expected an integer 0..=65535", "a duration needs a unit") and can
+//! catch YAML pitfalls such as an unquoted `+44` being read as the integer 44.
+//! Nothing here checks meaning; `validate` does.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Any YAML scalar, kept with its YAML type.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Scalar {
+    Str(String),
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+    Null,
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "\"{s}\""),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Null => f.write_str("null"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a single value (not a list or mapping)")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i128::from(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i128::from(v)))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Scalar, E> {
+                i128::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("integer out of range"))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A mapping of header name to value, in file order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeaderMap(pub Vec<(String, Scalar)>);
+
+impl<'de> Deserialize<'de> for HeaderMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HeaderMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of header name to value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<HeaderMap, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = a.next_entry::<String, Scalar>()? {
+                    out.push(entry);
+                }
+                Ok(HeaderMap(out))
+            }
+            fn visit_unit<E>(self) -> Result<HeaderMap, E> {
+                Ok(HeaderMap::default())
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub sip: RawSip,
+    pub dns: RawDns,
+    pub health: RawHealth,
+    pub routing: RawRouting,
+    pub carriers: Vec<RawCarrier>,
+    pub ai_providers: Vec<RawAiProvider>,
+    pub routes: RawRoutes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSip {
+    pub listen: Option<Vec<String>>,
+    pub advertise: Option<String>,
+    pub t1: Option<Scalar>,
+    pub t2: Option<Scalar>,
+    pub t4: Option<Scalar>,
+    pub max_message_size: Option<Scalar>,
+    pub max_forwards: Option<Scalar>,
+    pub session_expires: Option<Scalar>,
+    pub min_se: Option<Scalar>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawDns {
+    pub nameservers: Option<Vec<String>>,
+    pub min_ttl: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHealth {
+    pub ping_interval: Option<Scalar>,
+    pub ping_timeout: Option<Scalar>,
+    pub down_after: Option<Scalar>,
+    pub up_after: Option<Scalar>,
+    pub alive_codes: Option<Vec<Scalar>>,
+    pub breaker: RawBreaker,
+    pub all_down: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBreaker {
+    pub failures: Option<Scalar>,
+    pub window: Option<Scalar>,
+    pub cooldown: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRouting {
+    pub attempt_timeout: Option<Scalar>,
+    pub failover_codes: Option<Vec<Scalar>>,
+    pub no_failover_codes: Option<Vec<Scalar>>,
+    pub seed: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCarrier {
+    pub id: String,
+    pub uri: String,
+    pub region: String,
+    #[serde(default)]
+    pub priority: Option<Scalar>,
+    #[serde(default)]
+    pub weight: Option<Scalar>,
+    #[serde(default)]
+    pub max_calls: Option<Scalar>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    #[serde(default)]
+    pub ping: Option<Scalar>,
+    #[serde(default)]
+    pub alive_codes: Option<Vec<Scalar>>,
+    #[serde(default)]
+    pub headers: Option<HeaderMap>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAiProvider {
+    pub id: String,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub uri: String,
+    pub region: String,
+    #[serde(default)]
+    pub priority: Option<Scalar>,
+    #[serde(default)]
+    pub weight: Option<Scalar>,
+    #[serde(default)]
+    pub max_calls: Option<Scalar>,
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    #[serde(default)]
+    pub ping: Option<Scalar>,
+    #[serde(default)]
+    pub alive_codes: Option<Vec<Scalar>>,
+    #[serde(default)]
+    pub headers: Option<HeaderMap>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRoutes {
+    pub inbound: Vec<RawInbound>,
+    pub outbound: Vec<RawOutbound>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInbound {
+    #[serde(default, rename = "match")]
+    pub match_: Option<RawInboundMatch>,
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    #[serde(default)]
+    pub ai: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawInboundMatch {
+    pub to: Option<Scalar>,
+    pub from: Option<Scalar>,
+    pub carriers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutbound {
+    #[serde(default, rename = "match")]
+    pub match_: Option<RawOutboundMatch>,
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    #[serde(default)]
+    pub carriers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOutboundMatch {
+    pub to: Option<Scalar>,
+    pub from: Option<Scalar>,
+    pub ai: Option<Vec<String>>,
+}

@@ -1,0 +1,995 @@
+//! Validation: turns the raw serde view of the file into a checked [`Config`].
+//!
+//! Every rule that the type system cannot express lives here: value ranges, duration units,
+//! unique ids, references from routes to targets, regions, source matchers. Errors carry the
+//! field path; the position comes from the document's [`PathIndex`]. Stops at the first error
+//! (in file order of sections), so the user fixes one thing at a time with a precise pointer.
+//! Never does I/O.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::raw::{
+    HeaderMap, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawRoutes, RawRouting,
+    RawSip, Scalar,
+};
+use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
+use super::values::{
+    parse_code_spec, parse_duration, parse_listen, parse_nameserver, parse_source,
+    parse_target_uri, CodeSpec, Listen, Source, Transport,
+};
+use super::{
+    AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
+    HealthSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings, Target, TargetId,
+};
+use crate::routing::dialed_number;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Parse + validate; the entry point behind [`super::parse`].
+pub(crate) fn parse(text: &str, file_name: &str) -> Result<Config> {
+    let index = PathIndex::build(text).map_err(|e| syntax_error(&e, file_name))?;
+    let options = serde_saphyr::options! { with_snippet: false };
+    // An empty file (or only comments) is a document with every default.
+    let raw: RawConfig = if index.is_empty_document() {
+        RawConfig::default()
+    } else {
+        serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| deserialize_error(&e, &index, file_name))?
+    };
+    Validator {
+        file: file_name,
+        index: &index,
+    }
+    .config(raw, file_name)
+}
+
+/// serde-saphyr's messages end in " at line L, column C"; we print the position ourselves.
+fn strip_position(message: &str) -> String {
+    let mut m = message.trim();
+    if let Some(cut) = m.rfind(" at line ") {
+        let tail = &m[cut + " at line ".len()..];
+        if tail
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b' ' || b.is_ascii_lowercase())
+        {
+            m = &m[..cut];
+        }
+    }
+    // Syntax errors may start with "line L column C: ".
+    if let Some(rest) = m.strip_prefix("error: ") {
+        m = rest;
+    }
+    if m.starts_with("line ") {
+        if let Some((_, rest)) = m.split_once(": ") {
+            m = rest;
+        }
+    }
+    m.lines().next().unwrap_or(m).trim().to_owned()
+}
+
+fn position(e: &serde_saphyr::Error) -> Pos {
+    e.location()
+        .map(|l| Pos {
+            line: u32::try_from(l.line()).unwrap_or(u32::MAX).max(1),
+            column: u32::try_from(l.column()).unwrap_or(u32::MAX).max(1),
+        })
+        .unwrap_or(Pos { line: 1, column: 1 })
+}
+
+fn syntax_error(e: &serde_saphyr::Error, file: &str) -> ConfigError {
+    let pos = position(e);
+    ConfigError {
+        file: file.to_owned(),
+        line: pos.line,
+        column: pos.column,
+        path: String::new(),
+        message: format!("invalid YAML: {}", strip_position(&e.to_string())),
+    }
+}
+
+fn deserialize_error(e: &serde_saphyr::Error, index: &PathIndex, file: &str) -> ConfigError {
+    let pos = position(e);
+    let inner = match e {
+        serde_saphyr::Error::WithSnippet { error, .. } => error.as_ref(),
+        other => other,
+    };
+    let (path, message) = match inner {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => (
+            index.path_at(pos, EntryKind::Key),
+            format!(
+                "unknown key `{field}` (expected one of: {})",
+                expected.join(", ")
+            ),
+        ),
+        serde_saphyr::Error::SerdeMissingField { field, .. } => (
+            join_key(&index.path_at(pos, EntryKind::Map), field),
+            "required key is missing".to_owned(),
+        ),
+        serde_saphyr::Error::DuplicateMappingKey { .. } => (
+            index.path_at(pos, EntryKind::Key),
+            "key appears twice in the same mapping".to_owned(),
+        ),
+        other => (
+            index.path_at(pos, EntryKind::Scalar),
+            strip_position(&other.to_string()),
+        ),
+    };
+    ConfigError {
+        file: file.to_owned(),
+        line: pos.line,
+        column: pos.column,
+        path,
+        message,
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    index: &'a PathIndex,
+}
+
+/// What validation knows about a target while checking routes.
+struct TargetRef {
+    role: Role,
+    region: String,
+}
+
+const DEFAULT_LISTEN: Listen = Listen {
+    transport: Transport::Udp,
+    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
+};
+
+/// Headers holdfast itself owns on the legs it builds; a config may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "via",
+    "v",
+    "from",
+    "f",
+    "to",
+    "t",
+    "call-id",
+    "i",
+    "cseq",
+    "contact",
+    "m",
+    "content-length",
+    "l",
+    "content-type",
+    "c",
+    "max-forwards",
+    "record-route",
+    "route",
+    "session-expires",
+    "x",
+    "min-se",
+];
+
+fn is_token(s: &str) -> bool {
+    // RFC 3261 §25.1 token characters.
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+impl Validator<'_> {
+    fn err(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let pos = self.index.locate(path);
+        ConfigError {
+            file: self.file.to_owned(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, v: &Option<Scalar>, path: &str, default: Duration) -> Result<Duration> {
+        match v {
+            None | Some(Scalar::Null) => Ok(default),
+            Some(Scalar::Str(s)) => parse_duration(s).map_err(|m| self.err(path, m)),
+            Some(Scalar::Int(i)) => Err(self.err(
+                path,
+                format!(
+                    "expected a duration with a unit, e.g. 500ms, 5s, 2m or 1h; `{i}` has no unit"
+                ),
+            )),
+            Some(other) => Err(self.err(
+                path,
+                format!("expected a duration with a unit, e.g. 500ms, 5s, 2m or 1h; got {other}"),
+            )),
+        }
+    }
+
+    fn positive_duration(
+        &self,
+        v: &Option<Scalar>,
+        path: &str,
+        default: Duration,
+    ) -> Result<Duration> {
+        let d = self.duration(v, path, default)?;
+        if d.is_zero() {
+            return Err(self.err(path, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    fn int(&self, v: &Option<Scalar>, path: &str, min: i128, max: i128) -> Result<Option<i128>> {
+        match v {
+            None | Some(Scalar::Null) => Ok(None),
+            Some(Scalar::Int(i)) if (min..=max).contains(i) => Ok(Some(*i)),
+            Some(other) => Err(self.err(
+                path,
+                format!("expected an integer {min}..={max}; got {other}"),
+            )),
+        }
+    }
+
+    fn int_or<T: TryFrom<i128>>(
+        &self,
+        v: &Option<Scalar>,
+        path: &str,
+        min: i128,
+        max: i128,
+        default: T,
+    ) -> Result<T> {
+        match self.int(v, path, min, max)? {
+            None => Ok(default),
+            Some(i) => T::try_from(i).map_err(|_| self.err(path, "integer out of range")),
+        }
+    }
+
+    fn boolean(&self, v: &Option<Scalar>, path: &str, default: bool) -> Result<bool> {
+        match v {
+            None | Some(Scalar::Null) => Ok(default),
+            Some(Scalar::Bool(b)) => Ok(*b),
+            Some(other) => Err(self.err(path, format!("expected true or false; got {other}"))),
+        }
+    }
+
+    fn status_codes(&self, v: &[Scalar], path: &str) -> Result<Vec<u16>> {
+        if v.is_empty() {
+            return Err(self.err(path, "must list at least one status code"));
+        }
+        let mut out = Vec::with_capacity(v.len());
+        for (i, s) in v.iter().enumerate() {
+            let p = join_index(path, i);
+            match s {
+                Scalar::Int(c) if (100..=699).contains(c) => {
+                    out.push(u16::try_from(*c).map_err(|_| self.err(&p, "out of range"))?)
+                }
+                other => {
+                    return Err(self.err(
+                        &p,
+                        format!("expected a SIP status code 100..=699; got {other}"),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn code_specs(&self, v: &[Scalar], path: &str) -> Result<Vec<CodeSpec>> {
+        let mut out = Vec::with_capacity(v.len());
+        for (i, s) in v.iter().enumerate() {
+            let p = join_index(path, i);
+            let text = match s {
+                Scalar::Int(c) => c.to_string(),
+                Scalar::Str(t) => t.clone(),
+                other => return Err(self.err(
+                    &p,
+                    format!(
+                        "expected a SIP status code 300..=699 or a class like \"5xx\"; got {other}"
+                    ),
+                )),
+            };
+            let spec = parse_code_spec(&text, 3).map_err(|m| {
+                self.err(
+                    &p,
+                    format!("{m} (1xx and 2xx responses never cause failover)"),
+                )
+            })?;
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
+    fn config(&self, raw: RawConfig, file_name: &str) -> Result<Config> {
+        let sip = self.sip(&raw.sip)?;
+        let dns = self.dns(&raw.dns)?;
+        let health = self.health(&raw.health)?;
+        let routing = self.routing(&raw.routing)?;
+        let mut ids: HashMap<String, String> = HashMap::new();
+        let mut seen_sources: HashMap<(Role, Source), String> = HashMap::new();
+        let mut carriers = Vec::with_capacity(raw.carriers.len());
+        for (i, c) in raw.carriers.iter().enumerate() {
+            let path = join_index("carriers", i);
+            carriers.push(self.carrier(c, &path, &health, &mut ids, &mut seen_sources)?);
+        }
+        let mut ai_providers = Vec::with_capacity(raw.ai_providers.len());
+        for (i, p) in raw.ai_providers.iter().enumerate() {
+            let path = join_index("ai_providers", i);
+            ai_providers.push(self.ai_provider(p, &path, &health, &mut ids, &mut seen_sources)?);
+        }
+        let known: HashMap<&str, TargetRef> = carriers
+            .iter()
+            .chain(ai_providers.iter())
+            .map(|t: &Target| {
+                (
+                    &*t.id,
+                    TargetRef {
+                        role: t.role,
+                        region: t.region.clone(),
+                    },
+                )
+            })
+            .collect();
+        let routes = self.routes(&raw.routes, &known)?;
+        Ok(Config {
+            file_name: file_name.to_owned(),
+            sip,
+            dns,
+            health,
+            routing,
+            carriers,
+            ai_providers,
+            routes,
+        })
+    }
+
+    fn sip(&self, raw: &RawSip) -> Result<SipSettings> {
+        let listen = match &raw.listen {
+            None => vec![DEFAULT_LISTEN],
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(self.err("sip.listen", "must list at least one listener"));
+                }
+                let mut out: Vec<Listen> = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    let p = join_index("sip.listen", i);
+                    let l = parse_listen(s).map_err(|m| self.err(&p, m))?;
+                    if out.contains(&l) {
+                        return Err(self.err(&p, format!("listener `{l}` is listed twice")));
+                    }
+                    out.push(l);
+                }
+                out
+            }
+        };
+        let advertise = match &raw.advertise {
+            None => None,
+            Some(a) => {
+                let host = a.trim();
+                let bare = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                let ok = bare.parse::<IpAddr>().is_ok()
+                    || (!bare.is_empty()
+                        && bare
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+                if !ok {
+                    return Err(self.err(
+                        "sip.advertise",
+                        format!("expected a host name or IP address; got `{a}`"),
+                    ));
+                }
+                Some(bare.to_owned())
+            }
+        };
+        let t1 = self.positive_duration(&raw.t1, "sip.t1", Duration::from_millis(500))?;
+        let t2 = self.positive_duration(&raw.t2, "sip.t2", Duration::from_secs(4))?;
+        if t2 < t1 {
+            return Err(self.err(
+                "sip.t2",
+                "must not be shorter than sip.t1 (RFC 3261 §17.1.2.2)",
+            ));
+        }
+        let t4 = self.positive_duration(&raw.t4, "sip.t4", Duration::from_secs(5))?;
+        let max_message_size = self.int_or(
+            &raw.max_message_size,
+            "sip.max_message_size",
+            1024,
+            1_048_576,
+            65535usize,
+        )?;
+        let max_forwards = self.int_or(&raw.max_forwards, "sip.max_forwards", 1, 255, 70u8)?;
+        let session_expires = self.whole_seconds(
+            &raw.session_expires,
+            "sip.session_expires",
+            Duration::from_secs(1800),
+        )?;
+        let min_se = self.whole_seconds(&raw.min_se, "sip.min_se", Duration::from_secs(90))?;
+        if min_se < Duration::from_secs(90) {
+            return Err(self.err("sip.min_se", "must be at least 90s (RFC 4028 §4)"));
+        }
+        if session_expires < min_se {
+            return Err(self.err(
+                "sip.session_expires",
+                "must not be shorter than sip.min_se (RFC 4028 §4)",
+            ));
+        }
+        let user_agent = match &raw.user_agent {
+            None => "holdfast".to_owned(),
+            Some(ua) => {
+                if ua.trim().is_empty() || ua.chars().any(char::is_control) {
+                    return Err(self.err(
+                        "sip.user_agent",
+                        "must be a non-empty single-line header value",
+                    ));
+                }
+                ua.trim().to_owned()
+            }
+        };
+        Ok(SipSettings {
+            listen,
+            advertise,
+            t1,
+            t2,
+            t4,
+            max_message_size,
+            max_forwards,
+            session_expires,
+            min_se,
+            user_agent,
+        })
+    }
+
+    fn whole_seconds(&self, v: &Option<Scalar>, path: &str, default: Duration) -> Result<Duration> {
+        let d = self.positive_duration(v, path, default)?;
+        if d.subsec_nanos() != 0 {
+            return Err(self.err(
+                path,
+                "must be a whole number of seconds (RFC 4028 uses delta-seconds)",
+            ));
+        }
+        Ok(d)
+    }
+
+    fn dns(&self, raw: &RawDns) -> Result<DnsSettings> {
+        let mut nameservers = Vec::new();
+        for (i, s) in raw.nameservers.iter().flatten().enumerate() {
+            let p = join_index("dns.nameservers", i);
+            nameservers.push(parse_nameserver(s).map_err(|m| self.err(&p, m))?);
+        }
+        let min_ttl = self.duration(&raw.min_ttl, "dns.min_ttl", Duration::from_secs(5))?;
+        Ok(DnsSettings {
+            nameservers,
+            min_ttl,
+        })
+    }
+
+    fn health(&self, raw: &RawHealth) -> Result<HealthSettings> {
+        let ping_interval = self.positive_duration(
+            &raw.ping_interval,
+            "health.ping_interval",
+            Duration::from_secs(5),
+        )?;
+        let ping_timeout = self.positive_duration(
+            &raw.ping_timeout,
+            "health.ping_timeout",
+            Duration::from_secs(2),
+        )?;
+        if ping_timeout > ping_interval {
+            return Err(self.err(
+                "health.ping_timeout",
+                "must not be longer than health.ping_interval",
+            ));
+        }
+        let down_after = self.int_or(&raw.down_after, "health.down_after", 1, 100, 3u32)?;
+        let up_after = self.int_or(&raw.up_after, "health.up_after", 1, 100, 2u32)?;
+        let alive_codes = match &raw.alive_codes {
+            None => vec![200],
+            Some(v) => self.status_codes(v, "health.alive_codes")?,
+        };
+        let breaker = BreakerSettings {
+            failures: self.int_or(
+                &raw.breaker.failures,
+                "health.breaker.failures",
+                1,
+                1000,
+                2u32,
+            )?,
+            window: self.positive_duration(
+                &raw.breaker.window,
+                "health.breaker.window",
+                Duration::from_secs(30),
+            )?,
+            cooldown: self.positive_duration(
+                &raw.breaker.cooldown,
+                "health.breaker.cooldown",
+                Duration::from_secs(30),
+            )?,
+        };
+        let all_down = match raw.all_down.as_deref().map(str::trim) {
+            None | Some("reject") => AllDownPolicy::Reject,
+            Some("fail_open") => AllDownPolicy::FailOpen,
+            Some(other) => {
+                return Err(self.err(
+                    "health.all_down",
+                    format!("expected `reject` or `fail_open`; got `{other}`"),
+                ))
+            }
+        };
+        Ok(HealthSettings {
+            ping_interval,
+            ping_timeout,
+            down_after,
+            up_after,
+            alive_codes,
+            breaker,
+            all_down,
+        })
+    }
+
+    fn routing(&self, raw: &RawRouting) -> Result<RoutingSettings> {
+        let attempt_timeout = self.positive_duration(
+            &raw.attempt_timeout,
+            "routing.attempt_timeout",
+            Duration::from_secs(1),
+        )?;
+        let failover_codes = match &raw.failover_codes {
+            None => vec![CodeSpec::Exact(408), CodeSpec::Class(5)],
+            Some(v) => self.code_specs(v, "routing.failover_codes")?,
+        };
+        let no_failover_codes = match &raw.no_failover_codes {
+            None => vec![
+                CodeSpec::Exact(404),
+                CodeSpec::Exact(484),
+                CodeSpec::Exact(486),
+                CodeSpec::Exact(603),
+            ],
+            Some(v) => self.code_specs(v, "routing.no_failover_codes")?,
+        };
+        let seed = self
+            .int(&raw.seed, "routing.seed", 0, i128::from(u64::MAX))?
+            .and_then(|s| u64::try_from(s).ok());
+        Ok(RoutingSettings {
+            attempt_timeout,
+            failover: FailoverPolicy {
+                failover_codes,
+                no_failover_codes,
+            },
+            seed,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn target_common(
+        &self,
+        path: &str,
+        role: Role,
+        id: &str,
+        uri: &str,
+        region: &str,
+        priority: &Option<Scalar>,
+        weight: &Option<Scalar>,
+        max_calls: &Option<Scalar>,
+        sources: &Option<Vec<String>>,
+        ping: &Option<Scalar>,
+        alive_codes: &Option<Vec<Scalar>>,
+        headers: &Option<HeaderMap>,
+        health: &HealthSettings,
+        ids: &mut HashMap<String, String>,
+        seen_sources: &mut HashMap<(Role, Source), String>,
+    ) -> Result<Target> {
+        let id_path = join_key(path, "id");
+        let id = id.trim();
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.err(
+                &id_path,
+                format!(
+                    "expected an id of letters, digits, `-`, `_` or `.` (at most 64); got `{id}`"
+                ),
+            ));
+        }
+        if let Some(first) = ids.get(id) {
+            let pos = self.index.locate(first);
+            return Err(self.err(
+                &id_path,
+                format!(
+                    "duplicate id `{id}` (already used by {first} at line {}); ids must be unique across carriers and ai_providers",
+                    pos.line
+                ),
+            ));
+        }
+        ids.insert(id.to_owned(), id_path.clone());
+        let uri_path = join_key(path, "uri");
+        let uri = parse_target_uri(uri).map_err(|m| self.err(&uri_path, m))?;
+        let region_path = join_key(path, "region");
+        let region = region.trim();
+        if region.is_empty() || region.chars().any(|c| c.is_control() || c == ',') {
+            return Err(self.err(&region_path, "expected a non-empty region label"));
+        }
+        let priority = self.int_or(priority, &join_key(path, "priority"), 0, 65535, 1u16)?;
+        let weight = self.int_or(weight, &join_key(path, "weight"), 0, 65535, 1u16)?;
+        let max_calls = self
+            .int(
+                max_calls,
+                &join_key(path, "max_calls"),
+                1,
+                i128::from(u32::MAX),
+            )?
+            .and_then(|v| u32::try_from(v).ok());
+        let mut parsed_sources = Vec::new();
+        for (i, s) in sources.iter().flatten().enumerate() {
+            let p = join_index(&join_key(path, "sources"), i);
+            let src = parse_source(s).map_err(|m| self.err(&p, m))?;
+            if let Some(other) = seen_sources.get(&(role, src)) {
+                return Err(self.err(
+                    &p,
+                    format!(
+                        "source `{src}` is already listed by {other}; a source must identify one {}",
+                        role.noun()
+                    ),
+                ));
+            }
+            seen_sources.insert((role, src), p.clone());
+            parsed_sources.push(src);
+        }
+        let ping = self.boolean(ping, &join_key(path, "ping"), true)?;
+        let alive_codes = match alive_codes {
+            None => health.alive_codes.clone(),
+            Some(v) => self.status_codes(v, &join_key(path, "alive_codes"))?,
+        };
+        let mut out_headers = Vec::new();
+        if let Some(HeaderMap(list)) = headers {
+            let hpath = join_key(path, "headers");
+            for (name, value) in list {
+                let p = join_key(&hpath, name);
+                if !is_token(name) {
+                    return Err(self.err(&p, format!("`{name}` is not a valid SIP header name")));
+                }
+                if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                    return Err(self.err(
+                        &p,
+                        format!("header `{name}` is managed by holdfast and cannot be set here"),
+                    ));
+                }
+                let value = match value {
+                    Scalar::Str(s) => s.clone(),
+                    Scalar::Int(i) => i.to_string(),
+                    Scalar::Float(x) => x.to_string(),
+                    Scalar::Bool(b) => b.to_string(),
+                    Scalar::Null => String::new(),
+                };
+                if value.chars().any(|c| c.is_control() && c != '\t') {
+                    return Err(self.err(&p, "header value must be a single line"));
+                }
+                out_headers.push((name.clone(), value));
+            }
+        }
+        Ok(Target {
+            id: TargetId::from(id),
+            role,
+            uri,
+            region: region.to_owned(),
+            priority,
+            weight,
+            max_calls,
+            sources: parsed_sources,
+            ping,
+            alive_codes,
+            headers: out_headers,
+        })
+    }
+
+    fn carrier(
+        &self,
+        c: &RawCarrier,
+        path: &str,
+        health: &HealthSettings,
+        ids: &mut HashMap<String, String>,
+        seen_sources: &mut HashMap<(Role, Source), String>,
+    ) -> Result<Target> {
+        self.target_common(
+            path,
+            Role::Carrier,
+            &c.id,
+            &c.uri,
+            &c.region,
+            &c.priority,
+            &c.weight,
+            &c.max_calls,
+            &c.sources,
+            &c.ping,
+            &c.alive_codes,
+            &c.headers,
+            health,
+            ids,
+            seen_sources,
+        )
+    }
+
+    fn ai_provider(
+        &self,
+        p: &RawAiProvider,
+        path: &str,
+        health: &HealthSettings,
+        ids: &mut HashMap<String, String>,
+        seen_sources: &mut HashMap<(Role, Source), String>,
+    ) -> Result<Target> {
+        let kind_path = join_key(path, "kind");
+        match p.kind.as_deref().map(str::trim) {
+            None | Some("sip") => {}
+            Some(k @ ("media-stream" | "openai-realtime")) => {
+                return Err(self.err(
+                    &kind_path,
+                    format!(
+                        "kind `{k}` is not supported yet; only `sip` is supported in this release"
+                    ),
+                ))
+            }
+            Some(k) => {
+                return Err(self.err(
+                    &kind_path,
+                    format!("unknown kind `{k}`; only `sip` is supported in this release"),
+                ))
+            }
+        }
+        self.target_common(
+            path,
+            Role::AiProvider,
+            &p.id,
+            &p.uri,
+            &p.region,
+            &p.priority,
+            &p.weight,
+            &p.max_calls,
+            &p.sources,
+            &p.ping,
+            &p.alive_codes,
+            &p.headers,
+            health,
+            ids,
+            seen_sources,
+        )
+    }
+
+    fn prefix(&self, v: &Option<Scalar>, path: &str) -> Result<String> {
+        match v {
+            None | Some(Scalar::Null) => Ok(String::new()),
+            Some(Scalar::Str(s)) => {
+                let n = dialed_number(s);
+                let body = n.strip_prefix('+').unwrap_or(&n);
+                if body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'*' || b == b'#')
+                {
+                    Ok(n)
+                } else {
+                    Err(self.err(
+                        path,
+                        format!("expected a number prefix like \"+44\"; got \"{s}\""),
+                    ))
+                }
+            }
+            Some(Scalar::Int(i)) => Err(self.err(
+                path,
+                format!(
+                    "write number prefixes as quoted strings, e.g. \"+{i}\" (unquoted YAML reads +{i} as the integer {i})"
+                ),
+            )),
+            Some(other) => Err(self.err(
+                path,
+                format!("expected a number prefix like \"+44\"; got {other}"),
+            )),
+        }
+    }
+
+    /// Checks a list of target ids: each known, of `role`, listed once, and (when `regions` is
+    /// given) in one of those regions.
+    fn id_list(
+        &self,
+        list: &[String],
+        path: &str,
+        role: Role,
+        regions: Option<&[String]>,
+        known: &HashMap<&str, TargetRef>,
+    ) -> Result<Vec<TargetId>> {
+        let mut out: Vec<TargetId> = Vec::with_capacity(list.len());
+        for (i, id) in list.iter().enumerate() {
+            let p = join_index(path, i);
+            let id = id.trim();
+            let Some(t) = known.get(id) else {
+                let what = match role {
+                    Role::Carrier => "carriers",
+                    Role::AiProvider => "ai_providers",
+                };
+                return Err(self.err(
+                    &p,
+                    format!("unknown {} id `{id}` (not in {what})", role.noun()),
+                ));
+            };
+            if t.role != role {
+                return Err(self.err(
+                    &p,
+                    format!(
+                        "`{id}` is {} {}, but this list takes {}s",
+                        if t.role == Role::AiProvider {
+                            "an"
+                        } else {
+                            "a"
+                        },
+                        t.role.noun(),
+                        role.noun()
+                    ),
+                ));
+            }
+            if out.iter().any(|o| &**o == id) {
+                return Err(self.err(&p, format!("`{id}` is listed twice")));
+            }
+            if let Some(regions) = regions {
+                if !regions.iter().any(|r| *r == t.region) {
+                    return Err(self.err(
+                        &p,
+                        format!(
+                            "{} `{id}` is in region `{}`, which is not in this rule's regions [{}]; a rule never sends a call out of its regions",
+                            role.noun(),
+                            t.region,
+                            regions.join(", ")
+                        ),
+                    ));
+                }
+            }
+            out.push(TargetId::from(id));
+        }
+        Ok(out)
+    }
+
+    fn regions(
+        &self,
+        v: &Option<Vec<String>>,
+        path: &str,
+        known: &HashMap<&str, TargetRef>,
+    ) -> Result<Vec<String>> {
+        let Some(list) = v else {
+            return Err(self.err(path, "required: the regions this rule may route to"));
+        };
+        if list.is_empty() {
+            return Err(self.err(path, "must list at least one region"));
+        }
+        let declared: HashSet<&str> = known.values().map(|t| t.region.as_str()).collect();
+        let mut out: Vec<String> = Vec::with_capacity(list.len());
+        for (i, r) in list.iter().enumerate() {
+            let p = join_index(path, i);
+            let r = r.trim();
+            if !declared.contains(r) {
+                return Err(self.err(
+                    &p,
+                    format!("region `{r}` is not declared by any carrier or AI provider"),
+                ));
+            }
+            if out.iter().any(|o| o == r) {
+                return Err(self.err(&p, format!("region `{r}` is listed twice")));
+            }
+            out.push(r.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn routes(&self, raw: &RawRoutes, known: &HashMap<&str, TargetRef>) -> Result<Routes> {
+        let mut routes = Routes::default();
+        for (i, r) in raw.inbound.iter().enumerate() {
+            let path = join_index("routes.inbound", i);
+            let m = r.match_.as_ref();
+            let mpath = join_key(&path, "match");
+            let to = self.prefix(&m.and_then(|m| m.to.clone()), &join_key(&mpath, "to"))?;
+            let from = self.prefix(&m.and_then(|m| m.from.clone()), &join_key(&mpath, "from"))?;
+            let origins = self.id_list(
+                m.and_then(|m| m.carriers.as_deref()).unwrap_or(&[]),
+                &join_key(&mpath, "carriers"),
+                Role::Carrier,
+                None,
+                known,
+            )?;
+            let regions = self.regions(&r.regions, &join_key(&path, "regions"), known)?;
+            let targets = self.target_list(
+                &r.ai,
+                &join_key(&path, "ai"),
+                Role::AiProvider,
+                &regions,
+                known,
+            )?;
+            let rule = RouteRule {
+                direction: Direction::Inbound,
+                index: i,
+                to,
+                from,
+                origins,
+                regions,
+                targets,
+            };
+            self.check_shadow(&routes.inbound, &rule, &path)?;
+            routes.inbound.push(rule);
+        }
+        for (i, r) in raw.outbound.iter().enumerate() {
+            let path = join_index("routes.outbound", i);
+            let m = r.match_.as_ref();
+            let mpath = join_key(&path, "match");
+            let to = self.prefix(&m.and_then(|m| m.to.clone()), &join_key(&mpath, "to"))?;
+            let from = self.prefix(&m.and_then(|m| m.from.clone()), &join_key(&mpath, "from"))?;
+            let origins = self.id_list(
+                m.and_then(|m| m.ai.as_deref()).unwrap_or(&[]),
+                &join_key(&mpath, "ai"),
+                Role::AiProvider,
+                None,
+                known,
+            )?;
+            let regions = self.regions(&r.regions, &join_key(&path, "regions"), known)?;
+            let targets = self.target_list(
+                &r.carriers,
+                &join_key(&path, "carriers"),
+                Role::Carrier,
+                &regions,
+                known,
+            )?;
+            let rule = RouteRule {
+                direction: Direction::Outbound,
+                index: i,
+                to,
+                from,
+                origins,
+                regions,
+                targets,
+            };
+            self.check_shadow(&routes.outbound, &rule, &path)?;
+            routes.outbound.push(rule);
+        }
+        Ok(routes)
+    }
+
+    fn target_list(
+        &self,
+        v: &Option<Vec<String>>,
+        path: &str,
+        role: Role,
+        regions: &[String],
+        known: &HashMap<&str, TargetRef>,
+    ) -> Result<Vec<TargetId>> {
+        let Some(list) = v else {
+            return Err(self.err(
+                path,
+                format!("required: the {}s this rule routes to", role.noun()),
+            ));
+        };
+        if list.is_empty() {
+            return Err(self.err(path, format!("must list at least one {}", role.noun())));
+        }
+        self.id_list(list, path, role, Some(regions), known)
+    }
+
+    /// Two rules with the same match: the second could never be chosen.
+    fn check_shadow(&self, earlier: &[RouteRule], rule: &RouteRule, path: &str) -> Result<()> {
+        let key = |r: &RouteRule| {
+            let mut o: Vec<&str> = r.origins.iter().map(|x| &**x).collect();
+            o.sort_unstable();
+            (r.to.clone(), r.from.clone(), o.join(","))
+        };
+        let mine = key(rule);
+        if let Some(other) = earlier.iter().find(|r| key(r) == mine) {
+            let p = if self.index.has(&join_key(path, "match")) {
+                join_key(path, "match")
+            } else {
+                path.to_owned()
+            };
+            return Err(self.err(
+                &p,
+                format!(
+                    "same match as {}; this rule could never be chosen",
+                    other.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
