@@ -1,1 +1,2 @@
 //! runtime (work in progress)
+pub mod dns;
