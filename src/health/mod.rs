@@ -1,1 +1,83 @@
-//! health (work in progress)
+//! Per-target health for the B2BUA: active OPTIONS pings with hysteresis per resolved address,
+//! and a passive circuit breaker per target fed by real call attempts.
+//!
+//! Sans-IO. The caller (the B2BUA core and its runtime shell) sends the OPTIONS requests this
+//! module asks for ([`HealthTable::poll_probe`]), reports their final responses
+//! ([`HealthTable::handle_probe_response`]) and reports call-attempt outcomes
+//! ([`HealthTable::handle_attempt`]). This module never parses SIP, never touches a socket or
+//! a clock (every input carries `now`), never spawns and never draws random numbers.
+//!
+//! # LIFECYCLE
+//!
+//! See `src/health/LIFECYCLE.md` for the full picture. In short:
+//! - address: `Up` ⇄ `Down` by [`Hysteresis`] over OPTIONS results (`down_after` consecutive
+//!   failures / `up_after` consecutive successes). New addresses start `Up` (configurable) and
+//!   are pinged at once.
+//! - target: `Up` while not forced down and at least one address is `Up`.
+//! - breaker: `Closed` → `Open` (`failures` consecutive failures within `window`) →
+//!   `HalfOpen` (after `cooldown`) → `Closed` (probe ok) or `Open` (probe failed).
+//! - a target is *available* for selection when it is `Up` and its breaker allows an attempt.
+
+pub mod breaker;
+pub mod hysteresis;
+mod table;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use breaker::{AttemptOutcome, BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker};
+pub use hysteresis::{Hysteresis, Transition, UpDown};
+pub use table::{
+    AddressStatus, HealthError, HealthEvent, HealthSettings, HealthTable, Probe, ProbeId, State,
+    TargetHealthConfig, TargetStatus,
+};
+
+/// SIP transport of a resolved destination (RFC 3261 §18). Only what holdfast supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP (RFC 3261 §18; NAPTR service `SIP+D2U`).
+    Udp,
+    /// TCP (NAPTR service `SIP+D2T`, or `SIPS+D2T` for TLS-over-TCP targets).
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// One resolved address of a target, as produced by RFC 3263 resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// IP address and port.
+    pub addr: SocketAddr,
+    /// Transport to reach it with.
+    pub transport: Transport,
+}
+
+impl Destination {
+    /// Shorthand constructor.
+    pub fn new(addr: SocketAddr, transport: Transport) -> Self {
+        Self { addr, transport }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.transport)
+    }
+}
+
+/// Human duration for log reasons: "2s", "1500ms".
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

@@ -1,0 +1,1 @@
+//! RFC 3263 resolution of SIP targets (work in progress).
