@@ -113,6 +113,7 @@ pub enum CallState {
 pub struct Attempt {
     pub target: String,
     pub remote: SocketAddr,
+    pub transport: Transport,
     /// `None` while in progress; e.g. "503 Service Unavailable", "timeout (no provisional in 1s)".
     pub outcome: Option<String>,
     pub provisional: bool,

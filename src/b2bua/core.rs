@@ -36,7 +36,7 @@ use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
 use crate::sip::header::Refresher;
 use crate::sip::message::{Message, Request};
 use crate::sip::transaction::{
-    ClientInvite, ClientNonInvite, Deliver, Reliability, ServerInvite, ServerNonInvite,
+    ClientInvite, ClientNonInvite, Deliver, Reliability, ServerInvite, ServerInviteState, ServerNonInvite,
     TimerConfig, TransactionEvent,
 };
 use crate::sip::validate::{self, Policy, Verdict};
@@ -358,6 +358,22 @@ impl AvailabilityView for View<'_> {
     }
 }
 
+fn health_settings(cfg: &Config) -> crate::health::HealthSettings {
+    let h = &cfg.health;
+    crate::health::HealthSettings {
+        ping_interval: h.ping_interval,
+        ping_timeout: h.ping_timeout,
+        down_after: h.down_after,
+        up_after: h.up_after,
+        initial_state: crate::health::UpDown::Up,
+        breaker: crate::health::BreakerConfig {
+            failures: h.breaker.failures,
+            window: h.breaker.window,
+            cooldown: h.breaker.cooldown,
+        },
+    }
+}
+
 fn reliability(t: Transport) -> Reliability {
     match t {
         Transport::Udp => Reliability::Unreliable,
@@ -384,7 +400,7 @@ impl Core {
     pub fn new(config: Arc<Config>, seed: u64, now: Instant) -> Core {
         let settings = Settings::from_config(&config);
         let routing = RoutingTable::new(&config);
-        let health = HealthTable::new(config.health.settings());
+        let health = HealthTable::new(health_settings(&config));
         let mut core = Core {
             config: config.clone(),
             settings,
@@ -415,7 +431,7 @@ impl Core {
     pub fn handle_reload(&mut self, config: Arc<Config>, now: Instant) {
         self.settings = Settings::from_config(&config);
         self.routing = RoutingTable::new(&config);
-        self.health.set_settings(config.health.settings());
+        self.health.set_settings(health_settings(&config));
         self.config = config;
         self.apply_targets(now);
         info!(
@@ -748,9 +764,13 @@ impl Core {
         if status >= 200 {
             e.finished = true;
         }
-        match &mut e.tx {
+        let sent = match &mut e.tx {
             ServerTx::Invite(t) => t.send_response(status, bytes, now),
             ServerTx::NonInvite(t) => t.send_response(status, bytes, now),
+        };
+        if let Err(err) = sent {
+            // Our own sequencing bug, never the peer's: log it loudly, keep running.
+            warn!(status, "response not sent: {err}");
         }
         self.drive_server(sid, now);
     }
@@ -881,7 +901,7 @@ impl Core {
         let id = format!("hf-{:x}", self.ids.next_u64() >> 16);
         self.stats.calls_total += 1;
         if plan.targets.is_empty() {
-            info!(call = %id, callee, rule = %rule.name, "refused: {}", plan.reason);
+            info!(call = %id, callee, rule = %rule.name(), "refused: {}", plan.reason);
             self.stats.calls_failed += 1;
             let reason = plan.reason.clone();
             return self.reject(sid, 503, "Service Unavailable", &reason, now);
@@ -907,7 +927,7 @@ impl Core {
             id: id.clone(),
             direction,
             origin: origin_id.to_string(),
-            rule: rule.name.clone(),
+            rule: rule.name(),
             regions: rule.regions.clone(),
             caller: caller.clone(),
             callee: callee.clone(),
@@ -935,7 +955,7 @@ impl Core {
         };
         info!(
             call = %id, direction = ?direction, origin = %origin_id, caller, callee,
-            rule = %rule.name, candidates = ?call.candidates.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(),
+            rule = %rule.name(), candidates = ?call.candidates.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(),
             fail_open = plan.fail_open, "new call"
         );
         let cref = self.new_id();
@@ -1060,6 +1080,7 @@ impl Core {
                 e.call.attempts.push(Attempt {
                     target: target.to_string(),
                     remote: dest.addr,
+                    transport: dest.transport,
                     outcome: Some("no local listener for its transport".into()),
                     provisional: false,
                 });
@@ -1158,6 +1179,7 @@ impl Core {
         call.attempts.push(Attempt {
             target: target.to_string(),
             remote: dest.addr,
+            transport: dest.transport,
             outcome: None,
             provisional: false,
         });
@@ -1456,9 +1478,9 @@ impl Core {
             if status == 100 {
                 return;
             }
-            let target = TargetId::from(entry.call.attempts[attempt].target.as_str());
+            let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
             self.health
-                .handle_attempt(&target, AttemptOutcome::Provisional, now);
+                .handle_attempt(&target, &dest, AttemptOutcome::Provisional, now);
             let has_sdp = !resp.body.is_empty();
             let mut leg = entry.call.b.take();
             if let Some(l) = leg.as_mut() {
@@ -1493,9 +1515,8 @@ impl Core {
             return;
         }
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
-        let target = TargetId::from(entry.call.attempts[attempt].target.as_str());
         if (200..300).contains(&status) {
-            self.attempt_answered(c, attempt, target, resp, now);
+            self.attempt_answered(c, attempt, resp, now);
             return;
         }
         let outcome = if (500..600).contains(&status) {
@@ -1507,9 +1528,13 @@ impl Core {
         let _ = resp;
     }
 
-    fn attempt_answered(&mut self, c: CallRef, attempt: usize, target: TargetId, resp: Resp, now: Instant) {
+    fn attempt_answered(&mut self, c: CallRef, attempt: usize, resp: Resp, now: Instant) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
         self.health
-            .handle_attempt(&target, AttemptOutcome::Answered, now);
+            .handle_attempt(&target, &dest, AttemptOutcome::Answered, now);
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
@@ -1611,7 +1636,7 @@ impl Core {
         }
         entry.call.attempts[attempt].outcome = Some(why.to_string());
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
-        let target = TargetId::from(entry.call.attempts[attempt].target.as_str());
+        let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
         let b = entry.call.b.take();
         if let Some(b) = b {
             self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
@@ -1622,7 +1647,7 @@ impl Core {
         let early = entry.call.early_media;
         let call_id = entry.call.id.clone();
         self.count_target(c, None);
-        self.health.handle_attempt(&target, outcome, now);
+        self.health.handle_attempt(&target, &dest, outcome, now);
         if cancelled {
             self.finish_call(c, "cancelled by caller");
             return;
@@ -1645,6 +1670,16 @@ impl Core {
             self.finish_call(c, why);
         }
     }
+}
+
+fn attempt_target(a: &Attempt) -> (TargetId, Destination) {
+    (
+        TargetId::from(a.target.as_str()),
+        Destination {
+            addr: a.remote,
+            transport: a.transport,
+        },
+    )
 }
 
 /// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same Request-URI, Call-ID,
@@ -1695,8 +1730,8 @@ impl Core {
         if let Some(&sid) = self.server_ids.get(key) {
             if let Some((_, e)) = self.servers.get_mut(&sid) {
                 if let ServerTx::Invite(t) = &mut e.tx {
-                    if !t.is_accepted() {
-                        t.handle_ack(now);
+                    if t.state() != ServerInviteState::Accepted {
+                        let _ = t.handle_ack(now);
                         self.drive_server(sid, now);
                         return;
                     }

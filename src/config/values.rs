@@ -11,22 +11,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-/// SIP transport of a listener or a target (RFC 3261 §18). TLS/WS are not supported yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+pub use crate::sip::Transport;
 
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Transport, String> {
+/// Parses a transport name; TLS/WS are not supported yet.
+fn parse_transport(s: &str) -> Result<Transport, String> {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Ok(Transport::Udp),
             "tcp" => Ok(Transport::Tcp),
@@ -35,13 +23,6 @@ impl Transport {
             )),
             _ => Err(format!("unknown transport `{s}` (expected udp or tcp)")),
         }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h`, or a sum such as `1m30s`. Units are required.
@@ -123,7 +104,7 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
         .trim()
         .split_once(':')
         .ok_or_else(|| format!("{hint}; got `{s}`"))?;
-    let transport = Transport::parse(transport)?;
+    let transport = parse_transport(transport)?;
     let addr: SocketAddr = addr
         .parse()
         .map_err(|_| format!("{hint}; `{addr}` is not an IP:PORT"))?;
@@ -381,7 +362,7 @@ pub fn parse_target_uri(s: &str) -> Result<TargetUri, String> {
     for param in params.into_iter().flat_map(|p| p.split(';')) {
         let (name, value) = param.split_once('=').unwrap_or((param, ""));
         if name.eq_ignore_ascii_case("transport") {
-            transport = Some(Transport::parse(value)?);
+            transport = Some(parse_transport(value)?);
         }
     }
     Ok(TargetUri {

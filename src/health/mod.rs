@@ -33,23 +33,7 @@ pub use table::{
     TargetHealthConfig, TargetStatus,
 };
 
-/// SIP transport of a resolved destination (RFC 3261 §18). Only what holdfast supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    /// UDP (RFC 3261 §18; NAPTR service `SIP+D2U`).
-    Udp,
-    /// TCP (NAPTR service `SIP+D2T`, or `SIPS+D2T` for TLS-over-TCP targets).
-    Tcp,
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        })
-    }
-}
+pub use crate::sip::Transport;
 
 /// One resolved address of a target, as produced by RFC 3263 resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

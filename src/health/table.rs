@@ -265,6 +265,15 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         }
     }
 
+    /// New table-wide settings (a config reload). Breakers take the new thresholds now;
+    /// ping interval and timeout apply from each address's next ping.
+    pub fn set_settings(&mut self, settings: HealthSettings) {
+        for t in self.targets.values_mut() {
+            t.breaker.set_config(settings.breaker);
+        }
+        self.settings = settings;
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> &HealthSettings {
         &self.settings

@@ -243,7 +243,7 @@ impl Shell {
                 host: t.uri.host.clone(),
                 port: t.uri.port,
                 transport: t.uri.transport,
-                secure: t.uri.secure,
+                secure: false,
             };
             self.dns_tasks.push(tokio::spawn(async move {
                 loop {

@@ -1,2 +1,5 @@
 //! sip (work in progress)
 pub mod transaction;
+pub mod transport;
+
+pub use transport::Transport;
