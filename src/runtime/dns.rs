@@ -576,6 +576,15 @@ mod tests {
     }
 
     #[test]
+    fn invalid_hosts_are_errors_not_panics() {
+        assert!(matches!(fqdn(""), Err(DnsError::InvalidHost { .. })));
+        assert!(matches!(fqdn("."), Err(DnsError::InvalidHost { .. })));
+        let long = "a".repeat(300);
+        assert!(matches!(fqdn(&long), Err(DnsError::InvalidHost { .. })));
+        assert_eq!(fqdn("example.test").expect("name"), name("example.test."));
+    }
+
+    #[test]
     fn srv_names() {
         let n = name("example.test.");
         assert_eq!(
