@@ -465,3 +465,28 @@ fn two_targets_pinged_independently() {
     seen.sort();
     assert_eq!(seen, vec![a, b]);
 }
+
+#[test]
+fn toggling_ping_schedules_or_cancels_probes() {
+    let t0 = Instant::now();
+    let a = id("a");
+    let d = dest("192.0.2.1:5060");
+    let mut table = table_with(&a, TargetHealthConfig::default(), &[d], t0);
+    // Take the address down with three timeouts.
+    drive(&mut table, t0, t0 + secs(12), |_, _| None);
+    while table.poll_event().is_some() {}
+    assert!(!table.is_available(&a, t0 + secs(12)));
+    let in_flight = table.poll_probe(t0 + secs(15)).expect("pinging");
+    let off = TargetHealthConfig {
+        alive_codes: vec![200],
+        ping: false,
+    };
+    table.set_target(a.clone(), off, t0 + secs(15));
+    // No evidence any more: assumed up, probe forgotten.
+    assert!(table.is_available(&a, t0 + secs(15)));
+    assert_eq!(table.poll_event().map(|e| e.to), Some(State::Up));
+    assert!(!table.handle_probe_response(in_flight.id, 200, t0 + secs(15)));
+    assert_eq!(table.poll_timeout(), None);
+    table.set_target(a.clone(), TargetHealthConfig::default(), t0 + secs(20));
+    assert_eq!(table.poll_probe(t0 + secs(20)).map(|p| p.dest), Some(d));
+}
