@@ -1191,6 +1191,8 @@ impl Core {
         };
         entry.b_invite = Some(key.clone());
         self.dialogs.insert((call_id, tag), (c, Side::B));
+        // A half-open breaker lets exactly one probe call through; this marks it taken.
+        self.health.handle_attempt_started(&target, now);
         self.count_target(c, Some(target));
         let deadline = now + self.settings.attempt_timeout;
         self.set_deadline(c, CallTimer::Attempt(attempt), deadline);

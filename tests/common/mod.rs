@@ -200,9 +200,9 @@ impl SippResult {
             if p.to_string_lossy().ends_with("_rtt.csv") {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 for line in text.lines().skip(1) {
-                    // date_ms;date_sec;rtd_no;response_time;rtd_name
+                    // date_ms;response_time_ms;rtd_no (as ../shared/peers/tools/sippstats.py reads it)
                     let cols: Vec<&str> = line.split(';').collect();
-                    if let Some(v) = cols.get(3).and_then(|v| v.trim().parse::<f64>().ok()) {
+                    if let Some(v) = cols.get(1).and_then(|v| v.trim().parse::<f64>().ok()) {
                         out.push(v);
                     }
                 }

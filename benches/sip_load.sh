@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# SIP load: call setup rate and INVITE→200 latency through holdfast, next to Kamailio (+
+# rtpengine) from ../shared/peers, same SIPp scenarios, same rate, same run.
+#
+# usage: benches/sip_load.sh [CPS=50] [LIMIT=500] [CALLS=1500] [RUNS=3]
+# Loopback only; every load is bounded by SIPp's -m and -timeout; processes stopped by PID.
+# Needs: sip-tester, kamailio, rtpengine-daemon, rtpengine-utils, python3, bc (see
+# ../shared/peers/README.md for the install line).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PEERS=${PEERS:-$ROOT/../shared/peers}
+R=${1:-50}; L=${2:-500}; M=${3:-1500}; RUNS=${4:-3}
+OUT=${OUT:-$(mktemp -d -t holdfast-sipload-XXXX)}
+TCK=$(getconf CLK_TCK)
+cargo build --release -q || exit 1
+BIN=$ROOT/target/release/holdfast
+
+PIDS=()
+stopall(){ for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done; PIDS=(); }
+trap stopall EXIT
+ticks(){ local t=0 p; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+
+cat > "$OUT/holdfast.yaml" <<YAML
+# Same topology as ../shared/peers: SIPp UAC 127.0.0.1:5070 → 127.0.0.1:5060 → SIPp UAS 127.0.0.1:5080
+sip:
+  listen: ["udp:127.0.0.1:5060"]
+carriers:
+  - { id: uas, uri: "sip:127.0.0.1:5080", region: local, ping: false }
+ai_providers:
+  - { id: uac, kind: sip, uri: "sip:127.0.0.1:5070", region: local, ping: false, sources: ["127.0.0.1:5070"] }
+routes:
+  outbound:
+    - { regions: [local], carriers: [uas] }
+YAML
+
+run_holdfast() {
+  local dir=$OUT/holdfast-$1; mkdir -p "$dir"
+  "$BIN" --log-level warn run --config "$OUT/holdfast.yaml" > "$dir/holdfast.log" 2>&1 & local HPID=$!; PIDS+=($HPID)
+  sleep 0.5
+  (cd "$dir" && exec sipp -sf "$PEERS/scenarios/uas_sdp.xml" -i 127.0.0.1 -p 5080 -mi 127.0.0.1 -mp 16000 -nostdin \
+     -timeout $((M / R + 120)) -trace_err > uas.out 2>&1) & local UPID=$!; PIDS+=($UPID)
+  sleep 1
+  local h0 t0 h1 t1 rc
+  h0=$(ticks $HPID); t0=$(date +%s.%N)
+  (cd "$dir" && sipp 127.0.0.1:5060 -sf "$PEERS/scenarios/uac_pcap_rr.xml" -i 127.0.0.1 -p 5070 -mi 127.0.0.1 -mp 20000 \
+     -r $R -l $L -m $M -nostdin -timeout $((M / R + 90)) -timeout_error \
+     -trace_stat -stf uac_stat.csv -fd 1 -trace_rtt -rtt_freq 1 -trace_err > uac.out 2>&1); rc=$?
+  h1=$(ticks $HPID); t1=$(date +%s.%N)
+  stopall
+  local el; el=$(echo "$t1 - $t0" | bc -l)
+  {
+    echo "== holdfast  r=$R l=$L m=$M  (uac rc=$rc, wall ${el%.*}s)"
+    python3 "$PEERS/tools/sippstats.py" "$dir/uac_stat.csv" "$(ls "$dir"/uac_pcap_rr_*_rtt.csv 2>/dev/null | head -1)"
+    echo "cpu_holdfast_pct=$(echo "scale=1; 100*($h1-$h0)/$TCK/$el" | bc -l) (100 = one core)"
+  } | tee "$dir/summary.txt"
+}
+
+for i in $(seq 1 "$RUNS"); do
+  echo "### run $i/$RUNS"
+  OUT_K=$OUT/kamailio-$i
+  OUT=$OUT_K bash "$PEERS/run-kamailio-rtpengine.sh" "$R" "$L" "$M" > /dev/null 2>&1
+  cat "$OUT_K/summary.txt"
+  run_holdfast "$i"
+done
+
+echo
+echo "### medians over $RUNS runs (r=$R l=$L m=$M)"
+python3 - "$OUT" "$RUNS" <<'PY'
+import re, sys, glob, statistics as st
+out, runs = sys.argv[1], int(sys.argv[2])
+def grab(kind):
+    rows = []
+    for f in sorted(glob.glob(f"{out}/{kind}-*/summary.txt")):
+        t = open(f).read()
+        g = lambda k: float(m.group(1)) if (m := re.search(k + r"=([0-9.]+)", t)) else float("nan")
+        cpu = g("cpu_holdfast_pct") if kind == "holdfast" else g("cpu_kamailio_pct")
+        rows.append(dict(ok=g("sipp_successful_calls"), failed=g("sipp_failed_calls"), cps=g("cps_achieved"),
+                         p50=g("p50"), p99=g("p99"), cpu=cpu))
+    return rows
+print("| stack | successful calls | failed | CPS achieved | INVITE→200 p50 ms | p99 ms | SIP CPU % of a core |")
+print("|---|---|---|---|---|---|---|")
+res = {}
+for kind, label in (("kamailio", "Kamailio 5.6 (+rtpengine)"), ("holdfast", "holdfast")):
+    rows = grab(kind)
+    if not rows: continue
+    med = {k: st.median(r[k] for r in rows) for k in rows[0]}
+    res[kind] = med
+    print(f"| {label} | {med['ok']:.0f} | {med['failed']:.0f} | {med['cps']:.1f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['cpu']:.1f} |")
+if len(res) == 2:
+    k, h = res["kamailio"], res["holdfast"]
+    print(f"\nratios holdfast/kamailio: p50 {h['p50']/k['p50']:.2f}x, p99 {h['p99']/k['p99']:.2f}x, CPU {h['cpu']/max(k['cpu'],0.01):.2f}x")
+PY
+echo "(raw runs in $OUT)"
