@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::timers::{TimerConfig, TimerName, Timers};
+use super::timers::{floor, TimerConfig, TimerName, Timers};
 use super::{Deliver, Reliability, StatusClass, TransactionEvent};
 
 /// States of [`ClientInvite`] (RFC 3261 Figure 5, RFC 6026 Figure 3).
@@ -63,7 +63,7 @@ impl ClientInvite {
         now: Instant,
     ) -> Self {
         let mut timers = Timers::default();
-        let timer_a_interval = config.timer_a_initial();
+        let timer_a_interval = config.retransmit_initial();
         if reliability == Reliability::Unreliable {
             timers.set(TimerName::A, now, timer_a_interval);
         }
@@ -147,7 +147,7 @@ impl ClientInvite {
                 (TimerName::A, ClientInviteState::Calling) => {
                     // §17.1.1.2: retransmit and double, with no T2 cap for INVITE.
                     self.transmits.push_back(self.request.clone());
-                    self.timer_a_interval = self.timer_a_interval.saturating_mul(2);
+                    self.timer_a_interval = floor(self.timer_a_interval.saturating_mul(2));
                     self.timers.set(TimerName::A, now, self.timer_a_interval);
                 }
                 (TimerName::B, ClientInviteState::Calling) => {

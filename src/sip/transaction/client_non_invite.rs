@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::timers::{TimerConfig, TimerName, Timers};
+use super::timers::{floor, TimerConfig, TimerName, Timers};
 use super::{Deliver, Reliability, StatusClass, TransactionEvent};
 
 /// States of [`ClientNonInvite`] (RFC 3261 Figure 6).
@@ -53,7 +53,7 @@ impl ClientNonInvite {
         now: Instant,
     ) -> Self {
         let mut timers = Timers::default();
-        let timer_e_interval = config.t1;
+        let timer_e_interval = config.retransmit_initial();
         if reliability == Reliability::Unreliable {
             timers.set(TimerName::E, now, timer_e_interval);
         }
@@ -107,7 +107,7 @@ impl ClientNonInvite {
                 (TimerName::E, ClientNonInviteState::Trying | ClientNonInviteState::Proceeding) => {
                     self.transmits.push_back(self.request.clone());
                     self.timer_e_interval = if self.state == ClientNonInviteState::Proceeding {
-                        self.config.t2
+                        floor(self.config.t2)
                     } else {
                         self.config.double_capped(self.timer_e_interval)
                     };

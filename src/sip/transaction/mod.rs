@@ -35,7 +35,7 @@ pub use client_invite::{ClientInvite, ClientInviteState};
 pub use client_non_invite::{ClientNonInvite, ClientNonInviteState};
 pub use server_invite::{ServerInvite, ServerInviteState};
 pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
-pub use timers::{TimerConfig, TimerName, Timers};
+pub use timers::{TimerConfig, TimerConfigError, TimerName, Timers};
 
 use std::time::Instant;
 
@@ -377,5 +377,144 @@ mod tests {
         assert_eq!(StatusClass::of(299), Some(StatusClass::Success));
         assert_eq!(StatusClass::of(699), Some(StatusClass::Failure));
         assert_eq!(StatusClass::of(700), None);
+    }
+
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::test_driver::{ms, Driver};
+
+    /// A degenerate, unvalidated config (T2 = 0 below T1) must not make a retransmit timer
+    /// re-arm at the instant it fired: the driver would spin (it asserts on 10 000 steps).
+    #[test]
+    fn zero_t2_does_not_spin() {
+        let cfg = TimerConfig {
+            t1: ms(10),
+            t2: Duration::ZERO,
+            t4: Duration::ZERO,
+        };
+        let mut d = Driver::new();
+        let mut t: Transaction = ClientNonInvite::new(
+            Bytes::from_static(b"OPTIONS"),
+            Reliability::Unreliable,
+            cfg,
+            d.now,
+        )
+        .into();
+        d.run(&mut t);
+        // E: 10 ms, then floored at 1 ms until F at 640 ms.
+        assert_eq!(d.sent.len(), 2 + 630);
+        assert_eq!(
+            d.events_ms().last(),
+            Some(&(640, TransactionEvent::Terminated))
+        );
+
+        let mut d = Driver::new();
+        let mut t: Transaction = ServerInvite::new(Reliability::Unreliable, cfg, d.now).into();
+        if let Transaction::ServerInvite(s) = &mut t {
+            s.send_response(200, Bytes::from_static(b"200"), d.now)
+                .unwrap();
+        }
+        d.run(&mut t);
+        assert_eq!(
+            d.events_ms(),
+            vec![
+                (640, TransactionEvent::NoAckFor2xx),
+                (640, TransactionEvent::Terminated)
+            ]
+        );
+    }
+
+    /// A caller that wakes up late fires an overdue retransmit timer once and re-arms it from
+    /// the late instant, instead of bursting out every missed retransmission.
+    #[test]
+    fn late_handle_timeout_fires_each_timer_once() {
+        let base = Instant::now();
+        let mut t: Transaction = ClientInvite::new(
+            Bytes::from_static(b"INVITE"),
+            Reliability::Unreliable,
+            TimerConfig::default(),
+            base,
+        )
+        .into();
+        assert!(t.poll_transmit().is_some());
+        t.handle_timeout(base + ms(10_000));
+        assert!(t.poll_transmit().is_some());
+        assert_eq!(t.poll_transmit(), None);
+        // Timer A was at 0.5 s, doubled to 1 s, re-armed from 10 s.
+        assert_eq!(t.poll_timeout(), Some(base + ms(11_000)));
+        // A call before any deadline does nothing.
+        t.handle_timeout(base + ms(10_500));
+        assert_eq!(t.poll_transmit(), None);
+        // Far past Timer B: one retransmission then the timeout, in deadline order.
+        t.handle_timeout(base + ms(40_000));
+        assert!(t.poll_transmit().is_some());
+        assert_eq!(t.poll_event(), Some(TransactionEvent::Timeout));
+        assert_eq!(t.poll_event(), Some(TransactionEvent::Terminated));
+        assert!(t.is_terminated());
+    }
+
+    /// How a caller keeps all four kinds in one table and drives them uniformly.
+    #[test]
+    fn one_table_drives_all_kinds() {
+        let base = Instant::now();
+        let cfg = TimerConfig::default();
+        let rel = Reliability::Unreliable;
+        let mut table: HashMap<TransactionKey, Transaction> = HashMap::new();
+        table.insert(
+            TransactionKey::client("z9hG4bK1", "INVITE"),
+            ClientInvite::new(Bytes::from_static(b"INVITE"), rel, cfg, base).into(),
+        );
+        table.insert(
+            TransactionKey::client("z9hG4bK1", "CANCEL"),
+            ClientNonInvite::new(Bytes::from_static(b"CANCEL"), rel, cfg, base).into(),
+        );
+        let mut server = ServerNonInvite::new(rel, cfg, base);
+        server
+            .send_response(200, Bytes::from_static(b"200"), base)
+            .unwrap();
+        table.insert(
+            TransactionKey::server("z9hG4bK2", "a:5060", "OPTIONS"),
+            server.into(),
+        );
+        table.insert(
+            TransactionKey::server("z9hG4bK3", "a:5060", "INVITE"),
+            ServerInvite::new(rel, cfg, base).into(),
+        );
+        assert_eq!(table.values().filter(|t| t.is_client()).count(), 2);
+
+        let mut sent = 0;
+        let mut now = base;
+        let mut steps = 0;
+        loop {
+            let mut done = Vec::new();
+            for (k, t) in table.iter_mut() {
+                t.handle_timeout(now);
+                while t.poll_transmit().is_some() {
+                    sent += 1;
+                }
+                while let Some(e) = t.poll_event() {
+                    if e == TransactionEvent::Terminated {
+                        done.push(k.clone());
+                    }
+                }
+            }
+            for k in done {
+                table.remove(&k);
+            }
+            let Some(next) = table.values().filter_map(Transaction::poll_timeout).min() else {
+                break;
+            };
+            now = next;
+            steps += 1;
+            assert!(steps < 1000);
+        }
+        // The server INVITE never got a final and has no timer: it stays.
+        assert_eq!(table.len(), 1);
+        assert!(table
+            .keys()
+            .all(|k| k.method == "INVITE" && !k.sent_by.is_empty()));
+        // INVITE: 7 sends, CANCEL: 11 sends, OPTIONS 200: 1 send.
+        assert_eq!(sent, 7 + 11 + 1);
     }
 }

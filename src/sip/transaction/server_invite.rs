@@ -80,7 +80,7 @@ impl ServerInvite {
             reliability,
             config,
             last_response: None,
-            timer_g_interval: config.t1,
+            timer_g_interval: config.retransmit_initial(),
             ack_2xx_received: false,
             timers: Timers::default(),
             transmits: VecDeque::new(),
@@ -247,7 +247,7 @@ impl ServerInvite {
     /// Timer G (§17.2.1) or the 2xx retransmission (§13.3.1.4): T1 first, unreliable only.
     fn arm_retransmit(&mut self, now: Instant) {
         if self.reliability == Reliability::Unreliable {
-            self.timer_g_interval = self.config.t1;
+            self.timer_g_interval = self.config.retransmit_initial();
             self.timers.set(TimerName::G, now, self.timer_g_interval);
         }
     }

@@ -41,9 +41,29 @@ impl TimerConfig {
         self.t1.saturating_mul(64)
     }
 
-    /// Timer A's first interval (§17.1.1.2): T1.
-    pub fn timer_a_initial(&self) -> Duration {
-        self.t1
+    /// First interval of every retransmit timer: Timer A (§17.1.1.2), E (§17.1.2.2), G
+    /// (§17.2.1) and the 2xx retransmission (§13.3.1.4) all start at T1.
+    pub fn retransmit_initial(&self) -> Duration {
+        floor(self.t1)
+    }
+
+    /// Checks the relations RFC 3261 assumes: T1 > 0, T2 >= T1, T4 > 0. The machines stay
+    /// well-behaved (no busy loop) even with an unchecked config, since retransmit intervals
+    /// are floored at 1 ms, but a config file should be rejected with this instead.
+    pub fn validate(&self) -> Result<(), TimerConfigError> {
+        if self.t1.is_zero() {
+            return Err(TimerConfigError::ZeroT1);
+        }
+        if self.t2 < self.t1 {
+            return Err(TimerConfigError::T2BelowT1 {
+                t1: self.t1,
+                t2: self.t2,
+            });
+        }
+        if self.t4.is_zero() {
+            return Err(TimerConfigError::ZeroT4);
+        }
+        Ok(())
     }
 
     /// Timer B (§17.1.1.2): INVITE client transaction timeout, 64*T1.
@@ -108,8 +128,27 @@ impl TimerConfig {
     /// Next interval of a retransmit timer that doubles and is capped at T2 (Timer E in
     /// Trying §17.1.2.2, Timer G §17.2.1, the 2xx retransmission of §13.3.1.4).
     pub(crate) fn double_capped(&self, interval: Duration) -> Duration {
-        interval.saturating_mul(2).min(self.t2)
+        floor(interval.saturating_mul(2).min(self.t2))
     }
+}
+
+/// Why a [`TimerConfig`] is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimerConfigError {
+    #[error("T1 must be greater than zero")]
+    ZeroT1,
+    #[error("T2 ({t2:?}) must not be below T1 ({t1:?})")]
+    T2BelowT1 { t1: Duration, t2: Duration },
+    #[error("T4 must be greater than zero")]
+    ZeroT4,
+}
+
+/// Smallest retransmit interval: keeps a zero T1/T2 from re-arming a timer at the instant it
+/// fired, which would make the caller spin.
+const MIN_RETRANSMIT_INTERVAL: Duration = Duration::from_millis(1);
+
+pub(crate) fn floor(interval: Duration) -> Duration {
+    interval.max(MIN_RETRANSMIT_INTERVAL)
 }
 
 /// The RFC names of every transaction timer, used as keys of [`Timers`].
@@ -234,6 +273,40 @@ mod tests {
         assert_eq!(c.timer_j(Reliability::Reliable), Duration::ZERO);
         assert_eq!(c.timer_k(Reliability::Unreliable), Duration::from_secs(5));
         assert_eq!(c.timer_k(Reliability::Reliable), Duration::ZERO);
+    }
+
+    #[test]
+    fn validate_rejects_degenerate_configs() {
+        assert_eq!(TimerConfig::default().validate(), Ok(()));
+        let zero_t1 = TimerConfig {
+            t1: Duration::ZERO,
+            ..TimerConfig::default()
+        };
+        assert_eq!(zero_t1.validate(), Err(TimerConfigError::ZeroT1));
+        let t2_low = TimerConfig {
+            t2: Duration::from_millis(100),
+            ..TimerConfig::default()
+        };
+        assert!(matches!(
+            t2_low.validate(),
+            Err(TimerConfigError::T2BelowT1 { .. })
+        ));
+        let zero_t4 = TimerConfig {
+            t4: Duration::ZERO,
+            ..TimerConfig::default()
+        };
+        assert_eq!(zero_t4.validate(), Err(TimerConfigError::ZeroT4));
+    }
+
+    #[test]
+    fn retransmit_intervals_never_zero() {
+        let c = TimerConfig {
+            t1: Duration::ZERO,
+            t2: Duration::ZERO,
+            t4: Duration::ZERO,
+        };
+        assert_eq!(c.retransmit_initial(), Duration::from_millis(1));
+        assert_eq!(c.double_capped(Duration::ZERO), Duration::from_millis(1));
     }
 
     #[test]
