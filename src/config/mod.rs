@@ -299,3 +299,6 @@ pub fn check_file(path: &Path) -> Result<String, ConfigError> {
     let config = load(path)?;
     Ok(crate::routing::RoutingTable::new(&config).render())
 }
+
+#[cfg(test)]
+mod tests;

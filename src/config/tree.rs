@@ -244,13 +244,22 @@ impl PathIndex {
     /// several things at the same position (a mapping and its first key share one).
     pub(crate) fn path_at(&self, pos: Pos, prefer: EntryKind) -> String {
         let at: Vec<&Entry> = self.entries.iter().filter(|e| e.pos == pos).collect();
-        if let Some(e) = at.iter().filter(|e| e.kind == prefer).max_by_key(|e| {
-            if prefer == EntryKind::Map {
-                0
-            } else {
-                e.depth
+        if prefer == EntryKind::Map {
+            // serde-saphyr reports a missing field at the last key it read from the mapping
+            // (or at the mapping itself when it is empty): the mapping is that key's parent.
+            if let Some(key) = at
+                .iter()
+                .filter(|e| e.kind == EntryKind::Key)
+                .max_by_key(|e| e.depth)
+            {
+                return parent(&key.path).unwrap_or_default().to_owned();
             }
-        }) {
+        }
+        if let Some(e) = at
+            .iter()
+            .filter(|e| e.kind == prefer)
+            .max_by_key(|e| e.depth)
+        {
             return e.path.clone();
         }
         // Innermost value node at that position, then any key.
@@ -300,6 +309,12 @@ mod tests {
             idx.path_at(Pos { line: 3, column: 5 }, EntryKind::Map),
             "b[0]"
         );
+        // The last key of b[0] also names b[0] as the mapping.
+        assert_eq!(
+            idx.path_at(Pos { line: 4, column: 5 }, EntryKind::Map),
+            "b[0]"
+        );
+        assert_eq!(idx.path_at(Pos { line: 1, column: 1 }, EntryKind::Map), "");
         assert_eq!(
             idx.path_at(
                 Pos {

@@ -118,6 +118,12 @@ fn deserialize_error(e: &serde_saphyr::Error, index: &PathIndex, file: &str) -> 
             strip_position(&other.to_string()),
         ),
     };
+    // A missing key is best shown at the start of the mapping that lacks it; other errors
+    // where the parser stopped.
+    let pos = match inner {
+        serde_saphyr::Error::SerdeMissingField { .. } => index.locate(&path),
+        _ => pos,
+    };
     ConfigError {
         file: file.to_owned(),
         line: pos.line,
@@ -279,12 +285,14 @@ impl Validator<'_> {
             let text = match s {
                 Scalar::Int(c) => c.to_string(),
                 Scalar::Str(t) => t.clone(),
-                other => return Err(self.err(
-                    &p,
-                    format!(
+                other => {
+                    return Err(self.err(
+                        &p,
+                        format!(
                         "expected a SIP status code 300..=699 or a class like \"5xx\"; got {other}"
                     ),
-                )),
+                    ))
+                }
             };
             let spec = parse_code_spec(&text, 3).map_err(|m| {
                 self.err(

@@ -1,0 +1,143 @@
+use super::*;
+
+fn err(text: &str) -> ConfigError {
+    match parse(text, "t.yaml") {
+        Ok(_) => panic!("should be refused:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    for text in ["", "# nothing\n", "---\n"] {
+        let cfg = parse(text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.sip.listen,
+            vec![Listen {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:5060".parse().unwrap()
+            }]
+        );
+        assert_eq!(cfg.sip.t1, Duration::from_millis(500));
+        assert_eq!(cfg.sip.t2, Duration::from_secs(4));
+        assert_eq!(cfg.sip.t4, Duration::from_secs(5));
+        assert_eq!(cfg.sip.max_message_size, 65535);
+        assert_eq!(cfg.sip.max_forwards, 70);
+        assert_eq!(cfg.sip.min_se, Duration::from_secs(90));
+        assert_eq!(cfg.sip.user_agent, "holdfast");
+        assert!(cfg.dns.nameservers.is_empty());
+        assert_eq!(cfg.health.down_after, 3);
+        assert_eq!(cfg.health.up_after, 2);
+        assert_eq!(cfg.health.alive_codes, vec![200]);
+        assert_eq!(cfg.health.breaker.failures, 2);
+        assert_eq!(cfg.health.all_down, AllDownPolicy::Reject);
+        assert_eq!(cfg.routing.attempt_timeout, Duration::from_secs(1));
+        assert_eq!(cfg.routing.seed, None);
+        assert!(cfg.routing.failover.should_failover(503));
+        assert!(!cfg.routing.failover.should_failover(486));
+    }
+}
+
+#[test]
+fn per_target_overrides_resolve() {
+    let cfg = parse(
+        r#"
+health: { alive_codes: [200, 481] }
+dns: { nameservers: ["127.0.0.1:5353", "::1"] }
+sip: { advertise: "[2001:db8::7]" }
+carriers:
+  - { id: a, uri: "sip:a.example", region: us, alive_codes: [200, 404], ping: false }
+  - { id: b, uri: "sip:b.example:5070;transport=tcp", region: us, max_calls: 5 }
+"#,
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.carriers[0].alive_codes, vec![200, 404]);
+    assert!(!cfg.carriers[0].ping);
+    assert_eq!(cfg.carriers[1].alive_codes, vec![200, 481]);
+    assert!(cfg.carriers[1].ping);
+    assert_eq!(cfg.carriers[1].max_calls, Some(5));
+    assert_eq!(cfg.carriers[1].uri.transport, Some(Transport::Tcp));
+    assert_eq!(cfg.dns.nameservers[1], "[::1]:53".parse().unwrap());
+    assert_eq!(cfg.sip.advertise.as_deref(), Some("2001:db8::7"));
+}
+
+#[test]
+fn anchors_and_aliases_work() {
+    let cfg = parse(
+        r#"
+carriers:
+  - &base { id: a, uri: "sip:a.example", region: us, weight: 5 }
+  - { id: b, uri: "sip:b.example", region: us, weight: 7 }
+"#,
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.carriers[0].weight, 5);
+}
+
+#[test]
+fn semantic_errors_have_positions() {
+    let e = err("sip:\n  t1: 5s\n  t2: 1s\n");
+    assert_eq!((e.line, e.column, e.path.as_str()), (3, 7, "sip.t2"));
+    let e = err("sip:\n  min_se: 30s\n");
+    assert_eq!(e.path, "sip.min_se");
+    assert!(e.message.contains("90s"));
+    let e = err("health:\n  all_down: maybe\n");
+    assert_eq!(
+        e.to_string(),
+        "t.yaml:2:13: health.all_down: expected `reject` or `fail_open`; got `maybe`"
+    );
+    let e = err("routing:\n  failover_codes: [408, \"2xx\"]\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 25, "routing.failover_codes[1]")
+    );
+    let e = err("sip:\n  listen: [\"udp:127.0.0.1:5060\", \"udp:127.0.0.1:5060\"]\n");
+    assert_eq!(e.path, "sip.listen[1]");
+    let e = err("carriers:\n  - { id: a, uri: \"sip:a\", region: us, headers: { Via: x } }\n");
+    assert_eq!(e.path, "carriers[0].headers.Via");
+}
+
+#[test]
+fn shadowed_and_incomplete_rules_are_refused() {
+    let base = "ai_providers:\n  - { id: a, uri: \"sip:a\", region: us }\nroutes:\n  inbound:\n";
+    let e = err(&format!(
+        "{base}    - {{ match: {{ to: \"+1\" }}, regions: [us], ai: [a] }}\n    - {{ match: {{ to: \"+1\" }}, regions: [us], ai: [a] }}\n"
+    ));
+    assert_eq!(e.path, "routes.inbound[1].match");
+    assert!(e.message.contains("inbound[0]"), "{e}");
+    let e = err(&format!("{base}    - {{ regions: [us] }}\n"));
+    assert_eq!(e.path, "routes.inbound[0].ai");
+    assert_eq!((e.line, e.column), (5, 7));
+    let e = err(&format!("{base}    - {{ ai: [a] }}\n"));
+    assert_eq!(e.path, "routes.inbound[0].regions");
+    let e = err(&format!(
+        "{base}    - {{ regions: [us], ai: [a], carriers: [a] }}\n"
+    ));
+    assert!(e.message.contains("unknown key `carriers`"), "{e}");
+    assert_eq!(e.path, "routes.inbound[0].carriers");
+}
+
+#[test]
+fn duplicate_source_in_one_role_is_refused() {
+    let e = err(
+        "carriers:\n  - { id: a, uri: \"sip:a\", region: us, sources: [\"10.0.0.1\"] }\n  - { id: b, uri: \"sip:b\", region: us, sources: [\"10.0.0.1/32\"] }\n",
+    );
+    assert_eq!(e.path, "carriers[1].sources[0]");
+}
+
+#[test]
+fn display_format() {
+    let e = ConfigError {
+        file: "config/example.yaml".into(),
+        line: 14,
+        column: 7,
+        path: "carriers[2].weight".into(),
+        message: "expected an integer 0..=65535".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "config/example.yaml:14:7: carriers[2].weight: expected an integer 0..=65535"
+    );
+}
