@@ -1,5 +1,34 @@
-//! sip (work in progress)
+//! holdfast's own SIP message layer (RFC 3261 §7, §20, §25): zero-copy parsing of requests
+//! and responses, typed header access, URIs, builders, stream framing and the request-level
+//! checks a B2BUA runs before handling a request (RFC 4475 torture-test clean).
+//!
+//! Everything here is sans-IO: functions take bytes and return values. Nothing here touches
+//! a socket, reads a clock, draws random numbers or panics on wire input.
+//!
+//! Entry points: [`validate::classify`] (bytes -> handle / reject / drop), [`parse`],
+//! [`framing::frame`], [`build::RequestBuilder`], [`build::ResponseBuilder`].
+
+pub mod build;
+pub mod framing;
+pub mod header;
+pub mod message;
+mod syntax;
 pub mod transaction;
 pub mod transport;
+pub mod uri;
+pub mod validate;
 
+pub use build::{reason_phrase, RequestBuilder, ResponseBuilder};
+pub use framing::{frame, FrameError};
+pub use header::{
+    CSeq, Contacts, HeaderError, HeaderName, MediaType, NameAddr, Reason, Refresher,
+    SessionExpires, Via,
+};
+pub use message::{
+    parse, parse_with_limit, Header, Headers, Message, Method, ParseError, ParseErrorKind, Request,
+    Response, Salvage,
+};
+pub use syntax::{quote, unquote, Params};
+pub use uri::{Host, OwnedUri, SipUri, TelUri, Uri, UriError};
 pub use transport::Transport;
+pub use validate::{check_max_forwards, check_request, classify, Policy, Rejection, Verdict};
