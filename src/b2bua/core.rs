@@ -419,7 +419,11 @@ impl Core {
             next_id: 1,
             draining: false,
             stats: Stats::default(),
-            policy: Policy::b2bua(),
+            policy: Policy {
+                tag_secret: seed ^ 0x9e37_79b9_7f4a_7c15,
+                max_message_size: config.sip.max_message_size,
+                ..Policy::default()
+            },
         };
         core.apply_targets(now);
         core
@@ -463,8 +467,9 @@ impl Core {
                         addr: SocketAddr::new(ip, port),
                         transport,
                     }];
-                    self.health
-                        .set_addresses(&id, entry.destinations.clone(), now);
+                    if let Err(e) = self.health.set_addresses(&id, entry.destinations.clone(), now) {
+                        warn!(target = %id, "health: {e}");
+                    }
                 }
             }
         }
@@ -502,7 +507,9 @@ impl Core {
                 info!(target = %target, addresses = ?dests, "target resolved");
             }
             t.destinations = dests.clone();
-            self.health.set_addresses(target, dests, now);
+            if let Err(e) = self.health.set_addresses(target, dests, now) {
+                warn!(target = %target, "health: {e}");
+            }
             self.after_health(now);
         }
     }
@@ -600,7 +607,7 @@ impl Core {
             Verdict::Reject {
                 status,
                 response: Some(bytes),
-                reason,
+                detail: reason,
             } => {
                 self.stats.parse_errors += 1;
                 info!(remote = %r.remote, status, "rejecting request: {reason}");
@@ -611,11 +618,15 @@ impl Core {
                     data: bytes,
                 });
             }
-            Verdict::Reject { status, reason, .. } => {
+            Verdict::Reject {
+                status,
+                detail: reason,
+                ..
+            } => {
                 self.stats.parse_errors += 1;
                 debug!(remote = %r.remote, status, "dropping: {reason}");
             }
-            Verdict::Drop(reason) => {
+            Verdict::Drop { reason } => {
                 self.stats.parse_errors += 1;
                 debug!(remote = %r.remote, "dropping: {reason}");
             }
@@ -901,9 +912,12 @@ impl Core {
         let id = format!("hf-{:x}", self.ids.next_u64() >> 16);
         self.stats.calls_total += 1;
         if plan.targets.is_empty() {
-            info!(call = %id, callee, rule = %rule.name(), "refused: {}", plan.reason);
+            let reason = plan
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no candidate available".into());
+            info!(call = %id, callee, rule = %rule.name(), "refused: {reason}");
             self.stats.calls_failed += 1;
-            let reason = plan.reason.clone();
             return self.reject(sid, 503, "Service Unavailable", &reason, now);
         }
         let local_tag = self.ids.tag();
@@ -1696,21 +1710,21 @@ fn non2xx_ack(invite: &Bytes, resp: &Resp) -> Bytes {
         method: "ACK".into(),
         uri: req.uri.to_string(),
         via: h
-            .get(crate::sip::message::HeaderName::Via)
+            .get(crate::sip::HeaderName::Via)
             .unwrap_or_default()
             .to_string(),
         routes: h
-            .get_all(crate::sip::message::HeaderName::Route)
+            .get_all(crate::sip::HeaderName::Route)
             .map(str::to_string)
             .collect(),
         max_forwards: 70,
         from: h
-            .get(crate::sip::message::HeaderName::From)
+            .get(crate::sip::HeaderName::From)
             .unwrap_or_default()
             .to_string(),
         to: String::new(),
         call_id: h
-            .get(crate::sip::message::HeaderName::CallId)
+            .get(crate::sip::HeaderName::CallId)
             .unwrap_or_default()
             .to_string(),
         cseq: resp.cseq,
@@ -1887,7 +1901,7 @@ impl Core {
             return;
         };
         let h = &req.headers;
-        use crate::sip::message::HeaderName as H;
+        use crate::sip::HeaderName as H;
         let cseq = h.cseq().map(|c| c.seq).unwrap_or(1);
         let out = OutRequest {
             method: "CANCEL".into(),

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::sip::build::{RequestBuilder, ResponseBuilder};
 use crate::sip::header::Refresher;
-use crate::sip::message::{HeaderName, Headers, Request, Response};
+use crate::sip::message::{Headers, Method, Request, Response};
+use crate::sip::HeaderName;
 
 /// Headers that belong to one hop or one dialog and are never copied across legs: each leg
 /// gets its own (RFC 3261 §16.6 for the proxy view; a B2BUA is stricter and rewrites all of
@@ -88,13 +89,11 @@ pub struct Req {
     pub from: String,
     pub from_tag: Option<String>,
     pub from_user: String,
-    pub from_display: Option<String>,
     pub to: String,
     pub to_tag: Option<String>,
     pub to_user: String,
     pub uri_user: String,
     pub cseq: u32,
-    pub cseq_method: String,
     pub branch: String,
     pub sent_by: String,
     pub max_forwards: Option<u8>,
@@ -103,7 +102,6 @@ pub struct Req {
     pub content_type: Option<String>,
     pub body: Vec<u8>,
     pub session_expires: Option<SessionExpires>,
-    pub min_se: Option<Duration>,
     pub supports_timer: bool,
     pub allows_update: bool,
     pub passthrough: Vec<(String, String)>,
@@ -114,7 +112,6 @@ pub struct Req {
 pub struct Resp {
     pub status: u16,
     pub reason: String,
-    pub call_id: String,
     pub to_tag: Option<String>,
     pub to: String,
     pub cseq: u32,
@@ -197,9 +194,9 @@ impl Req {
         let contact = h
             .contacts()
             .map_err(m("Contact"))?
-            .into_iter()
-            .next()
-            .map(|c| c.uri.to_string());
+            .as_slice()
+            .first()
+            .map(|c| c.uri_raw.to_string());
         let record_route = h
             .record_routes()
             .map_err(m("Record-Route"))?
@@ -211,15 +208,13 @@ impl Req {
             uri: req.uri.to_string(),
             call_id: h.call_id().map_err(m("Call-ID"))?.to_string(),
             from: strip_tag(h.get(HeaderName::From).unwrap_or_default()),
-            from_tag: from.tag.map(str::to_string),
-            from_user: uri_user(&from.uri.to_string()),
-            from_display: from.display.map(|d| d.trim_matches('"').to_string()),
+            from_tag: from.tag().map(str::to_string),
+            from_user: uri_user(from.uri_raw),
             to: strip_tag(h.get(HeaderName::To).unwrap_or_default()),
-            to_tag: to.tag.map(str::to_string),
-            to_user: uri_user(&to.uri.to_string()),
+            to_tag: to.tag().map(str::to_string),
+            to_user: uri_user(to.uri_raw),
             uri_user: uri_user(req.uri),
             cseq: cseq.seq,
-            cseq_method: cseq.method.as_str().to_string(),
             branch: via.branch.unwrap_or_default().to_string(),
             sent_by: match via.port {
                 Some(p) => format!("{}:{p}", via.host),
@@ -231,7 +226,6 @@ impl Req {
             content_type: h.get(HeaderName::ContentType).map(str::to_string),
             body: req.body.to_vec(),
             session_expires: session_expires(h),
-            min_se: h.min_se().ok().flatten(),
             supports_timer: has_token(h.get_all(HeaderName::Supported).map(str::to_string), "timer")
                 || has_token(h.get_all(HeaderName::Require).map(str::to_string), "timer"),
             allows_update: has_token(h.get_all(HeaderName::Allow).map(str::to_string), "UPDATE"),
@@ -249,8 +243,7 @@ impl Resp {
         let contact = h
             .contacts()
             .ok()
-            .and_then(|c| c.into_iter().next())
-            .map(|c| c.uri.to_string());
+            .and_then(|c| c.as_slice().first().map(|c| c.uri_raw.to_string()));
         let record_route = h
             .record_routes()
             .map(|v| v.into_iter().map(|r| r.to_string()).collect())
@@ -258,8 +251,7 @@ impl Resp {
         Ok(Resp {
             status: resp.status,
             reason: resp.reason.to_string(),
-            call_id: h.call_id().map_err(m("Call-ID"))?.to_string(),
-            to_tag: to.tag.map(str::to_string),
+            to_tag: to.tag().map(str::to_string),
             to: strip_tag(h.get(HeaderName::To).unwrap_or_default()),
             cseq: cseq.seq,
             cseq_method: cseq.method.as_str().to_string(),
@@ -294,7 +286,7 @@ pub struct OutRequest {
 
 impl OutRequest {
     pub fn to_bytes(&self) -> Bytes {
-        let mut b = RequestBuilder::new(&self.method, &self.uri)
+        let mut b = RequestBuilder::new(Method::parse(&self.method), &self.uri)
             .header("Via", &self.via)
             .header("Max-Forwards", &self.max_forwards.to_string());
         for r in &self.routes {
@@ -312,7 +304,7 @@ impl OutRequest {
             b = b.header(n, v);
         }
         match &self.body {
-            Some((ct, body)) => b.body(ct, body).build(),
+            Some((ct, body)) => b.body(ct, Bytes::copy_from_slice(body)).build(),
             None => b.build(),
         }
     }
@@ -336,7 +328,7 @@ pub fn response(
         b = b.header(n, v);
     }
     match body {
-        Some((ct, body)) => b.body(ct, body).build(),
+        Some((ct, body)) => b.body(ct, Bytes::copy_from_slice(body)).build(),
         None => b.build(),
     }
 }
