@@ -1,3 +1,5 @@
+//! Unit tests for config parsing and validation: defaults, overrides, positions of semantic errors.
+
 use super::*;
 
 fn err(text: &str) -> ConfigError {

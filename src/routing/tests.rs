@@ -1,3 +1,5 @@
+//! Unit tests for routing: rule matching, source classification, plans, failover policy.
+
 use std::collections::{HashMap, HashSet};
 
 use super::*;
