@@ -133,7 +133,7 @@ impl FailoverPolicy {
     /// 1xx/2xx never; `no_failover_codes` always wins; otherwise only codes listed in
     /// `failover_codes` (so 6xx, a global failure per RFC 3261 §21.6, only if listed).
     pub fn should_failover(&self, status: u16) -> bool {
-        if status < 300 || status > 699 {
+        if !(300..=699).contains(&status) {
             return false;
         }
         if self.no_failover_codes.iter().any(|c| c.matches(status)) {

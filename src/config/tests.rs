@@ -1,3 +1,5 @@
+//! Unit tests for config parsing and validation: defaults, overrides, positions of semantic errors.
+
 use super::*;
 
 fn err(text: &str) -> ConfigError {
@@ -140,4 +142,11 @@ fn display_format() {
         e.to_string(),
         "config/example.yaml:14:7: carriers[2].weight: expected an integer 0..=65535"
     );
+}
+
+#[test]
+fn duplicate_yaml_key_is_refused_with_path() {
+    let e = err("sip:\n  t1: 500ms\n  t1: 600ms\n");
+    assert_eq!(e.path, "sip.t1", "{e}");
+    assert_eq!(e.line, 3, "{e}");
 }

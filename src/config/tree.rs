@@ -167,7 +167,12 @@ impl PathIndex {
                 ..PathIndex::default()
             });
         }
-        let options = serde_saphyr::options! { with_snippet: false };
+        // Duplicate keys are forwarded here (so the index has both and the typed pass can
+        // report the duplicate with its path); the typed pass refuses them.
+        let options = serde_saphyr::options! {
+            with_snippet: false,
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        };
         let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, options)?;
         let mut index = PathIndex {
             root_empty: matches!(&root.value, Node::Scalar(s) if s.is_empty()),

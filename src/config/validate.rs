@@ -837,7 +837,7 @@ impl Validator<'_> {
                 return Err(self.err(&p, format!("`{id}` is listed twice")));
             }
             if let Some(regions) = regions {
-                if !regions.iter().any(|r| *r == t.region) {
+                if !regions.contains(&t.region) {
                     return Err(self.err(
                         &p,
                         format!(

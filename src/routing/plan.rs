@@ -84,7 +84,7 @@ impl RoutingTable {
             .targets
             .iter()
             .filter_map(|id| self.target(id))
-            .filter(|t| rule.regions.iter().any(|r| *r == t.region))
+            .filter(|t| rule.regions.contains(&t.region))
             .collect();
         let not_full = |t: &&Target| t.max_calls.is_none_or(|max| view.active_calls(&t.id) < max);
         let available: Vec<&Target> = in_region

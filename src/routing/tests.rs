@@ -1,3 +1,5 @@
+//! Unit tests for routing: rule matching, source classification, plans, failover policy.
+
 use std::collections::{HashMap, HashSet};
 
 use super::*;
@@ -230,9 +232,15 @@ fn all_down_reject_gives_reason() {
 fn region_is_never_left_even_fail_open() {
     for extra in ["", "health: { all_down: fail_open }"] {
         let t = table_with(extra);
-        let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+        let mut rule = t
+            .match_outbound(&id("agent-a"), "+4420", "")
+            .expect("rule")
+            .clone();
+        // Validation refuses this in a file; the planner must refuse it on its own too.
+        rule.targets.push(id("us-a"));
+        rule.targets.push(id("us-b"));
         for seed in 0..100 {
-            let plan = t.plan(rule, &view(&["eu-a", "eu-b"]), seed);
+            let plan = t.plan(&rule, &view(&["eu-a", "eu-b"]), seed);
             for target in &plan.targets {
                 assert_eq!(t.target(target).map(|x| x.region.as_str()), Some("eu"));
             }
