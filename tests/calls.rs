@@ -17,7 +17,7 @@ fn provider(id: &str, port: u16, region: &str, extra: &str) -> String {
 }
 
 fn trying_count(hf: &Holdfast, target: &str) -> usize {
-    hf.count_logs(|l| msg(l) == "trying" && field(l, "target") == target)
+    hf.count_logs(|l| msg(l) == "trying" && field(l, "target_id") == target)
 }
 
 /// A carrier trunk (SIPp UAC) calls in; the AI provider (SIPp UAS) answers; the caller hangs up.
@@ -168,7 +168,7 @@ fn all_down_is_refused_with_503() {
     c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [c1, c2] }".into());
     let hf = Holdfast::start(&c.yaml(), hp);
     for id in ["c1", "c2"] {
-        hf.wait_log(WAIT, |l| field(l, "target") == id && msg(l).starts_with("health:") && field(l, "to").contains("Down"))
+        hf.wait_log(WAIT, |l| field(l, "target_id") == id && msg(l).starts_with("health:") && field(l, "to").contains("Down"))
             .unwrap_or_else(|| panic!("{id} never marked down"));
     }
     let uac = Sipp::uac("agent", &sc::uac_expect(503, Some("no healthy")), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
@@ -194,7 +194,7 @@ fn silenced_carrier_marked_down_then_up() {
     uas.pause(true);
     let silenced = Instant::now();
     let (down_at, _) = hf
-        .wait_log(Duration::from_secs(10), |l| field(l, "target") == "c1" && msg(l).starts_with("health:") && field(l, "to").contains("Down"))
+        .wait_log(Duration::from_secs(10), |l| field(l, "target_id") == "c1" && msg(l).starts_with("health:") && field(l, "to").contains("Down"))
         .expect("silenced carrier never marked down");
     let took = down_at.duration_since(silenced);
     let bound = Duration::from_millis(500 * 2 + 300 + 150); // + 150 ms for log delivery
@@ -202,7 +202,7 @@ fn silenced_carrier_marked_down_then_up() {
     uas.pause(false);
     let resumed = Instant::now();
     let (up_at, _) = hf
-        .wait_log(Duration::from_secs(10), |l| field(l, "target") == "c1" && msg(l).starts_with("health:") && field(l, "to").contains("Up") && l.to_string().contains("Down"))
+        .wait_log(Duration::from_secs(10), |l| field(l, "target_id") == "c1" && msg(l).starts_with("health:") && field(l, "to").contains("Up") && l.to_string().contains("Down"))
         .expect("carrier never marked up again");
     assert!(up_at.duration_since(resumed) <= Duration::from_millis(500 * 2 + 300 + 500));
 }
@@ -224,7 +224,7 @@ fn eu_call_never_fails_over_to_us() {
         let _us = Sipp::uas("us", &sc::uas_answer(), us, None);
         let hf = Holdfast::start(&c.yaml(), hp);
         for id in ["eu-1", "eu-2"] {
-            hf.wait_log(WAIT, |l| field(l, "target") == id && field(l, "to").contains("Down"))
+            hf.wait_log(WAIT, |l| field(l, "target_id") == id && field(l, "to").contains("Down"))
                 .unwrap_or_else(|| panic!("{id} never marked down"));
         }
         let uac = Sipp::uac("agent", &sc::uac_expect(503, None), agent, &format!("127.0.0.1:{hp}"), "+442071234567", 1, &[]);

@@ -468,7 +468,7 @@ impl Core {
                         transport,
                     }];
                     if let Err(e) = self.health.set_addresses(&id, entry.destinations.clone(), now) {
-                        warn!(target = %id, "health: {e}");
+                        warn!(target_id = %id, "health: {e}");
                     }
                 }
             }
@@ -504,11 +504,11 @@ impl Core {
     pub fn handle_resolved(&mut self, target: &TargetId, dests: Vec<Destination>, now: Instant) {
         if let Some(t) = self.targets.get_mut(target) {
             if t.destinations != dests {
-                info!(target = %target, addresses = ?dests, "target resolved");
+                info!(target_id = %target, addresses = ?dests, "target resolved");
             }
             t.destinations = dests.clone();
             if let Err(e) = self.health.set_addresses(target, dests, now) {
-                warn!(target = %target, "health: {e}");
+                warn!(target_id = %target, "health: {e}");
             }
             self.after_health(now);
         }
@@ -1081,7 +1081,7 @@ impl Core {
                     } else {
                         "unavailable"
                     };
-                    debug!(call = %self.call_name(c), target = %target, "skipping candidate: {why}");
+                    debug!(call = %self.call_name(c), target_id = %target, "skipping candidate: {why}");
                 }
             }
         }
@@ -1089,7 +1089,7 @@ impl Core {
 
     fn start_attempt(&mut self, c: CallRef, target: TargetId, dest: Destination, now: Instant) {
         let Some(local) = self.listener_for(&dest) else {
-            warn!(target = %target, addr = %dest.addr, "no listener for this transport/address family");
+            warn!(target_id = %target, addr = %dest.addr, "no listener for this transport/address family");
             if let Some(e) = self.calls.get_mut(&c) {
                 e.call.attempts.push(Attempt {
                     target: target.to_string(),
@@ -1197,7 +1197,7 @@ impl Core {
             outcome: None,
             provisional: false,
         });
-        info!(call = %call.id, target = %target, remote = %dest.addr, attempt = attempt + 1, "trying");
+        info!(call = %call.id, target_id = %target, remote = %dest.addr, attempt = attempt + 1, "trying");
         let bytes = out.to_bytes();
         let key = ClientKey {
             branch,
@@ -1575,7 +1575,7 @@ impl Core {
         self.stats.calls_answered += 1;
         let call_id = entry.call.id.clone();
         let sid = self.server_ids.get(&entry.a_invite).copied();
-        info!(call = %call_id, target = %target, "answered");
+        info!(call = %call_id, target_id = %target, "answered");
         // Session timer on the B leg, from the callee's 2xx (RFC 4028 §7.2): absent means
         // the callee does not do session timers, and neither do we on that leg.
         self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
@@ -1671,11 +1671,11 @@ impl Core {
         let failover = !early && (status == 408 || self.routing.should_failover(status));
         if failover {
             self.stats.failovers += 1;
-            info!(call = %call_id, target = %target, "attempt failed ({why}); failing over");
+            info!(call = %call_id, target_id = %target, "attempt failed ({why}); failing over");
             self.next_attempt(c, now);
         } else {
             // The callee's answer (486, 603, 404…): the caller gets it unchanged.
-            info!(call = %call_id, target = %target, status, "call rejected: {why}");
+            info!(call = %call_id, target_id = %target, status, "call rejected: {why}");
             self.stats.calls_failed += 1;
             let entry = self.calls.get(&c).expect("present");
             let sid = self.server_ids.get(&entry.a_invite).copied();
@@ -2569,7 +2569,7 @@ fn reason_header(why: &str) -> (String, String) {
 
 fn log_health(ev: &HealthEvent<TargetId>) {
     match &ev.dest {
-        Some(d) => info!(target = %ev.target, addr = %d.addr, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
-        None => info!(target = %ev.target, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
+        Some(d) => info!(target_id = %ev.target, addr = %d.addr, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
+        None => info!(target_id = %ev.target, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
     }
 }

@@ -253,7 +253,7 @@ impl Shell {
                             r.ttl.max(min_ttl)
                         }
                         Err(e) => {
-                            warn!(target = %id, host = %target.host, "DNS resolution failed: {e}");
+                            warn!(target_id = %id, host = %target.host, "DNS resolution failed: {e}");
                             min_ttl
                         }
                     };

@@ -184,7 +184,8 @@ pub struct SippResult {
     pub status: ExitStatus,
     pub output: String,
     pub errors: String,
-    pub dir: PathBuf,
+    /// INVITE→200 (or whatever `rtd` marks) times in ms, from SIPp's -trace_rtt file.
+    pub rtts: Vec<f64>,
 }
 
 impl SippResult {
@@ -194,22 +195,26 @@ impl SippResult {
 
     /// Response times (ms) SIPp measured for `rtd` in the scenario (-trace_rtt).
     pub fn rtts_ms(&self) -> Vec<f64> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.to_string_lossy().ends_with("_rtt.csv") {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                for line in text.lines().skip(1) {
-                    // date_ms;response_time_ms;rtd_no (as ../shared/peers/tools/sippstats.py reads it)
-                    let cols: Vec<&str> = line.split(';').collect();
-                    if let Some(v) = cols.get(1).and_then(|v| v.trim().parse::<f64>().ok()) {
-                        out.push(v);
-                    }
+        self.rtts.clone()
+    }
+}
+
+fn read_rtts(dir: &Path) -> Vec<f64> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.to_string_lossy().ends_with("_rtt.csv") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            // Date_ms;response_time_ms;rtd_no (as ../shared/peers/tools/sippstats.py reads it)
+            for line in text.lines().skip(1) {
+                let cols: Vec<&str> = line.split(';').collect();
+                if let Some(v) = cols.get(1).and_then(|v| v.trim().parse::<f64>().ok()) {
+                    out.push(v);
                 }
             }
         }
-        out
     }
+    out
 }
 
 impl Sipp {
@@ -246,8 +251,8 @@ impl Sipp {
         if let Some(m) = calls {
             args.extend(["-m".to_string(), m.to_string()]);
         }
-        let s = Sipp::spawn(name, scenario, port, &args);
-        wait_udp_bound(port);
+        let mut s = Sipp::spawn(name, scenario, port, &args);
+        s.wait_bound(port);
         s
     }
 
@@ -277,6 +282,24 @@ impl Sipp {
             std::thread::sleep(Duration::from_millis(10));
         }
         s
+    }
+
+    /// Waits until SIPp holds UDP `port`; panics with SIPp's own output if it exited.
+    fn wait_bound(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    let r = self.result(st);
+                    panic!("sipp {} exited ({}): {}\n{}", self.name, r.status, r.output, r.errors);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("sipp {} never bound udp port {port}", self.name);
     }
 
     pub fn pid(&self) -> u32 {
@@ -320,7 +343,7 @@ impl Sipp {
             status,
             output: read("stdout.txt") + &read("stderr.txt"),
             errors,
-            dir: self.dir.path().to_path_buf(),
+            rtts: read_rtts(self.dir.path()),
         }
     }
 

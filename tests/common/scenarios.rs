@@ -127,7 +127,7 @@ pub fn uac_cancel() -> String {
   <recv response="180"/>
   <send><![CDATA[
       CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
       From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
@@ -140,7 +140,7 @@ pub fn uac_cancel() -> String {
   <recv response="487"/>
   <send><![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6]
       From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
@@ -166,6 +166,11 @@ pub fn uac_expect(code: u16, reason_contains: Option<&str>) -> String {
         ),
         None => String::new(),
     };
+    let reference = if reason_contains.is_some() {
+        "  <Reference variables=\"reason\"/>\n"
+    } else {
+        ""
+    };
     format!(
         r#"{}<scenario name="uac_expect_{code}">
 {}  <recv response="100" optional="true"/>
@@ -175,7 +180,7 @@ pub fn uac_expect(code: u16, reason_contains: Option<&str>) -> String {
 {check}  </recv>
   <send><![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-5]
       From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
@@ -184,7 +189,7 @@ pub fn uac_expect(code: u16, reason_contains: Option<&str>) -> String {
       Content-Length: 0
 
     ]]></send>
-</scenario>
+{reference}</scenario>
 "#,
         header(),
         invite("")
@@ -213,6 +218,7 @@ pub fn uac_options(expect: u16) -> String {
       <ereg regexp="timer" search_in="hdr" header="Supported:" check_it="true" assign_to="supported"/>
     </action>
   </recv>
+  <Reference variables="allow,accept,supported"/>
 </scenario>
 "#,
         header()
@@ -280,7 +286,8 @@ pub fn uas_answer() -> String {
   </recv>
 {}{}  <recv request="ACK" optional="true" rtd="true" crlf="true"/>
   <recv request="BYE"/>
-{}</scenario>
+{}  <Reference variables="x"/>
+</scenario>
 "#,
         header(),
         uas_reply(180, "Ringing"),
