@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "holdfast", version, about = "SIP B2BUA that keeps voice-AI calls up through carrier and provider failures")]
+#[command(
+    name = "holdfast",
+    version,
+    about = "SIP B2BUA that keeps voice-AI calls up through carrier and provider failures"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]

@@ -13,7 +13,9 @@ fn carrier(id: &str, port: u16, region: &str, extra: &str) -> String {
 }
 
 fn provider(id: &str, port: u16, region: &str, extra: &str) -> String {
-    format!("{{ id: {id}, kind: sip, uri: \"sip:agent@127.0.0.1:{port}\", region: {region}{extra} }}")
+    format!(
+        "{{ id: {id}, kind: sip, uri: \"sip:agent@127.0.0.1:{port}\", region: {region}{extra} }}"
+    )
 }
 
 fn trying_count(hf: &Holdfast, target: &str) -> usize {
@@ -25,17 +27,34 @@ fn trying_count(hf: &Holdfast, target: &str) -> usize {
 fn inbound_call_bye_from_caller() {
     let (hp, trunk, agent) = (free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("carrier-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{trunk}\"]")));
-    c.providers.push(provider("agent-a", agent, "us", ", ping: false"));
-    c.inbound.push("{ match: { to: \"+1\" }, regions: [us], ai: [agent-a] }".into());
+    c.carriers.push(carrier(
+        "carrier-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{trunk}\"]"),
+    ));
+    c.providers
+        .push(provider("agent-a", agent, "us", ", ping: false"));
+    c.inbound
+        .push("{ match: { to: \"+1\" }, regions: [us], ai: [agent-a] }".into());
     let uas = Sipp::uas("agent", &sc::uas_answer(), agent, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("trunk", &sc::uac_call(300), trunk, &format!("127.0.0.1:{hp}"), "+15551230000", 1, &[]);
+    let uac = Sipp::uac(
+        "trunk",
+        &sc::uac_call(300),
+        trunk,
+        &format!("127.0.0.1:{hp}"),
+        "+15551230000",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
     assert!(r.success(), "caller failed: {}\n{}", r.output, r.errors);
     let a = uas.wait(WAIT);
     assert!(a.success(), "agent failed: {}\n{}", a.output, a.errors);
-    assert!(hf.wait_log(WAIT, |l| msg(l).starts_with("call ended: BYE from caller")).is_some());
+    assert!(hf
+        .wait_log(WAIT, |l| msg(l).starts_with("call ended: BYE from caller"))
+        .is_some());
 }
 
 /// The AI side places an outbound call to a carrier; the carrier's side hangs up.
@@ -43,17 +62,39 @@ fn inbound_call_bye_from_caller() {
 fn outbound_call_bye_from_callee() {
     let (hp, agent, carrier_port) = (free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("carrier-a", carrier_port, "us", ", ping: false"));
-    c.providers.push(provider("agent-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]")));
-    c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [carrier-a] }".into());
-    let uas = Sipp::uas("carrier", &sc::uas_answer_then_bye(300), carrier_port, Some(1));
+    c.carriers
+        .push(carrier("carrier-a", carrier_port, "us", ", ping: false"));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [carrier-a] }".into());
+    let uas = Sipp::uas(
+        "carrier",
+        &sc::uas_answer_then_bye(300),
+        carrier_port,
+        Some(1),
+    );
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("agent", &sc::uac_wait_bye(), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
+    let uac = Sipp::uac(
+        "agent",
+        &sc::uac_wait_bye(),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
     assert!(r.success(), "AI side failed: {}\n{}", r.output, r.errors);
     let a = uas.wait(WAIT);
     assert!(a.success(), "carrier failed: {}\n{}", a.output, a.errors);
-    assert!(hf.wait_log(WAIT, |l| msg(l).starts_with("call ended: BYE from callee")).is_some());
+    assert!(hf
+        .wait_log(WAIT, |l| msg(l).starts_with("call ended: BYE from callee"))
+        .is_some());
     assert_eq!(trying_count(&hf, "carrier-a"), 1);
 }
 
@@ -62,12 +103,26 @@ fn outbound_call_bye_from_callee() {
 fn inbound_call_bye_from_ai_side() {
     let (hp, trunk, agent) = (free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("carrier-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{trunk}\"]")));
-    c.providers.push(provider("agent-a", agent, "us", ", ping: false"));
+    c.carriers.push(carrier(
+        "carrier-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{trunk}\"]"),
+    ));
+    c.providers
+        .push(provider("agent-a", agent, "us", ", ping: false"));
     c.inbound.push("{ regions: [us], ai: [agent-a] }".into());
     let uas = Sipp::uas("agent", &sc::uas_answer_then_bye(200), agent, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("trunk", &sc::uac_wait_bye(), trunk, &format!("127.0.0.1:{hp}"), "+15551230000", 1, &[]);
+    let uac = Sipp::uac(
+        "trunk",
+        &sc::uac_wait_bye(),
+        trunk,
+        &format!("127.0.0.1:{hp}"),
+        "+15551230000",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
     assert!(r.success(), "caller failed: {}\n{}", r.output, r.errors);
     assert!(uas.wait(WAIT).success());
@@ -80,16 +135,35 @@ fn inbound_call_bye_from_ai_side() {
 fn cancel_during_ringing() {
     let (hp, trunk, agent) = (free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("carrier-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{trunk}\"]")));
-    c.providers.push(provider("agent-a", agent, "us", ", ping: false"));
+    c.carriers.push(carrier(
+        "carrier-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{trunk}\"]"),
+    ));
+    c.providers
+        .push(provider("agent-a", agent, "us", ", ping: false"));
     c.inbound.push("{ regions: [us], ai: [agent-a] }".into());
     let uas = Sipp::uas("agent", &sc::uas_ring(), agent, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("trunk", &sc::uac_cancel(), trunk, &format!("127.0.0.1:{hp}"), "+15551230000", 1, &[]);
+    let uac = Sipp::uac(
+        "trunk",
+        &sc::uac_cancel(),
+        trunk,
+        &format!("127.0.0.1:{hp}"),
+        "+15551230000",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
     assert!(r.success(), "caller failed: {}\n{}", r.output, r.errors);
     let a = uas.wait(WAIT);
-    assert!(a.success(), "ringing leg was not cancelled: {}\n{}", a.output, a.errors);
+    assert!(
+        a.success(),
+        "ringing leg was not cancelled: {}\n{}",
+        a.output,
+        a.errors
+    );
     drop(hf);
 }
 
@@ -99,20 +173,53 @@ fn cancel_during_ringing() {
 fn primary_not_listening_fails_over_within_attempt_timeout() {
     let (hp, agent, dead, second) = (free_port(), free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("primary", dead, "us", ", priority: 1, ping: false"));
-    c.carriers.push(carrier("secondary", second, "us", ", priority: 2, ping: false"));
-    c.providers.push(provider("agent-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]")));
-    c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    c.carriers
+        .push(carrier("primary", dead, "us", ", priority: 1, ping: false"));
+    c.carriers.push(carrier(
+        "secondary",
+        second,
+        "us",
+        ", priority: 2, ping: false",
+    ));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
     let uas = Sipp::uas("secondary", &sc::uas_answer(), second, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("agent", &sc::uac_call(100), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
+    let uac = Sipp::uac(
+        "agent",
+        &sc::uac_call(100),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
-    assert!(r.success(), "caller saw an error: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "caller saw an error: {}\n{}",
+        r.output,
+        r.errors
+    );
     assert!(uas.wait(WAIT).success());
     let rtt = r.rtts_ms();
     assert_eq!(rtt.len(), 1, "one INVITE→200 time expected: {rtt:?}");
-    assert!(rtt[0] <= 1200.0, "INVITE→200 took {} ms (> attempt_timeout + 200 ms)", rtt[0]);
-    assert!(rtt[0] >= 900.0, "INVITE→200 took {} ms: the primary was not tried first?", rtt[0]);
+    assert!(
+        rtt[0] <= 1200.0,
+        "INVITE→200 took {} ms (> attempt_timeout + 200 ms)",
+        rtt[0]
+    );
+    assert!(
+        rtt[0] >= 900.0,
+        "INVITE→200 took {} ms: the primary was not tried first?",
+        rtt[0]
+    );
     assert_eq!(trying_count(&hf, "primary"), 1);
     assert_eq!(trying_count(&hf, "secondary"), 1);
 }
@@ -122,17 +229,46 @@ fn primary_not_listening_fails_over_within_attempt_timeout() {
 fn primary_503_fails_over_to_secondary() {
     let (hp, agent, p1, p2) = (free_port(), free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
-    c.carriers.push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
-    c.providers.push(provider("agent-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]")));
-    c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
-    let prim = Sipp::uas("primary", &sc::uas_reject(503, "Service Unavailable"), p1, Some(1));
+    c.carriers
+        .push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
+    c.carriers
+        .push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    let prim = Sipp::uas(
+        "primary",
+        &sc::uas_reject(503, "Service Unavailable"),
+        p1,
+        Some(1),
+    );
     let sec = Sipp::uas("secondary", &sc::uas_answer(), p2, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("agent", &sc::uac_call(100), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
+    let uac = Sipp::uac(
+        "agent",
+        &sc::uac_call(100),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
-    assert!(r.success(), "caller saw an error: {}\n{}", r.output, r.errors);
-    assert!(prim.wait(WAIT).success(), "primary never got its ACK for the 503");
+    assert!(
+        r.success(),
+        "caller saw an error: {}\n{}",
+        r.output,
+        r.errors
+    );
+    assert!(
+        prim.wait(WAIT).success(),
+        "primary never got its ACK for the 503"
+    );
     assert!(sec.wait(WAIT).success());
     assert_eq!(trying_count(&hf, "secondary"), 1);
 }
@@ -142,18 +278,43 @@ fn primary_503_fails_over_to_secondary() {
 fn busy_is_not_failed_over() {
     let (hp, agent, p1, p2) = (free_port(), free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
-    c.carriers.push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
-    c.providers.push(provider("agent-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]")));
-    c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    c.carriers
+        .push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
+    c.carriers
+        .push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
     let prim = Sipp::uas("primary", &sc::uas_reject(486, "Busy Here"), p1, Some(1));
     let _sec = Sipp::uas("secondary", &sc::uas_answer(), p2, None);
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("agent", &sc::uac_expect(486, None), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
+    let uac = Sipp::uac(
+        "agent",
+        &sc::uac_expect(486, None),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
-    assert!(r.success(), "caller did not get 486: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "caller did not get 486: {}\n{}",
+        r.output,
+        r.errors
+    );
     assert!(prim.wait(WAIT).success());
-    assert_eq!(trying_count(&hf, "secondary"), 0, "486 must never fail over");
+    assert_eq!(
+        trying_count(&hf, "secondary"),
+        0,
+        "486 must never fail over"
+    );
 }
 
 /// Every carrier is down (pings unanswered): the call is refused with 503 and a Reason.
@@ -164,16 +325,39 @@ fn all_down_is_refused_with_503() {
     c.health = "ping_interval: 200ms\n  ping_timeout: 200ms\n  down_after: 1\n  up_after: 1\n  all_down: reject".into();
     c.carriers.push(carrier("c1", d1, "us", ""));
     c.carriers.push(carrier("c2", d2, "us", ""));
-    c.providers.push(provider("agent-a", 9, "us", &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]")));
-    c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [c1, c2] }".into());
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [c1, c2] }".into());
     let hf = Holdfast::start(&c.yaml(), hp);
     for id in ["c1", "c2"] {
-        hf.wait_log(WAIT, |l| field(l, "target_id") == id && msg(l).starts_with("health:") && field(l, "to").contains("Down"))
-            .unwrap_or_else(|| panic!("{id} never marked down"));
+        hf.wait_log(WAIT, |l| {
+            field(l, "target_id") == id
+                && msg(l).starts_with("health:")
+                && field(l, "to").contains("Down")
+        })
+        .unwrap_or_else(|| panic!("{id} never marked down"));
     }
-    let uac = Sipp::uac("agent", &sc::uac_expect(503, Some("no healthy")), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
+    let uac = Sipp::uac(
+        "agent",
+        &sc::uac_expect(503, Some("no healthy")),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
-    assert!(r.success(), "caller did not get 503 with a Reason: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "caller did not get 503 with a Reason: {}\n{}",
+        r.output,
+        r.errors
+    );
     assert_eq!(trying_count(&hf, "c1") + trying_count(&hf, "c2"), 0);
 }
 
@@ -190,11 +374,18 @@ fn silenced_carrier_marked_down_then_up() {
     let hf = Holdfast::start(&c.yaml(), hp);
     // Let a few pings succeed first.
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(hf.find_log(|l| field(l, "to").contains("Down")).is_none(), "marked down while answering");
+    assert!(
+        hf.find_log(|l| field(l, "to").contains("Down")).is_none(),
+        "marked down while answering"
+    );
     uas.pause(true);
     let silenced = Instant::now();
     let (down_at, _) = hf
-        .wait_log(Duration::from_secs(10), |l| field(l, "target_id") == "c1" && msg(l).starts_with("health:") && field(l, "to").contains("Down"))
+        .wait_log(Duration::from_secs(10), |l| {
+            field(l, "target_id") == "c1"
+                && msg(l).starts_with("health:")
+                && field(l, "to").contains("Down")
+        })
         .expect("silenced carrier never marked down");
     let took = down_at.duration_since(silenced);
     let bound = Duration::from_millis(500 * 2 + 300 + 150); // + 150 ms for log delivery
@@ -202,7 +393,12 @@ fn silenced_carrier_marked_down_then_up() {
     uas.pause(false);
     let resumed = Instant::now();
     let (up_at, _) = hf
-        .wait_log(Duration::from_secs(10), |l| field(l, "target_id") == "c1" && msg(l).starts_with("health:") && field(l, "to").contains("Up") && l.to_string().contains("Down"))
+        .wait_log(Duration::from_secs(10), |l| {
+            field(l, "target_id") == "c1"
+                && msg(l).starts_with("health:")
+                && field(l, "to").contains("Up")
+                && l.to_string().contains("Down")
+        })
         .expect("carrier never marked up again");
     assert!(up_at.duration_since(resumed) <= Duration::from_millis(500 * 2 + 300 + 500));
 }
@@ -212,27 +408,63 @@ fn silenced_carrier_marked_down_then_up() {
 #[test]
 fn eu_call_never_fails_over_to_us() {
     for policy in ["reject", "fail_open"] {
-        let (hp, agent, eu1, eu2, us) = (free_port(), free_port(), free_port(), free_port(), free_port());
+        let (hp, agent, eu1, eu2, us) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let mut c = TestConfig::new(hp);
         c.health = format!("ping_interval: 200ms\n  ping_timeout: 200ms\n  down_after: 1\n  up_after: 1\n  all_down: {policy}");
         c.carriers.push(carrier("eu-1", eu1, "eu", ""));
         c.carriers.push(carrier("eu-2", eu2, "eu", ""));
         c.carriers.push(carrier("us-1", us, "us", ""));
-        c.providers.push(provider("agent-a", 9, "eu", &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]")));
-        c.outbound.push("{ match: { to: \"+44\" }, regions: [eu], carriers: [eu-1, eu-2] }".into());
-        c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [us-1] }".into());
+        c.providers.push(provider(
+            "agent-a",
+            9,
+            "eu",
+            &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+        ));
+        c.outbound
+            .push("{ match: { to: \"+44\" }, regions: [eu], carriers: [eu-1, eu-2] }".into());
+        c.outbound
+            .push("{ match: { to: \"+1\" }, regions: [us], carriers: [us-1] }".into());
         let _us = Sipp::uas("us", &sc::uas_answer(), us, None);
         let hf = Holdfast::start(&c.yaml(), hp);
         for id in ["eu-1", "eu-2"] {
-            hf.wait_log(WAIT, |l| field(l, "target_id") == id && field(l, "to").contains("Down"))
-                .unwrap_or_else(|| panic!("{id} never marked down"));
+            hf.wait_log(WAIT, |l| {
+                field(l, "target_id") == id && field(l, "to").contains("Down")
+            })
+            .unwrap_or_else(|| panic!("{id} never marked down"));
         }
-        let uac = Sipp::uac("agent", &sc::uac_expect(503, None), agent, &format!("127.0.0.1:{hp}"), "+442071234567", 1, &[]);
+        let uac = Sipp::uac(
+            "agent",
+            &sc::uac_expect(503, None),
+            agent,
+            &format!("127.0.0.1:{hp}"),
+            "+442071234567",
+            1,
+            &[],
+        );
         let r = uac.wait(WAIT);
-        assert!(r.success(), "[{policy}] caller did not get 503: {}\n{}", r.output, r.errors);
-        assert_eq!(trying_count(&hf, "us-1"), 0, "[{policy}] an EU call touched a US carrier");
+        assert!(
+            r.success(),
+            "[{policy}] caller did not get 503: {}\n{}",
+            r.output,
+            r.errors
+        );
+        assert_eq!(
+            trying_count(&hf, "us-1"),
+            0,
+            "[{policy}] an EU call touched a US carrier"
+        );
         if policy == "fail_open" {
-            assert_eq!(trying_count(&hf, "eu-1") + trying_count(&hf, "eu-2"), 2, "fail_open tries the EU carriers anyway");
+            assert_eq!(
+                trying_count(&hf, "eu-1") + trying_count(&hf, "eu-2"),
+                2,
+                "fail_open tries the EU carriers anyway"
+            );
         }
     }
 }
@@ -244,24 +476,61 @@ fn reload_adds_carrier_without_dropping_calls() {
     let (hp, agent, p1, p2) = (free_port(), free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
     c.carriers.push(carrier("old", p1, "us", ", ping: false"));
-    c.providers.push(provider("agent-a", 9, "us", ", ping: false, sources: [\"127.0.0.1/32\"]"));
-    c.outbound.push("{ match: { to: \"+1\" }, regions: [us], carriers: [old] }".into());
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        ", ping: false, sources: [\"127.0.0.1/32\"]",
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [old] }".into());
     let old = Sipp::uas("old", &sc::uas_answer(), p1, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
-    let first = Sipp::uac("agent1", &sc::uac_call(3000), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
-    hf.wait_log(WAIT, |l| msg(l) == "confirmed").expect("first call never confirmed");
+    let first = Sipp::uac(
+        "agent1",
+        &sc::uac_call(3000),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
+    hf.wait_log(WAIT, |l| msg(l) == "confirmed")
+        .expect("first call never confirmed");
 
     c.carriers.push(carrier("new", p2, "us", ", ping: false"));
     c.outbound = vec!["{ match: { to: \"+1\" }, regions: [us], carriers: [new] }".into()];
     let new = Sipp::uas("new", &sc::uas_answer(), p2, Some(1));
     hf.reload(&c.yaml());
-    hf.wait_log(WAIT, |l| msg(l) == "configuration reloaded").expect("reload not applied");
-    let second = Sipp::uac("agent2", &sc::uac_call(100), free_port(), &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
+    hf.wait_log(WAIT, |l| msg(l) == "configuration reloaded")
+        .expect("reload not applied");
+    let second = Sipp::uac(
+        "agent2",
+        &sc::uac_call(100),
+        free_port(),
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
     let r2 = second.wait(WAIT);
-    assert!(r2.success(), "call after reload failed: {}\n{}", r2.output, r2.errors);
-    assert!(new.wait(WAIT).success(), "the new carrier did not get the new call");
+    assert!(
+        r2.success(),
+        "call after reload failed: {}\n{}",
+        r2.output,
+        r2.errors
+    );
+    assert!(
+        new.wait(WAIT).success(),
+        "the new carrier did not get the new call"
+    );
     let r1 = first.wait(WAIT);
-    assert!(r1.success(), "the call in progress was disturbed by the reload: {}\n{}", r1.output, r1.errors);
+    assert!(
+        r1.success(),
+        "the call in progress was disturbed by the reload: {}\n{}",
+        r1.output,
+        r1.errors
+    );
     assert!(old.wait(WAIT).success());
 }
 
@@ -271,9 +540,22 @@ fn options_to_holdfast_answered() {
     let (hp, mon) = (free_port(), free_port());
     let c = TestConfig::new(hp);
     let _hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("monitor", &sc::uac_options(200), mon, &format!("127.0.0.1:{hp}"), "ping", 1, &[]);
+    let uac = Sipp::uac(
+        "monitor",
+        &sc::uac_options(200),
+        mon,
+        &format!("127.0.0.1:{hp}"),
+        "ping",
+        1,
+        &[],
+    );
     let r = uac.wait(WAIT);
-    assert!(r.success(), "OPTIONS not answered as expected: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "OPTIONS not answered as expected: {}\n{}",
+        r.output,
+        r.errors
+    );
 }
 
 /// A call over TCP on both legs.
@@ -281,14 +563,32 @@ fn options_to_holdfast_answered() {
 fn inbound_call_over_tcp() {
     let (hp, trunk, agent) = (free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
-    c.carriers.push(carrier("carrier-a", 9, "us", ", ping: false, sources: [\"127.0.0.1/32\"]"));
+    c.carriers.push(carrier(
+        "carrier-a",
+        9,
+        "us",
+        ", ping: false, sources: [\"127.0.0.1/32\"]",
+    ));
     c.providers.push(format!("{{ id: agent-a, kind: sip, uri: \"sip:agent@127.0.0.1:{agent};transport=tcp\", region: us, ping: false }}"));
     c.inbound.push("{ regions: [us], ai: [agent-a] }".into());
     let uas = Sipp::spawn_tcp_uas(&sc::uas_answer(), agent);
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac("trunk", &sc::uac_call(200), trunk, &format!("127.0.0.1:{hp}"), "+15551230000", 1, &["-t", "t1"]);
+    let uac = Sipp::uac(
+        "trunk",
+        &sc::uac_call(200),
+        trunk,
+        &format!("127.0.0.1:{hp}"),
+        "+15551230000",
+        1,
+        &["-t", "t1"],
+    );
     let r = uac.wait(WAIT);
-    assert!(r.success(), "caller failed over TCP: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "caller failed over TCP: {}\n{}",
+        r.output,
+        r.errors
+    );
     assert!(uas.wait(WAIT).success());
     drop(hf);
     let _ = trunk;

@@ -25,9 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use super::call::{
-    Attempt, Call, CallState, Candidate, Direction, Flow, Leg, SessionTimer, Side,
-};
+use super::call::{Attempt, Call, CallState, Candidate, Direction, Flow, Leg, SessionTimer, Side};
 use super::ids::{IdGen, BRANCH_COOKIE};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::config::Config;
@@ -36,8 +34,8 @@ use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
 use crate::sip::header::Refresher;
 use crate::sip::message::{Message, Request};
 use crate::sip::transaction::{
-    ClientInvite, ClientNonInvite, Deliver, Reliability, ServerInvite, ServerInviteState, ServerNonInvite,
-    TimerConfig, TransactionEvent,
+    ClientInvite, ClientNonInvite, Deliver, Reliability, ServerInvite, ServerInviteState,
+    ServerNonInvite, TimerConfig, TransactionEvent,
 };
 use crate::sip::validate::{self, Policy, Verdict};
 use crate::sip::Transport;
@@ -460,14 +458,22 @@ impl Core {
             );
             let entry = self.targets.entry(id.clone()).or_default();
             if t.uri.is_ip {
-                if let Ok(ip) = t.uri.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                if let Ok(ip) = t
+                    .uri
+                    .host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                {
                     let transport = t.uri.transport.unwrap_or(Transport::Udp);
                     let port = t.uri.port.unwrap_or(5060);
                     entry.destinations = vec![Destination {
                         addr: SocketAddr::new(ip, port),
                         transport,
                     }];
-                    if let Err(e) = self.health.set_addresses(&id, entry.destinations.clone(), now) {
+                    if let Err(e) = self
+                        .health
+                        .set_addresses(&id, entry.destinations.clone(), now)
+                    {
                         warn!(target_id = %id, "health: {e}");
                     }
                 }
@@ -892,7 +898,13 @@ impl Core {
             ),
             None => {
                 info!(remote = %flow.remote, callee, "INVITE from an unknown source");
-                return self.reject(sid, 403, "Forbidden", "source is not a known carrier or provider", now);
+                return self.reject(
+                    sid,
+                    403,
+                    "Forbidden",
+                    "source is not a known carrier or provider",
+                    now,
+                );
             }
         };
         let Some(rule) = rule else {
@@ -1040,7 +1052,9 @@ impl Core {
     /// Tries the next candidate, or answers the caller 503 when none is left.
     fn next_attempt(&mut self, c: CallRef, now: Instant) {
         loop {
-            let Some(entry) = self.calls.get(&c) else { return };
+            let Some(entry) = self.calls.get(&c) else {
+                return;
+            };
             let call = &entry.call;
             if call.cancelled {
                 return;
@@ -1151,10 +1165,7 @@ impl Core {
             "Session-Expires".into(),
             format!("{};refresher=uac", self.settings.session_expires.as_secs()),
         ));
-        headers.push((
-            "Min-SE".into(),
-            self.settings.min_se.as_secs().to_string(),
-        ));
+        headers.push(("Min-SE".into(), self.settings.min_se.as_secs().to_string()));
         headers.push(("User-Agent".into(), self.settings.user_agent.clone()));
         let out = OutRequest {
             method: "INVITE".into(),
@@ -1210,8 +1221,20 @@ impl Core {
         self.count_target(c, Some(target));
         let deadline = now + self.settings.attempt_timeout;
         self.set_deadline(c, CallTimer::Attempt(attempt), deadline);
-        let tx = ClientInvite::new(bytes.clone(), reliability(flow.transport), self.settings.timers, now);
-        self.new_client(key, ClientTx::Invite(tx), flow, bytes, Purpose::Attempt { call: c, attempt }, now);
+        let tx = ClientInvite::new(
+            bytes.clone(),
+            reliability(flow.transport),
+            self.settings.timers,
+            now,
+        );
+        self.new_client(
+            key,
+            ClientTx::Invite(tx),
+            flow,
+            bytes,
+            Purpose::Attempt { call: c, attempt },
+            now,
+        );
     }
 
     fn new_client(
@@ -1428,7 +1451,12 @@ impl Core {
                         self.arm_session_timer(call, side, resp.session_expires, true, now);
                     } else if resp.status == 481 || resp.status == 408 {
                         // RFC 4028 §10: the session is gone on that side.
-                        self.end_call(call, &format!("refresh answered {}", resp.status), None, now);
+                        self.end_call(
+                            call,
+                            &format!("refresh answered {}", resp.status),
+                            None,
+                            now,
+                        );
                     } else {
                         // Other failures (e.g. 491, 488): keep the call, retry at the next
                         // refresh point.
@@ -1540,7 +1568,14 @@ impl Core {
         } else {
             AttemptOutcome::Answered
         };
-        self.attempt_failed(c, attempt, status, &format!("{status} {}", resp.reason), outcome, now);
+        self.attempt_failed(
+            c,
+            attempt,
+            status,
+            &format!("{status} {}", resp.reason),
+            outcome,
+            now,
+        );
         let _ = resp;
     }
 
@@ -1590,7 +1625,11 @@ impl Core {
         if let Some((interval, refresher, require)) = a_timer {
             h.push((
                 "Session-Expires".into(),
-                format!("{};refresher={}", interval.as_secs(), refresher_param(refresher)),
+                format!(
+                    "{};refresher={}",
+                    interval.as_secs(),
+                    refresher_param(refresher)
+                ),
             ));
             if require {
                 h.push(("Require".into(), "timer".into()));
@@ -1647,7 +1686,9 @@ impl Core {
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
-        if entry.call.attempts.len() != attempt + 1 || entry.call.attempts[attempt].outcome.is_some() {
+        if entry.call.attempts.len() != attempt + 1
+            || entry.call.attempts[attempt].outcome.is_some()
+        {
             return;
         }
         entry.call.attempts[attempt].outcome = Some(why.to_string());
@@ -1655,7 +1696,8 @@ impl Core {
         let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
         let b = entry.call.b.take();
         if let Some(b) = b {
-            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+            self.dialogs
+                .remove(&(b.call_id.clone(), b.local_tag.clone()));
         }
         let entry = self.calls.get_mut(&c).expect("present");
         entry.b_invite = None;
@@ -1883,9 +1925,19 @@ impl Core {
         };
         let rel = reliability(flow.transport);
         let tx = if method == "INVITE" {
-            ClientTx::Invite(ClientInvite::new(bytes.clone(), rel, self.settings.timers, now))
+            ClientTx::Invite(ClientInvite::new(
+                bytes.clone(),
+                rel,
+                self.settings.timers,
+                now,
+            ))
         } else {
-            ClientTx::NonInvite(ClientNonInvite::new(bytes.clone(), rel, self.settings.timers, now))
+            ClientTx::NonInvite(ClientNonInvite::new(
+                bytes.clone(),
+                rel,
+                self.settings.timers,
+                now,
+            ))
         };
         self.new_client(key, tx, flow, bytes, purpose, now);
         cseq
@@ -1923,8 +1975,20 @@ impl Core {
             branch: key.branch.clone(),
             method: "CANCEL".into(),
         };
-        let tx = ClientNonInvite::new(bytes.clone(), reliability(flow.transport), self.settings.timers, now);
-        self.new_client(ckey, ClientTx::NonInvite(tx), flow, bytes, Purpose::Ignore, now);
+        let tx = ClientNonInvite::new(
+            bytes.clone(),
+            reliability(flow.transport),
+            self.settings.timers,
+            now,
+        );
+        self.new_client(
+            ckey,
+            ClientTx::NonInvite(tx),
+            flow,
+            bytes,
+            Purpose::Ignore,
+            now,
+        );
     }
 
     /// Cancels an INVITE client transaction now if a provisional came, else as soon as one
@@ -2049,7 +2113,9 @@ impl Core {
     /// re-INVITE or UPDATE from one leg. A pure session refresh (no new SDP) is answered on
     /// that leg alone (RFC 4028 per-leg refresh); a real change is relayed to the other leg.
     fn on_session_update(&mut self, c: CallRef, side: Side, sid: u64, req: &Req, now: Instant) {
-        let Some(entry) = self.calls.get(&c) else { return };
+        let Some(entry) = self.calls.get(&c) else {
+            return;
+        };
         if !matches!(entry.call.state, CallState::Confirmed) && req.method == "INVITE" {
             // §14.2: a re-INVITE while the initial one is still in progress.
             return self.respond(sid, 491, None, vec![], None, now);
@@ -2059,7 +2125,8 @@ impl Core {
         }
         let leg = self.leg(c, side).cloned();
         let Some(leg) = leg else { return };
-        let unchanged = req.body.is_empty() || leg.remote_sdp.as_deref() == Some(req.body.as_slice());
+        let unchanged =
+            req.body.is_empty() || leg.remote_sdp.as_deref() == Some(req.body.as_slice());
         if unchanged {
             // Answer locally with what this leg last got from us: the other side's SDP.
             let other = self.leg(c, side.other()).cloned();
@@ -2086,7 +2153,11 @@ impl Core {
                 ("Supported".to_string(), SUPPORTED.to_string()),
                 (
                     "Session-Expires".to_string(),
-                    format!("{};refresher={}", interval.as_secs(), refresher_param(refresher)),
+                    format!(
+                        "{};refresher={}",
+                        interval.as_secs(),
+                        refresher_param(refresher)
+                    ),
                 ),
             ];
             if req.supports_timer {
@@ -2145,7 +2216,11 @@ impl Core {
             &req.method,
             headers,
             body,
-            Purpose::Relay { call: c, to, server },
+            Purpose::Relay {
+                call: c,
+                to,
+                server,
+            },
             flow,
             now,
         );
@@ -2154,7 +2229,14 @@ impl Core {
         }
     }
 
-    fn relay_response(&mut self, c: CallRef, to: Side, server: ServerKey, resp: Resp, now: Instant) {
+    fn relay_response(
+        &mut self,
+        c: CallRef,
+        to: Side,
+        server: ServerKey,
+        resp: Resp,
+        now: Instant,
+    ) {
         let Some(&sid) = self.server_ids.get(&server) else {
             return;
         };
@@ -2239,13 +2321,29 @@ impl Core {
                         self.send_ack(&b, 1, None);
                     }
                     let flow = b.flow;
-                    self.send_in_dialog(&mut b, "BYE", vec![reason_header(why)], None, Purpose::Bye { call: c }, flow, now);
+                    self.send_in_dialog(
+                        &mut b,
+                        "BYE",
+                        vec![reason_header(why)],
+                        None,
+                        Purpose::Bye { call: c },
+                        flow,
+                        now,
+                    );
                     byes += 1;
                 }
                 if from != Some(Side::A) {
                     let mut a = a_leg;
                     let flow = a.flow;
-                    self.send_in_dialog(&mut a, "BYE", vec![reason_header(why)], None, Purpose::Bye { call: c }, flow, now);
+                    self.send_in_dialog(
+                        &mut a,
+                        "BYE",
+                        vec![reason_header(why)],
+                        None,
+                        Purpose::Bye { call: c },
+                        flow,
+                        now,
+                    );
                     byes += 1;
                 }
             }
@@ -2286,7 +2384,8 @@ impl Core {
         self.dialogs
             .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         if let Some(b) = &call.b {
-            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+            self.dialogs
+                .remove(&(b.call_id.clone(), b.local_tag.clone()));
         }
         info!(
             call = %call.id, pinned = call.pinned.as_deref().unwrap_or("-"),
@@ -2295,7 +2394,14 @@ impl Core {
     }
 
     /// Records the session timer of `side` and arms its refresh or expiry (RFC 4028 §10).
-    fn set_session_timer(&mut self, c: CallRef, side: Side, interval: Duration, we_refresh: bool, now: Instant) {
+    fn set_session_timer(
+        &mut self,
+        c: CallRef,
+        side: Side,
+        interval: Duration,
+        we_refresh: bool,
+        now: Instant,
+    ) {
         if let Some(leg) = self.leg_mut(c, side) {
             leg.session_timer = Some(SessionTimer {
                 interval,
@@ -2344,7 +2450,9 @@ impl Core {
     /// otherwise a re-INVITE with the session description it already has (RFC 4028 §7.4,
     /// §9), so nothing about the media changes.
     fn send_refresh(&mut self, c: CallRef, side: Side, now: Instant) {
-        let Some(entry) = self.calls.get(&c) else { return };
+        let Some(entry) = self.calls.get(&c) else {
+            return;
+        };
         if entry.call.state != CallState::Confirmed || entry.reinvite_in_progress {
             // Try again a little later rather than glare with an offer in progress.
             let at = now + Duration::from_secs(2);
@@ -2380,7 +2488,15 @@ impl Core {
         };
         debug!(call = %self.call_name(c), ?side, method, "session refresh");
         let flow = leg.flow;
-        self.send_in_dialog(&mut leg, method, headers, body, Purpose::Refresh { call: c, side }, flow, now);
+        self.send_in_dialog(
+            &mut leg,
+            method,
+            headers,
+            body,
+            Purpose::Refresh { call: c, side },
+            flow,
+            now,
+        );
         if let Some(l) = self.leg_mut(c, side) {
             l.local_cseq = leg.local_cseq;
         }
@@ -2437,7 +2553,9 @@ impl Core {
         match timer {
             CallTimer::Attempt(n) => {
                 let secs = self.settings.attempt_timeout;
-                let Some(e) = self.calls.get_mut(&c) else { return };
+                let Some(e) = self.calls.get_mut(&c) else {
+                    return;
+                };
                 if e.call.attempts.get(n).is_some_and(|a| a.provisional) {
                     return;
                 }
@@ -2530,17 +2648,34 @@ impl Core {
             body: None,
         };
         let bytes = out.to_bytes();
-        let tx = ClientNonInvite::new(bytes.clone(), reliability(flow.transport), self.settings.timers, now);
+        let tx = ClientNonInvite::new(
+            bytes.clone(),
+            reliability(flow.transport),
+            self.settings.timers,
+            now,
+        );
         let key = ClientKey {
             branch,
             method: "OPTIONS".into(),
         };
-        self.new_client(key, ClientTx::NonInvite(tx), flow, bytes, Purpose::Probe { probe: probe.id }, now);
+        self.new_client(
+            key,
+            ClientTx::NonInvite(tx),
+            flow,
+            bytes,
+            Purpose::Probe { probe: probe.id },
+            now,
+        );
     }
 
     /// The runtime could not deliver to `remote` (TCP connect refused or reset, ICMP
     /// unreachable): every client transaction toward it fails now instead of at Timer B/F.
-    pub fn handle_transport_error(&mut self, transport: Transport, remote: SocketAddr, now: Instant) {
+    pub fn handle_transport_error(
+        &mut self,
+        transport: Transport,
+        remote: SocketAddr,
+        now: Instant,
+    ) {
         let ids: Vec<u64> = self
             .clients
             .iter()
@@ -2569,7 +2704,11 @@ fn reason_header(why: &str) -> (String, String) {
 
 fn log_health(ev: &HealthEvent<TargetId>) {
     match &ev.dest {
-        Some(d) => info!(target_id = %ev.target, addr = %d.addr, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
-        None => info!(target_id = %ev.target, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason),
+        Some(d) => {
+            info!(target_id = %ev.target, addr = %d.addr, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason)
+        }
+        None => {
+            info!(target_id = %ev.target, from = ?ev.from, to = ?ev.to, "health: {}", ev.reason)
+        }
     }
 }

@@ -67,17 +67,15 @@ pub struct SessionExpires {
 }
 
 fn session_expires(h: &Headers<'_>) -> Option<SessionExpires> {
-    h.session_expires()
-        .ok()
-        .flatten()
-        .map(|se| SessionExpires {
-            interval: se.delta,
-            refresher: se.refresher,
-        })
+    h.session_expires().ok().flatten().map(|se| SessionExpires {
+        interval: se.delta,
+        refresher: se.refresher,
+    })
 }
 
 fn has_token(list: impl Iterator<Item = String>, token: &str) -> bool {
-    list.into_iter().any(|t| t.trim().eq_ignore_ascii_case(token))
+    list.into_iter()
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// What the call logic needs of a request.
@@ -226,8 +224,13 @@ impl Req {
             content_type: h.get(HeaderName::ContentType).map(str::to_string),
             body: req.body.to_vec(),
             session_expires: session_expires(h),
-            supports_timer: has_token(h.get_all(HeaderName::Supported).map(str::to_string), "timer")
-                || has_token(h.get_all(HeaderName::Require).map(str::to_string), "timer"),
+            supports_timer: has_token(
+                h.get_all(HeaderName::Supported).map(str::to_string),
+                "timer",
+            ) || has_token(
+                h.get_all(HeaderName::Require).map(str::to_string),
+                "timer",
+            ),
             allows_update: has_token(h.get_all(HeaderName::Allow).map(str::to_string), "UPDATE"),
             passthrough: passthrough(h),
         })

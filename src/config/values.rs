@@ -15,14 +15,14 @@ pub use crate::sip::Transport;
 
 /// Parses a transport name; TLS/WS are not supported yet.
 fn parse_transport(s: &str) -> Result<Transport, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "udp" => Ok(Transport::Udp),
-            "tcp" => Ok(Transport::Tcp),
-            "tls" | "ws" | "wss" | "sctp" => Err(format!(
-                "transport `{s}` is not supported yet (only udp and tcp)"
-            )),
-            _ => Err(format!("unknown transport `{s}` (expected udp or tcp)")),
-        }
+    match s.to_ascii_lowercase().as_str() {
+        "udp" => Ok(Transport::Udp),
+        "tcp" => Ok(Transport::Tcp),
+        "tls" | "ws" | "wss" | "sctp" => Err(format!(
+            "transport `{s}` is not supported yet (only udp and tcp)"
+        )),
+        _ => Err(format!("unknown transport `{s}` (expected udp or tcp)")),
+    }
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h`, or a sum such as `1m30s`. Units are required.

@@ -179,17 +179,21 @@ impl Shell {
     async fn send(&mut self, t: Transmit) {
         match t.transport {
             Transport::Udp => {
-                let sock = self
-                    .udp
-                    .get(&t.local)
-                    .or_else(|| self.udp.values().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == t.remote.is_ipv4())));
+                let sock = self.udp.get(&t.local).or_else(|| {
+                    self.udp.values().find(|s| {
+                        s.local_addr()
+                            .is_ok_and(|a| a.is_ipv4() == t.remote.is_ipv4())
+                    })
+                });
                 let Some(sock) = sock else {
                     warn!(local = %t.local, "no UDP socket to send from");
                     return;
                 };
                 if let Err(e) = sock.send_to(&t.data, t.remote).await {
                     debug!(remote = %t.remote, "udp send failed: {e}");
-                    let _ = self.tx.try_send(Input::TransportError(Transport::Udp, t.remote));
+                    let _ = self
+                        .tx
+                        .try_send(Input::TransportError(Transport::Udp, t.remote));
                 }
             }
             Transport::Tcp => {
@@ -361,7 +365,9 @@ fn spawn_connection(
         while let Some(data) = wrx.recv().await {
             if let Err(e) = wr.write_all(&data).await {
                 debug!(%remote, "tcp write failed: {e}");
-                let _ = tx_w.send(Input::TransportError(Transport::Tcp, remote)).await;
+                let _ = tx_w
+                    .send(Input::TransportError(Transport::Tcp, remote))
+                    .await;
                 break;
             }
         }

@@ -29,6 +29,6 @@ pub use message::{
     Response, Salvage,
 };
 pub use syntax::{quote, unquote, Params};
-pub use uri::{Host, OwnedUri, SipUri, TelUri, Uri, UriError};
 pub use transport::Transport;
+pub use uri::{Host, OwnedUri, SipUri, TelUri, Uri, UriError};
 pub use validate::{check_max_forwards, check_request, classify, Policy, Rejection, Verdict};

@@ -55,7 +55,14 @@ impl Holdfast {
         let config_path = dir.path().join("holdfast.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args(["--log-format", "json", "--log-level", "holdfast=debug,info", "run", "--config"])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "holdfast=debug,info",
+                "run",
+                "--config",
+            ])
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -94,7 +101,11 @@ impl Holdfast {
     }
 
     /// Waits for a log line matching `pred`; returns when it was seen.
-    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&LogLine) -> bool) -> Option<(Instant, LogLine)> {
+    pub fn wait_log(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&LogLine) -> bool,
+    ) -> Option<(Instant, LogLine)> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = self.find_log(&pred) {
@@ -117,7 +128,12 @@ impl Holdfast {
     }
 
     pub fn count_logs(&self, pred: impl Fn(&LogLine) -> bool) -> usize {
-        self.logs.lock().unwrap().iter().filter(|(_, l)| pred(l)).count()
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| pred(l))
+            .count()
     }
 
     pub fn dump_logs(&self) -> String {
@@ -142,7 +158,11 @@ impl Drop for Holdfast {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- holdfast logs (port {}) ----\n{}", self.port, self.dump_logs());
+            eprintln!(
+                "---- holdfast logs (port {}) ----\n{}",
+                self.port,
+                self.dump_logs()
+            );
         }
     }
 }
@@ -227,8 +247,23 @@ impl Sipp {
             .current_dir(dir.path())
             .arg("-sf")
             .arg(&sf)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1"])
-            .args(["-mp", &media.to_string(), "-nostdin", "-trace_err", "-trace_rtt", "-rtt_freq", "1"])
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mi",
+                "127.0.0.1",
+            ])
+            .args([
+                "-mp",
+                &media.to_string(),
+                "-nostdin",
+                "-trace_err",
+                "-trace_rtt",
+                "-rtt_freq",
+                "1",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap())
@@ -257,7 +292,15 @@ impl Sipp {
     }
 
     /// A SIPp UAC placing `calls` calls to `target` (host:port) with R-URI user `service`.
-    pub fn uac(name: &str, scenario: &str, port: u16, target: &str, service: &str, calls: u32, extra: &[&str]) -> Sipp {
+    pub fn uac(
+        name: &str,
+        scenario: &str,
+        port: u16,
+        target: &str,
+        service: &str,
+        calls: u32,
+        extra: &[&str],
+    ) -> Sipp {
         let mut args: Vec<String> = vec![
             target.into(),
             "-s".into(),
@@ -275,7 +318,10 @@ impl Sipp {
 
     /// A SIPp UAS on TCP `port` for one call.
     pub fn spawn_tcp_uas(scenario: &str, port: u16) -> Sipp {
-        let args: Vec<String> = ["-t", "t1", "-m", "1", "-timeout", "90s"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["-t", "t1", "-m", "1", "-timeout", "90s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let s = Sipp::spawn("tcp-uas", scenario, port, &args);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -294,7 +340,10 @@ impl Sipp {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
                     let r = self.result(st);
-                    panic!("sipp {} exited ({}): {}\n{}", self.name, r.status, r.output, r.errors);
+                    panic!(
+                        "sipp {} exited ({}): {}\n{}",
+                        self.name, r.status, r.output, r.errors
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -334,7 +383,11 @@ impl Sipp {
     fn result(&self, status: ExitStatus) -> SippResult {
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
         let mut errors = String::new();
-        for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.path().to_string_lossy().ends_with("_errors.log") {
                 errors.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
             }
