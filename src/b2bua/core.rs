@@ -1416,10 +1416,14 @@ impl Core {
                 warn!(call = %self.call_name(call), ?side, remote = %flow.remote, "session refresh {what}; ending the call");
                 self.end_call(call, "session refresh failed", None, now);
             }
-            Purpose::Bye { .. } | Purpose::Ignore | Purpose::Abandoned { .. } => {}
-            Purpose::Probe { probe } => {
-                let _ = probe; // the health table times probes out itself
+            Purpose::Bye { call } => {
+                if let Some((_, e)) = self.clients.get_mut(&id) {
+                    e.purpose = Purpose::Ignore;
+                }
+                self.bye_done(call);
             }
+            // The health table times probes out itself, after ping_timeout.
+            Purpose::Ignore | Purpose::Abandoned { .. } | Purpose::Probe { .. } => {}
         }
     }
 
@@ -1464,7 +1468,16 @@ impl Core {
                     }
                 }
             }
-            Purpose::Bye { .. } | Purpose::Ignore => {}
+            Purpose::Bye { call } => {
+                if resp.status >= 200 {
+                    // The BYE is answered: the call is over now, not after Timer K.
+                    if let Some((_, e)) = self.clients.get_mut(&id) {
+                        e.purpose = Purpose::Ignore;
+                    }
+                    self.bye_done(call);
+                }
+            }
+            Purpose::Ignore => {}
             Purpose::Probe { probe } => {
                 if resp.status >= 200 {
                     self.health.handle_probe_response(probe, resp.status, now);

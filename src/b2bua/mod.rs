@@ -17,3 +17,6 @@ mod msg;
 
 pub use self::call::{Attempt, Call, CallState, Direction, Flow, Leg, Side};
 pub use self::core::{Core, Listener, Received, Stats, Transmit, ACCEPT, ALLOW, SUPPORTED};
+
+#[cfg(test)]
+mod tests;

@@ -135,34 +135,41 @@ fn m<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Malformed {
 
 fn strip_tag(value: &str) -> String {
     // The dialog keeps the header value without its tag: our side adds its own tag.
+    // Parameters are split on `;` outside quotes and angle brackets; bytes are copied as
+    // slices so UTF-8 display names survive untouched.
     let mut out = String::with_capacity(value.len());
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut i = 0;
-    let bytes = value.as_bytes();
-    while i < bytes.len() {
-        let c = bytes[i] as char;
+    let (mut in_quotes, mut in_angle, mut escaped) = (false, false, false);
+    let mut seg_start = 0;
+    let mut first = true;
+    let mut push_segment = |seg: &str, first: &mut bool| {
+        let p = seg.trim();
+        let is_tag = !*first && {
+            let name = p.split('=').next().unwrap_or("").trim();
+            name.eq_ignore_ascii_case("tag")
+        };
+        if !is_tag {
+            if !*first {
+                out.push(';');
+            }
+            out.push_str(if *first { seg } else { p });
+        }
+        *first = false;
+    };
+    for (i, c) in value.char_indices() {
         match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
             '"' if !in_angle => in_quotes = !in_quotes,
             '<' if !in_quotes => in_angle = true,
             '>' if !in_quotes => in_angle = false,
             ';' if !in_quotes && !in_angle => {
-                let rest = &value[i + 1..];
-                let end = rest.find(';').map(|e| i + 1 + e).unwrap_or(value.len());
-                let param = value[i + 1..end].trim();
-                if param.len() >= 3 && param[..3].eq_ignore_ascii_case("tag") {
-                    let after = param[3..].trim_start();
-                    if after.is_empty() || after.starts_with('=') {
-                        i = end;
-                        continue;
-                    }
-                }
+                push_segment(&value[seg_start..i], &mut first);
+                seg_start = i + 1;
             }
             _ => {}
         }
-        out.push(c);
-        i += 1;
     }
+    push_segment(&value[seg_start..], &mut first);
     out.trim().to_string()
 }
 
@@ -347,6 +354,10 @@ mod tests {
             "\"A;tag=x\" <sip:a@b;tag=uri>;foo=1"
         );
         assert_eq!(strip_tag("sip:a@b;TAG=1"), "sip:a@b");
+        assert_eq!(
+            strip_tag("\"Jörg \\\" Ünal\" <sip:j@x>;tag=9;x"),
+            "\"Jörg \\\" Ünal\" <sip:j@x>;x"
+        );
     }
 
     #[test]

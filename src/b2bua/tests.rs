@@ -1,0 +1,313 @@
+//! The core on a virtual clock: a UAC and a UAS made of plain strings, holdfast in the middle,
+//! time advanced by hand. Timing that takes minutes on the wire (session timers, Timer B)
+//! runs here in microseconds, deterministically.
+use super::*;
+use crate::sip::{parse, Message};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HF: &str = "127.0.0.1:5060";
+const CARRIER: &str = "127.0.0.1:5091";
+const AGENT_A: &str = "127.0.0.1:5081";
+const AGENT_B: &str = "127.0.0.1:5082";
+
+fn config(extra_health: &str) -> Arc<crate::config::Config> {
+    let yaml = format!(
+        r#"
+sip:
+  listen: ["udp:{HF}"]
+health:
+  ping_interval: 1h
+{extra_health}
+routing:
+  attempt_timeout: 1s
+  seed: 1
+carriers:
+  - {{ id: carrier, uri: "sip:{CARRIER}", region: us, ping: false, sources: ["{CARRIER}"] }}
+ai_providers:
+  - {{ id: agent-a, kind: sip, uri: "sip:agent@{AGENT_A}", region: us, priority: 1, ping: false }}
+  - {{ id: agent-b, kind: sip, uri: "sip:agent@{AGENT_B}", region: us, priority: 2, ping: false }}
+routes:
+  inbound: [ {{ regions: [us], ai: [agent-a, agent-b] }} ]
+"#
+    );
+    Arc::new(crate::config::parse(&yaml, "test.yaml").expect("valid test config"))
+}
+
+struct Sim {
+    core: Core,
+    start: Instant,
+    now: Instant,
+    /// Everything holdfast sent, with the time it was sent.
+    sent: Vec<(Duration, SocketAddr, String)>,
+}
+
+impl Sim {
+    fn new(extra_health: &str) -> Sim {
+        let now = Instant::now();
+        let mut core = Core::new(config(extra_health), 42, now);
+        while core.poll_transmit().is_some() {}
+        Sim {
+            core,
+            start: now,
+            now,
+            sent: Vec::new(),
+        }
+    }
+
+    fn collect(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let text = String::from_utf8_lossy(&t.data).to_string();
+            self.sent.push((self.now - self.start, t.remote, text));
+        }
+    }
+
+    fn recv(&mut self, from: &str, data: String) {
+        self.core.handle_received(
+            Received {
+                transport: crate::sip::Transport::Udp,
+                local: HF.parse().unwrap(),
+                remote: from.parse().unwrap(),
+                data: Bytes::from(data),
+            },
+            self.now,
+        );
+        self.collect();
+    }
+
+    /// Advances the clock to `start + at`, firing every deadline on the way in order.
+    fn advance_to(&mut self, at: Duration) {
+        let target = self.start + at;
+        while let Some(t) = self.core.poll_timeout() {
+            if t > target {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = target;
+    }
+
+    /// Messages sent to `to` since index `from` whose first line starts with `start`.
+    fn find(&self, to: &str, start: &str) -> Vec<(Duration, String)> {
+        let to: SocketAddr = to.parse().unwrap();
+        self.sent
+            .iter()
+            .filter(|(_, r, m)| *r == to && m.starts_with(start))
+            .map(|(t, _, m)| (*t, m.clone()))
+            .collect()
+    }
+
+    fn last(&self, to: &str, start: &str) -> String {
+        self.find(to, start)
+            .pop()
+            .unwrap_or_else(|| panic!("nothing starting {start:?} sent to {to}: {:#?}", self.sent))
+            .1
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim())
+        .unwrap_or("")
+}
+
+const SDP_A: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+const SDP_B: &str = "v=0\r\no=b 2 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+fn invite(extra: &str) -> String {
+    format!(
+        "INVITE sip:+15551230000@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKcarrier1;rport\r\n\
+         From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: <sip:+15551230000@{HF}>\r\n\
+         Call-ID: carrier-call-1@carrier.example\r\nCSeq: 10 INVITE\r\nContact: <sip:gw@{CARRIER}>\r\n\
+         Max-Forwards: 70\r\nX-Carrier-Thing: keep-me\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP_A}",
+        SDP_A.len()
+    )
+}
+
+/// A response from the UAS to `req` (a request holdfast sent it).
+fn answer(req: &str, status: u16, reason: &str, extra: &str, body: Option<&str>) -> String {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for l in req.lines() {
+        let lower = l.to_ascii_lowercase();
+        if lower.starts_with("via:") || lower.starts_with("from:") || lower.starts_with("call-id:") || lower.starts_with("cseq:") {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        if lower.starts_with("to:") {
+            out.push_str(l);
+            if !lower.contains("tag=") && status > 100 {
+                out.push_str(";tag=uastag");
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("Contact: <sip:agent@{AGENT_A}>\r\n{extra}"));
+    match body {
+        Some(b) => out.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+        None => out.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    out
+}
+
+fn ack_from_carrier(ok: &str) -> String {
+    format!(
+        "ACK sip:gw@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKcarrierack\r\n\
+         From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: {}\r\n\
+         Call-ID: carrier-call-1@carrier.example\r\nCSeq: 10 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(ok, "To")
+    )
+}
+
+/// Sets up an answered, confirmed call; the UAS answers with `uas_extra` in its 200.
+fn confirmed_call(sim: &mut Sim, invite_extra: &str, uas_extra: &str) -> String {
+    sim.recv(CARRIER, invite(invite_extra));
+    assert!(sim.last(CARRIER, "SIP/2.0 100").contains("CSeq: 10 INVITE"));
+    let b_invite = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&b_invite, 200, "OK", uas_extra, Some(SDP_B)));
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    sim.recv(CARRIER, ack_from_carrier(&ok));
+    assert_eq!(sim.find(AGENT_A, "ACK ").len(), 1, "ACK relayed to the callee");
+    b_invite
+}
+
+#[test]
+fn b_leg_hides_the_a_leg_and_keeps_other_headers() {
+    let mut sim = Sim::new("");
+    let b_invite = confirmed_call(&mut sim, "", "");
+    assert!(!b_invite.contains("carrier-call-1"), "Call-ID leaked: {b_invite}");
+    assert!(!b_invite.contains("5091"), "caller's address leaked: {b_invite}");
+    assert!(!b_invite.contains("ctag"), "caller's tag leaked");
+    assert!(b_invite.starts_with(&format!("INVITE sip:agent@{AGENT_A} SIP/2.0")));
+    assert_eq!(header(&b_invite, "X-Carrier-Thing"), "keep-me");
+    assert_eq!(header(&b_invite, "Max-Forwards"), "69");
+    assert!(b_invite.contains(SDP_A), "SDP passes through unchanged");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert!(ok.contains(SDP_B));
+    assert!(!ok.contains("uastag") && !ok.contains(AGENT_A), "callee's identity leaked: {ok}");
+    assert_eq!(sim.core.stats().calls_active, 1);
+}
+
+#[test]
+fn no_provisional_within_attempt_timeout_moves_on_at_exactly_one_second() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 1);
+    sim.advance_to(Duration::from_millis(999));
+    assert!(sim.find(AGENT_B, "INVITE ").is_empty(), "failed over too early");
+    sim.advance_to(Duration::from_millis(1000));
+    let tries = sim.find(AGENT_B, "INVITE ");
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0].0, Duration::from_secs(1));
+    // The first target answers late: it is acknowledged and hung up, never connected.
+    let first = sim.find(AGENT_A, "INVITE ").remove(0).1;
+    sim.recv(AGENT_A, answer(&first, 200, "OK", "", Some(SDP_B)));
+    assert_eq!(sim.find(AGENT_A, "ACK ").len(), 1);
+    assert_eq!(sim.find(AGENT_A, "BYE ").len(), 1);
+    assert!(sim.find(CARRIER, "SIP/2.0 200").is_empty(), "late answer must not reach the caller");
+}
+
+#[test]
+fn session_timers_are_refreshed_so_the_call_outlives_30_minutes() {
+    let mut sim = Sim::new("");
+    // The callee lets holdfast refresh its leg; the carrier does not do session timers.
+    confirmed_call(&mut sim, "", "Session-Expires: 1800;refresher=uac\r\nRequire: timer\r\n");
+    // Answer every refresh holdfast sends, on either leg, once per (peer, CSeq).
+    let mut answered = std::collections::HashSet::new();
+    answered.insert((AGENT_A, "1 INVITE".to_string()));
+    let mut t = Duration::ZERO;
+    while t < Duration::from_secs(3 * 3600) {
+        t += Duration::from_secs(60);
+        sim.advance_to(t);
+        for peer in [AGENT_A, CARRIER] {
+            for kind in ["INVITE ", "UPDATE "] {
+                for (_, r) in sim.find(peer, kind) {
+                    let cseq = header(&r, "CSeq").to_string();
+                    if answered.insert((peer, cseq)) {
+                        let resp = answer(&r, 200, "OK", "Session-Expires: 1800;refresher=uac\r\n", Some(SDP_B));
+                        sim.recv(peer, resp);
+                    }
+                }
+            }
+        }
+    }
+    let trace: Vec<String> = sim
+        .sent
+        .iter()
+        .map(|(t, r, m)| format!("{t:?} {r} {} | {}", m.lines().next().unwrap_or(""), header(m, "Reason")))
+        .collect();
+    assert!(sim.find(AGENT_A, "BYE ").is_empty(), "holdfast hung up the callee:\n{}", trace.join("\n"));
+    assert!(sim.find(CARRIER, "BYE ").is_empty(), "holdfast hung up the caller");
+    let b_refreshes = sim.find(AGENT_A, "INVITE ").len() + sim.find(AGENT_A, "UPDATE ").len() - 1;
+    let a_refreshes = sim.find(CARRIER, "INVITE ").len() + sim.find(CARRIER, "UPDATE ").len();
+    // Refreshes at half the interval: every 15 minutes for 3 hours.
+    assert!(b_refreshes >= 11, "callee leg refreshed {b_refreshes} times");
+    assert!(a_refreshes >= 11, "caller leg refreshed {a_refreshes} times");
+    let first = sim.find(AGENT_A, "INVITE ")[1].0;
+    assert_eq!(first, Duration::from_secs(900), "first refresh at half of Session-Expires");
+    assert_eq!(sim.core.stats().calls_active, 1);
+}
+
+#[test]
+fn a_peer_that_never_refreshes_is_hung_up_before_expiry() {
+    let mut sim = Sim::new("");
+    // The callee is the refresher of its leg but never refreshes (RFC 4028 §10).
+    confirmed_call(&mut sim, "", "Session-Expires: 300;refresher=uas\r\nRequire: timer\r\n");
+    sim.advance_to(Duration::from_secs(199));
+    assert!(sim.find(AGENT_A, "BYE ").is_empty());
+    // BYE at expiry − min(32 s, interval/3) = 300 − 32.
+    sim.advance_to(Duration::from_secs(300));
+    let mut byes = sim.find(AGENT_A, "BYE ");
+    byes.dedup_by(|a, b| a.1 == b.1); // retransmissions of the same BYE
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].0, Duration::from_secs(268));
+    let mut a_byes = sim.find(CARRIER, "BYE ");
+    a_byes.dedup_by(|a, b| a.1 == b.1);
+    assert_eq!(a_byes.len(), 1, "the caller is told too");
+}
+
+#[test]
+fn bye_from_the_caller_is_answered_at_once_and_relayed() {
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let bye = format!(
+        "BYE sip:gw@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKbye1\r\n\
+         From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: {}\r\n\
+         Call-ID: carrier-call-1@carrier.example\r\nCSeq: 11 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, "To")
+    );
+    sim.recv(CARRIER, bye);
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 11 BYE"));
+    let b_bye = sim.last(AGENT_A, "BYE ");
+    assert!(b_bye.contains("tag=uastag"));
+    sim.recv(AGENT_A, answer(&b_bye, 200, "OK", "", None));
+    assert_eq!(sim.core.stats().calls_active, 0);
+}
+
+#[test]
+fn in_dialog_request_for_unknown_dialog_gets_481_and_unknown_method_501() {
+    let mut sim = Sim::new("");
+    let bye = format!(
+        "BYE sip:x@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKnope\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: nope\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sim.recv(CARRIER, bye);
+    assert!(sim.last(CARRIER, "SIP/2.0 ").starts_with("SIP/2.0 481"));
+    let ext = format!(
+        "FROBNICATE sip:x@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKfrob\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: frob\r\nCSeq: 1 FROBNICATE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sim.recv(CARRIER, ext);
+    let r = sim.last(CARRIER, "SIP/2.0 ");
+    assert!(r.starts_with("SIP/2.0 501"), "{r}");
+    assert!(header(&r, "Allow").contains("INVITE"));
+}
