@@ -7,7 +7,7 @@
 //! positions come from a location index of the document (`tree`).
 //!
 //! This module never opens sockets, never resolves names and never reads anything but the one
-//! file given to [`load`]. The schema is documented in `src/config/REFERENCE.md`.
+//! file given to [`load`]. Every key is documented in README.md (Configuration reference).
 
 mod raw;
 mod tree;
