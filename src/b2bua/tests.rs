@@ -311,3 +311,91 @@ fn in_dialog_request_for_unknown_dialog_gets_481_and_unknown_method_501() {
     assert!(r.starts_with("SIP/2.0 501"), "{r}");
     assert!(header(&r, "Allow").contains("INVITE"));
 }
+
+fn in_dialog_from_carrier(ok: &str, method: &str, cseq: u32, branch: &str, extra: &str, body: Option<&str>) -> String {
+    let mut m = format!(
+        "{method} sip:gw@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch={branch}\r\n\
+         From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: {}\r\n\
+         Call-ID: carrier-call-1@carrier.example\r\nCSeq: {cseq} {method}\r\nContact: <sip:gw@{CARRIER}>\r\nMax-Forwards: 70\r\n{extra}",
+        header(ok, "To")
+    );
+    match body {
+        Some(b) => m.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+        None => m.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    m
+}
+
+#[test]
+fn hold_reinvite_from_the_carrier_is_relayed_within_each_dialog() {
+    let mut sim = Sim::new("");
+    let b_invite = confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let hold_sdp = SDP_A.replace("m=audio", "a=sendonly\r\nm=audio");
+    sim.recv(CARRIER, in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKhold", "", Some(&hold_sdp)));
+    let reinv = sim.last(AGENT_A, "INVITE ");
+    assert_eq!(header(&reinv, "Call-ID"), header(&b_invite, "Call-ID"), "B leg's own dialog");
+    assert_eq!(header(&reinv, "CSeq"), "2 INVITE", "B leg's own CSeq space");
+    assert!(reinv.contains("tag=uastag"));
+    assert!(reinv.contains("a=sendonly"), "the offer is relayed unchanged");
+    let answer_sdp = SDP_B.replace("m=audio", "a=recvonly\r\nm=audio");
+    sim.recv(AGENT_A, answer(&reinv, 200, "OK", "", Some(&answer_sdp)));
+    let ok2 = sim.last(CARRIER, "SIP/2.0 200");
+    assert!(ok2.contains("CSeq: 11 INVITE") && ok2.contains("a=recvonly"), "{ok2}");
+    // The carrier's ACK for that 2xx becomes the ACK on the B leg, with B's CSeq.
+    let acks_before = sim.find(AGENT_A, "ACK ").len();
+    sim.recv(CARRIER, in_dialog_from_carrier(&ok, "ACK", 11, "z9hG4bKholdack", "", None));
+    let acks = sim.find(AGENT_A, "ACK ");
+    assert_eq!(acks.len(), acks_before + 1);
+    assert_eq!(header(&acks.last().unwrap().1, "CSeq"), "2 ACK");
+    // And the 2xx toward the carrier is no longer retransmitted.
+    let n = sim.find(CARRIER, "SIP/2.0 200").len();
+    sim.advance_to(Duration::from_secs(10));
+    assert_eq!(sim.find(CARRIER, "SIP/2.0 200").len(), n);
+}
+
+#[test]
+fn info_is_relayed_and_in_dialog_options_answered_locally() {
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let dtmf = "Signal=5\r\nDuration=160\r\n";
+    let mut info = in_dialog_from_carrier(&ok, "INFO", 12, "z9hG4bKinfo", "", None);
+    info = info.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{dtmf}", dtmf.len()),
+    );
+    sim.recv(CARRIER, info);
+    let relayed = sim.last(AGENT_A, "INFO ");
+    assert!(relayed.contains(dtmf) && relayed.contains("application/dtmf-relay"));
+    sim.recv(AGENT_A, answer(&relayed, 200, "OK", "", None));
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 12 INFO"));
+
+    sim.recv(CARRIER, in_dialog_from_carrier(&ok, "OPTIONS", 13, "z9hG4bKopt", "", None));
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 13 OPTIONS"));
+    assert!(sim.find(AGENT_A, "OPTIONS ").is_empty(), "in-dialog OPTIONS is answered, not relayed");
+}
+
+#[test]
+fn cancel_before_any_provisional_is_sent_once_one_arrives() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let cancel = format!(
+        "CANCEL sip:+15551230000@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKcarrier1;rport\r\n\
+         From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: <sip:+15551230000@{HF}>\r\n\
+         Call-ID: carrier-call-1@carrier.example\r\nCSeq: 10 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sim.recv(CARRIER, cancel);
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 10 CANCEL"));
+    assert!(sim.last(CARRIER, "SIP/2.0 487").contains("CSeq: 10 INVITE"));
+    // §9.1: no CANCEL before the callee sent a provisional…
+    assert!(sim.find(AGENT_A, "CANCEL ").is_empty());
+    let b_invite = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&b_invite, 180, "Ringing", "", None));
+    // …and one as soon as it does.
+    let c = sim.last(AGENT_A, "CANCEL ");
+    assert_eq!(header(&c, "Call-ID"), header(&b_invite, "Call-ID"));
+    assert_eq!(header(&c, "Via"), header(&b_invite, "Via"), "same branch as the INVITE");
+    assert!(sim.find(CARRIER, "SIP/2.0 180").is_empty(), "nothing more reaches the cancelled caller");
+    assert_eq!(sim.core.stats().calls_active, 0);
+}
