@@ -660,7 +660,7 @@ impl Core {
         let flow = Flow {
             transport: r.transport,
             local: r.local,
-            remote: r.remote,
+            remote: response_destination(&req, r),
         };
         let key = server_key(&req);
         match req.method.as_str() {
@@ -2705,6 +2705,17 @@ impl Core {
             self.drive_client(id, now);
         }
         self.after_health(now);
+    }
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): over a stream, back on
+/// the connection it came in on; over UDP with `rport`, to the source address and port; over
+/// UDP without it, to the source address at the Via's sent-by port (5060 by default).
+fn response_destination(req: &Req, r: &Received) -> SocketAddr {
+    match r.transport {
+        Transport::Tcp => r.remote,
+        Transport::Udp if req.via_rport => r.remote,
+        Transport::Udp => SocketAddr::new(r.remote.ip(), req.via_port.unwrap_or(5060)),
     }
 }
 

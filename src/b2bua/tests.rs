@@ -399,3 +399,19 @@ fn cancel_before_any_provisional_is_sent_once_one_arrives() {
     assert!(sim.find(CARRIER, "SIP/2.0 180").is_empty(), "nothing more reaches the cancelled caller");
     assert_eq!(sim.core.stats().calls_active, 0);
 }
+
+#[test]
+fn responses_follow_via_sent_by_unless_rport_asks_for_the_source_port() {
+    let mut sim = Sim::new("");
+    let options = |branch: &str, rport: &str| {
+        format!(
+            "OPTIONS sip:{HF} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5091;branch={branch}{rport}\r\n\
+             From: <sip:mon@x>;tag=1\r\nTo: <sip:{HF}>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // From source port 40000, Via says 5091.
+    sim.recv("127.0.0.1:40000", options("z9hG4bKnorport", ""));
+    assert_eq!(sim.find(CARRIER, "SIP/2.0 200").len(), 1, "§18.2.2: sent-by port");
+    sim.recv("127.0.0.1:40000", options("z9hG4bKrport", ";rport"));
+    assert_eq!(sim.find("127.0.0.1:40000", "SIP/2.0 200").len(), 1, "RFC 3581: source port");
+}
