@@ -1,0 +1,89 @@
+//! The `holdfast` binary's own contract: `check` prints the routing table or exits 1 with
+//! file:line:column and the field; `run` answers OPTIONS on IPv6 and TCP listeners too.
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+fn holdfast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+#[test]
+fn check_prints_the_routing_table_of_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml");
+    let out = holdfast().args(["check", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["carrier-a", "agent-a", "+44", "eu"] {
+        assert!(text.contains(needle), "routing table lacks {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn check_refuses_a_bad_file_with_file_line_column_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "carriers:\n  - id: c1\n    uri: \"sip:127.0.0.1:5091\"\n    region: us\n    weight: lots\n",
+    )
+    .unwrap();
+    let out = holdfast().arg("check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:5:13: carriers[0].weight:", path.display());
+    assert!(err.starts_with(&expected), "got: {err}");
+}
+
+#[test]
+fn run_refuses_a_bad_file_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "sip:\n  t1: 5\n").unwrap();
+    let out = holdfast().args(["run", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:2:") && err.contains("sip.t1"), "got: {err}");
+}
+
+fn options(via: &str, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:holdfast SIP/2.0\r\nVia: SIP/2.0/{via};branch={branch};rport\r\nFrom: <sip:mon@x>;tag=1\r\n\
+         To: <sip:holdfast>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn options_answered_over_ipv6_udp_and_tcp() {
+    let port = free_port();
+    let yaml = format!("sip:\n  listen: [\"udp:[::1]:{port}\", \"tcp:127.0.0.1:{port}\"]\n");
+    let _hf = Holdfast::start(&yaml, port);
+
+    let udp = UdpSocket::bind("[::1]:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = udp.local_addr().unwrap();
+    udp.send_to(options(&format!("UDP [::1]:{}", local.port()), "z9hG4bKv6").as_bytes(), ("::1", port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = udp.recv(&mut buf).expect("no answer over IPv6");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 200"), "{text}");
+
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    // Two requests in one write: stream framing must split them by Content-Length.
+    let two = options(&format!("TCP {local}"), "z9hG4bKtcp1") + &options(&format!("TCP {local}"), "z9hG4bKtcp2");
+    tcp.write_all(two.as_bytes()).unwrap();
+    let mut got = String::new();
+    while got.matches("SIP/2.0 200").count() < 2 {
+        let n = tcp.read(&mut buf).expect("TCP answer");
+        assert!(n > 0, "connection closed; got {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("z9hG4bKtcp1") && got.contains("z9hG4bKtcp2"));
+}
