@@ -1,58 +1,16 @@
 //! RFC 3263 resolution against an in-process authoritative DNS server (hickory-server) bound
 //! to 127.0.0.1 on a free port, serving the test zone `example.test.`.
 
+mod common;
+
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::rdata::{A, AAAA, NAPTR, SOA, SRV};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
-use hickory_server::Server;
+use common::dns::*;
+use hickory_server::proto::rr::Record;
 use holdfast::runtime::dns::{Destination, DnsError, Resolver, SipTarget, Transport, NO_DNS_TTL};
-use tokio::net::{TcpListener, UdpSocket};
 
-const SERIAL: u32 = 1;
-
-fn name(s: &str) -> Name {
-    Name::from_str(s).expect("test name")
-}
-
-fn naptr(owner: &str, ttl: u32, order: u16, pref: u16, service: &str, repl: &str) -> Record {
-    Record::from_rdata(
-        name(owner),
-        ttl,
-        RData::NAPTR(NAPTR::new(
-            order,
-            pref,
-            b"s".to_vec().into_boxed_slice(),
-            service.as_bytes().to_vec().into_boxed_slice(),
-            Box::default(),
-            name(repl),
-        )),
-    )
-}
-
-fn srv(owner: &str, ttl: u32, prio: u16, weight: u16, port: u16, target: &str) -> Record {
-    Record::from_rdata(
-        name(owner),
-        ttl,
-        RData::SRV(SRV::new(prio, weight, port, name(target))),
-    )
-}
-
-fn a(owner: &str, ttl: u32, ip: [u8; 4]) -> Record {
-    Record::from_rdata(name(owner), ttl, RData::A(A(Ipv4Addr::from(ip))))
-}
-
-fn aaaa(owner: &str, ttl: u32, ip: &str) -> Record {
-    let ip: Ipv6Addr = ip.parse().expect("v6");
-    Record::from_rdata(name(owner), ttl, RData::AAAA(AAAA(ip)))
-}
 
 fn zone_records() -> Vec<Record> {
     vec![
@@ -164,56 +122,8 @@ fn zone_records() -> Vec<Record> {
     ]
 }
 
-struct DnsServer {
-    addr: SocketAddr,
-    _server: Server<Catalog>,
-}
-
 async fn start_server() -> DnsServer {
-    let origin = name("example.test.");
-    let mut handler = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
-        origin.clone(),
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-    );
-    let soa = Record::from_rdata(
-        origin.clone(),
-        3600,
-        RData::SOA(SOA::new(
-            name("ns.example.test."),
-            name("hostmaster.example.test."),
-            SERIAL,
-            3600,
-            600,
-            86400,
-            5,
-        )),
-    );
-    assert!(handler.upsert_mut(soa, SERIAL));
-    for record in zone_records() {
-        let desc = format!("{record:?}");
-        assert!(handler.upsert_mut(record, SERIAL), "insert {desc}");
-    }
-    let mut catalog = Catalog::new();
-    let handler: Arc<dyn ZoneHandler> = Arc::new(handler);
-    catalog.upsert(LowerName::new(&origin), vec![handler]);
-
-    // UDP and TCP on the same free port (the resolver falls back to TCP on truncation).
-    let (udp, tcp) = loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-        let addr = udp.local_addr().expect("udp addr");
-        if let Ok(tcp) = TcpListener::bind(addr).await {
-            break (udp, tcp);
-        }
-    };
-    let addr = udp.local_addr().expect("udp addr");
-    let mut server = Server::new(catalog);
-    server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(5), 4096);
-    DnsServer {
-        addr,
-        _server: server,
-    }
+    start_zone("example.test.", zone_records()).await
 }
 
 fn d(addr: &str, transport: Transport) -> Destination {

@@ -2,6 +2,7 @@
 //! config, SIPp peers on free loopback ports, and JSON log watching. Every child is killed
 //! on drop, so a failing test leaves nothing running.
 #![allow(dead_code)]
+pub mod dns;
 pub mod scenarios;
 
 use std::collections::HashSet;
