@@ -147,6 +147,18 @@ impl Holdfast {
             .join("\n")
     }
 
+    /// Waits for holdfast to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Rewrites the config file and sends SIGHUP.
     pub fn reload(&self, yaml: &str) {
         std::fs::write(&self.config_path, yaml).expect("write config");
