@@ -190,6 +190,8 @@ struct ServerEntry {
     call: Option<CallRef>,
     /// Set once a final response was sent.
     finished: bool,
+    /// The deadline already in the timer heap for this transaction.
+    armed: Option<Instant>,
 }
 
 enum ClientTx {
@@ -230,6 +232,8 @@ struct ClientEntry {
     provisional: bool,
     /// For INVITEs: send CANCEL as soon as a provisional arrives.
     cancel_pending: bool,
+    /// The deadline already in the timer heap for this transaction.
+    armed: Option<Instant>,
 }
 
 /// Per-call deadlines.
@@ -334,6 +338,8 @@ pub struct Core {
     draining: bool,
     stats: Stats,
     policy: Policy,
+    /// The earliest health deadline already in the timer heap.
+    health_armed: Option<Instant>,
 }
 
 /// What routing sees of health and load at one instant.
@@ -416,6 +422,7 @@ impl Core {
             ids: IdGen::new(seed),
             next_id: 1,
             draining: false,
+            health_armed: None,
             stats: Stats::default(),
             policy: Policy {
                 tag_secret: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -743,6 +750,7 @@ impl Core {
                     to_tag: None,
                     call: None,
                     finished: false,
+                    armed: None,
                 },
             ),
         );
@@ -824,7 +832,8 @@ impl Core {
             ServerTx::NonInvite(t) => t.poll_timeout(),
         };
         let call = e.call;
-        if let Some(at) = next {
+        if let Some(at) = next.filter(|at| e.armed != Some(*at)) {
+            e.armed = Some(at);
             self.arm(at, TimerRef::Server(sid));
         }
         for ev in events {
@@ -1259,6 +1268,7 @@ impl Core {
                     purpose,
                     provisional: false,
                     cancel_pending: false,
+                    armed: None,
                 },
             ),
         );
@@ -1364,7 +1374,8 @@ impl Core {
             ClientTx::Invite(t) => t.poll_timeout(),
             ClientTx::NonInvite(t) => t.poll_timeout(),
         };
-        if let Some(at) = next {
+        if let Some(at) = next.filter(|at| e.armed != Some(*at)) {
+            e.armed = Some(at);
             self.arm(at, TimerRef::Client(id));
         }
         for ev in events {
@@ -2527,6 +2538,9 @@ impl Core {
             match what {
                 TimerRef::Server(sid) => {
                     if let Some((_, e)) = self.servers.get_mut(&sid) {
+                        if e.armed == Some(at) {
+                            e.armed = None;
+                        }
                         match &mut e.tx {
                             ServerTx::Invite(t) => t.handle_timeout(now),
                             ServerTx::NonInvite(t) => t.handle_timeout(now),
@@ -2536,6 +2550,9 @@ impl Core {
                 }
                 TimerRef::Client(id) => {
                     if let Some((_, e)) = self.clients.get_mut(&id) {
+                        if e.armed == Some(at) {
+                            e.armed = None;
+                        }
                         match &mut e.tx {
                             ClientTx::Invite(t) => t.handle_timeout(now),
                             ClientTx::NonInvite(t) => t.handle_timeout(now),
@@ -2555,6 +2572,9 @@ impl Core {
                     }
                 }
                 TimerRef::Health => {
+                    if self.health_armed == Some(at) {
+                        self.health_armed = None;
+                    }
                     self.health.handle_timeout(now);
                 }
             }
@@ -2615,11 +2635,8 @@ impl Core {
             log_health(&ev);
         }
         if let Some(at) = self.health.poll_timeout() {
-            let already = self
-                .heap
-                .iter()
-                .any(|Reverse((t, w))| *t == at && *w == TimerRef::Health);
-            if !already {
+            if self.health_armed.is_none_or(|armed| at < armed) {
+                self.health_armed = Some(at);
                 self.arm(at, TimerRef::Health);
             }
         }
