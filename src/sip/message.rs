@@ -134,7 +134,8 @@ impl<'a> Headers<'a> {
         self.entries.is_empty()
     }
 
-    /// Value of the first header with this name.
+    /// Value of the first header with this name. Build names with [`HeaderName::parse`] (or
+    /// the variants) so compact and long forms match each other.
     pub fn get(&self, name: HeaderName<'_>) -> Option<&str> {
         self.entries
             .iter()
@@ -596,8 +597,8 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    /// The status to answer with if this was a request: 505 for an unknown SIP version
-    /// (RFC 3261 §8.2.7? no: §21.5.20), 513 for an oversized message, 400 otherwise.
+    /// The status to answer with if this was a request: 505 for an unsupported SIP version
+    /// (RFC 3261 §21.5.6), 513 for an oversized message (§21.5.7), 400 otherwise (§21.4.1).
     pub fn status(&self) -> u16 {
         match self.kind {
             ParseErrorKind::Version => 505,
@@ -724,7 +725,16 @@ fn parse_inner(buf: &[u8]) -> Result<Message<'_>, ParseErrorKind> {
     let hdr_end;
     let body_start;
     loop {
-        let (line, next) = next_line(buf, pos).ok_or(ParseErrorKind::Incomplete)?;
+        let Some((line, next)) = next_line(buf, pos) else {
+            // A datagram whose last header line ends the buffer without the blank line
+            // (RFC 4475 baddn): treat the end of the datagram as the end of the headers.
+            if pos == buf.len() && pos > start {
+                hdr_end = pos;
+                body_start = pos;
+                break;
+            }
+            return Err(ParseErrorKind::Incomplete);
+        };
         if line.is_empty() && pos != start {
             hdr_end = pos;
             body_start = next;
