@@ -503,9 +503,12 @@ fn exercise(m: &Message<'_>) {
         .map(|f| (f.to_string(), f.display_name(), f.tag()));
     let cseq = h.cseq();
     let call_id = h.call_id();
-    let _ = h
-        .contacts()
-        .map(|c| c.as_slice().iter().map(|c| c.to_string()).count());
+    let _ = h.contacts().map(|c| {
+        c.as_slice()
+            .iter()
+            .map(|c| c.to_string().len())
+            .sum::<usize>()
+    });
     let _ = (
         h.max_forwards(),
         h.routes(),
@@ -573,4 +576,29 @@ fn mutated_corpus_never_panics() {
         handled > 1000,
         "only {handled} mutated messages were handled"
     );
+}
+
+/// Inputs that once crashed the fuzzer (`fuzz/`), kept as regression fixtures.
+#[test]
+fn fuzz_fixtures_do_not_panic() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sip");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("tests/fixtures/sip") {
+        let buf = std::fs::read(e.unwrap().path()).unwrap();
+        let _ = holdfast::sip::framing::frame(&buf, 4096);
+        if let Ok(m) = parse(&buf) {
+            exercise(&m);
+        }
+        match classify(&buf, &Policy::default()) {
+            Verdict::Handle(m) => exercise(&m),
+            Verdict::Reject {
+                response: Some(r), ..
+            } => {
+                parse(&r).unwrap();
+            }
+            _ => {}
+        }
+        n += 1;
+    }
+    assert!(n >= 2);
 }

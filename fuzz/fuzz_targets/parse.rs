@@ -19,9 +19,12 @@ fn exercise(m: &Message<'_>) {
     let cseq = h.cseq();
     let call_id = h.call_id();
     let contacts = h.contacts();
-    let _ = contacts
-        .as_ref()
-        .map(|c| c.as_slice().iter().map(|c| c.to_string()).count());
+    let _ = contacts.as_ref().map(|c| {
+        c.as_slice()
+            .iter()
+            .map(|c| c.to_string().len())
+            .sum::<usize>()
+    });
     let _ = (
         h.max_forwards(),
         h.routes(),

@@ -311,6 +311,22 @@ impl<'a> Via<'a> {
             .is_some_and(|b| b.len() > 7 && b.starts_with("z9hG4bK"))
     }
 
+    /// Where responses to the request carrying this (top) Via go over an unreliable or
+    /// fresh connection (RFC 3261 §18.2.2, RFC 3581 §4): the `received` address if present
+    /// (else the sent-by host), and the `rport` value if present (else the sent-by port,
+    /// else the transport default). A domain host still needs RFC 3263 resolution.
+    pub fn response_target(&self) -> (Host<'a>, u16) {
+        let host = self
+            .received
+            .and_then(|r| r.parse::<std::net::IpAddr>().ok())
+            .map_or(self.host, Host::Ip);
+        let port = match self.rport {
+            Some(Some(p)) => p,
+            _ => self.port_or_default(),
+        };
+        (host, port)
+    }
+
     /// The port to use when none is given (RFC 3261 §18.2.2 / §19.1.2).
     pub fn port_or_default(&self) -> u16 {
         self.port.unwrap_or(
@@ -857,7 +873,14 @@ mod tests {
             v.to_string(),
             "SIP/2.0/UDP [2001:db8::1]:5070;received=192.0.2.1;rport;x=y"
         );
+        assert_eq!(
+            v.response_target(),
+            (Host::Ip("192.0.2.1".parse().unwrap()), 5070)
+        );
+        let v = Via::parse("SIP/2.0/TLS h.example").unwrap();
+        assert_eq!(v.response_target(), (Host::Domain("h.example"), 5061));
         let v = Via::parse("SIP/2.0/TCP h:5060;rport=1234;ttl=3;maddr=224.0.0.1").unwrap();
+        assert_eq!(v.response_target().1, 1234);
         assert_eq!(v.rport, Some(Some(1234)));
         assert_eq!(v.ttl, Some(3));
         assert_eq!(v.maddr, Some("224.0.0.1"));

@@ -593,7 +593,8 @@ pub struct Salvage {
 #[error("SIP parse error: {kind}")]
 pub struct ParseError {
     pub kind: ParseErrorKind,
-    pub salvage: Salvage,
+    /// Boxed to keep `Result<Message, ParseError>` small on the success path.
+    pub salvage: Box<Salvage>,
 }
 
 impl ParseError {
@@ -687,7 +688,7 @@ pub fn parse_with_limit(buf: &[u8], max_size: usize) -> Result<Message<'_>, Pars
 fn fail(kind: ParseErrorKind, buf: &[u8]) -> ParseError {
     ParseError {
         kind,
-        salvage: salvage(buf),
+        salvage: Box::new(salvage(buf)),
     }
 }
 
@@ -931,11 +932,7 @@ fn salvage(buf: &[u8]) -> Salvage {
         let Some((name, v)) = cur else { return };
         let v = trim_ws(&v).to_owned();
         match name {
-            HeaderName::Via => {
-                if s.vias.len() < 64 {
-                    s.vias.push(v)
-                }
-            }
+            HeaderName::Via if s.vias.len() < 64 => s.vias.push(v),
             HeaderName::From => {
                 s.from.get_or_insert(v);
             }
@@ -1089,10 +1086,16 @@ v=0\r\nignored";
         assert!(e.error_response("t").is_none());
         assert_eq!(parse(b"").unwrap_err().kind, ParseErrorKind::Empty);
         assert_eq!(
-            parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n")
+            parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x").unwrap_err().kind,
+            ParseErrorKind::Incomplete
+        );
+        // A datagram may end right after the last header line (RFC 4475 baddn).
+        assert!(parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").is_ok());
+        assert_eq!(
+            parse(b"INVITE sip:a@b SIP/2.0\r\nl: 1\r\n")
                 .unwrap_err()
                 .kind,
-            ParseErrorKind::Incomplete
+            ParseErrorKind::Truncated
         );
         assert_eq!(
             parse(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc")
