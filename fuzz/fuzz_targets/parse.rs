@@ -47,6 +47,36 @@ fn exercise(m: &Message<'_>) {
     );
     if let Message::Request(r) = m {
         let _ = r.uri_parsed().map(|u| u.to_string());
+        // A response built for any parsed request must parse and carry its Vias in order.
+        let resp = holdfast::sip::ResponseBuilder::for_request(r, 200, None)
+            .to_tag("t1")
+            .build();
+        let resp = parse(&resp).expect("our response parses");
+        let got: Vec<_> = resp
+            .headers()
+            .values(holdfast::sip::HeaderName::Via)
+            .collect();
+        let want: Vec<_> = h.values(holdfast::sip::HeaderName::Via).collect();
+        assert_eq!(got, want);
+    }
+    // Display output of typed values must parse back to the same key fields.
+    if let Ok(vias) = &vias {
+        for v in vias {
+            let text = v.to_string();
+            let again = holdfast::sip::Via::parse(&text).expect("Via Display parses");
+            assert_eq!(
+                (again.branch, again.host, again.port),
+                (v.branch, v.host, v.port)
+            );
+        }
+    }
+    for na in [&from, &to].into_iter().flatten() {
+        let text = na.to_string();
+        let again = holdfast::sip::NameAddr::parse(&text, "x").expect("NameAddr Display parses");
+        assert_eq!((again.uri_raw, again.tag), (na.uri_raw, na.tag));
+        assert_eq!(again.display_name(), na.display_name());
+        let u = na.uri.to_string();
+        assert_eq!(holdfast::sip::Uri::parse(&u).as_ref(), Ok(&na.uri));
     }
     let bytes = m.to_bytes();
     let m2 = parse(&bytes).expect("a parsed message must re-parse after serialization");

@@ -423,6 +423,9 @@ pub struct NameAddr<'a> {
     pub uri: Uri<'a>,
     /// Whether the URI was in `<>` on the wire (Display always writes `<>`).
     pub bracketed: bool,
+    /// The `tag` param (RFC 3261 §19.3). Display writes this field rather than the tag in
+    /// `params`, so setting it (e.g. adding our To tag) is reflected when serialized.
+    pub tag: Option<&'a str>,
     /// Header params after the URI (tag, expires, q, unknown ones), raw.
     pub params: Params<'a>,
 }
@@ -468,6 +471,7 @@ impl<'a> NameAddr<'a> {
                 uri_raw,
                 uri,
                 bracketed: true,
+                tag: Params::from_raw(params).get("tag").flatten(),
                 params: Params::from_raw(params),
             })
         } else {
@@ -495,14 +499,15 @@ impl<'a> NameAddr<'a> {
                 uri_raw,
                 uri,
                 bracketed: false,
+                tag: Params::from_raw(params).get("tag").flatten(),
                 params: Params::from_raw(params),
             })
         }
     }
 
-    /// The `tag` param (RFC 3261 §19.3).
+    /// The `tag` param (RFC 3261 §19.3); same as the `tag` field.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten()
+        self.tag
     }
 
     /// Display name text (quotes and escapes removed).
@@ -533,7 +538,20 @@ impl fmt::Display for NameAddr<'_> {
                 write!(f, "\"{d}\" ")?;
             }
         }
-        write!(f, "<{}>{}", self.uri_raw, self.params)
+        write!(f, "<{}>", self.uri_raw)?;
+        for (n, v) in self.params.iter() {
+            if n.eq_ignore_ascii_case("tag") {
+                continue;
+            }
+            match v {
+                Some(v) => write!(f, ";{n}={v}")?,
+                None => write!(f, ";{n}")?,
+            }
+        }
+        if let Some(t) = self.tag {
+            write!(f, ";tag={t}")?;
+        }
+        Ok(())
     }
 }
 
@@ -917,8 +935,12 @@ mod tests {
         let n = NameAddr::parse("<sip:a@b;lr>;expires=30", "Contact").unwrap();
         assert_eq!(n.expires(), Some(30));
         assert_eq!(n.to_string(), "<sip:a@b;lr>;expires=30");
-        let n = NameAddr::parse("A B <sip:a@b>", "To").unwrap();
+        let mut n = NameAddr::parse("A B <sip:a@b>", "To").unwrap();
         assert_eq!(n.to_string(), "\"A B\" <sip:a@b>");
+        n.tag = Some("t7");
+        assert_eq!(n.to_string(), "\"A B\" <sip:a@b>;tag=t7");
+        let n = NameAddr::parse("<sip:a@b>;tag=1;x", "To").unwrap();
+        assert_eq!(n.to_string(), "<sip:a@b>;x;tag=1");
         for bad in [
             r#""Mr. J. User <sip:j.user@example.com>"#,
             "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
