@@ -721,30 +721,42 @@ fn parse_inner(buf: &[u8]) -> Result<Message<'_>, ParseErrorKind> {
     if start >= buf.len() {
         return Err(ParseErrorKind::Empty);
     }
-    // Locate the end of the header section (first empty line) so UTF-8 is checked once.
-    let mut pos = start;
+    // The header section must be UTF-8; the body need not be. Validate the longest UTF-8
+    // prefix once and find lines in it with the (memchr-backed) `str::find`.
+    let after = &buf[start..];
+    let text = match std::str::from_utf8(after) {
+        Ok(t) => t,
+        Err(e) => {
+            std::str::from_utf8(&after[..e.valid_up_to()]).map_err(|_| ParseErrorKind::NotUtf8)?
+        }
+    };
+    let mut pos = 0;
     let hdr_end;
     let body_start;
     loop {
-        let Some((line, next)) = next_line(buf, pos) else {
+        let Some(nl) = text[pos..].find('\n') else {
+            if text.len() < after.len() {
+                return Err(ParseErrorKind::NotUtf8);
+            }
             // A datagram whose last header line ends the buffer without the blank line
             // (RFC 4475 baddn): treat the end of the datagram as the end of the headers.
-            if pos == buf.len() && pos > start {
+            if pos == text.len() && pos > 0 {
                 hdr_end = pos;
                 body_start = pos;
                 break;
             }
             return Err(ParseErrorKind::Incomplete);
         };
-        if line.is_empty() && pos != start {
+        let line = &text[pos..pos + nl];
+        if (line.is_empty() || line == "\r") && pos != 0 {
             hdr_end = pos;
-            body_start = next;
+            body_start = pos + nl + 1;
             break;
         }
-        pos = next;
+        pos += nl + 1;
     }
-    let head = std::str::from_utf8(&buf[start..hdr_end]).map_err(|_| ParseErrorKind::NotUtf8)?;
-    let rest = &buf[body_start..];
+    let head = &text[..hdr_end];
+    let rest = &after[body_start..];
 
     // Start line.
     let (start_line, mut hpos) = match head.find('\n') {
@@ -804,13 +816,9 @@ fn parse_inner(buf: &[u8]) -> Result<Message<'_>, ParseErrorKind> {
     };
 
     // Header lines.
-    let mut entries: Vec<Header<'_>> = Vec::with_capacity(16);
-    let hb = head.as_bytes();
+    let mut entries: Vec<Header<'_>> = Vec::with_capacity(24);
     while hpos < head.len() {
-        let line_end = hb[hpos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(head.len(), |p| hpos + p);
+        let line_end = head[hpos..].find('\n').map_or(head.len(), |p| hpos + p);
         let mut line = &head[hpos..line_end];
         line = line.strip_suffix('\r').unwrap_or(line);
         let next = (line_end + 1).min(head.len());
