@@ -632,3 +632,17 @@ fn fuzz_fixtures_do_not_panic() {
     }
     assert!(n >= 2);
 }
+
+#[test]
+fn requests_without_via_or_cseq_are_dropped_not_answered() {
+    let no_via = b"OPTIONS sip:a@b SIP/2.0\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert!(matches!(
+        classify(no_via, &Policy::default()),
+        Verdict::Drop { .. }
+    ));
+    let no_cseq = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nContent-Length: 0\r\n\r\n";
+    assert!(matches!(
+        classify(no_cseq, &Policy::default()),
+        Verdict::Drop { .. }
+    ));
+}

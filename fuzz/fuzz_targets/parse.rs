@@ -1,6 +1,7 @@
 //! Fuzz target: parse -> (if ok) every accessor -> serialize -> parse again -> key fields
 //! equal; plus `classify` and stream framing on the same input. Run on stable with
-//! `cargo fuzz run -s none parse`.
+//! `cargo fuzz run -s none parse` (seed it first:
+//! `mkdir -p fuzz/corpus/parse && cp ../shared/conformance/rfc4475/*.dat fuzz/corpus/parse/`).
 #![no_main]
 
 use holdfast::sip::{classify, framing, parse, Message, Policy, Verdict};
