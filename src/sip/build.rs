@@ -90,11 +90,18 @@ pub fn reason_phrase(status: u16) -> &'static str {
         606 => "Not Acceptable",
         607 => "Unwanted",
         608 => "Rejected",
-        100..=199 => "Trying",
-        200..=299 => "OK",
-        300..=399 => "Redirection",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
+        _ => class_phrase(status),
+    }
+}
+
+/// Phrase for a status without a registered one, by class (RFC 3261 §21).
+fn class_phrase(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "Trying",
+        2 => "OK",
+        3 => "Redirection",
+        4 => "Client Error",
+        5 => "Server Error",
         _ => "Global Failure",
     }
 }
@@ -114,8 +121,8 @@ pub fn add_to_tag(value: &str, tag: &str) -> String {
             let mut parts = SplitOutside::new(value, b';');
             parts.next();
             parts.any(|p| {
-                let p = p.trim();
-                p.len() >= 3 && p[..3].eq_ignore_ascii_case("tag")
+                let name = p.split('=').next().unwrap_or("");
+                name.trim_matches([' ', '\t']).eq_ignore_ascii_case("tag")
             })
         }
     };
@@ -411,6 +418,12 @@ mod tests {
             add_to_tag("garbage \"<;tag=1", "n"),
             "garbage \"<;tag=1;tag=n"
         );
+        // Unparseable To with multi-byte UTF-8 right after a ';' (fuzz regression).
+        assert_eq!(
+            add_to_tag("\"x ;\u{441}\u{442}", "n"),
+            "\"x ;\u{441}\u{442};tag=n"
+        );
+        assert_eq!(add_to_tag("a ; TAG =1", "n"), "a ; TAG =1");
         assert_eq!(reason_phrase(483), "Too Many Hops");
         assert_eq!(reason_phrase(499), "Client Error");
     }

@@ -311,6 +311,22 @@ impl<'a> Via<'a> {
             .is_some_and(|b| b.len() > 7 && b.starts_with("z9hG4bK"))
     }
 
+    /// Where responses to the request carrying this (top) Via go over an unreliable or
+    /// fresh connection (RFC 3261 §18.2.2, RFC 3581 §4): the `received` address if present
+    /// (else the sent-by host), and the `rport` value if present (else the sent-by port,
+    /// else the transport default). A domain host still needs RFC 3263 resolution.
+    pub fn response_target(&self) -> (Host<'a>, u16) {
+        let host = self
+            .received
+            .and_then(|r| r.parse::<std::net::IpAddr>().ok())
+            .map_or(self.host, Host::Ip);
+        let port = match self.rport {
+            Some(Some(p)) => p,
+            _ => self.port_or_default(),
+        };
+        (host, port)
+    }
+
     /// The port to use when none is given (RFC 3261 §18.2.2 / §19.1.2).
     pub fn port_or_default(&self) -> u16 {
         self.port.unwrap_or(
@@ -407,6 +423,9 @@ pub struct NameAddr<'a> {
     pub uri: Uri<'a>,
     /// Whether the URI was in `<>` on the wire (Display always writes `<>`).
     pub bracketed: bool,
+    /// The `tag` param (RFC 3261 §19.3). Display writes this field rather than the tag in
+    /// `params`, so setting it (e.g. adding our To tag) is reflected when serialized.
+    pub tag: Option<&'a str>,
     /// Header params after the URI (tag, expires, q, unknown ones), raw.
     pub params: Params<'a>,
 }
@@ -452,6 +471,7 @@ impl<'a> NameAddr<'a> {
                 uri_raw,
                 uri,
                 bracketed: true,
+                tag: Params::from_raw(params).get("tag").flatten(),
                 params: Params::from_raw(params),
             })
         } else {
@@ -479,14 +499,15 @@ impl<'a> NameAddr<'a> {
                 uri_raw,
                 uri,
                 bracketed: false,
+                tag: Params::from_raw(params).get("tag").flatten(),
                 params: Params::from_raw(params),
             })
         }
     }
 
-    /// The `tag` param (RFC 3261 §19.3).
+    /// The `tag` param (RFC 3261 §19.3); same as the `tag` field.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten()
+        self.tag
     }
 
     /// Display name text (quotes and escapes removed).
@@ -517,7 +538,20 @@ impl fmt::Display for NameAddr<'_> {
                 write!(f, "\"{d}\" ")?;
             }
         }
-        write!(f, "<{}>{}", self.uri_raw, self.params)
+        write!(f, "<{}>", self.uri_raw)?;
+        for (n, v) in self.params.iter() {
+            if n.eq_ignore_ascii_case("tag") {
+                continue;
+            }
+            match v {
+                Some(v) => write!(f, ";{n}={v}")?,
+                None => write!(f, ";{n}")?,
+            }
+        }
+        if let Some(t) = self.tag {
+            write!(f, ";tag={t}")?;
+        }
+        Ok(())
     }
 }
 
@@ -857,7 +891,14 @@ mod tests {
             v.to_string(),
             "SIP/2.0/UDP [2001:db8::1]:5070;received=192.0.2.1;rport;x=y"
         );
+        assert_eq!(
+            v.response_target(),
+            (Host::Ip("192.0.2.1".parse().unwrap()), 5070)
+        );
+        let v = Via::parse("SIP/2.0/TLS h.example").unwrap();
+        assert_eq!(v.response_target(), (Host::Domain("h.example"), 5061));
         let v = Via::parse("SIP/2.0/TCP h:5060;rport=1234;ttl=3;maddr=224.0.0.1").unwrap();
+        assert_eq!(v.response_target().1, 1234);
         assert_eq!(v.rport, Some(Some(1234)));
         assert_eq!(v.ttl, Some(3));
         assert_eq!(v.maddr, Some("224.0.0.1"));
@@ -894,8 +935,12 @@ mod tests {
         let n = NameAddr::parse("<sip:a@b;lr>;expires=30", "Contact").unwrap();
         assert_eq!(n.expires(), Some(30));
         assert_eq!(n.to_string(), "<sip:a@b;lr>;expires=30");
-        let n = NameAddr::parse("A B <sip:a@b>", "To").unwrap();
+        let mut n = NameAddr::parse("A B <sip:a@b>", "To").unwrap();
         assert_eq!(n.to_string(), "\"A B\" <sip:a@b>");
+        n.tag = Some("t7");
+        assert_eq!(n.to_string(), "\"A B\" <sip:a@b>;tag=t7");
+        let n = NameAddr::parse("<sip:a@b>;tag=1;x", "To").unwrap();
+        assert_eq!(n.to_string(), "<sip:a@b>;x;tag=1");
         for bad in [
             r#""Mr. J. User <sip:j.user@example.com>"#,
             "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",

@@ -134,7 +134,8 @@ impl<'a> Headers<'a> {
         self.entries.is_empty()
     }
 
-    /// Value of the first header with this name.
+    /// Value of the first header with this name. Build names with [`HeaderName::parse`] (or
+    /// the variants) so compact and long forms match each other.
     pub fn get(&self, name: HeaderName<'_>) -> Option<&str> {
         self.entries
             .iter()
@@ -592,12 +593,13 @@ pub struct Salvage {
 #[error("SIP parse error: {kind}")]
 pub struct ParseError {
     pub kind: ParseErrorKind,
-    pub salvage: Salvage,
+    /// Boxed to keep `Result<Message, ParseError>` small on the success path.
+    pub salvage: Box<Salvage>,
 }
 
 impl ParseError {
-    /// The status to answer with if this was a request: 505 for an unknown SIP version
-    /// (RFC 3261 §8.2.7? no: §21.5.20), 513 for an oversized message, 400 otherwise.
+    /// The status to answer with if this was a request: 505 for an unsupported SIP version
+    /// (RFC 3261 §21.5.6), 513 for an oversized message (§21.5.7), 400 otherwise (§21.4.1).
     pub fn status(&self) -> u16 {
         match self.kind {
             ParseErrorKind::Version => 505,
@@ -686,7 +688,7 @@ pub fn parse_with_limit(buf: &[u8], max_size: usize) -> Result<Message<'_>, Pars
 fn fail(kind: ParseErrorKind, buf: &[u8]) -> ParseError {
     ParseError {
         kind,
-        salvage: salvage(buf),
+        salvage: Box::new(salvage(buf)),
     }
 }
 
@@ -719,21 +721,42 @@ fn parse_inner(buf: &[u8]) -> Result<Message<'_>, ParseErrorKind> {
     if start >= buf.len() {
         return Err(ParseErrorKind::Empty);
     }
-    // Locate the end of the header section (first empty line) so UTF-8 is checked once.
-    let mut pos = start;
+    // The header section must be UTF-8; the body need not be. Validate the longest UTF-8
+    // prefix once and find lines in it with the (memchr-backed) `str::find`.
+    let after = &buf[start..];
+    let text = match std::str::from_utf8(after) {
+        Ok(t) => t,
+        Err(e) => {
+            std::str::from_utf8(&after[..e.valid_up_to()]).map_err(|_| ParseErrorKind::NotUtf8)?
+        }
+    };
+    let mut pos = 0;
     let hdr_end;
     let body_start;
     loop {
-        let (line, next) = next_line(buf, pos).ok_or(ParseErrorKind::Incomplete)?;
-        if line.is_empty() && pos != start {
+        let Some(nl) = text[pos..].find('\n') else {
+            if text.len() < after.len() {
+                return Err(ParseErrorKind::NotUtf8);
+            }
+            // A datagram whose last header line ends the buffer without the blank line
+            // (RFC 4475 baddn): treat the end of the datagram as the end of the headers.
+            if pos == text.len() && pos > 0 {
+                hdr_end = pos;
+                body_start = pos;
+                break;
+            }
+            return Err(ParseErrorKind::Incomplete);
+        };
+        let line = &text[pos..pos + nl];
+        if (line.is_empty() || line == "\r") && pos != 0 {
             hdr_end = pos;
-            body_start = next;
+            body_start = pos + nl + 1;
             break;
         }
-        pos = next;
+        pos += nl + 1;
     }
-    let head = std::str::from_utf8(&buf[start..hdr_end]).map_err(|_| ParseErrorKind::NotUtf8)?;
-    let rest = &buf[body_start..];
+    let head = &text[..hdr_end];
+    let rest = &after[body_start..];
 
     // Start line.
     let (start_line, mut hpos) = match head.find('\n') {
@@ -793,13 +816,9 @@ fn parse_inner(buf: &[u8]) -> Result<Message<'_>, ParseErrorKind> {
     };
 
     // Header lines.
-    let mut entries: Vec<Header<'_>> = Vec::with_capacity(16);
-    let hb = head.as_bytes();
+    let mut entries: Vec<Header<'_>> = Vec::with_capacity(24);
     while hpos < head.len() {
-        let line_end = hb[hpos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(head.len(), |p| hpos + p);
+        let line_end = head[hpos..].find('\n').map_or(head.len(), |p| hpos + p);
         let mut line = &head[hpos..line_end];
         line = line.strip_suffix('\r').unwrap_or(line);
         let next = (line_end + 1).min(head.len());
@@ -921,11 +940,7 @@ fn salvage(buf: &[u8]) -> Salvage {
         let Some((name, v)) = cur else { return };
         let v = trim_ws(&v).to_owned();
         match name {
-            HeaderName::Via => {
-                if s.vias.len() < 64 {
-                    s.vias.push(v)
-                }
-            }
+            HeaderName::Via if s.vias.len() < 64 => s.vias.push(v),
             HeaderName::From => {
                 s.from.get_or_insert(v);
             }
@@ -1079,10 +1094,16 @@ v=0\r\nignored";
         assert!(e.error_response("t").is_none());
         assert_eq!(parse(b"").unwrap_err().kind, ParseErrorKind::Empty);
         assert_eq!(
-            parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n")
+            parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x").unwrap_err().kind,
+            ParseErrorKind::Incomplete
+        );
+        // A datagram may end right after the last header line (RFC 4475 baddn).
+        assert!(parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n").is_ok());
+        assert_eq!(
+            parse(b"INVITE sip:a@b SIP/2.0\r\nl: 1\r\n")
                 .unwrap_err()
                 .kind,
-            ParseErrorKind::Incomplete
+            ParseErrorKind::Truncated
         );
         assert_eq!(
             parse(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc")

@@ -19,7 +19,7 @@ pub mod uri;
 pub mod validate;
 
 pub use build::{reason_phrase, RequestBuilder, ResponseBuilder};
-pub use framing::{frame, FrameError};
+pub use framing::{frame, frame_detailed, FrameError, Framed};
 pub use header::{
     CSeq, Contacts, HeaderError, HeaderName, MediaType, NameAddr, Reason, Refresher,
     SessionExpires, Via,
@@ -31,4 +31,6 @@ pub use message::{
 pub use syntax::{quote, unquote, Params};
 pub use transport::Transport;
 pub use uri::{Host, OwnedUri, SipUri, TelUri, Uri, UriError};
-pub use validate::{check_max_forwards, check_request, classify, Policy, Rejection, Verdict};
+pub use validate::{
+    check_max_forwards, check_request, classify, stateless_to_tag, Policy, Rejection, Verdict,
+};

@@ -210,7 +210,7 @@ impl<'a> Iterator for SplitOutside<'a> {
 /// A `*( SEMI param )` list kept as the raw text it was parsed from (starting at the first
 /// `;`, possibly with SWS around separators). Validated when the owning value is parsed, so
 /// iteration cannot fail; iteration over unvalidated text is best-effort and never panics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Params<'a> {
     raw: &'a str,
 }
@@ -299,6 +299,24 @@ pub(crate) fn is_gen_value(v: &str) -> bool {
             .all(|b| is_token_char(b) || b == b'[' || b == b']' || b == b':')
 }
 
+/// Equal when the same params appear in the same order (whitespace around separators and
+/// the case of names do not matter; values compare exactly).
+impl PartialEq for Params<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let mut a = self.iter();
+        let mut b = other.iter();
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (Some((n1, v1)), Some((n2, v2))) if n1.eq_ignore_ascii_case(n2) && v1 == v2 => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl Eq for Params<'_> {}
+
 impl std::fmt::Display for Params<'_> {
     /// Normalized form: `;name=value` with no whitespace.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -343,6 +361,8 @@ mod tests {
         assert_eq!(p.get("lr"), Some(None));
         assert_eq!(p.get("x"), None);
         assert_eq!(p.to_string(), ";tag=1918181833n;lr");
+        assert_eq!(p, Params::from_raw(";TAG=1918181833n;lr"));
+        assert_ne!(p, Params::from_raw(";tag=1918181833n"));
         assert!(!Params::validate_generic(";;"));
         assert!(!Params::validate_generic(";a=b c"));
     }

@@ -460,6 +460,54 @@ impl<'a> SipUri<'a> {
         self.params.get("user").flatten()
     }
 
+    /// URI equivalence per RFC 3261 §19.1.4: same scheme, user and password compared
+    /// case-sensitively after unescaping, host case-insensitively, same port presence;
+    /// `user`, `ttl`, `method`, `maddr` and `transport` must match when either side has
+    /// them, other params only when both do; headers must match as sets.
+    pub fn eq_rfc3261(&self, other: &SipUri<'_>) -> bool {
+        if self.secure != other.secure
+            || self.user.map(unescape) != other.user.map(unescape)
+            || self.password.map(unescape) != other.password.map(unescape)
+            || self.port != other.port
+        {
+            return false;
+        }
+        let host_eq = match (&self.host, &other.host) {
+            (Host::Domain(a), Host::Domain(b)) => a
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(b.trim_end_matches('.')),
+            (a, b) => a == b,
+        };
+        if !host_eq {
+            return false;
+        }
+        let pval = |p: &Params<'_>, n: &str| {
+            p.get(n)
+                .map(|v| v.map(|v| unescape(v).to_ascii_lowercase()))
+        };
+        for special in ["user", "ttl", "method", "maddr", "transport"] {
+            if pval(&self.params, special) != pval(&other.params, special) {
+                return false;
+            }
+        }
+        for (n, _) in self.params.iter() {
+            if other.params.contains(n) && pval(&self.params, n) != pval(&other.params, n) {
+                return false;
+            }
+        }
+        let mut a: Vec<_> = self
+            .header_pairs()
+            .map(|(n, v)| (unescape(n), unescape(v)))
+            .collect();
+        let mut b: Vec<_> = other
+            .header_pairs()
+            .map(|(n, v)| (unescape(n), unescape(v)))
+            .collect();
+        a.sort();
+        b.sort();
+        a == b
+    }
+
     /// Headers after `?` as `(name, value)` pairs, still escaped.
     pub fn header_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.headers
@@ -692,6 +740,41 @@ mod tests {
         assert!(Uri::parse("1abc:x").is_err());
         assert!(Uri::parse("abc:").is_err());
         assert!(Uri::parse("abc:a b").is_err());
+    }
+
+    #[test]
+    fn rfc3261_equivalence() {
+        // RFC 3261 §19.1.4 examples.
+        let eq = |a: &str, b: &str| sip(a).eq_rfc3261(&sip(b));
+        assert!(eq(
+            "sip:%61lice@atlanta.com;transport=TCP",
+            "sip:alice@AtLanTa.CoM;Transport=tcp"
+        ));
+        assert!(eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com;newparam=5"
+        ));
+        assert!(eq(
+            "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+            "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"
+        ));
+        assert!(!eq(
+            "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+            "sip:alice@AtLanTa.CoM;Transport=UDP"
+        ));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"));
+        assert!(!eq(
+            "sip:bob@biloxi.com",
+            "sip:bob@biloxi.com;transport=udp"
+        ));
+        assert!(!eq(
+            "sip:carol@chicago.com;security=on",
+            "sip:carol@chicago.com;security=off"
+        ));
+        assert!(!eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com?Subject=next%20meeting"
+        ));
     }
 
     #[test]

@@ -282,8 +282,8 @@ pub enum Verdict<'a> {
     /// A well-formed request that passed [`check_request`] (and Max-Forwards), or a
     /// well-formed response (hand it to the transaction layer, which drops strays).
     Handle(Message<'a>),
-    /// A request we refuse; `response` is the stateless answer to send back by Via (None
-    /// when it cannot be routed).
+    /// A request we refuse; `response` is the stateless answer to send back by Via
+    /// (always `Some` from [`classify`]; requests that cannot be answered are dropped).
     Reject {
         status: u16,
         detail: String,
@@ -385,17 +385,22 @@ pub fn classify<'a>(buf: &'a [u8], policy: &Policy) -> Verdict<'a> {
                 Err(rej) if req.method == Method::Ack => Verdict::Drop {
                     reason: format!("bad ACK: {}", rej.detail).into(),
                 },
+                // Routable only with a Via, and matchable by the client only with a CSeq
+                // (§17.1.3), the same rule as for unparseable requests.
+                Err(rej)
+                    if !req.headers.contains(HeaderName::Via)
+                        || !req.headers.contains(HeaderName::CSeq) =>
+                {
+                    Verdict::Drop {
+                        reason: format!("cannot answer: {}", rej.detail).into(),
+                    }
+                }
                 Err(rej) => {
                     let tag = tag_for_request(policy, req);
-                    let response = if req.headers.contains(HeaderName::Via) {
-                        rej.response(req, &tag)
-                    } else {
-                        None
-                    };
                     Verdict::Reject {
                         status: rej.status,
+                        response: rej.response(req, &tag),
                         detail: rej.detail,
-                        response,
                     }
                 }
             }
