@@ -115,7 +115,7 @@ pub(crate) fn split_quoted(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Remove surrounding quotes and quoted-pair escapes of a quoted-string (as returned by
-/// [`split_quoted`]). Input that is not quoted is returned unchanged.
+/// `split_quoted`). Input that is not quoted is returned unchanged.
 pub fn unquote(q: &str) -> Cow<'_, str> {
     let inner = match q.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         Some(i) => i,
