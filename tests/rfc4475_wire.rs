@@ -73,7 +73,9 @@ fn torture_messages_get_the_rfc_answer_and_harm_nothing() {
     c.inbound.push("{ match: { to: \"+1\" }, regions: [us], ai: [live] }".into());
     // A short T1 so server transactions end quickly (Timer J = 64*T1): the corpus reuses
     // the same Via branch in several messages, which §17.2.3 rightly treats as one transaction.
-    let hf = Holdfast::start(&c.yaml().replace("t1: 100ms", "t1: 10ms\n  t2: 40ms"), hp);
+    // force_rport: the corpus names hosts like 192.0.2.1 in its Vias; answers must come back
+    // to this test's socket, not to port 5060.
+    let hf = Holdfast::start(&c.yaml().replace("t1: 100ms", "t1: 10ms\n  t2: 40ms\n  force_rport: true"), hp);
     let mut seen_branches = std::collections::HashSet::new();
 
     let mut files: Vec<_> = std::fs::read_dir(corpus_dir())

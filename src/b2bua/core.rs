@@ -82,6 +82,7 @@ struct Settings {
     session_expires: Duration,
     min_se: Duration,
     user_agent: String,
+    force_rport: bool,
     attempt_timeout: Duration,
     seed: Option<u64>,
 }
@@ -108,6 +109,7 @@ impl Settings {
             session_expires: cfg.sip.session_expires,
             min_se: cfg.sip.min_se,
             user_agent: cfg.sip.user_agent.clone(),
+            force_rport: cfg.sip.force_rport,
             attempt_timeout: cfg.routing.attempt_timeout,
             seed: cfg.routing.seed,
         }
@@ -667,7 +669,7 @@ impl Core {
         let flow = Flow {
             transport: r.transport,
             local: r.local,
-            remote: response_destination(&req, r),
+            remote: response_destination(&req, r, self.settings.force_rport),
         };
         let key = server_key(&req);
         match req.method.as_str() {
@@ -2727,12 +2729,13 @@ impl Core {
 
 /// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): over a stream, back on
 /// the connection it came in on; over UDP with `rport`, to the source address and port; over
-/// UDP without it, to the source address at the Via's sent-by port (5060 by default).
-fn response_destination(req: &Req, r: &Received) -> SocketAddr {
+/// UDP without it, to the source address at the Via's sent-by port (5060 by default) —
+/// unless `sip.force_rport` says to treat every request as if it had asked for rport.
+fn response_destination(req: &Req, r: &Received, force_rport: bool) -> SocketAddr {
     match r.transport {
         Transport::Tcp => r.remote,
-        Transport::Udp if req.via_rport => r.remote,
-        Transport::Udp => SocketAddr::new(r.remote.ip(), req.via_port.unwrap_or(5060)),
+        Transport::Udp if req.via_rport || force_rport => r.remote,
+        Transport::Udp => SocketAddr::new(r.remote.ip(), req.via_port),
     }
 }
 

@@ -94,8 +94,9 @@ pub struct Req {
     pub cseq: u32,
     pub branch: String,
     pub sent_by: String,
-    /// The top Via's sent-by port, and whether it asked for rport (RFC 3581).
-    pub via_port: Option<u16>,
+    /// The top Via's sent-by port (or the transport's default), and whether it asked for
+    /// rport (RFC 3581).
+    pub via_port: u16,
     pub via_rport: bool,
     pub max_forwards: Option<u8>,
     pub contact: Option<String>,
@@ -228,7 +229,7 @@ impl Req {
                 Some(p) => format!("{}:{p}", via.host),
                 None => via.host.to_string(),
             },
-            via_port: via.port,
+            via_port: via.port_or_default(),
             via_rport: via.rport.is_some(),
             max_forwards: h.max_forwards().map_err(m("Max-Forwards"))?,
             contact,

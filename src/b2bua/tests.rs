@@ -415,3 +415,19 @@ fn responses_follow_via_sent_by_unless_rport_asks_for_the_source_port() {
     sim.recv("127.0.0.1:40000", options("z9hG4bKrport", ";rport"));
     assert_eq!(sim.find("127.0.0.1:40000", "SIP/2.0 200").len(), 1, "RFC 3581: source port");
 }
+
+#[test]
+fn force_rport_answers_the_source_port_without_rport() {
+    let mut sim = Sim::new("");
+    let mut cfg = (*config("")).clone();
+    cfg.sip.force_rport = true;
+    sim.core.handle_reload(Arc::new(cfg), sim.now);
+    sim.recv(
+        "127.0.0.1:40000",
+        format!(
+            "OPTIONS sip:{HF} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bKforce\r\n\
+             From: <sip:mon@x>;tag=1\r\nTo: <sip:{HF}>\r\nCall-ID: force\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    assert_eq!(sim.find("127.0.0.1:40000", "SIP/2.0 200").len(), 1);
+}

@@ -78,6 +78,9 @@ pub struct SipSettings {
     /// RFC 4028 Min-SE.
     pub min_se: Duration,
     pub user_agent: String,
+    /// Answer UDP requests at their source port even without `;rport` (Kamailio's
+    /// force_rport): for peers behind NAT that do not ask for RFC 3581.
+    pub force_rport: bool,
 }
 
 /// `dns:` section (RFC 3263 lookups).

@@ -127,6 +127,7 @@ pub(crate) struct RawSip {
     pub session_expires: Option<Scalar>,
     pub min_se: Option<Scalar>,
     pub user_agent: Option<String>,
+    pub force_rport: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -444,6 +444,7 @@ impl Validator<'_> {
             session_expires,
             min_se,
             user_agent,
+            force_rport: raw.force_rport.unwrap_or(false),
         })
     }
 
