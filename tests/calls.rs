@@ -601,21 +601,65 @@ fn sigterm_drains_then_exits() {
     let (hp, agent, p1) = (free_port(), free_port(), free_port());
     let mut c = TestConfig::new(hp);
     c.carriers.push(carrier("c1", p1, "us", ", ping: false"));
-    c.providers.push(provider("agent-a", 9, "us", ", ping: false, sources: [\"127.0.0.1/32\"]"));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        ", ping: false, sources: [\"127.0.0.1/32\"]",
+    ));
     c.outbound.push("{ regions: [us], carriers: [c1] }".into());
     let uas = Sipp::uas("c1", &sc::uas_answer(), p1, Some(1));
     let mut hf = Holdfast::start(&c.yaml(), hp);
-    let call = Sipp::uac("agent", &sc::uac_call(2500), agent, &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
-    hf.wait_log(WAIT, |l| msg(l) == "confirmed").expect("call never confirmed");
+    let call = Sipp::uac(
+        "agent",
+        &sc::uac_call(2500),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
+    hf.wait_log(WAIT, |l| msg(l) == "confirmed")
+        .expect("call never confirmed");
     signal(hf.pid(), "TERM");
-    hf.wait_log(WAIT, |l| msg(l) == "SIGTERM: draining").expect("no drain");
-    let opt = Sipp::uac("monitor", &sc::uac_options(503), free_port(), &format!("127.0.0.1:{hp}"), "ping", 1, &[]);
-    assert!(opt.wait(WAIT).success(), "OPTIONS while draining must get 503");
-    let refused = Sipp::uac("agent2", &sc::uac_expect(503, None), free_port(), &format!("127.0.0.1:{hp}"), "+15557654321", 1, &[]);
-    assert!(refused.wait(WAIT).success(), "new INVITE while draining must get 503");
+    hf.wait_log(WAIT, |l| msg(l) == "SIGTERM: draining")
+        .expect("no drain");
+    let opt = Sipp::uac(
+        "monitor",
+        &sc::uac_options(503),
+        free_port(),
+        &format!("127.0.0.1:{hp}"),
+        "ping",
+        1,
+        &[],
+    );
+    assert!(
+        opt.wait(WAIT).success(),
+        "OPTIONS while draining must get 503"
+    );
+    let refused = Sipp::uac(
+        "agent2",
+        &sc::uac_expect(503, None),
+        free_port(),
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
+    assert!(
+        refused.wait(WAIT).success(),
+        "new INVITE while draining must get 503"
+    );
     let r = call.wait(WAIT);
-    assert!(r.success(), "the call in progress was cut by the drain: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "the call in progress was cut by the drain: {}\n{}",
+        r.output,
+        r.errors
+    );
     assert!(uas.wait(WAIT).success());
-    let status = hf.wait_exit(WAIT).expect("holdfast did not exit after draining");
+    let status = hf
+        .wait_exit(WAIT)
+        .expect("holdfast did not exit after draining");
     assert!(status.success(), "holdfast exited with {status}");
 }

@@ -16,10 +16,17 @@ fn holdfast() -> Command {
 fn check_prints_the_routing_table_of_the_example() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml");
     let out = holdfast().args(["check", example]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in ["carrier-a", "agent-a", "+44", "eu"] {
-        assert!(text.contains(needle), "routing table lacks {needle}:\n{text}");
+        assert!(
+            text.contains(needle),
+            "routing table lacks {needle}:\n{text}"
+        );
     }
 }
 
@@ -44,10 +51,17 @@ fn run_refuses_a_bad_file_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "sip:\n  t1: 5\n").unwrap();
-    let out = holdfast().args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = holdfast()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:2:") && err.contains("sip.t1"), "got: {err}");
+    assert!(
+        err.contains("bad.yaml:2:") && err.contains("sip.t1"),
+        "got: {err}"
+    );
 }
 
 fn options(via: &str, branch: &str) -> String {
@@ -66,8 +80,11 @@ fn options_answered_over_ipv6_udp_and_tcp() {
     let udp = UdpSocket::bind("[::1]:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = udp.local_addr().unwrap();
-    udp.send_to(options(&format!("UDP [::1]:{}", local.port()), "z9hG4bKv6").as_bytes(), ("::1", port))
-        .unwrap();
+    udp.send_to(
+        options(&format!("UDP [::1]:{}", local.port()), "z9hG4bKv6").as_bytes(),
+        ("::1", port),
+    )
+    .unwrap();
     let mut buf = [0u8; 4096];
     let n = udp.recv(&mut buf).expect("no answer over IPv6");
     let text = String::from_utf8_lossy(&buf[..n]);
@@ -77,7 +94,8 @@ fn options_answered_over_ipv6_udp_and_tcp() {
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = tcp.local_addr().unwrap();
     // Two requests in one write: stream framing must split them by Content-Length.
-    let two = options(&format!("TCP {local}"), "z9hG4bKtcp1") + &options(&format!("TCP {local}"), "z9hG4bKtcp2");
+    let two = options(&format!("TCP {local}"), "z9hG4bKtcp1")
+        + &options(&format!("TCP {local}"), "z9hG4bKtcp2");
     tcp.write_all(two.as_bytes()).unwrap();
     let mut got = String::new();
     while got.matches("SIP/2.0 200").count() < 2 {

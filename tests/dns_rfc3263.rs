@@ -11,7 +11,6 @@ use common::dns::*;
 use hickory_server::proto::rr::Record;
 use holdfast::runtime::dns::{Destination, DnsError, Resolver, SipTarget, Transport, NO_DNS_TTL};
 
-
 fn zone_records() -> Vec<Record> {
     vec![
         // NAPTR chain: TCP first (order 10), then UDP (order 20); SIPS+D2T only for sips:.

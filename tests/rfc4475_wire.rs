@@ -47,9 +47,15 @@ fn first_final(sock: &UdpSocket, within: Duration) -> Option<u16> {
     let deadline = Instant::now() + within;
     let mut buf = [0u8; 65535];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
-            .unwrap();
-        let Ok(n) = sock.recv(&mut buf) else { return None };
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        let Ok(n) = sock.recv(&mut buf) else {
+            return None;
+        };
         let text = String::from_utf8_lossy(&buf[..n]);
         let code: u16 = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
         if code >= 200 {
@@ -67,15 +73,24 @@ fn torture_messages_get_the_rfc_answer_and_harm_nothing() {
     // Everything from loopback is a carrier; calls go to a provider that is not listening,
     // except numbers starting +1, which go to a live SIPp agent.
     c.carriers.push("{ id: trunk, uri: \"sip:127.0.0.1:9\", region: us, ping: false, sources: [\"127.0.0.1/32\"] }".into());
-    c.providers.push(format!("{{ id: dead, kind: sip, uri: \"sip:agent@127.0.0.1:{dead}\", region: us, ping: false }}"));
-    c.providers.push(format!("{{ id: live, kind: sip, uri: \"sip:agent@127.0.0.1:{agent}\", region: us, ping: false }}"));
+    c.providers.push(format!(
+        "{{ id: dead, kind: sip, uri: \"sip:agent@127.0.0.1:{dead}\", region: us, ping: false }}"
+    ));
+    c.providers.push(format!(
+        "{{ id: live, kind: sip, uri: \"sip:agent@127.0.0.1:{agent}\", region: us, ping: false }}"
+    ));
     c.inbound.push("{ regions: [us], ai: [dead] }".into());
-    c.inbound.push("{ match: { to: \"+1\" }, regions: [us], ai: [live] }".into());
+    c.inbound
+        .push("{ match: { to: \"+1\" }, regions: [us], ai: [live] }".into());
     // A short T1 so server transactions end quickly (Timer J = 64*T1): the corpus reuses
     // the same Via branch in several messages, which §17.2.3 rightly treats as one transaction.
     // force_rport: the corpus names hosts like 192.0.2.1 in its Vias; answers must come back
     // to this test's socket, not to port 5060.
-    let hf = Holdfast::start(&c.yaml().replace("t1: 100ms", "t1: 10ms\n  t2: 40ms\n  force_rport: true"), hp);
+    let hf = Holdfast::start(
+        &c.yaml()
+            .replace("t1: 100ms", "t1: 10ms\n  t2: 40ms\n  force_rport: true"),
+        hp,
+    );
     let mut seen_branches = std::collections::HashSet::new();
 
     let mut files: Vec<_> = std::fs::read_dir(corpus_dir())
@@ -91,7 +106,12 @@ fn torture_messages_get_the_rfc_answer_and_harm_nothing() {
         let bytes = std::fs::read(f).unwrap();
         let want = expected(&bytes);
         let text = String::from_utf8_lossy(&bytes);
-        if let Some(b) = text.split("branch=").nth(1).map(|b| b.split([';', '\r', '\n', ' ']).next().unwrap_or("").to_string()) {
+        if let Some(b) = text.split("branch=").nth(1).map(|b| {
+            b.split([';', '\r', '\n', ' '])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        }) {
             if !seen_branches.insert(b) {
                 std::thread::sleep(Duration::from_millis(900)); // past Timer J / H of the earlier one
             }
@@ -100,20 +120,41 @@ fn torture_messages_get_the_rfc_answer_and_harm_nothing() {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.connect(("127.0.0.1", hp)).unwrap();
         sock.send(&bytes).unwrap();
-        let wait = if want.is_some() { Duration::from_secs(3) } else { Duration::from_millis(300) };
+        let wait = if want.is_some() {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_millis(300)
+        };
         let got = first_final(&sock, wait);
         let name = f.file_stem().unwrap().to_string_lossy().to_string();
         if got != want {
             mismatches.push(format!("{name}: expected {want:?}, got {got:?}"));
         }
     }
-    assert!(mismatches.is_empty(), "answers differ from RFC 4475:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "answers differ from RFC 4475:\n{}",
+        mismatches.join("\n")
+    );
 
     // holdfast is still up and still connects calls.
     let uas = Sipp::uas("live", &sc::uas_answer(), agent, Some(1));
-    let uac = Sipp::uac("trunk", &sc::uac_call(100), free_port(), &format!("127.0.0.1:{hp}"), "+15551230000", 1, &[]);
+    let uac = Sipp::uac(
+        "trunk",
+        &sc::uac_call(100),
+        free_port(),
+        &format!("127.0.0.1:{hp}"),
+        "+15551230000",
+        1,
+        &[],
+    );
     let r = uac.wait(Duration::from_secs(30));
-    assert!(r.success(), "a normal call failed after the torture corpus: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "a normal call failed after the torture corpus: {}\n{}",
+        r.output,
+        r.errors
+    );
     assert!(uas.wait(Duration::from_secs(30)).success());
     drop(hf);
 }

@@ -21,5 +21,10 @@ echo "== cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo bench --no-run"
 cargo bench --no-run -q
-echo "== cargo test"
-cargo test --all-targets -- --test-threads="${HOLDFAST_TEST_THREADS:-4}"
+echo "== cargo test (unit, integration, doc)"
+# Integration tests spend most of their time waiting on SIPp and timers, so run more of
+# them at once than there are cores.
+cargo test --lib --bins --tests -- --test-threads="${HOLDFAST_TEST_THREADS:-4}"
+cargo test --doc
+echo "== benches, once each in test mode"
+cargo test --benches

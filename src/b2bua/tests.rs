@@ -2,7 +2,6 @@
 //! time advanced by hand. Timing that takes minutes on the wire (session timers, Timer B)
 //! runs here in microseconds, deterministically.
 use super::*;
-use crate::sip::{parse, Message};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,7 +137,11 @@ fn answer(req: &str, status: u16, reason: &str, extra: &str, body: Option<&str>)
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     for l in req.lines() {
         let lower = l.to_ascii_lowercase();
-        if lower.starts_with("via:") || lower.starts_with("from:") || lower.starts_with("call-id:") || lower.starts_with("cseq:") {
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+        {
             out.push_str(l);
             out.push_str("\r\n");
         }
@@ -152,7 +155,10 @@ fn answer(req: &str, status: u16, reason: &str, extra: &str, body: Option<&str>)
     }
     out.push_str(&format!("Contact: <sip:agent@{AGENT_A}>\r\n{extra}"));
     match body {
-        Some(b) => out.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+        Some(b) => out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
         None => out.push_str("Content-Length: 0\r\n\r\n"),
     }
     out
@@ -172,10 +178,17 @@ fn confirmed_call(sim: &mut Sim, invite_extra: &str, uas_extra: &str) -> String 
     sim.recv(CARRIER, invite(invite_extra));
     assert!(sim.last(CARRIER, "SIP/2.0 100").contains("CSeq: 10 INVITE"));
     let b_invite = sim.last(AGENT_A, "INVITE ");
-    sim.recv(AGENT_A, answer(&b_invite, 200, "OK", uas_extra, Some(SDP_B)));
+    sim.recv(
+        AGENT_A,
+        answer(&b_invite, 200, "OK", uas_extra, Some(SDP_B)),
+    );
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     sim.recv(CARRIER, ack_from_carrier(&ok));
-    assert_eq!(sim.find(AGENT_A, "ACK ").len(), 1, "ACK relayed to the callee");
+    assert_eq!(
+        sim.find(AGENT_A, "ACK ").len(),
+        1,
+        "ACK relayed to the callee"
+    );
     b_invite
 }
 
@@ -183,8 +196,14 @@ fn confirmed_call(sim: &mut Sim, invite_extra: &str, uas_extra: &str) -> String 
 fn b_leg_hides_the_a_leg_and_keeps_other_headers() {
     let mut sim = Sim::new("");
     let b_invite = confirmed_call(&mut sim, "", "");
-    assert!(!b_invite.contains("carrier-call-1"), "Call-ID leaked: {b_invite}");
-    assert!(!b_invite.contains("5091"), "caller's address leaked: {b_invite}");
+    assert!(
+        !b_invite.contains("carrier-call-1"),
+        "Call-ID leaked: {b_invite}"
+    );
+    assert!(
+        !b_invite.contains("5091"),
+        "caller's address leaked: {b_invite}"
+    );
     assert!(!b_invite.contains("ctag"), "caller's tag leaked");
     assert!(b_invite.starts_with(&format!("INVITE sip:agent@{AGENT_A} SIP/2.0")));
     assert_eq!(header(&b_invite, "X-Carrier-Thing"), "keep-me");
@@ -192,7 +211,10 @@ fn b_leg_hides_the_a_leg_and_keeps_other_headers() {
     assert!(b_invite.contains(SDP_A), "SDP passes through unchanged");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     assert!(ok.contains(SDP_B));
-    assert!(!ok.contains("uastag") && !ok.contains(AGENT_A), "callee's identity leaked: {ok}");
+    assert!(
+        !ok.contains("uastag") && !ok.contains(AGENT_A),
+        "callee's identity leaked: {ok}"
+    );
     assert_eq!(sim.core.stats().calls_active, 1);
 }
 
@@ -202,7 +224,10 @@ fn no_provisional_within_attempt_timeout_moves_on_at_exactly_one_second() {
     sim.recv(CARRIER, invite(""));
     assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 1);
     sim.advance_to(Duration::from_millis(999));
-    assert!(sim.find(AGENT_B, "INVITE ").is_empty(), "failed over too early");
+    assert!(
+        sim.find(AGENT_B, "INVITE ").is_empty(),
+        "failed over too early"
+    );
     sim.advance_to(Duration::from_millis(1000));
     let tries = sim.find(AGENT_B, "INVITE ");
     assert_eq!(tries.len(), 1);
@@ -212,14 +237,21 @@ fn no_provisional_within_attempt_timeout_moves_on_at_exactly_one_second() {
     sim.recv(AGENT_A, answer(&first, 200, "OK", "", Some(SDP_B)));
     assert_eq!(sim.find(AGENT_A, "ACK ").len(), 1);
     assert_eq!(sim.find(AGENT_A, "BYE ").len(), 1);
-    assert!(sim.find(CARRIER, "SIP/2.0 200").is_empty(), "late answer must not reach the caller");
+    assert!(
+        sim.find(CARRIER, "SIP/2.0 200").is_empty(),
+        "late answer must not reach the caller"
+    );
 }
 
 #[test]
 fn session_timers_are_refreshed_so_the_call_outlives_30_minutes() {
     let mut sim = Sim::new("");
     // The callee lets holdfast refresh its leg; the carrier does not do session timers.
-    confirmed_call(&mut sim, "", "Session-Expires: 1800;refresher=uac\r\nRequire: timer\r\n");
+    confirmed_call(
+        &mut sim,
+        "",
+        "Session-Expires: 1800;refresher=uac\r\nRequire: timer\r\n",
+    );
     // Answer every refresh holdfast sends, on either leg, once per (peer, CSeq).
     let mut answered = std::collections::HashSet::new();
     answered.insert((AGENT_A, "1 INVITE".to_string()));
@@ -232,7 +264,13 @@ fn session_timers_are_refreshed_so_the_call_outlives_30_minutes() {
                 for (_, r) in sim.find(peer, kind) {
                     let cseq = header(&r, "CSeq").to_string();
                     if answered.insert((peer, cseq)) {
-                        let resp = answer(&r, 200, "OK", "Session-Expires: 1800;refresher=uac\r\n", Some(SDP_B));
+                        let resp = answer(
+                            &r,
+                            200,
+                            "OK",
+                            "Session-Expires: 1800;refresher=uac\r\n",
+                            Some(SDP_B),
+                        );
                         sim.recv(peer, resp);
                     }
                 }
@@ -242,17 +280,40 @@ fn session_timers_are_refreshed_so_the_call_outlives_30_minutes() {
     let trace: Vec<String> = sim
         .sent
         .iter()
-        .map(|(t, r, m)| format!("{t:?} {r} {} | {}", m.lines().next().unwrap_or(""), header(m, "Reason")))
+        .map(|(t, r, m)| {
+            format!(
+                "{t:?} {r} {} | {}",
+                m.lines().next().unwrap_or(""),
+                header(m, "Reason")
+            )
+        })
         .collect();
-    assert!(sim.find(AGENT_A, "BYE ").is_empty(), "holdfast hung up the callee:\n{}", trace.join("\n"));
-    assert!(sim.find(CARRIER, "BYE ").is_empty(), "holdfast hung up the caller");
+    assert!(
+        sim.find(AGENT_A, "BYE ").is_empty(),
+        "holdfast hung up the callee:\n{}",
+        trace.join("\n")
+    );
+    assert!(
+        sim.find(CARRIER, "BYE ").is_empty(),
+        "holdfast hung up the caller"
+    );
     let b_refreshes = sim.find(AGENT_A, "INVITE ").len() + sim.find(AGENT_A, "UPDATE ").len() - 1;
     let a_refreshes = sim.find(CARRIER, "INVITE ").len() + sim.find(CARRIER, "UPDATE ").len();
     // Refreshes at half the interval: every 15 minutes for 3 hours.
-    assert!(b_refreshes >= 11, "callee leg refreshed {b_refreshes} times");
-    assert!(a_refreshes >= 11, "caller leg refreshed {a_refreshes} times");
+    assert!(
+        b_refreshes >= 11,
+        "callee leg refreshed {b_refreshes} times"
+    );
+    assert!(
+        a_refreshes >= 11,
+        "caller leg refreshed {a_refreshes} times"
+    );
     let first = sim.find(AGENT_A, "INVITE ")[1].0;
-    assert_eq!(first, Duration::from_secs(900), "first refresh at half of Session-Expires");
+    assert_eq!(
+        first,
+        Duration::from_secs(900),
+        "first refresh at half of Session-Expires"
+    );
     assert_eq!(sim.core.stats().calls_active, 1);
 }
 
@@ -260,7 +321,11 @@ fn session_timers_are_refreshed_so_the_call_outlives_30_minutes() {
 fn a_peer_that_never_refreshes_is_hung_up_before_expiry() {
     let mut sim = Sim::new("");
     // The callee is the refresher of its leg but never refreshes (RFC 4028 §10).
-    confirmed_call(&mut sim, "", "Session-Expires: 300;refresher=uas\r\nRequire: timer\r\n");
+    confirmed_call(
+        &mut sim,
+        "",
+        "Session-Expires: 300;refresher=uas\r\nRequire: timer\r\n",
+    );
     sim.advance_to(Duration::from_secs(199));
     assert!(sim.find(AGENT_A, "BYE ").is_empty());
     // BYE at expiry − min(32 s, interval/3) = 300 − 32.
@@ -312,7 +377,14 @@ fn in_dialog_request_for_unknown_dialog_gets_481_and_unknown_method_501() {
     assert!(header(&r, "Allow").contains("INVITE"));
 }
 
-fn in_dialog_from_carrier(ok: &str, method: &str, cseq: u32, branch: &str, extra: &str, body: Option<&str>) -> String {
+fn in_dialog_from_carrier(
+    ok: &str,
+    method: &str,
+    cseq: u32,
+    branch: &str,
+    extra: &str,
+    body: Option<&str>,
+) -> String {
     let mut m = format!(
         "{method} sip:gw@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch={branch}\r\n\
          From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: {}\r\n\
@@ -320,7 +392,10 @@ fn in_dialog_from_carrier(ok: &str, method: &str, cseq: u32, branch: &str, extra
         header(ok, "To")
     );
     match body {
-        Some(b) => m.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+        Some(b) => m.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
         None => m.push_str("Content-Length: 0\r\n\r\n"),
     }
     m
@@ -332,19 +407,35 @@ fn hold_reinvite_from_the_carrier_is_relayed_within_each_dialog() {
     let b_invite = confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     let hold_sdp = SDP_A.replace("m=audio", "a=sendonly\r\nm=audio");
-    sim.recv(CARRIER, in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKhold", "", Some(&hold_sdp)));
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKhold", "", Some(&hold_sdp)),
+    );
     let reinv = sim.last(AGENT_A, "INVITE ");
-    assert_eq!(header(&reinv, "Call-ID"), header(&b_invite, "Call-ID"), "B leg's own dialog");
+    assert_eq!(
+        header(&reinv, "Call-ID"),
+        header(&b_invite, "Call-ID"),
+        "B leg's own dialog"
+    );
     assert_eq!(header(&reinv, "CSeq"), "2 INVITE", "B leg's own CSeq space");
     assert!(reinv.contains("tag=uastag"));
-    assert!(reinv.contains("a=sendonly"), "the offer is relayed unchanged");
+    assert!(
+        reinv.contains("a=sendonly"),
+        "the offer is relayed unchanged"
+    );
     let answer_sdp = SDP_B.replace("m=audio", "a=recvonly\r\nm=audio");
     sim.recv(AGENT_A, answer(&reinv, 200, "OK", "", Some(&answer_sdp)));
     let ok2 = sim.last(CARRIER, "SIP/2.0 200");
-    assert!(ok2.contains("CSeq: 11 INVITE") && ok2.contains("a=recvonly"), "{ok2}");
+    assert!(
+        ok2.contains("CSeq: 11 INVITE") && ok2.contains("a=recvonly"),
+        "{ok2}"
+    );
     // The carrier's ACK for that 2xx becomes the ACK on the B leg, with B's CSeq.
     let acks_before = sim.find(AGENT_A, "ACK ").len();
-    sim.recv(CARRIER, in_dialog_from_carrier(&ok, "ACK", 11, "z9hG4bKholdack", "", None));
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "ACK", 11, "z9hG4bKholdack", "", None),
+    );
     let acks = sim.find(AGENT_A, "ACK ");
     assert_eq!(acks.len(), acks_before + 1);
     assert_eq!(header(&acks.last().unwrap().1, "CSeq"), "2 ACK");
@@ -363,7 +454,10 @@ fn info_is_relayed_and_in_dialog_options_answered_locally() {
     let mut info = in_dialog_from_carrier(&ok, "INFO", 12, "z9hG4bKinfo", "", None);
     info = info.replace(
         "Content-Length: 0\r\n\r\n",
-        &format!("Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{dtmf}", dtmf.len()),
+        &format!(
+            "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{dtmf}",
+            dtmf.len()
+        ),
     );
     sim.recv(CARRIER, info);
     let relayed = sim.last(AGENT_A, "INFO ");
@@ -371,9 +465,17 @@ fn info_is_relayed_and_in_dialog_options_answered_locally() {
     sim.recv(AGENT_A, answer(&relayed, 200, "OK", "", None));
     assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 12 INFO"));
 
-    sim.recv(CARRIER, in_dialog_from_carrier(&ok, "OPTIONS", 13, "z9hG4bKopt", "", None));
-    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 13 OPTIONS"));
-    assert!(sim.find(AGENT_A, "OPTIONS ").is_empty(), "in-dialog OPTIONS is answered, not relayed");
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "OPTIONS", 13, "z9hG4bKopt", "", None),
+    );
+    assert!(sim
+        .last(CARRIER, "SIP/2.0 200")
+        .contains("CSeq: 13 OPTIONS"));
+    assert!(
+        sim.find(AGENT_A, "OPTIONS ").is_empty(),
+        "in-dialog OPTIONS is answered, not relayed"
+    );
 }
 
 #[test]
@@ -395,8 +497,15 @@ fn cancel_before_any_provisional_is_sent_once_one_arrives() {
     // …and one as soon as it does.
     let c = sim.last(AGENT_A, "CANCEL ");
     assert_eq!(header(&c, "Call-ID"), header(&b_invite, "Call-ID"));
-    assert_eq!(header(&c, "Via"), header(&b_invite, "Via"), "same branch as the INVITE");
-    assert!(sim.find(CARRIER, "SIP/2.0 180").is_empty(), "nothing more reaches the cancelled caller");
+    assert_eq!(
+        header(&c, "Via"),
+        header(&b_invite, "Via"),
+        "same branch as the INVITE"
+    );
+    assert!(
+        sim.find(CARRIER, "SIP/2.0 180").is_empty(),
+        "nothing more reaches the cancelled caller"
+    );
     assert_eq!(sim.core.stats().calls_active, 0);
 }
 
@@ -411,9 +520,17 @@ fn responses_follow_via_sent_by_unless_rport_asks_for_the_source_port() {
     };
     // From source port 40000, Via says 5091.
     sim.recv("127.0.0.1:40000", options("z9hG4bKnorport", ""));
-    assert_eq!(sim.find(CARRIER, "SIP/2.0 200").len(), 1, "§18.2.2: sent-by port");
+    assert_eq!(
+        sim.find(CARRIER, "SIP/2.0 200").len(),
+        1,
+        "§18.2.2: sent-by port"
+    );
     sim.recv("127.0.0.1:40000", options("z9hG4bKrport", ";rport"));
-    assert_eq!(sim.find("127.0.0.1:40000", "SIP/2.0 200").len(), 1, "RFC 3581: source port");
+    assert_eq!(
+        sim.find("127.0.0.1:40000", "SIP/2.0 200").len(),
+        1,
+        "RFC 3581: source port"
+    );
 }
 
 #[test]

@@ -51,7 +51,6 @@ pub fn aaaa(owner: &str, ttl: u32, ip: &str) -> Record {
     Record::from_rdata(name(owner), ttl, RData::AAAA(AAAA(ip)))
 }
 
-
 pub struct DnsServer {
     pub addr: SocketAddr,
     _server: Server<Catalog>,
@@ -104,4 +103,3 @@ pub async fn start_zone(origin: &str, records: Vec<Record>) -> DnsServer {
         _server: server,
     }
 }
-
