@@ -35,7 +35,7 @@ use crate::sip::header::Refresher;
 use crate::sip::message::{Message, Request};
 use crate::sip::transaction::{
     ClientInvite, ClientNonInvite, Deliver, Reliability, ServerInvite, ServerInviteState,
-    ServerNonInvite, TimerConfig, TransactionEvent,
+    ServerNonInvite, TimerConfig, Transaction, TransactionEvent,
 };
 use crate::sip::validate::{self, Policy, Verdict};
 use crate::sip::Transport;
@@ -177,13 +177,8 @@ fn server_key(req: &Req) -> ServerKey {
     }
 }
 
-enum ServerTx {
-    Invite(ServerInvite),
-    NonInvite(ServerNonInvite),
-}
-
 struct ServerEntry {
-    tx: ServerTx,
+    tx: Transaction,
     flow: Flow,
     /// The request, kept to build responses from (re-parsed on demand).
     request: Bytes,
@@ -194,11 +189,6 @@ struct ServerEntry {
     finished: bool,
     /// The deadline already in the timer heap for this transaction.
     armed: Option<Instant>,
-}
-
-enum ClientTx {
-    Invite(ClientInvite),
-    NonInvite(ClientNonInvite),
 }
 
 /// What a client transaction's responses are for.
@@ -226,7 +216,7 @@ enum Purpose {
 }
 
 struct ClientEntry {
-    tx: ClientTx,
+    tx: Transaction,
     flow: Flow,
     request: Bytes,
     purpose: Purpose,
@@ -681,8 +671,9 @@ impl Core {
         if let Some(&sid) = self.server_ids.get(&key) {
             if let Some((_, e)) = self.servers.get_mut(&sid) {
                 match &mut e.tx {
-                    ServerTx::Invite(t) => t.handle_request_retransmit(now),
-                    ServerTx::NonInvite(t) => t.handle_request_retransmit(now),
+                    Transaction::ServerInvite(t) => t.handle_request_retransmit(now),
+                    Transaction::ServerNonInvite(t) => t.handle_request_retransmit(now),
+                    _ => {}
                 }
             }
             self.drive_server(sid, now);
@@ -735,9 +726,9 @@ impl Core {
     ) -> u64 {
         let rel = reliability(flow.transport);
         let tx = if req.method == "INVITE" {
-            ServerTx::Invite(ServerInvite::new(rel, self.settings.timers, now))
+            Transaction::ServerInvite(ServerInvite::new(rel, self.settings.timers, now))
         } else {
-            ServerTx::NonInvite(ServerNonInvite::new(rel, self.settings.timers, now))
+            Transaction::ServerNonInvite(ServerNonInvite::new(rel, self.settings.timers, now))
         };
         let sid = self.new_id();
         self.server_ids.insert(key.clone(), sid);
@@ -792,8 +783,9 @@ impl Core {
             e.finished = true;
         }
         let sent = match &mut e.tx {
-            ServerTx::Invite(t) => t.send_response(status, bytes, now),
-            ServerTx::NonInvite(t) => t.send_response(status, bytes, now),
+            Transaction::ServerInvite(t) => t.send_response(status, bytes, now),
+            Transaction::ServerNonInvite(t) => t.send_response(status, bytes, now),
+            _ => return, // a server entry always holds a server transaction
         };
         if let Err(err) = sent {
             // Our own sequencing bug, never the peer's: log it loudly, keep running.
@@ -804,35 +796,10 @@ impl Core {
 
     /// Moves a server transaction's outputs out and re-arms its timer.
     fn drive_server(&mut self, sid: u64, now: Instant) {
-        let mut events = Vec::new();
         let Some((_, e)) = self.servers.get_mut(&sid) else {
             return;
         };
-        loop {
-            let data = match &mut e.tx {
-                ServerTx::Invite(t) => t.poll_transmit(),
-                ServerTx::NonInvite(t) => t.poll_transmit(),
-            };
-            let Some(data) = data else { break };
-            self.out.push_back(Transmit {
-                transport: e.flow.transport,
-                local: e.flow.local,
-                remote: e.flow.remote,
-                data,
-            });
-        }
-        loop {
-            let ev = match &mut e.tx {
-                ServerTx::Invite(t) => t.poll_event(),
-                ServerTx::NonInvite(t) => t.poll_event(),
-            };
-            let Some(ev) = ev else { break };
-            events.push(ev);
-        }
-        let next = match &e.tx {
-            ServerTx::Invite(t) => t.poll_timeout(),
-            ServerTx::NonInvite(t) => t.poll_timeout(),
-        };
+        let (events, next) = flush(&mut e.tx, &e.flow, &mut self.out);
         let call = e.call;
         if let Some(at) = next.filter(|at| e.armed != Some(*at)) {
             e.armed = Some(at);
@@ -1240,7 +1207,7 @@ impl Core {
         );
         self.new_client(
             key,
-            ClientTx::Invite(tx),
+            Transaction::ClientInvite(tx),
             flow,
             bytes,
             Purpose::Attempt { call: c, attempt },
@@ -1251,7 +1218,7 @@ impl Core {
     fn new_client(
         &mut self,
         key: ClientKey,
-        tx: ClientTx,
+        tx: Transaction,
         flow: Flow,
         request: Bytes,
         purpose: Purpose,
@@ -1323,12 +1290,14 @@ impl Core {
                 return;
             };
             match &mut e.tx {
-                ClientTx::Invite(t) => {
+                Transaction::ClientInvite(t) => {
                     let request = e.request.clone();
                     let ack_resp = resp.clone();
                     t.handle_response(resp.status, now, || non2xx_ack(&request, &ack_resp))
                 }
-                ClientTx::NonInvite(t) => t.handle_response(resp.status, now),
+                Transaction::ClientNonInvite(t) => t.handle_response(resp.status, now),
+                // A client entry always holds a client transaction.
+                Transaction::ServerInvite(_) | Transaction::ServerNonInvite(_) => Deliver::Absorb,
             }
         };
         if matches!(deliver, Deliver::ToTu) {
@@ -1347,35 +1316,10 @@ impl Core {
     }
 
     fn drive_client(&mut self, id: u64, now: Instant) {
-        let mut events = Vec::new();
         let Some((_, e)) = self.clients.get_mut(&id) else {
             return;
         };
-        loop {
-            let data = match &mut e.tx {
-                ClientTx::Invite(t) => t.poll_transmit(),
-                ClientTx::NonInvite(t) => t.poll_transmit(),
-            };
-            let Some(data) = data else { break };
-            self.out.push_back(Transmit {
-                transport: e.flow.transport,
-                local: e.flow.local,
-                remote: e.flow.remote,
-                data,
-            });
-        }
-        loop {
-            let ev = match &mut e.tx {
-                ClientTx::Invite(t) => t.poll_event(),
-                ClientTx::NonInvite(t) => t.poll_event(),
-            };
-            let Some(ev) = ev else { break };
-            events.push(ev);
-        }
-        let next = match &e.tx {
-            ClientTx::Invite(t) => t.poll_timeout(),
-            ClientTx::NonInvite(t) => t.poll_timeout(),
-        };
+        let (events, next) = flush(&mut e.tx, &e.flow, &mut self.out);
         if let Some(at) = next.filter(|at| e.armed != Some(*at)) {
             e.armed = Some(at);
             self.arm(at, TimerRef::Client(id));
@@ -1766,6 +1710,29 @@ fn attempt_target(a: &Attempt) -> (TargetId, Destination) {
     )
 }
 
+/// Moves a transaction's datagrams to `out` (toward `flow`) and returns its events and its
+/// next deadline. Transmits are drained before events, so a transaction that terminates
+/// right after queueing (an ACK over TCP) still gets its last message out.
+fn flush(
+    tx: &mut Transaction,
+    flow: &Flow,
+    out: &mut VecDeque<Transmit>,
+) -> (Vec<TransactionEvent>, Option<Instant>) {
+    while let Some(data) = tx.poll_transmit() {
+        out.push_back(Transmit {
+            transport: flow.transport,
+            local: flow.local,
+            remote: flow.remote,
+            data,
+        });
+    }
+    let mut events = Vec::new();
+    while let Some(ev) = tx.poll_event() {
+        events.push(ev);
+    }
+    (events, tx.poll_timeout())
+}
+
 /// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same Request-URI, Call-ID,
 /// From, CSeq number and top Via as the INVITE, To from the response, and the INVITE's Route
 /// headers.
@@ -1813,7 +1780,7 @@ impl Core {
         // ACK for a non-2xx final: same transaction as the INVITE (§17.2.3).
         if let Some(&sid) = self.server_ids.get(key) {
             if let Some((_, e)) = self.servers.get_mut(&sid) {
-                if let ServerTx::Invite(t) = &mut e.tx {
+                if let Transaction::ServerInvite(t) = &mut e.tx {
                     if t.state() != ServerInviteState::Accepted {
                         let _ = t.handle_ack(now);
                         self.drive_server(sid, now);
@@ -1834,7 +1801,7 @@ impl Core {
             entry.call.state = CallState::Confirmed;
             if let Some(&sid) = self.server_ids.get(&entry.a_invite) {
                 if let Some((_, s)) = self.servers.get_mut(&sid) {
-                    if let ServerTx::Invite(t) = &mut s.tx {
+                    if let Transaction::ServerInvite(t) = &mut s.tx {
                         t.handle_ack_2xx(now);
                     }
                 }
@@ -1867,7 +1834,7 @@ impl Core {
         entry.pending_ack = None;
         if let Some(&sid) = self.server_ids.get(&p.server) {
             if let Some((_, s)) = self.servers.get_mut(&sid) {
-                if let ServerTx::Invite(t) = &mut s.tx {
+                if let Transaction::ServerInvite(t) = &mut s.tx {
                     t.handle_ack_2xx(now);
                 }
             }
@@ -1951,14 +1918,14 @@ impl Core {
         };
         let rel = reliability(flow.transport);
         let tx = if method == "INVITE" {
-            ClientTx::Invite(ClientInvite::new(
+            Transaction::ClientInvite(ClientInvite::new(
                 bytes.clone(),
                 rel,
                 self.settings.timers,
                 now,
             ))
         } else {
-            ClientTx::NonInvite(ClientNonInvite::new(
+            Transaction::ClientNonInvite(ClientNonInvite::new(
                 bytes.clone(),
                 rel,
                 self.settings.timers,
@@ -2009,7 +1976,7 @@ impl Core {
         );
         self.new_client(
             ckey,
-            ClientTx::NonInvite(tx),
+            Transaction::ClientNonInvite(tx),
             flow,
             bytes,
             Purpose::Ignore,
@@ -2043,7 +2010,7 @@ impl Core {
         let cancel_key = server_key(req);
         if let Some(&sid) = self.server_ids.get(&cancel_key) {
             if let Some((_, e)) = self.servers.get_mut(&sid) {
-                if let ServerTx::NonInvite(t) = &mut e.tx {
+                if let Transaction::ServerNonInvite(t) = &mut e.tx {
                     t.handle_request_retransmit(now);
                 }
             }
@@ -2543,10 +2510,7 @@ impl Core {
                         if e.armed == Some(at) {
                             e.armed = None;
                         }
-                        match &mut e.tx {
-                            ServerTx::Invite(t) => t.handle_timeout(now),
-                            ServerTx::NonInvite(t) => t.handle_timeout(now),
-                        }
+                        e.tx.handle_timeout(now);
                         self.drive_server(sid, now);
                     }
                 }
@@ -2555,10 +2519,7 @@ impl Core {
                         if e.armed == Some(at) {
                             e.armed = None;
                         }
-                        match &mut e.tx {
-                            ClientTx::Invite(t) => t.handle_timeout(now),
-                            ClientTx::NonInvite(t) => t.handle_timeout(now),
-                        }
+                        e.tx.handle_timeout(now);
                         self.drive_client(id, now);
                     }
                 }
@@ -2692,7 +2653,7 @@ impl Core {
         };
         self.new_client(
             key,
-            ClientTx::NonInvite(tx),
+            Transaction::ClientNonInvite(tx),
             flow,
             bytes,
             Purpose::Probe { probe: probe.id },
@@ -2716,10 +2677,7 @@ impl Core {
             .collect();
         for id in ids {
             if let Some((_, e)) = self.clients.get_mut(&id) {
-                match &mut e.tx {
-                    ClientTx::Invite(t) => t.handle_transport_error(),
-                    ClientTx::NonInvite(t) => t.handle_transport_error(),
-                }
+                e.tx.handle_transport_error()
             }
             self.drive_client(id, now);
         }
