@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${PEERS:-$ROOT/../shared/peers}
 R=${1:-50}; L=${2:-500}; M=${3:-1500}; RUNS=${4:-3}
-OUT=${OUT:-$(mktemp -d -t holdfast-sipload-XXXX)}
+OUT=${OUT:-$(mktemp -d -t holdfast-sipload-XXXX)}; mkdir -p "$OUT"
 TCK=$(getconf CLK_TCK)
 cargo build --release -q || exit 1
 BIN=$ROOT/target/release/holdfast

@@ -12,6 +12,8 @@ pub mod build;
 pub mod framing;
 pub mod header;
 pub mod message;
+#[doc(hidden)]
+pub mod oracle;
 mod syntax;
 pub mod transaction;
 pub mod transport;
