@@ -548,3 +548,77 @@ fn force_rport_answers_the_source_port_without_rport() {
     );
     assert_eq!(sim.find("127.0.0.1:40000", "SIP/2.0 200").len(), 1);
 }
+
+/// Places a call from the carrier with its own Call-ID and branch; returns the INVITE sent
+/// to whichever agent got it first.
+fn new_call(sim: &mut Sim, n: u32) -> String {
+    let inv = invite("")
+        .replace("carrier-call-1@", &format!("carrier-call-{n}@"))
+        .replace("z9hG4bKcarrier1", &format!("z9hG4bKcarrier{n}"));
+    let before = sim.sent.len();
+    sim.recv(CARRIER, inv);
+    sim.sent[before..]
+        .iter()
+        .find(|(_, _, m)| m.starts_with("INVITE sip:agent@"))
+        .map(|(_, _, m)| m.clone())
+        .expect("an INVITE to an agent")
+}
+
+#[test]
+fn two_consecutive_503s_open_the_breaker_for_the_very_next_call() {
+    let mut sim = Sim::new("");
+    for n in 1..=2 {
+        let before = sim.find(AGENT_A, "INVITE ").len();
+        new_call(&mut sim, n);
+        let to_a = sim.find(AGENT_A, "INVITE ");
+        assert_eq!(to_a.len(), before + 1, "call {n} tries agent-a first");
+        let inv = to_a.last().unwrap().1.clone();
+        sim.recv(AGENT_A, answer(&inv, 503, "Service Unavailable", "", None));
+        // …and fails over to agent-b, which answers.
+        let b = sim.last(AGENT_B, "INVITE ");
+        sim.recv(AGENT_B, answer(&b, 200, "OK", "", Some(SDP_B)));
+    }
+    let tried_a = sim.find(AGENT_A, "INVITE ").len();
+    new_call(&mut sim, 3);
+    assert_eq!(
+        sim.find(AGENT_A, "INVITE ").len(),
+        tried_a,
+        "breaker open: agent-a skipped"
+    );
+    assert_eq!(
+        sim.find(AGENT_B, "INVITE ").len(),
+        3,
+        "the third call goes straight to agent-b"
+    );
+}
+
+#[test]
+fn a_target_at_max_calls_gets_no_more_until_one_ends() {
+    let mut sim = Sim::new("");
+    let mut cfg = (*config("")).clone();
+    for t in cfg.ai_providers.iter_mut() {
+        if t.id.as_str() == "agent-a" {
+            t.max_calls = Some(1);
+        }
+    }
+    sim.core.handle_reload(Arc::new(cfg), sim.now);
+    let first = new_call(&mut sim, 1);
+    assert!(first.starts_with(&format!("INVITE sip:agent@{AGENT_A}")));
+    let second = new_call(&mut sim, 2);
+    assert!(
+        second.starts_with(&format!("INVITE sip:agent@{AGENT_B}")),
+        "agent-a is at max_calls: {second}"
+    );
+    // The first call ends (the callee is busy): its slot is free again.
+    sim.recv(AGENT_A, answer(&first, 486, "Busy Here", "", None));
+    assert_eq!(
+        sim.find(CARRIER, "SIP/2.0 486").len(),
+        1,
+        "the busy reached the caller"
+    );
+    let third = new_call(&mut sim, 3);
+    assert!(
+        third.starts_with(&format!("INVITE sip:agent@{AGENT_A}")),
+        "agent-a's slot was not released: {third}"
+    );
+}

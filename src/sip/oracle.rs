@@ -50,10 +50,7 @@ pub fn check_message(m: &Message<'_>) {
             .to_tag("t1")
             .build();
         let resp = parse(&resp).expect("our response parses");
-        let got: Vec<_> = resp
-            .headers()
-            .values(HeaderName::Via)
-            .collect();
+        let got: Vec<_> = resp.headers().values(HeaderName::Via).collect();
         let want: Vec<_> = h.values(HeaderName::Via).collect();
         assert_eq!(got, want);
     }
