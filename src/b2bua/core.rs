@@ -182,6 +182,8 @@ struct ServerEntry {
     flow: Flow,
     /// The request, kept to build responses from (re-parsed on demand).
     request: Bytes,
+    /// Where the request came from (for the Via's received/rport).
+    source: SocketAddr,
     /// The To tag our responses carry (the A-leg local tag for a dialog-creating INVITE).
     to_tag: Option<String>,
     call: Option<CallRef>,
@@ -644,7 +646,8 @@ impl Core {
             Ok(q) => q,
             Err(e) => {
                 // classify() accepted it, but a field the B2BUA needs is unusable.
-                let bytes = msg::response(request, 400, Some(&e.0), None, &[], None);
+                let bytes =
+                    msg::response(request, Some(r.remote), 400, Some(&e.0), None, &[], None);
                 if request.method.as_str() != "ACK" {
                     self.out.push_back(Transmit {
                         transport: r.transport,
@@ -664,7 +667,7 @@ impl Core {
         let key = server_key(&req);
         match req.method.as_str() {
             "ACK" => return self.on_ack(&req, &key, now),
-            "CANCEL" => return self.on_cancel(&req, flow, r.data.clone(), now),
+            "CANCEL" => return self.on_cancel(&req, (flow, r.remote), r.data.clone(), now),
             _ => {}
         }
         // A retransmission of a request we are already handling (§17.2.3).
@@ -680,9 +683,9 @@ impl Core {
             return;
         }
         if req.to_tag.is_some() {
-            return self.on_in_dialog(&req, flow, key, r.data.clone(), now);
+            return self.on_in_dialog(&req, (flow, r.remote), key, r.data.clone(), now);
         }
-        let sid = self.new_server(key, flow, r.data.clone(), &req, now);
+        let sid = self.new_server(key, (flow, r.remote), r.data.clone(), &req, now);
         match req.method.as_str() {
             "INVITE" => self.on_invite(sid, req, flow, now),
             "OPTIONS" => {
@@ -719,7 +722,7 @@ impl Core {
     fn new_server(
         &mut self,
         key: ServerKey,
-        flow: Flow,
+        (flow, source): (Flow, SocketAddr),
         request: Bytes,
         req: &Req,
         now: Instant,
@@ -740,6 +743,7 @@ impl Core {
                     tx,
                     flow,
                     request,
+                    source,
                     to_tag: None,
                     call: None,
                     finished: false,
@@ -771,6 +775,7 @@ impl Core {
         let bytes = match crate::sip::message::parse(&e.request) {
             Ok(Message::Request(req)) => msg::response(
                 &req,
+                Some(e.source),
                 status,
                 reason,
                 to_tag.as_deref(),
@@ -2006,7 +2011,7 @@ impl Core {
         }
     }
 
-    fn on_cancel(&mut self, req: &Req, flow: Flow, data: Bytes, now: Instant) {
+    fn on_cancel(&mut self, req: &Req, flow: (Flow, SocketAddr), data: Bytes, now: Instant) {
         let cancel_key = server_key(req);
         if let Some(&sid) = self.server_ids.get(&cancel_key) {
             if let Some((_, e)) = self.servers.get_mut(&sid) {
@@ -2051,7 +2056,14 @@ impl Core {
         self.finish_call(c, "cancelled by caller");
     }
 
-    fn on_in_dialog(&mut self, req: &Req, flow: Flow, key: ServerKey, data: Bytes, now: Instant) {
+    fn on_in_dialog(
+        &mut self,
+        req: &Req,
+        flow: (Flow, SocketAddr),
+        key: ServerKey,
+        data: Bytes,
+        now: Instant,
+    ) {
         let tag = req.to_tag.clone().unwrap_or_default();
         let found = self.dialogs.get(&(req.call_id.clone(), tag)).copied();
         let sid = self.new_server(key.clone(), flow, data, req, now);

@@ -327,9 +327,11 @@ impl OutRequest {
 }
 
 /// Builds a response to a stored request: Via, From, To, Call-ID and CSeq copied per RFC 3261
-/// §8.2.6.2, our To tag added when given, then `headers` and the body.
+/// §8.2.6.2 (the top Via stamped with `source`, §18.2.1 / RFC 3581), our To tag added when
+/// given, then `headers` and the body.
 pub fn response(
     request: &Request<'_>,
+    source: Option<std::net::SocketAddr>,
     status: u16,
     reason: Option<&str>,
     to_tag: Option<&str>,
@@ -337,6 +339,9 @@ pub fn response(
     body: Option<(&str, &[u8])>,
 ) -> Bytes {
     let mut b = ResponseBuilder::for_request(request, status, reason);
+    if let Some(src) = source {
+        b = b.stamp_received(src);
+    }
     if let Some(t) = to_tag {
         b = b.to_tag(t);
     }

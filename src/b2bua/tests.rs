@@ -622,3 +622,20 @@ fn a_target_at_max_calls_gets_no_more_until_one_ends() {
         "agent-a's slot was not released: {third}"
     );
 }
+
+#[test]
+fn responses_carry_received_and_rport_on_the_top_via() {
+    let mut sim = Sim::new("");
+    sim.recv(
+        "127.0.0.1:40000",
+        format!(
+            "OPTIONS sip:{HF} SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5099;branch=z9hG4bKstamp;rport\r\n\
+             From: <sip:mon@x>;tag=1\r\nTo: <sip:{HF}>\r\nCall-ID: stamp\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    let r = sim.last("127.0.0.1:40000", "SIP/2.0 200");
+    assert_eq!(
+        header(&r, "Via"),
+        "SIP/2.0/UDP 10.9.9.9:5099;branch=z9hG4bKstamp;received=127.0.0.1;rport=40000"
+    );
+}

@@ -314,6 +314,47 @@ impl ResponseBuilder {
         self
     }
 
+    /// Stamps the top Via with where the request really came from (RFC 3261 §18.2.1,
+    /// RFC 3581 §4): `received=` when the sent-by host is not the source IP (always when
+    /// rport was asked for), and `rport=` with the source port when the request carried a
+    /// valueless `rport`. Other parameters keep their order.
+    pub fn stamp_received(mut self, source: std::net::SocketAddr) -> Self {
+        let Some(entry) = self.headers.list.iter_mut().find(|(n, _)| n == "Via") else {
+            return self;
+        };
+        let mut vias = SplitOutside::new(&entry.1, b',');
+        let Some(top) = vias.next() else { return self };
+        let rest: Vec<&str> = vias.collect();
+        let Ok(via) = Via::parse(top.trim()) else {
+            return self;
+        };
+        let wants_rport = via.rport.is_some();
+        let host_is_source =
+            via.host.to_string().trim_matches(['[', ']']) == source.ip().to_string().as_str();
+        let mut parts = SplitOutside::new(top.trim(), b';');
+        let mut out = parts.next().unwrap_or("").trim().to_owned();
+        for p in parts {
+            let name = p.split('=').next().unwrap_or("").trim();
+            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+                continue;
+            }
+            out.push(';');
+            out.push_str(p.trim());
+        }
+        if wants_rport || !host_is_source {
+            let _ = write!(out, ";received={}", source.ip());
+        }
+        if wants_rport {
+            let _ = write!(out, ";rport={}", source.port());
+        }
+        for r in rest {
+            out.push(',');
+            out.push_str(r);
+        }
+        entry.1 = out;
+        self
+    }
+
     /// Copy Record-Route from the request (RFC 3261 §12.1.1, dialog-creating responses).
     pub fn copy_record_route(mut self, req: &Request<'_>) -> Self {
         for v in req.headers.values(HeaderName::RecordRoute) {
@@ -426,5 +467,38 @@ mod tests {
         assert_eq!(add_to_tag("a ; TAG =1", "n"), "a ; TAG =1");
         assert_eq!(reason_phrase(483), "Too Many Hops");
         assert_eq!(reason_phrase(499), "Client Error");
+    }
+
+    #[test]
+    fn stamp_received_adds_received_and_fills_rport() {
+        let req = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;rport;x=y, SIP/2.0/UDP p.example;branch=z9hG4bK0\r\n\
+                   From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let Ok(crate::sip::Message::Request(r)) = crate::sip::parse(req.as_bytes()) else {
+            panic!("test request parses")
+        };
+        let src: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let resp = ResponseBuilder::for_request(&r, 200, None)
+            .stamp_received(src)
+            .build();
+        let text = String::from_utf8_lossy(&resp);
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;x=y;received=203.0.113.9;rport=40000,"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SIP/2.0/UDP p.example;branch=z9hG4bK0"),
+            "lower Vias untouched"
+        );
+        // Sent-by already the source and no rport: nothing to add (§18.2.1).
+        let req2 = req.replace(";rport;x=y", "");
+        let Ok(crate::sip::Message::Request(r2)) = crate::sip::parse(req2.as_bytes()) else {
+            panic!("test request parses")
+        };
+        let same: std::net::SocketAddr = "192.0.2.1:5070".parse().unwrap();
+        let resp = ResponseBuilder::for_request(&r2, 200, None)
+            .stamp_received(same)
+            .build();
+        assert!(String::from_utf8_lossy(&resp)
+            .contains("Via: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1,"));
     }
 }
