@@ -663,3 +663,74 @@ fn sigterm_drains_then_exits() {
         .expect("holdfast did not exit after draining");
     assert!(status.success(), "holdfast exited with {status}");
 }
+
+/// A carrier added by reload is pinged at once, not one ping_interval later: with a 1 h
+/// interval, a silent newcomer can only be marked down within seconds if it was pinged at
+/// reload time.
+#[test]
+fn reload_pings_new_targets_at_once() {
+    let (hp, silent) = (free_port(), free_port());
+    let mut c = TestConfig::new(hp);
+    c.health = "ping_interval: 1h\n  ping_timeout: 300ms\n  down_after: 1\n  up_after: 1".into();
+    c.carriers.push(carrier("old", 9, "us", ", ping: false"));
+    c.outbound.push("{ regions: [us], carriers: [old] }".into());
+    let hf = Holdfast::start(&c.yaml(), hp);
+    c.carriers.push(carrier("newcomer", silent, "us", ""));
+    c.outbound = vec!["{ regions: [us], carriers: [old, newcomer] }".into()];
+    hf.reload(&c.yaml());
+    let (reloaded, _) = hf
+        .wait_log(WAIT, |l| msg(l) == "configuration reloaded")
+        .expect("reload not applied");
+    let (down, _) = hf
+        .wait_log(Duration::from_secs(5), |l| {
+            field(l, "target_id") == "newcomer" && field(l, "to").contains("Down")
+        })
+        .expect("the new carrier was not pinged at reload");
+    assert!(down.duration_since(reloaded) < Duration::from_secs(2));
+}
+
+/// A reload with a broken file changes nothing and says where the file is wrong.
+#[test]
+fn bad_reload_keeps_the_running_config() {
+    let (hp, agent, p1) = (free_port(), free_port(), free_port());
+    let mut c = TestConfig::new(hp);
+    c.carriers.push(carrier("c1", p1, "us", ", ping: false"));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        ", ping: false, sources: [\"127.0.0.1/32\"]",
+    ));
+    c.outbound.push("{ regions: [us], carriers: [c1] }".into());
+    let uas = Sipp::uas("c1", &sc::uas_answer(), p1, Some(1));
+    let hf = Holdfast::start(&c.yaml(), hp);
+    hf.reload(
+        &c.yaml()
+            .replacen("ping: false }", "ping: false, bogus_key: 1 }", 1),
+    );
+    let (_, line) = hf
+        .wait_log(WAIT, |l| msg(l).starts_with("reload refused"))
+        .expect("bad reload not reported");
+    let text = msg(&line).to_string();
+    assert!(
+        text.contains("holdfast.yaml:") && text.contains("bogus_key"),
+        "{text}"
+    );
+    let uac = Sipp::uac(
+        "agent",
+        &sc::uac_call(100),
+        agent,
+        &format!("127.0.0.1:{hp}"),
+        "+15557654321",
+        1,
+        &[],
+    );
+    let r = uac.wait(WAIT);
+    assert!(
+        r.success(),
+        "old config no longer routes: {}\n{}",
+        r.output,
+        r.errors
+    );
+    assert!(uas.wait(WAIT).success());
+}
