@@ -291,6 +291,9 @@ struct CallEntry {
     byes_outstanding: u32,
     /// Whether this call counts toward `active` of its current target.
     counted_target: Option<TargetId>,
+    /// The ACK we sent for the callee's 2xx, re-sent for each retransmission of it
+    /// (RFC 3261 §13.2.2.4).
+    b_ack: Option<Bytes>,
 }
 
 /// Counters the runtime exposes; cheap to copy.
@@ -985,6 +988,7 @@ impl Core {
                     reinvite_in_progress: false,
                     byes_outstanding: 0,
                     counted_target: None,
+                    b_ack: None,
                 },
             );
         }
@@ -1491,6 +1495,14 @@ impl Core {
             return; // an older attempt; handled as abandoned
         }
         let status = resp.status;
+        if (200..300).contains(&status)
+            && matches!(
+                entry.call.state,
+                CallState::Answered | CallState::Confirmed | CallState::Ending
+            )
+        {
+            return self.extra_2xx(c, resp, now);
+        }
         if status < 200 {
             entry.call.attempts[attempt].provisional = true;
             entry.deadlines.remove(&CallTimer::Attempt(attempt));
@@ -1552,6 +1564,39 @@ impl Core {
             now,
         );
         let _ = resp;
+    }
+
+    /// A 2xx to the INVITE after the call was already answered: a retransmission on the
+    /// pinned dialog gets our ACK again (§13.2.2.4; while we still wait for the caller's ACK
+    /// it is left unanswered, the ACK follows the caller's); a 2xx from another fork
+    /// (§13.2.2.4, a different To tag) is acknowledged and hung up.
+    fn extra_2xx(&mut self, c: CallRef, resp: Resp, now: Instant) {
+        let Some(entry) = self.calls.get(&c) else {
+            return;
+        };
+        let Some(b) = entry.call.b.clone() else {
+            return;
+        };
+        if resp.to_tag == b.remote_tag {
+            if let Some(ack) = entry.b_ack.clone() {
+                self.out.push_back(Transmit {
+                    transport: b.flow.transport,
+                    local: b.flow.local,
+                    remote: b.flow.remote,
+                    data: ack,
+                });
+            }
+            return;
+        }
+        let mut fork = b;
+        fork.remote_tag = resp.to_tag.clone();
+        if let Some(ct) = &resp.contact {
+            fork.remote_target = ct.clone();
+        }
+        info!(call = %self.call_name(c), tag = ?resp.to_tag, "answer from a second fork; hanging it up");
+        self.send_ack(&fork, resp.cseq, None);
+        let flow = fork.flow;
+        self.send_in_dialog(&mut fork, "BYE", vec![], None, Purpose::Ignore, flow, now);
     }
 
     fn attempt_answered(&mut self, c: CallRef, attempt: usize, resp: Resp, now: Instant) {
@@ -1824,7 +1869,10 @@ impl Core {
                 )
             });
             if let Some(b) = entry.call.b.clone() {
-                self.send_ack(&b, 1, body);
+                let ack = self.send_ack(&b, 1, body);
+                if let Some(e) = self.calls.get_mut(&c) {
+                    e.b_ack = Some(ack);
+                }
             }
             info!(call = %self.call_name(c), "confirmed");
             return;
@@ -1859,15 +1907,18 @@ impl Core {
     }
 
     /// Sends an ACK for a 2xx on `leg` (a new transaction-less request, §13.2.2.4).
-    fn send_ack(&mut self, leg: &Leg, cseq: u32, body: Option<(String, Vec<u8>)>) {
+    fn send_ack(&mut self, leg: &Leg, cseq: u32, body: Option<(String, Vec<u8>)>) -> Bytes {
         let branch = self.ids.branch();
-        let out = self.in_dialog_request(leg, "ACK", cseq, &branch, vec![], body);
+        let data = self
+            .in_dialog_request(leg, "ACK", cseq, &branch, vec![], body)
+            .to_bytes();
         self.out.push_back(Transmit {
             transport: leg.flow.transport,
             local: leg.flow.local,
             remote: leg.flow.remote,
-            data: out.to_bytes(),
+            data: data.clone(),
         });
+        data
     }
 
     fn in_dialog_request(

@@ -639,3 +639,56 @@ fn responses_carry_received_and_rport_on_the_top_via() {
         "SIP/2.0/UDP 10.9.9.9:5099;branch=z9hG4bKstamp;received=127.0.0.1;rport=40000"
     );
 }
+
+#[test]
+fn a_retransmitted_2xx_after_confirmation_gets_the_ack_again() {
+    let mut sim = Sim::new("");
+    let b_invite = confirmed_call(&mut sim, "", "");
+    // Our ACK was lost: the callee retransmits its 200 (RFC 3261 §13.3.1.4).
+    sim.recv(AGENT_A, answer(&b_invite, 200, "OK", "", Some(SDP_B)));
+    assert_eq!(
+        sim.find(AGENT_A, "ACK ").len(),
+        2,
+        "ACK re-sent for the retransmitted 2xx"
+    );
+    assert_eq!(
+        sim.find(CARRIER, "SIP/2.0 200").len(),
+        1,
+        "the caller sees one answer"
+    );
+    // The call is still confirmed: an in-dialog re-INVITE is relayed, not refused with 491.
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(
+            &ok,
+            "INVITE",
+            11,
+            "z9hG4bKre",
+            "",
+            Some(&SDP_A.replace("o=a 1 1", "o=a 1 2")),
+        ),
+    );
+    assert!(
+        sim.find(CARRIER, "SIP/2.0 491").is_empty(),
+        "call fell out of Confirmed"
+    );
+    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 2);
+}
+
+#[test]
+fn a_2xx_from_another_fork_is_acked_and_hung_up() {
+    let mut sim = Sim::new("");
+    let b_invite = confirmed_call(&mut sim, "", "");
+    let forked = answer(&b_invite, 200, "OK", "", Some(SDP_B)).replace("tag=uastag", "tag=fork2");
+    sim.recv(AGENT_A, forked);
+    let acks = sim.find(AGENT_A, "ACK ");
+    assert!(acks.last().unwrap().1.contains("tag=fork2"));
+    let byes = sim.find(AGENT_A, "BYE ");
+    assert_eq!(byes.len(), 1);
+    assert!(
+        byes[0].1.contains("tag=fork2"),
+        "only the extra fork is hung up"
+    );
+    assert!(sim.find(CARRIER, "BYE ").is_empty());
+}
