@@ -18,6 +18,25 @@ fn provider(id: &str, port: u16, region: &str, extra: &str) -> String {
     )
 }
 
+/// An AI provider (calling from SIPp port `agent`) routed to `primary` (priority 1, port
+/// `p1`) then `secondary` (priority 2, port `p2`), pings off so only failover is at play.
+fn primary_and_secondary(hp: u16, agent: u16, p1: u16, p2: u16) -> TestConfig {
+    let mut c = TestConfig::new(hp);
+    c.carriers
+        .push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
+    c.carriers
+        .push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
+    c.providers.push(provider(
+        "agent-a",
+        9,
+        "us",
+        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
+    ));
+    c.outbound
+        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    c
+}
+
 fn trying_count(hf: &Holdfast, target: &str) -> usize {
     hf.count_logs(|l| msg(l) == "trying" && field(l, "target_id") == target)
 }
@@ -172,23 +191,7 @@ fn cancel_during_ringing() {
 #[test]
 fn primary_not_listening_fails_over_within_attempt_timeout() {
     let (hp, agent, dead, second) = (free_port(), free_port(), free_port(), free_port());
-    let mut c = TestConfig::new(hp);
-    c.carriers
-        .push(carrier("primary", dead, "us", ", priority: 1, ping: false"));
-    c.carriers.push(carrier(
-        "secondary",
-        second,
-        "us",
-        ", priority: 2, ping: false",
-    ));
-    c.providers.push(provider(
-        "agent-a",
-        9,
-        "us",
-        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
-    ));
-    c.outbound
-        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    let c = primary_and_secondary(hp, agent, dead, second);
     let uas = Sipp::uas("secondary", &sc::uas_answer(), second, Some(1));
     let hf = Holdfast::start(&c.yaml(), hp);
     let uac = Sipp::uac(
@@ -228,19 +231,7 @@ fn primary_not_listening_fails_over_within_attempt_timeout() {
 #[test]
 fn primary_503_fails_over_to_secondary() {
     let (hp, agent, p1, p2) = (free_port(), free_port(), free_port(), free_port());
-    let mut c = TestConfig::new(hp);
-    c.carriers
-        .push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
-    c.carriers
-        .push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
-    c.providers.push(provider(
-        "agent-a",
-        9,
-        "us",
-        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
-    ));
-    c.outbound
-        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    let c = primary_and_secondary(hp, agent, p1, p2);
     let prim = Sipp::uas(
         "primary",
         &sc::uas_reject(503, "Service Unavailable"),
@@ -277,19 +268,7 @@ fn primary_503_fails_over_to_secondary() {
 #[test]
 fn busy_is_not_failed_over() {
     let (hp, agent, p1, p2) = (free_port(), free_port(), free_port(), free_port());
-    let mut c = TestConfig::new(hp);
-    c.carriers
-        .push(carrier("primary", p1, "us", ", priority: 1, ping: false"));
-    c.carriers
-        .push(carrier("secondary", p2, "us", ", priority: 2, ping: false"));
-    c.providers.push(provider(
-        "agent-a",
-        9,
-        "us",
-        &format!(", ping: false, sources: [\"127.0.0.1:{agent}\"]"),
-    ));
-    c.outbound
-        .push("{ match: { to: \"+1\" }, regions: [us], carriers: [primary, secondary] }".into());
+    let c = primary_and_secondary(hp, agent, p1, p2);
     let prim = Sipp::uas("primary", &sc::uas_reject(486, "Busy Here"), p1, Some(1));
     let _sec = Sipp::uas("secondary", &sc::uas_answer(), p2, None);
     let hf = Holdfast::start(&c.yaml(), hp);
