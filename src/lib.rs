@@ -10,11 +10,13 @@
 //! - [`routing`]: routing tables (longest-prefix rules, carrier/provider groups, regions) and
 //!   target selection.
 //! - [`health`]: OPTIONS-ping hysteresis and passive circuit breakers per target.
+//! - [`media`]: SDP rewriting and the sans-IO RTP relay core (media anchoring).
 //! - [`b2bua`]: the call core: two dialogs per call, failover, pinning, session timers.
 //! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS and signals.
 pub mod b2bua;
 pub mod config;
 pub mod health;
+pub mod media;
 pub mod routing;
 pub mod runtime;
 pub mod sip;
