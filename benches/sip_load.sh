@@ -3,6 +3,10 @@
 # rtpengine) from ../shared/peers, same SIPp scenarios, same rate, same run.
 #
 # usage: benches/sip_load.sh [CPS=50] [LIMIT=500] [CALLS=1500] [RUNS=3]
+#        MODE=sip-only benches/sip_load.sh 400 2000 8000 3
+# MODE=pcap (default) uses ../shared/peers' scenarios as they are (each call plays 8 s of
+# RTP). MODE=sip-only uses the same call flow without RTP playback and a 1 s hold, for both
+# stacks, to find the call-setup ceiling instead of the RTP generator's.
 # Loopback only; every load is bounded by SIPp's -m and -timeout; processes stopped by PID.
 # Needs: sip-tester, kamailio, rtpengine-daemon, rtpengine-utils, python3, bc (see
 # ../shared/peers/README.md for the install line).
@@ -34,6 +38,45 @@ routes:
     - { regions: [local], carriers: [uas] }
 YAML
 
+MODE=${MODE:-pcap}
+UAC_SF=$PEERS/scenarios/uac_pcap_rr.xml
+if [ "$MODE" = sip-only ]; then
+  # The shared UAC scenario minus its RTP playback, holding 1 s instead of 8 s.
+  UAC_SF=$OUT/uac_sip_only.xml
+  sed -e '/play_pcap_audio/d' -e 's/<pause milliseconds="8000"\/>/<pause milliseconds="1000"\/>/' \
+    "$PEERS/scenarios/uac_pcap_rr.xml" > "$UAC_SF"
+  grep -q play_pcap "$UAC_SF" && { echo "could not strip RTP from the scenario" >&2; exit 1; }
+fi
+
+# Kamailio + rtpengine exactly as ../shared/peers/run-kamailio-rtpengine.sh starts them, but
+# with the UAC scenario chosen above.
+run_kamailio() {
+  local dir=$OUT/kamailio-$1; mkdir -p "$dir"
+  rtpengine --config-file=none --table=-1 --interface=127.0.0.1 --listen-ng=127.0.0.1:2223 --listen-cli=127.0.0.1:9900 \
+    --port-min=30000 --port-max=40000 --foreground --log-stderr --log-level=4 --num-threads=2 --timeout=60 \
+    > "$dir/rtpengine.log" 2>&1 & local RPID=$!; PIDS+=($RPID)
+  for _ in 1 2 3 4 5 6 7 8 9 10; do python3 "$PEERS/tools/ng.py" ping >/dev/null 2>&1 && break; sleep 0.5; done
+  kamailio -f "$PEERS/conf/kamailio.cfg" -DD -E > "$dir/kamailio.log" 2>&1 & local KPID=$!; PIDS+=($KPID)
+  sleep 1.5
+  (cd "$dir" && exec sipp -sf "$PEERS/scenarios/uas_sdp.xml" -i 127.0.0.1 -p 5080 -mi 127.0.0.1 -mp 16000 -nostdin \
+     -timeout $((M / R + 120)) -trace_err > uas.out 2>&1) & local UPID=$!; PIDS+=($UPID)
+  sleep 1
+  local KP k0 t0 k1 t1 rc el
+  KP="$KPID $(cat /proc/$KPID/task/*/children 2>/dev/null)"
+  k0=$(ticks $KP); t0=$(date +%s.%N)
+  (cd "$dir" && sipp 127.0.0.1:5060 -sf "$UAC_SF" -i 127.0.0.1 -p 5070 -mi 127.0.0.1 -mp 20000 \
+     -r $R -l $L -m $M -nostdin -timeout $((M / R + 90)) -timeout_error \
+     -trace_stat -stf uac_stat.csv -fd 1 -trace_rtt -rtt_freq 1 -trace_err > uac.out 2>&1); rc=$?
+  k1=$(ticks $KP); t1=$(date +%s.%N)
+  stopall
+  el=$(echo "$t1 - $t0" | bc -l)
+  {
+    echo "== kamailio+rtpengine ($MODE)  r=$R l=$L m=$M  (uac rc=$rc, wall ${el%.*}s)"
+    python3 "$PEERS/tools/sippstats.py" "$dir/uac_stat.csv" "$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)"
+    echo "cpu_kamailio_pct=$(echo "scale=1; 100*($k1-$k0)/$TCK/$el" | bc -l) (100 = one core)"
+  } | tee "$dir/summary.txt"
+}
+
 run_holdfast() {
   local dir=$OUT/holdfast-$1; mkdir -p "$dir"
   "$BIN" --log-level warn run --config "$OUT/holdfast.yaml" > "$dir/holdfast.log" 2>&1 & local HPID=$!; PIDS+=($HPID)
@@ -43,29 +86,33 @@ run_holdfast() {
   sleep 1
   local h0 t0 h1 t1 rc
   h0=$(ticks $HPID); t0=$(date +%s.%N)
-  (cd "$dir" && sipp 127.0.0.1:5060 -sf "$PEERS/scenarios/uac_pcap_rr.xml" -i 127.0.0.1 -p 5070 -mi 127.0.0.1 -mp 20000 \
+  (cd "$dir" && sipp 127.0.0.1:5060 -sf "$UAC_SF" -i 127.0.0.1 -p 5070 -mi 127.0.0.1 -mp 20000 \
      -r $R -l $L -m $M -nostdin -timeout $((M / R + 90)) -timeout_error \
      -trace_stat -stf uac_stat.csv -fd 1 -trace_rtt -rtt_freq 1 -trace_err > uac.out 2>&1); rc=$?
   h1=$(ticks $HPID); t1=$(date +%s.%N)
   stopall
   local el; el=$(echo "$t1 - $t0" | bc -l)
   {
-    echo "== holdfast  r=$R l=$L m=$M  (uac rc=$rc, wall ${el%.*}s)"
-    python3 "$PEERS/tools/sippstats.py" "$dir/uac_stat.csv" "$(ls "$dir"/uac_pcap_rr_*_rtt.csv 2>/dev/null | head -1)"
+    echo "== holdfast ($MODE)  r=$R l=$L m=$M  (uac rc=$rc, wall ${el%.*}s)"
+    python3 "$PEERS/tools/sippstats.py" "$dir/uac_stat.csv" "$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)"
     echo "cpu_holdfast_pct=$(echo "scale=1; 100*($h1-$h0)/$TCK/$el" | bc -l) (100 = one core)"
   } | tee "$dir/summary.txt"
 }
 
 for i in $(seq 1 "$RUNS"); do
-  echo "### run $i/$RUNS"
-  OUT_K=$OUT/kamailio-$i
-  OUT=$OUT_K bash "$PEERS/run-kamailio-rtpengine.sh" "$R" "$L" "$M" > /dev/null 2>&1
-  cat "$OUT_K/summary.txt"
+  echo "### run $i/$RUNS ($MODE)"
+  if [ "$MODE" = pcap ]; then
+    OUT_K=$OUT/kamailio-$i
+    OUT=$OUT_K bash "$PEERS/run-kamailio-rtpengine.sh" "$R" "$L" "$M" > /dev/null 2>&1
+    cat "$OUT_K/summary.txt"
+  else
+    run_kamailio "$i"
+  fi
   run_holdfast "$i"
 done
 
 echo
-echo "### medians over $RUNS runs (r=$R l=$L m=$M)"
+echo "### medians over $RUNS runs (r=$R l=$L m=$M, $MODE)"
 python3 - "$OUT" "$RUNS" <<'PY'
 import re, sys, glob, statistics as st
 out, runs = sys.argv[1], int(sys.argv[2])
