@@ -84,6 +84,7 @@ struct Settings {
     user_agent: String,
     force_rport: bool,
     attempt_timeout: Duration,
+    ring_timeout: Duration,
     seed: Option<u64>,
 }
 
@@ -111,6 +112,7 @@ impl Settings {
             user_agent: cfg.sip.user_agent.clone(),
             force_rport: cfg.sip.force_rport,
             attempt_timeout: cfg.routing.attempt_timeout,
+            ring_timeout: cfg.routing.ring_timeout,
             seed: cfg.routing.seed,
         }
     }
@@ -235,6 +237,8 @@ struct ClientEntry {
 enum CallTimer {
     /// No provisional on attempt N within `attempt_timeout`.
     Attempt(usize),
+    /// Attempt N sent a provisional but no final within `ring_timeout`.
+    Ring(usize),
     /// We refresh this leg's session (RFC 4028 §10: at half the interval).
     Refresh(SideKey),
     /// The peer should have refreshed this leg by now (§10: BYE before expiry).
@@ -1504,6 +1508,15 @@ impl Core {
             return self.extra_2xx(c, resp, now);
         }
         if status < 200 {
+            if !entry.call.attempts[attempt].provisional {
+                let at = now + self.settings.ring_timeout;
+                entry.deadlines.insert(CallTimer::Ring(attempt), at);
+                self.heap
+                    .push(Reverse((at, TimerRef::Call(c, CallTimer::Ring(attempt)))));
+            }
+            let Some(entry) = self.calls.get_mut(&c) else {
+                return;
+            };
             entry.call.attempts[attempt].provisional = true;
             entry.deadlines.remove(&CallTimer::Attempt(attempt));
             if status == 100 {
@@ -1546,6 +1559,7 @@ impl Core {
             return;
         }
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
+        entry.deadlines.remove(&CallTimer::Ring(attempt));
         if (200..300).contains(&status) {
             self.attempt_answered(c, attempt, resp, now);
             return;
@@ -1713,6 +1727,7 @@ impl Core {
         }
         entry.call.attempts[attempt].outcome = Some(why.to_string());
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
+        entry.deadlines.remove(&CallTimer::Ring(attempt));
         let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
         let b = entry.call.b.take();
         if let Some(b) = b {
@@ -1741,7 +1756,11 @@ impl Core {
             self.stats.calls_failed += 1;
             let entry = self.calls.get(&c).expect("present");
             let sid = self.server_ids.get(&entry.a_invite).copied();
-            let reason = why.split_once(' ').map(|(_, r)| r.to_string());
+            // "486 Busy Here" keeps the callee's phrase; our own timeouts use the standard one.
+            let reason = why
+                .split_once(' ')
+                .filter(|(code, _)| code.parse::<u16>().is_ok())
+                .map(|(_, r)| r.to_string());
             if let Some(sid) = sid {
                 self.respond(sid, status, reason.as_deref(), vec![], None, now);
             }
@@ -2631,6 +2650,30 @@ impl Core {
                     n,
                     408,
                     &format!("timeout (no provisional in {secs:?})"),
+                    AttemptOutcome::Timeout,
+                    now,
+                );
+            }
+            CallTimer::Ring(n) => {
+                let ring = self.settings.ring_timeout;
+                let Some(e) = self.calls.get_mut(&c) else {
+                    return;
+                };
+                if e.call.attempts.len() != n + 1 || e.call.attempts[n].outcome.is_some() {
+                    return;
+                }
+                // Rang too long without an answer (Timer C): cancel that branch; the next
+                // candidate gets the call unless early media already reached the caller.
+                let key = e.b_invite.take();
+                let leg = e.call.b.clone();
+                if let Some(k) = key {
+                    self.abandon_invite(&k, leg, now);
+                }
+                self.attempt_failed(
+                    c,
+                    n,
+                    408,
+                    &format!("timeout (no answer in {ring:?})"),
                     AttemptOutcome::Timeout,
                     now,
                 );

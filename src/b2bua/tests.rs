@@ -692,3 +692,43 @@ fn a_2xx_from_another_fork_is_acked_and_hung_up() {
     );
     assert!(sim.find(CARRIER, "BYE ").is_empty());
 }
+
+#[test]
+fn ringing_without_answer_fails_over_after_ring_timeout() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let a = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&a, 180, "Ringing", "", None));
+    sim.advance_to(Duration::from_secs(179));
+    assert!(sim.find(AGENT_B, "INVITE ").is_empty());
+    sim.advance_to(Duration::from_secs(180));
+    assert_eq!(
+        sim.find(AGENT_A, "CANCEL ").len(),
+        1,
+        "the silent ringer is cancelled"
+    );
+    let b = sim.find(AGENT_B, "INVITE ");
+    assert_eq!(b.len(), 1, "the next candidate gets the call");
+    assert_eq!(b[0].0, Duration::from_secs(180));
+}
+
+#[test]
+fn ring_timeout_after_early_media_ends_the_call_with_408() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let a = sim.last(AGENT_A, "INVITE ");
+    sim.recv(
+        AGENT_A,
+        answer(&a, 183, "Session Progress", "", Some(SDP_B)),
+    );
+    sim.advance_to(Duration::from_secs(181));
+    let mut cancels = sim.find(AGENT_A, "CANCEL ");
+    cancels.dedup_by(|a, b| a.1 == b.1); // Timer E retransmissions of the same CANCEL
+    assert_eq!(cancels.len(), 1);
+    assert!(
+        sim.find(AGENT_B, "INVITE ").is_empty(),
+        "no failover after early media"
+    );
+    let r = sim.last(CARRIER, "SIP/2.0 408");
+    assert!(r.starts_with("SIP/2.0 408 Request Timeout"), "{r}");
+}

@@ -151,6 +151,9 @@ impl FailoverPolicy {
 pub struct RoutingSettings {
     /// No provisional response within this -> next candidate.
     pub attempt_timeout: Duration,
+    /// A candidate that sent a provisional but no final within this is cancelled and
+    /// counted as a timeout (a proxy's Timer C, RFC 3261 §16.6 step 11).
+    pub ring_timeout: Duration,
     pub failover: FailoverPolicy,
     /// Seed for weighted selection (tests); `None` = the runtime picks one per call.
     pub seed: Option<u64>,

@@ -161,6 +161,7 @@ pub(crate) struct RawBreaker {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawRouting {
     pub attempt_timeout: Option<Scalar>,
+    pub ring_timeout: Option<Scalar>,
     pub failover_codes: Option<Vec<Scalar>>,
     pub no_failover_codes: Option<Vec<Scalar>>,
     pub seed: Option<Scalar>,

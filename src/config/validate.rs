@@ -541,6 +541,11 @@ impl Validator<'_> {
             "routing.attempt_timeout",
             Duration::from_secs(1),
         )?;
+        let ring_timeout = self.positive_duration(
+            &raw.ring_timeout,
+            "routing.ring_timeout",
+            Duration::from_secs(180),
+        )?;
         let failover_codes = match &raw.failover_codes {
             None => vec![CodeSpec::Exact(408), CodeSpec::Class(5)],
             Some(v) => self.code_specs(v, "routing.failover_codes")?,
@@ -559,6 +564,7 @@ impl Validator<'_> {
             .and_then(|s| u64::try_from(s).ok());
         Ok(RoutingSettings {
             attempt_timeout,
+            ring_timeout,
             failover: FailoverPolicy {
                 failover_codes,
                 no_failover_codes,
