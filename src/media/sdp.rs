@@ -572,7 +572,8 @@ fn parse_field(text: &str, in_media: bool) -> Result<Field, SdpErrorKind> {
         return Err(SdpErrorKind::SessionLineInMedia(char::from(t)));
     }
     Ok(match t {
-        b'v' if v == "0" => Field::Version,
+        // Trailing blanks are tolerated: some stacks pad lines.
+        b'v' if v.trim_end() == "0" => Field::Version,
         b'v' => {
             return Err(SdpErrorKind::UnsupportedVersion(
                 v.chars().take(16).collect(),
@@ -882,7 +883,9 @@ pub enum RtcpPorts {
     Mux,
 }
 
-/// Holdfast's ports for one m-line.
+/// Holdfast's ports for one m-line. Without an `a=rtcp:` line in the SDP being anchored the
+/// peer sends RTCP to RTP port + 1 (RFC 3550 §11), and [`anchor`] adds no `a=rtcp:`; so
+/// allocate `rtcp: Port(rtp_port + 1)` then, and `Mux` only when the SDP has `a=rtcp-mux`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaPorts {
     pub rtp_port: u16,
@@ -1049,13 +1052,25 @@ fn is_hold_address(c: Option<&Connection>) -> bool {
 /// Our answer to a hold/unhold re-offer on a leg, built from the last answer we sent there
 /// (RFC 3264 §8.4): same codecs, ports and addresses; per m-line the direction is
 /// [`Direction::answer_to`] the offer's (a `c=0.0.0.0` offer, RFC 2543 hold, counts as
-/// sendonly); a stream the offer disables (port 0) is answered with port 0. Stamp the result
+/// sendonly); a stream the offer disables (port 0) is answered with port 0, and a stream the
+/// offer adds is rejected (port 0) since it needs a real offer/answer through the other leg;
+/// the session-level direction attribute is dropped in favour of per-m-line ones. Stamp the result
 /// with the leg's [`OriginState`] so the version moves only if the content did.
 pub fn answer_hold(last_answer: &Sdp, offer: &Sdp) -> Sdp {
     let mut out = last_answer.clone();
     // Directions are written per m-line, so a session-level one would only be misleading.
     out.session
         .retain(|l| !matches!(l.field, Field::Attribute(Attribute::Direction(_))));
+    // RFC 3264 §6: the answer has exactly as many m-lines as the offer. Streams the re-offer
+    // adds cannot be answered from the last answer; reject them (port 0, the offer's formats).
+    out.media.truncate(offer.media.len());
+    for om in offer.media.iter().skip(out.media.len()) {
+        out.media.push(Media::new(MediaDesc {
+            port: 0,
+            num_ports: None,
+            ..om.desc.clone()
+        }));
+    }
     for i in 0..out.media.len() {
         let Some(om) = offer.media.get(i) else {
             break;
@@ -1159,10 +1174,13 @@ impl Sdp {
             }
             match rtcp_attr {
                 Some(r) => {
+                    // `a=rtcp:9 IN IP4 0.0.0.0` (ICE placeholder) says nothing about the
+                    // address: fall back to the RTP one.
                     let ip = match &r.address {
                         Some(a) => a.ip()?,
                         None => rtp.ip(),
                     };
+                    let ip = if ip.is_unspecified() { rtp.ip() } else { ip };
                     Some(SocketAddr::new(ip, r.port))
                 }
                 // RFC 3550 §11: RTCP on the next port up.

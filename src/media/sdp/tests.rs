@@ -576,3 +576,71 @@ fn mutation_loop_never_panics() {
 fn r_len(s: &Sdp) -> usize {
     s.media.len()
 }
+
+#[test]
+fn answer_hold_rejects_added_streams_and_drops_extra() {
+    let last = anchor(
+        &Sdp::parse_str(TWILIO).unwrap(),
+        &plan1(30000, RtcpPorts::Mux),
+    );
+    let offer = Sdp::parse_str(&format!(
+        "{TWILIO}m=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"
+    ))
+    .unwrap();
+    let ans = answer_hold(&last, &offer);
+    assert_eq!(ans.media.len(), 2);
+    assert_eq!(ans.media[1].desc.port, 0);
+    assert_eq!(ans.media[1].desc.fmts, ["96"]);
+    assert!(ans
+        .to_string()
+        .ends_with("a=sendrecv\r\nm=video 0 RTP/AVP 96\r\na=sendrecv\r\n"));
+    // Fewer m-lines in the offer than in our last answer: the answer follows the offer.
+    let two = anchor(&Sdp::parse_str(IPV6).unwrap(), &plan1(1, RtcpPorts::Mux));
+    assert_eq!(
+        answer_hold(&two, &Sdp::parse_str(TWILIO).unwrap())
+            .media
+            .len(),
+        1
+    );
+    // The session-level direction goes, per-m-line directions are written.
+    let a = answer_hold(&two, &Sdp::parse_str(IPV6).unwrap());
+    assert!(a
+        .attributes()
+        .all(|x| !matches!(x, Attribute::Direction(_))));
+    assert_eq!(
+        (a.direction(0), a.direction(1)),
+        (Direction::RecvOnly, Direction::RecvOnly)
+    );
+    assert_eq!(a.media[1].desc.port, 0);
+}
+
+#[test]
+fn sdp_serde_round_trip_keeps_bytes() {
+    for s in SAMPLES {
+        let sdp = Sdp::parse_str(s).unwrap();
+        let json = serde_json::to_string(&sdp).unwrap();
+        let back: Sdp = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.to_string(), *s);
+    }
+}
+
+#[test]
+fn small_tolerances() {
+    // Trailing blank after v=0, padded fields.
+    let s = "v=0 \r\no=- 1 1 IN IP4 1.2.3.4 \r\nc=IN IP4  1.2.3.4\r\nm=audio 5000 RTP/AVP 0 \r\na=rtcp:5009 IN IP4 0.0.0.0\r\n";
+    let sdp = Sdp::parse_str(s).unwrap();
+    assert_eq!(sdp.to_string(), s);
+    let mi = &sdp.media_info()[0];
+    assert_eq!(
+        mi.rtcp_addr,
+        Some("1.2.3.4:5009".parse().unwrap()),
+        "unspecified a=rtcp address falls back to c="
+    );
+    // An edited line is written canonically, the untouched ones stay as received.
+    let mut e = sdp.clone();
+    e.media[0].desc.port = 6000;
+    assert_eq!(
+        e.to_string(),
+        s.replace("m=audio 5000 RTP/AVP 0 ", "m=audio 6000 RTP/AVP 0")
+    );
+}
