@@ -155,7 +155,8 @@ impl fmt::Display for Address {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub username: String,
-    /// A numeric string; kept as text because peers use values beyond 64 bits.
+    /// A numeric string per RFC 8866 §5.2; kept as text, unchecked, because peers use values
+    /// beyond 64 bits (and holdfast replaces the peer's `o=` anyway).
     pub sess_id: String,
     pub sess_version: u64,
     pub address: Address,
@@ -369,6 +370,13 @@ pub struct Sdp {
     eol: Eol,
 }
 
+impl Sdp {
+    /// The line terminator new or edited-in lines get.
+    pub fn line_ending(&self) -> Eol {
+        self.eol
+    }
+}
+
 fn attrs(lines: &[Line]) -> impl Iterator<Item = &Attribute> {
     lines.iter().filter_map(|l| match &l.field {
         Field::Attribute(a) => Some(a),
@@ -422,9 +430,6 @@ fn parse_origin(v: &str) -> Result<Origin, SdpErrorKind> {
     let [user, id, ver, net, at, addr] = t.as_slice() else {
         return Err(bad('o', "expected 6 fields"));
     };
-    if !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad('o', "sess-id is not numeric"));
-    }
     Ok(Origin {
         username: user.to_string(),
         sess_id: id.to_string(),
@@ -992,6 +997,11 @@ pub fn anchor(sdp: &Sdp, plan: &AnchorPlan) -> Sdp {
 /// Holdfast's `o=` on one leg: its session id and version, and the last body sent, so that the
 /// version increases by exactly one when the content changes and stays when it does not
 /// (RFC 3264 §8; a session refresh re-sends the same version).
+///
+/// LIFECYCLE: `new` (nothing sent; `last_body: None`) → first [`stamp`](Self::stamp) writes
+/// `version` as is and records the body → each later `stamp` either keeps `version` (same
+/// body: refresh, retransmission, unchanged re-INVITE) or increments it by one (anything else
+/// changed, including holdfast's IP). One `OriginState` per leg, for the life of the call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginState {
     pub sess_id: u64,
@@ -1124,7 +1134,10 @@ pub struct MediaInfo {
     pub rtp_addr: Option<SocketAddr>,
     /// Where to send RTCP: the RTP address under rtcp-mux, else `a=rtcp`, else RTP port + 1.
     pub rtcp_addr: Option<SocketAddr>,
+    /// `a=rtcp-mux` present. In an offer this is only a proposal (RFC 5761 §5.1.1): read the
+    /// answer's `media_info` to know whether RTCP really shares the RTP port.
     pub rtcp_mux: bool,
+    /// Effective direction (media level, else session level, else sendrecv).
     pub direction: Direction,
     pub payload_types: Vec<PayloadType>,
     pub telephone_event: Option<TelephoneEvent>,
