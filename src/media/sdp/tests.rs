@@ -644,3 +644,28 @@ fn small_tolerances() {
         s.replace("m=audio 5000 RTP/AVP 0 ", "m=audio 6000 RTP/AVP 0")
     );
 }
+
+#[test]
+fn peer_refresh_with_new_origin_version_keeps_ours() {
+    // A session-timer refresh re-INVITE: the peer bumps its own o= version (or even changes
+    // its username/IP) but the media did not change, so the version holdfast sends stays.
+    let ip = v4(10, 0, 0, 1);
+    let plan = plan1(30000, RtcpPorts::Mux);
+    let mut st = OriginState::new(99, 1);
+    let mut first = anchor(&Sdp::parse_str(TWILIO).unwrap(), &plan);
+    assert_eq!(st.stamp(&mut first, ip), 1);
+    let refreshed = TWILIO.replace(
+        "1586079421 1586079421 IN IP4 54.172.60.1",
+        "1586079421 1586079422 IN IP4 54.172.60.2",
+    );
+    let mut again = anchor(&Sdp::parse_str(&refreshed).unwrap(), &plan);
+    assert_eq!(st.stamp(&mut again, ip), 1);
+    assert_eq!(again.to_bytes(), first.to_bytes());
+    // A codec change from the peer is a change on our leg too.
+    let changed = TWILIO.replace("RTP/AVP 0 8 101", "RTP/AVP 8 101");
+    let mut third = anchor(&Sdp::parse_str(&changed).unwrap(), &plan);
+    assert_eq!(st.stamp(&mut third, ip), 2);
+    // Our IP changing (failover to another address) is a change as well.
+    let mut fourth = third.clone();
+    assert_eq!(st.stamp(&mut fourth, v4(10, 0, 0, 2)), 3);
+}
