@@ -5,3 +5,8 @@
 //! ports, and — in the sans-IO relay core — latch, filter, rewrite and count RTP/RTCP
 //! packets in place. Never: touches a socket or the clock (the runtime feeds packets and
 //! `now`), allocates per packet, or decides call routing.
+
+pub mod ports;
+pub mod relay;
+pub mod rtp;
+pub mod stats;
