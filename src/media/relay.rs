@@ -23,7 +23,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::rtp::{classify, rewrite_rtcp_sender_ssrc, PacketClass, PacketError, RtpPacket};
+use super::rtp::{classify, rewrite_rtcp, PacketClass, PacketError, RtcpRewrite, RtpPacket};
 use super::stats::{StreamStats, StreamStatsSnapshot};
 
 /// Default media timeout for a carrier leg: no RTP for this long means the call is dead.
@@ -610,10 +610,19 @@ impl Relay {
         if !source_ok {
             return Action::Drop(DropReason::WrongSource);
         }
-        let stream = &mut self.streams[i];
-        if let Err(e) = rewrite_rtcp_sender_ssrc(buf, stream.cfg.ssrc) {
+        // RFC 3550 §7.2: keep RTCP consistent with the RTP rewrite — our SSRC as sender,
+        // SR timestamps in our timestamp space, and reports about the stream we send to
+        // this leg mapped back to the SSRC/sequence space of its original source.
+        let (this, back) = (&self.streams[i], &self.streams[o]);
+        let rw = RtcpRewrite {
+            sender_ssrc: this.cfg.ssrc,
+            sr_timestamp: this.in_ssrc.map(|s| (s, this.ts_offset)),
+            report_blocks: back.in_ssrc.map(|s| (back.cfg.ssrc, s, back.seq_offset)),
+        };
+        if let Err(e) = rewrite_rtcp(buf, &rw) {
             return Action::Drop(DropReason::Malformed(e));
         }
+        let stream = &mut self.streams[i];
         let Some((to, kind)) = self.legs[o].rtcp_destination() else {
             return Action::Drop(DropReason::NoPeerYet);
         };
@@ -655,6 +664,9 @@ impl Relay {
         let s = &mut self.streams[from.idx()];
         if enabled && !s.enabled {
             self.legs[from.idx()].last_rx = now;
+            // Resume as a continuation: seq +1, ts by the wall-clock gap, marker set,
+            // instead of a sequence jump the receiver would count as loss.
+            s.switch_pending = true;
         }
         s.enabled = enabled;
     }

@@ -326,28 +326,95 @@ pub fn rtcp_header(buf: &[u8]) -> Result<RtcpHeader, PacketError> {
     })
 }
 
+/// How to translate an RTCP datagram that crosses the relay (RFC 3550 §7.2: a translator
+/// that changes SSRCs, sequence numbers and timestamps must change RTCP consistently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtcpRewrite {
+    /// New sender SSRC for every packet (the relay's outgoing SSRC of this direction).
+    pub sender_ssrc: u32,
+    /// `(original sender SSRC, timestamp offset)`: add the offset to an SR's RTP timestamp
+    /// when the SR's sender is that SSRC (the input source the RTP offsets belong to).
+    pub sr_timestamp: Option<(u32, u32)>,
+    /// Report blocks about the relay's *other* outgoing stream: `(its outgoing SSRC, the
+    /// original input SSRC, its sequence offset)` — the block's SSRC is mapped back to the
+    /// original and the extended highest sequence number's low 16 bits shifted back.
+    pub report_blocks: Option<(u32, u32, u16)>,
+}
+
+impl RtcpRewrite {
+    /// Only the sender SSRC.
+    pub fn sender_only(sender_ssrc: u32) -> Self {
+        RtcpRewrite {
+            sender_ssrc,
+            sr_timestamp: None,
+            report_blocks: None,
+        }
+    }
+}
+
 /// Rewrite the sender SSRC in place in every packet of a compound RTCP datagram, so the
-/// receiver attributes the reports to the relay's outgoing stream (RFC 3550 §6.4.1, §7.2:
-/// a translator that rewrites SSRCs must rewrite RTCP consistently).
+/// receiver attributes the reports to the relay's outgoing stream (RFC 3550 §6.4.1, §7.2).
+/// Equivalent to [`rewrite_rtcp`] with [`RtcpRewrite::sender_only`].
+pub fn rewrite_rtcp_sender_ssrc(buf: &mut [u8], ssrc: u32) -> Result<usize, PacketError> {
+    rewrite_rtcp(buf, &RtcpRewrite::sender_only(ssrc))
+}
+
+/// Translate a compound RTCP datagram in place.
 ///
 /// Rewritten: SR/RR/APP/RTPFB/PSFB sender SSRC; SDES first chunk and BYE first SSRC when the
-/// count is non-zero. Report blocks (the SSRC *being reported on*) are left alone. The first
-/// packet must be valid; a later malformed packet stops the walk (what was rewritten stays).
-/// Returns how many packets were rewritten.
-pub fn rewrite_rtcp_sender_ssrc(buf: &mut [u8], ssrc: u32) -> Result<usize, PacketError> {
-    rtcp_header(buf)?;
+/// count is non-zero; optionally the SR RTP timestamp and SR/RR report blocks (see
+/// [`RtcpRewrite`]). Other report blocks and feedback media-source SSRCs are left alone. The
+/// first packet must be valid; a later malformed packet stops the walk (what was rewritten
+/// stays). Returns how many packets had their sender SSRC rewritten.
+pub fn rewrite_rtcp(buf: &mut [u8], rw: &RtcpRewrite) -> Result<usize, PacketError> {
+    let first = rtcp_header(buf)?;
+    if first.len < 8 {
+        return Err(PacketError::TooShort { len: first.len });
+    }
     let mut off = 0usize;
     let mut rewritten = 0usize;
-    // Bounded: each iteration advances by ≥ 4 octets.
+    // Bounded: each iteration advances by at least 8 octets.
     while let Some(rest) = buf.get_mut(off..) {
         let Ok(h) = rtcp_header(rest) else { break };
+        if h.len < 8 {
+            break; // a length-0 packet has no SSRC word of its own
+        }
+        let pkt = &mut rest[..h.len];
         let has_ssrc = match h.packet_type {
             rtcp_type::SDES | rtcp_type::BYE => h.count > 0,
             _ => true,
         };
         if has_ssrc {
-            rest[4..8].copy_from_slice(&ssrc.to_be_bytes());
+            pkt[4..8].copy_from_slice(&rw.sender_ssrc.to_be_bytes());
             rewritten += 1;
+        }
+        let blocks_at = match h.packet_type {
+            rtcp_type::SR => 28, // header + SSRC + 20 octets of sender info (§6.4.1)
+            rtcp_type::RR => 8,
+            _ => 0,
+        };
+        if h.packet_type == rtcp_type::SR && pkt.len() >= 28 {
+            if let Some((orig, ts_offset)) = rw.sr_timestamp {
+                if h.ssrc == orig {
+                    let ts = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
+                    pkt[16..20].copy_from_slice(&ts.wrapping_add(ts_offset).to_be_bytes());
+                }
+            }
+        }
+        if let (true, Some((out_ssrc, in_ssrc, seq_offset))) = (blocks_at > 0, rw.report_blocks) {
+            for k in 0..usize::from(h.count) {
+                let o = blocks_at + 24 * k;
+                let Some(block) = pkt.get_mut(o..o + 24) else {
+                    break;
+                };
+                if block[0..4] != out_ssrc.to_be_bytes() {
+                    continue;
+                }
+                block[0..4].copy_from_slice(&in_ssrc.to_be_bytes());
+                // §6.4.1: extended highest sequence number = cycles (high 16) | seq (low 16).
+                let low = u16::from_be_bytes([block[10], block[11]]).wrapping_sub(seq_offset);
+                block[10..12].copy_from_slice(&low.to_be_bytes());
+            }
         }
         off += h.len;
     }
@@ -623,6 +690,39 @@ pub(crate) mod tests {
         let mut trunc = build_sr_sdes(1, 2);
         trunc.truncate(58);
         assert_eq!(rewrite_rtcp_sender_ssrc(&mut trunc, 5).unwrap(), 1);
+        // A length-0 packet (4 octets) must not have the next packet's words rewritten.
+        let mut zero = vec![0x80, 201, 0, 0, 0x80, 201, 0, 1, 0, 0, 0, 7];
+        assert_eq!(
+            rewrite_rtcp_sender_ssrc(&mut zero, 9).unwrap_err(),
+            PacketError::TooShort { len: 4 }
+        );
+        assert_eq!(&zero[4..8], &[0x80, 201, 0, 1]);
+    }
+
+    #[test]
+    fn rtcp_translates_sr_timestamp_and_report_blocks() {
+        let mut sr = build_sr_sdes(0x1111, 0xbbbb);
+        sr[16..20].copy_from_slice(&1000u32.to_be_bytes()); // SR RTP timestamp
+        sr[36..40].copy_from_slice(&0x0002_0005u32.to_be_bytes()); // ext highest seq
+        let rw = RtcpRewrite {
+            sender_ssrc: 0xaaaa,
+            sr_timestamp: Some((0x1111, 500)),
+            report_blocks: Some((0xbbbb, 0xcccc, 10)),
+        };
+        assert_eq!(rewrite_rtcp(&mut sr, &rw).unwrap(), 2);
+        assert_eq!(&sr[4..8], &0xaaaau32.to_be_bytes());
+        assert_eq!(&sr[16..20], &1500u32.to_be_bytes());
+        assert_eq!(&sr[28..32], &0xccccu32.to_be_bytes());
+        assert_eq!(
+            &sr[36..40],
+            &0x0002_fffbu32.to_be_bytes(),
+            "low 16 bits: 5 - 10"
+        );
+        // Another sender's SR timestamp and other reportees are not touched.
+        let mut other = build_sr_sdes(0x2222, 0xdddd);
+        rewrite_rtcp(&mut other, &rw).unwrap();
+        assert_eq!(&other[16..20], &[0, 0, 0, 0]);
+        assert_eq!(&other[28..32], &0xddddu32.to_be_bytes());
     }
 
     #[test]

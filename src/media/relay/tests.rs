@@ -345,7 +345,7 @@ fn rtcp_separate_port_rewrites_sender_ssrc() {
     assert_eq!(
         &sr[28..32],
         &SSRC_TO_A.to_be_bytes(),
-        "report block untouched"
+        "report block kept while B has no input source yet"
     );
     assert_eq!(r.stats(Side::A).rtcp_packets_forwarded, 1);
     // The RTCP socket latched on its own; another source is dropped.
@@ -414,7 +414,23 @@ fn disabled_direction_drops_and_pauses_timeout() {
     assert_eq!(r.poll_media_timeout(t0 + s(100)), None);
     r.set_enabled(Side::A, true, t0 + s(100));
     assert_eq!(r.poll_timeout(), Some(t0 + s(130)));
-    fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0 + s(101));
+    let o1 = fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0 + s(101));
+    assert!(!o1.marker);
+    // Hold again for 2 s while the carrier keeps sending (seq 3..=102 never forwarded).
+    r.set_enabled(Side::A, false, t0 + s(101));
+    for k in 3..=102u16 {
+        let mut b = simple_rtp(0, k, 160 * u32::from(k), 1);
+        r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut b, t0 + s(101));
+    }
+    r.set_enabled(Side::A, true, t0 + s(103));
+    let o2 = fwd(&mut r, Side::A, CARRIER_NAT, 103, 160 * 103, 1, t0 + s(103));
+    assert_eq!(
+        o2.seq,
+        o1.seq.wrapping_add(1),
+        "resume continues the sequence"
+    );
+    assert_eq!(o2.ts.wrapping_sub(o1.ts), 2 * 8000, "ts by wall-clock gap");
+    assert!(o2.marker);
 }
 
 #[test]
@@ -560,4 +576,27 @@ fn seeded_random_bytes_never_panic() {
         let _ = crate::media::rtp::TelephoneEvent::parse(&buf[..len]);
     }
     assert!(forwarded > 0, "the mutation loop reaches the forward path");
+}
+
+#[test]
+fn rtcp_translated_consistently_with_rtp() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    // A sends SSRC 0x1234 seq 5000 ts 123_456 → out seq 100, ts 1_000 (offsets −4900, −122_456).
+    fwd(&mut r, Side::A, CARRIER_NAT, 5000, 123_456, 0x1234, t0);
+    // B sends SSRC 0x7777 seq 50 → out seq 200.
+    fwd(&mut r, Side::B, AI_PEER, 50, 0, 0x7777, t0);
+    // A's SR: its RTP timestamp goes into the outgoing space; its report about the stream
+    // holdfast sends to A (SSRC_TO_A, seq 200) maps back to B's source (0x7777, seq 50).
+    let mut sr = build_sr_sdes(0x1234, SSRC_TO_A);
+    sr[16..20].copy_from_slice(&123_616u32.to_be_bytes());
+    sr[36..40].copy_from_slice(&200u32.to_be_bytes());
+    assert!(matches!(
+        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0),
+        Action::Forward { .. }
+    ));
+    assert_eq!(rtcp_header(&sr).unwrap().ssrc, SSRC_TO_B);
+    assert_eq!(&sr[16..20], &1_160u32.to_be_bytes());
+    assert_eq!(&sr[28..32], &0x7777u32.to_be_bytes());
+    assert_eq!(&sr[36..40], &50u32.to_be_bytes());
 }
