@@ -600,3 +600,14 @@ fn rtcp_translated_consistently_with_rtp() {
     assert_eq!(&sr[28..32], &0x7777u32.to_be_bytes());
     assert_eq!(&sr[36..40], &50u32.to_be_bytes());
 }
+
+#[test]
+fn stream_config_from_seed_is_deterministic() {
+    let a = StreamConfig::from_seed(42, 8000);
+    assert_eq!(a, StreamConfig::from_seed(42, 8000));
+    let b = StreamConfig::from_seed(43, 8000);
+    assert_ne!(a.ssrc, b.ssrc);
+    assert_ne!(a.initial_ts, b.initial_ts);
+    assert_eq!(a.clock_rate_hz, 8000);
+    assert_eq!(a.pt_map, PayloadTypeMap::identity());
+}
