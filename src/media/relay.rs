@@ -15,7 +15,11 @@
 //!
 //! Never: allocates, locks, reads the clock, or makes a syscall per packet; touches a
 //! socket (the runtime shell does recvmmsg/sendmmsg and passes `now`); copies a payload;
-//! panics on wire data; translates RTCP report blocks or SRTP (not yet).
+//! panics on wire data; handles SRTP/DTLS/ICE (dropped as `NotRtp` for now).
+//!
+//! After a re-INVITE that moves leg X to a new peer (e.g. a new AI provider), the call core
+//! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
+//! the stream sent to the other leg continuous); an SSRC change alone is detected here.
 //!
 //! See `LIFECYCLE.md` in this folder for the stream states (unlatched → latched →
 //! switched → relatched).
@@ -57,18 +61,38 @@ impl Side {
 }
 
 /// Why a packet was not forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DropReason {
     /// STUN, DTLS, ZRTP, TURN or an unknown first byte (RFC 7983) on a media port.
+    #[error("not RTP/RTCP")]
     NotRtp,
     /// Failed RTP/RTCP header validation.
+    #[error("malformed: {0}")]
     Malformed(PacketError),
     /// Not from the latched peer address.
+    #[error("not from the latched peer")]
     WrongSource,
     /// Nowhere to send: the other leg has neither an SDP address nor a latched one.
+    #[error("no peer address on the other leg yet")]
     NoPeerYet,
     /// This direction is disabled (hold / inactive / recvonly).
+    #[error("direction disabled")]
     Disabled,
+}
+
+impl DropReason {
+    /// A stable label for metrics and logs (matches the [`DropCounts`] field names).
+    ///
+    /// [`DropCounts`]: super::stats::DropCounts
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DropReason::NotRtp => "not_rtp",
+            DropReason::Malformed(_) => "malformed",
+            DropReason::WrongSource => "wrong_source",
+            DropReason::NoPeerYet => "no_peer_yet",
+            DropReason::Disabled => "disabled",
+        }
+    }
 }
 
 /// The runtime's next step for one datagram.

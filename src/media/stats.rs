@@ -468,6 +468,11 @@ mod tests {
         ));
         st.handle_forwarded(172);
         st.handle_rtcp_forwarded();
+        assert_eq!(DropReason::WrongSource.as_str(), "wrong_source");
+        assert_eq!(
+            DropReason::WrongSource.to_string(),
+            "not from the latched peer"
+        );
         let s = st.snapshot();
         assert_eq!(s.drops.wrong_source, 2);
         assert_eq!(s.drops.total(), 4);
