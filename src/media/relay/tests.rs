@@ -611,3 +611,24 @@ fn stream_config_from_seed_is_deterministic() {
     assert_eq!(a.clock_rate_hz, 8000);
     assert_eq!(a.pt_map, PayloadTypeMap::identity());
 }
+
+#[test]
+fn rtcp_from_separate_port_to_muxed_leg() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.b.rtcp_mux = true;
+    let mut r = Relay::new(cfg, t0);
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 0x42];
+    assert_eq!(
+        r.handle_rtcp(Side::A, addr("198.51.100.20:10001"), &mut rr, t0),
+        Action::Forward {
+            to: addr(AI_PEER),
+            len: 8,
+            via: LocalSocket {
+                side: Side::B,
+                kind: SocketKind::Rtp
+            }
+        }
+    );
+    assert_eq!(rtcp_header(&rr).unwrap().ssrc, SSRC_TO_B);
+}
