@@ -1,0 +1,295 @@
+//! Relay port allocator over a configured UDP port range.
+//!
+//! Does: hand out an even RTP port with RTCP on port + 1 (RFC 3550 §11), or a single port
+//! when RTCP is muxed (RFC 5761); take ports back on free; refuse double frees and ports it
+//! never handed out; report exhaustion as an error (the call layer answers 503). A bitmap
+//! (one bit per port, one allocation at construction) scanned next-fit from a cursor: a
+//! word-at-a-time scan, deterministic order, and a just-freed port is reused only after the
+//! rest of the range (late packets of an ended call do not reach a new one).
+//!
+//! Never: binds sockets (the runtime binds what it is given and frees the port if the bind
+//! fails), hands out a port that is in use, or allocates after construction.
+
+use std::ops::RangeInclusive;
+
+/// Port allocator errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// No free port (or even/odd pair) is left in the range.
+    #[error("relay port range exhausted")]
+    Exhausted,
+    /// The range is empty or holds no even/odd pair.
+    #[error("invalid relay port range {start}..={end}")]
+    InvalidRange { start: u16, end: u16 },
+    /// Freeing a port that is not currently allocated (double free or never handed out).
+    #[error("port {0} is not allocated")]
+    NotAllocated(u16),
+}
+
+/// Ports given to one relay socket set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortAllocation {
+    /// The RTP port (even when paired).
+    pub rtp: u16,
+    /// The RTCP port (`rtp + 1`), or `None` when RTCP is muxed on `rtp`.
+    pub rtcp: Option<u16>,
+}
+
+const PAIR_MASK: u64 = 0x5555_5555_5555_5555;
+
+/// Bitmap allocator over `start..=end`.
+#[derive(Debug, Clone)]
+pub struct PortAllocator {
+    /// Port of bit 0 of word 0: `start` rounded down to even, so even ports sit on even
+    /// bits and a pair never straddles two words.
+    base: u16,
+    start: u16,
+    end: u16,
+    /// Bit set = in use (or outside the range).
+    words: Vec<u64>,
+    /// Next bit index to try (next-fit).
+    cursor: usize,
+    capacity: usize,
+    in_use: usize,
+}
+
+impl PortAllocator {
+    /// An allocator over `range` with every port free.
+    pub fn new(range: RangeInclusive<u16>) -> Result<Self, PortError> {
+        let (start, end) = (*range.start(), *range.end());
+        if start > end || start == 0 {
+            return Err(PortError::InvalidRange { start, end });
+        }
+        let base = start & !1;
+        let bits = usize::from(end - base) + 1;
+        let nwords = bits.div_ceil(64);
+        let mut words = vec![0u64; nwords];
+        // Mark the out-of-range bits (below start, above end) as permanently used.
+        for i in 0..nwords * 64 {
+            let port = usize::from(base) + i;
+            if port < usize::from(start) || port > usize::from(end) {
+                words[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Ok(PortAllocator {
+            base,
+            start,
+            end,
+            words,
+            cursor: 0,
+            capacity: usize::from(end - start) + 1,
+            in_use: 0,
+        })
+    }
+
+    /// Ports in the range.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Ports currently free.
+    pub fn available(&self) -> usize {
+        self.capacity - self.in_use
+    }
+
+    /// Ports currently allocated.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// Whether `port` is currently allocated.
+    pub fn is_allocated(&self, port: u16) -> bool {
+        self.bit(port)
+            .is_some_and(|i| port >= self.start && self.words[i / 64] & (1 << (i % 64)) != 0)
+    }
+
+    fn bit(&self, port: u16) -> Option<usize> {
+        (port >= self.start && port <= self.end).then(|| usize::from(port - self.base))
+    }
+
+    /// Allocate an RTP/RTCP pair (`rtcp_mux == false`) or a single port (`true`).
+    pub fn allocate(&mut self, rtcp_mux: bool) -> Result<PortAllocation, PortError> {
+        if rtcp_mux {
+            self.allocate_single()
+        } else {
+            self.allocate_pair()
+        }
+    }
+
+    /// An even RTP port and the odd RTCP port after it (RFC 3550 §11).
+    pub fn allocate_pair(&mut self) -> Result<PortAllocation, PortError> {
+        let i = self.find(|w| !w & (!w >> 1) & PAIR_MASK)?;
+        self.words[i / 64] |= 0b11 << (i % 64);
+        self.in_use += 2;
+        self.cursor = i + 2;
+        let rtp = self.base + i as u16;
+        Ok(PortAllocation {
+            rtp,
+            rtcp: Some(rtp + 1),
+        })
+    }
+
+    /// One port for RTP with RTCP muxed (RFC 5761).
+    pub fn allocate_single(&mut self) -> Result<PortAllocation, PortError> {
+        let i = self.find(|w| !w)?;
+        self.words[i / 64] |= 1 << (i % 64);
+        self.in_use += 1;
+        self.cursor = i + 1;
+        Ok(PortAllocation {
+            rtp: self.base + i as u16,
+            rtcp: None,
+        })
+    }
+
+    /// Next-fit scan: lowest candidate bit at or after the cursor, wrapping once.
+    fn find(&self, candidates: impl Fn(u64) -> u64) -> Result<usize, PortError> {
+        let n = self.words.len();
+        let cursor = if self.cursor >= n * 64 {
+            0
+        } else {
+            self.cursor
+        };
+        let (cw, cb) = (cursor / 64, cursor % 64);
+        for step in 0..=n {
+            let k = (cw + step) % n;
+            let mut m = candidates(self.words[k]);
+            if step == 0 {
+                m &= u64::MAX << cb;
+            } else if step == n {
+                m &= !(u64::MAX << cb);
+            }
+            if m != 0 {
+                return Ok(k * 64 + m.trailing_zeros() as usize);
+            }
+        }
+        Err(PortError::Exhausted)
+    }
+
+    /// Return one port. Rejects ports not currently allocated (double free).
+    pub fn free_port(&mut self, port: u16) -> Result<(), PortError> {
+        if !self.is_allocated(port) {
+            return Err(PortError::NotAllocated(port));
+        }
+        let i = usize::from(port - self.base);
+        self.words[i / 64] &= !(1 << (i % 64));
+        self.in_use -= 1;
+        Ok(())
+    }
+
+    /// Return an allocation (both ports of a pair). Checks both before freeing either, so a
+    /// rejected free changes nothing.
+    pub fn free(&mut self, a: PortAllocation) -> Result<(), PortError> {
+        for p in std::iter::once(a.rtp).chain(a.rtcp) {
+            if !self.is_allocated(p) {
+                return Err(PortError::NotAllocated(p));
+            }
+        }
+        for p in std::iter::once(a.rtp).chain(a.rtcp) {
+            self.free_port(p)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_range_of_pairs_then_exhaustion_then_full_again() {
+        let mut pa = PortAllocator::new(10_000..=10_199).unwrap();
+        assert_eq!(pa.capacity(), 200);
+        let mut got = Vec::new();
+        while let Ok(a) = pa.allocate_pair() {
+            assert_eq!(a.rtp % 2, 0);
+            assert_eq!(a.rtcp, Some(a.rtp + 1));
+            got.push(a);
+        }
+        assert_eq!(got.len(), 100);
+        assert_eq!(got[0].rtp, 10_000);
+        assert_eq!(got[1].rtp, 10_002, "deterministic order");
+        let mut ports: Vec<u16> = got.iter().flat_map(|a| [a.rtp, a.rtcp.unwrap()]).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 200, "no port handed out twice");
+        assert_eq!(pa.available(), 0);
+        assert_eq!(pa.allocate_pair(), Err(PortError::Exhausted));
+        assert_eq!(pa.allocate_single(), Err(PortError::Exhausted));
+        for a in &got {
+            pa.free(*a).unwrap();
+        }
+        assert_eq!(pa.available(), 200, "no leaks");
+        assert_eq!(pa.free(got[0]), Err(PortError::NotAllocated(10_000)));
+        assert_eq!(pa.available(), 200);
+    }
+
+    #[test]
+    fn singles_fill_every_port_including_odd_edges() {
+        // Odd start and even end: 10_001..=10_070 is 70 ports.
+        let mut pa = PortAllocator::new(10_001..=10_070).unwrap();
+        let mut got: Vec<u16> =
+            std::iter::from_fn(|| pa.allocate_single().ok().map(|a| a.rtp)).collect();
+        assert_eq!(got.len(), 70);
+        assert_eq!(got[0], 10_001);
+        got.sort_unstable();
+        assert_eq!(got, (10_001..=10_070).collect::<Vec<_>>());
+        for p in &got {
+            pa.free_port(*p).unwrap();
+        }
+        assert_eq!(pa.available(), 70);
+        assert_eq!(pa.free_port(10_000), Err(PortError::NotAllocated(10_000)));
+        assert_eq!(pa.free_port(10_071), Err(PortError::NotAllocated(10_071)));
+    }
+
+    #[test]
+    fn pairs_never_start_odd_and_need_both_ports_free() {
+        // 10_001 has no even partner below; 10_070 has no partner above.
+        let mut pa = PortAllocator::new(10_001..=10_070).unwrap();
+        let pairs: Vec<PortAllocation> = std::iter::from_fn(|| pa.allocate_pair().ok()).collect();
+        assert_eq!(pairs.len(), 34, "10_002..=10_069 holds 34 pairs");
+        assert_eq!(pa.available(), 2);
+        let singles = [pa.allocate_single().unwrap(), pa.allocate_single().unwrap()];
+        assert_eq!([singles[0].rtp, singles[1].rtp], [10_070, 10_001]);
+        // Free only the RTCP half of one pair: still no pair available.
+        pa.free_port(pairs[5].rtcp.unwrap()).unwrap();
+        assert_eq!(pa.allocate_pair(), Err(PortError::Exhausted));
+        assert_eq!(pa.allocate_single().unwrap().rtp, pairs[5].rtcp.unwrap());
+    }
+
+    #[test]
+    fn next_fit_delays_reuse_and_mixes_with_mux() {
+        let mut pa = PortAllocator::new(20_000..=20_009).unwrap();
+        let a = pa.allocate_pair().unwrap();
+        let b = pa.allocate_single().unwrap();
+        assert_eq!((a.rtp, b.rtp), (20_000, 20_002));
+        pa.free(a).unwrap();
+        // The freed pair is not reused while later ports are free.
+        assert_eq!(pa.allocate_pair().unwrap().rtp, 20_004);
+        assert_eq!(pa.allocate_pair().unwrap().rtp, 20_006);
+        assert_eq!(pa.allocate_pair().unwrap().rtp, 20_008);
+        assert_eq!(
+            pa.allocate_pair().unwrap().rtp,
+            20_000,
+            "wraps to the freed pair"
+        );
+        assert_eq!(pa.allocate_pair(), Err(PortError::Exhausted));
+        assert_eq!(pa.allocate(true).unwrap().rtp, 20_003);
+        assert_eq!(pa.in_use(), 10);
+    }
+
+    #[test]
+    fn large_range_and_bad_ranges() {
+        let mut pa = PortAllocator::new(1024..=65_535).unwrap();
+        assert_eq!(pa.capacity(), 64_512);
+        let a = pa.allocate_pair().unwrap();
+        assert_eq!(a.rtp, 1024);
+        assert!(pa.is_allocated(1025));
+        let mut top = PortAllocator::new(65_534..=65_535).unwrap();
+        assert_eq!(top.allocate_pair().unwrap().rtcp, Some(65_535));
+        assert!(matches!(
+            PortAllocator::new(std::ops::RangeInclusive::new(10, 9)),
+            Err(PortError::InvalidRange { .. })
+        ));
+        assert!(PortAllocator::new(0..=10).is_err());
+    }
+}

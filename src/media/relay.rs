@@ -1,0 +1,749 @@
+//! The sans-IO per-packet core of the anchored RTP/RTCP relay.
+//!
+//! Every call's media is anchored: each leg (A = carrier, B = AI agent, by convention) has a
+//! holdfast socket pair (RTP, RTCP — or one muxed socket). A packet received on leg X's
+//! socket from X's peer is validated, checked against the latched peer address, rewritten
+//! in place (SSRC, sequence number, timestamp, payload type, marker) and forwarded to the
+//! other leg's peer. [`Relay`] holds both legs and both directions; [`StreamOut`] is one
+//! direction's output state; [`PeerLatch`] is one socket's symmetric-RTP latch.
+//!
+//! Does: source latching (symmetric RTP, RFC 4961 style; drops and counts packets from any
+//! other address once latched, against RTP injection / "RTP bleed"), output continuity
+//! across input source switches (one SSRC, one sequence and timestamp space per outgoing
+//! stream, RFC 3550 §5.1/§8), payload-type mapping, RTCP sender-SSRC rewrite (RFC 3550
+//! §7.2), media-inactivity deadlines, and per-direction stats.
+//!
+//! Never: allocates, locks, reads the clock, or makes a syscall per packet; touches a
+//! socket (the runtime shell does recvmmsg/sendmmsg and passes `now`); copies a payload;
+//! panics on wire data; handles SRTP/DTLS/ICE (dropped as `NotRtp` for now).
+//!
+//! After a re-INVITE that moves leg X to a new peer (e.g. a new AI provider), the call core
+//! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
+//! the stream sent to the other leg continuous); an SSRC change alone is detected here.
+//!
+//! See `LIFECYCLE.md` in this folder for the stream states (unlatched → latched →
+//! switched → relatched).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::rtp::{classify, rewrite_rtcp, PacketClass, PacketError, RtcpRewrite, RtpPacket};
+use super::stats::{StreamStats, StreamStatsSnapshot};
+
+/// Default media timeout for a carrier leg: no RTP for this long means the call is dead.
+pub const DEFAULT_CARRIER_MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which leg of the call. By convention A is the carrier side, B the AI-agent side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Leg A (carrier).
+    A,
+    /// Leg B (AI agent).
+    B,
+}
+
+impl Side {
+    /// The other leg.
+    #[inline]
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    #[inline]
+    fn idx(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// STUN, DTLS, ZRTP, TURN or an unknown first byte (RFC 7983) on a media port.
+    #[error("not RTP/RTCP")]
+    NotRtp,
+    /// Failed RTP/RTCP header validation.
+    #[error("malformed: {0}")]
+    Malformed(PacketError),
+    /// Not from the latched peer address.
+    #[error("not from the latched peer")]
+    WrongSource,
+    /// Nowhere to send: the other leg has neither an SDP address nor a latched one.
+    #[error("no peer address on the other leg yet")]
+    NoPeerYet,
+    /// This direction is disabled (hold / inactive / recvonly).
+    #[error("direction disabled")]
+    Disabled,
+}
+
+impl DropReason {
+    /// A stable label for metrics and logs (matches the [`DropCounts`] field names).
+    ///
+    /// [`DropCounts`]: super::stats::DropCounts
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DropReason::NotRtp => "not_rtp",
+            DropReason::Malformed(_) => "malformed",
+            DropReason::WrongSource => "wrong_source",
+            DropReason::NoPeerYet => "no_peer_yet",
+            DropReason::Disabled => "disabled",
+        }
+    }
+}
+
+/// The runtime's next step for one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `buf[..len]` (already rewritten in place) to `to` from the local socket `via`.
+    Forward {
+        /// Peer address on the other leg.
+        to: SocketAddr,
+        /// Bytes to send (the whole datagram; rewriting never changes the length).
+        len: usize,
+        /// Which holdfast socket to send from.
+        via: LocalSocket,
+    },
+    /// Do not send; counted in the stats.
+    Drop(DropReason),
+}
+
+/// One of holdfast's sockets of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSocket {
+    /// The leg the socket belongs to.
+    pub side: Side,
+    /// RTP socket (also carries RTCP when muxed) or the separate RTCP socket.
+    pub kind: SocketKind,
+}
+
+/// RTP or RTCP socket of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// The even RTP port (or the single rtcp-mux port).
+    Rtp,
+    /// The RTP port + 1.
+    Rtcp,
+}
+
+/// Payload-type rewrite table for one direction (e.g. telephone-event 101 → 96). A fixed
+/// 128-entry array: O(1) lookup, no allocation; unmapped types pass through unchanged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PayloadTypeMap {
+    table: [u8; 128],
+}
+
+impl std::fmt::Debug for PayloadTypeMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for (from, &to) in self.table.iter().enumerate() {
+            if usize::from(to) != from {
+                m.entry(&from, &to);
+            }
+        }
+        m.finish()
+    }
+}
+
+impl Default for PayloadTypeMap {
+    fn default() -> Self {
+        Self::identity()
+    }
+}
+
+impl PayloadTypeMap {
+    /// Every payload type maps to itself.
+    pub const fn identity() -> Self {
+        let mut table = [0u8; 128];
+        let mut i = 0;
+        while i < 128 {
+            table[i] = i as u8;
+            i += 1;
+        }
+        PayloadTypeMap { table }
+    }
+    /// Builder form of [`insert`](Self::insert).
+    pub fn with(mut self, from: u8, to: u8) -> Self {
+        self.insert(from, to);
+        self
+    }
+    /// Map `from` to `to` (both taken modulo 128: PT is 7 bits).
+    pub fn insert(&mut self, from: u8, to: u8) {
+        self.table[usize::from(from & 0x7f)] = to & 0x7f;
+    }
+    /// The outgoing payload type for an incoming one.
+    #[inline]
+    pub fn map(&self, pt: u8) -> u8 {
+        self.table[usize::from(pt & 0x7f)]
+    }
+}
+
+/// Symmetric-RTP latch of one local socket: where the peer is expected (from SDP) and
+/// where it really sends from (learned from the first valid packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLatch {
+    expected: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+}
+
+impl PeerLatch {
+    /// A latch with the address the peer's SDP announced, if any.
+    pub fn new(expected: Option<SocketAddr>) -> Self {
+        PeerLatch {
+            expected,
+            latched: None,
+        }
+    }
+    /// Accept a valid packet from `from`: latch on the first one; afterwards only the
+    /// latched address passes. Returns `true` when this call latched.
+    #[inline]
+    pub fn handle_packet_from(&mut self, from: SocketAddr) -> Result<bool, DropReason> {
+        match self.latched {
+            Some(a) if a == from => Ok(false),
+            Some(_) => Err(DropReason::WrongSource),
+            None => {
+                self.latched = Some(from);
+                Ok(true)
+            }
+        }
+    }
+    /// Check without latching (RTCP on a muxed port before any RTP).
+    #[inline]
+    fn allows(&self, from: SocketAddr) -> bool {
+        self.latched.is_none_or(|a| a == from)
+    }
+    /// Where to send to this peer: the latched address, else the SDP address.
+    #[inline]
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.expected)
+    }
+    /// The latched address, if latched.
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched
+    }
+    /// The SDP address, if any.
+    pub fn expected(&self) -> Option<SocketAddr> {
+        self.expected
+    }
+    /// Forget the latched address and expect `expected` (after a re-INVITE changed the
+    /// peer). The next valid packet latches again.
+    pub fn relatch(&mut self, expected: Option<SocketAddr>) {
+        self.expected = expected;
+        self.latched = None;
+    }
+}
+
+/// Configuration of one outgoing stream (one direction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// SSRC of the outgoing stream; never changes for the life of the stream.
+    pub ssrc: u32,
+    /// First outgoing sequence number (RFC 3550 §5.1: should be random; comes from a seed).
+    pub initial_seq: u16,
+    /// First outgoing timestamp (likewise random).
+    pub initial_ts: u32,
+    /// RTP clock rate of the stream, e.g. 8000 for PCMU.
+    pub clock_rate_hz: u32,
+    /// Payload-type rewrite for this direction.
+    pub pt_map: PayloadTypeMap,
+}
+
+impl StreamConfig {
+    /// SSRC, initial sequence number and timestamp derived from `seed` (splitmix64; the
+    /// caller supplies the seed so this stays deterministic and sans-IO).
+    pub fn from_seed(seed: u64, clock_rate_hz: u32) -> Self {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let a = next();
+        let b = next();
+        StreamConfig {
+            ssrc: a as u32,
+            initial_seq: (a >> 32) as u16,
+            initial_ts: b as u32,
+            clock_rate_hz,
+            pt_map: PayloadTypeMap::identity(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastSent {
+    seq: u16,
+    ts: u32,
+    at: Instant,
+}
+
+/// One direction's output state: the outgoing SSRC and sequence/timestamp space, the offsets
+/// from the current input source, the payload-type map, and the direction's stats.
+#[derive(Debug, Clone)]
+pub struct StreamOut {
+    cfg: StreamConfig,
+    enabled: bool,
+    /// Input SSRC the offsets were computed for.
+    in_ssrc: Option<u32>,
+    /// Input SSRC the stats are tracking.
+    stats_ssrc: Option<u32>,
+    switch_pending: bool,
+    marker_pending: bool,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// The highest (newest) packet sent so far.
+    last: Option<LastSent>,
+    stats: StreamStats,
+}
+
+impl StreamOut {
+    /// A fresh, enabled stream; `now` is the stats' time base.
+    pub fn new(cfg: StreamConfig, now: Instant) -> Self {
+        StreamOut {
+            cfg,
+            enabled: true,
+            in_ssrc: None,
+            stats_ssrc: None,
+            switch_pending: false,
+            marker_pending: false,
+            seq_offset: 0,
+            ts_offset: 0,
+            last: None,
+            stats: StreamStats::new(cfg.clock_rate_hz, now),
+        }
+    }
+
+    /// The outgoing SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.cfg.ssrc
+    }
+
+    /// Whether packets in this direction are forwarded.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StreamConfig {
+        &self.cfg
+    }
+
+    /// Replace the payload-type map (after a re-negotiation).
+    pub fn set_pt_map(&mut self, map: PayloadTypeMap) {
+        self.cfg.pt_map = map;
+    }
+
+    /// The input now comes from a different source even if the SSRC stays the same (the far
+    /// side switched AI provider): the next packet restarts the offsets.
+    pub fn handle_source_switch(&mut self) {
+        self.switch_pending = true;
+        self.stats.handle_source_switch();
+        self.stats_ssrc = None;
+    }
+
+    /// Live stats.
+    pub fn stats(&self) -> &StreamStats {
+        &self.stats
+    }
+
+    /// Record a valid RTP packet from the latched peer in the stats (before the forward
+    /// decision, so received/loss/jitter describe what the peer sent).
+    #[inline]
+    fn observe(&mut self, ssrc: u32, seq: u16, ts: u32, len: usize, now: Instant) {
+        if self.stats_ssrc != Some(ssrc) {
+            if self.stats_ssrc.is_some() {
+                self.stats.handle_source_switch();
+            }
+            self.stats_ssrc = Some(ssrc);
+        }
+        self.stats.handle_rtp_received(seq, ts, len, now);
+    }
+
+    /// Rewrite a validated packet in place into this stream's SSRC/seq/ts space.
+    ///
+    /// On a new input source the offsets are recomputed so the receiver sees one stream
+    /// (RFC 3550 §5.1: seq increments by one per packet; timestamp advances with sampling
+    /// time): seq continues at last + 1, ts at last + wall-clock gap × clock rate (at least
+    /// 1 tick), and the marker is set on that first packet (a new talkspurt, RFC 3551 §4.1).
+    #[inline]
+    pub fn rewrite(&mut self, pkt: &mut RtpPacket<&mut [u8]>, now: Instant) {
+        let in_ssrc = pkt.ssrc();
+        let in_seq = pkt.sequence_number();
+        let in_ts = pkt.timestamp();
+        if self.switch_pending || self.in_ssrc != Some(in_ssrc) {
+            self.restart_offsets(in_seq, in_ts, now);
+            self.in_ssrc = Some(in_ssrc);
+            self.switch_pending = false;
+        }
+        let out_seq = in_seq.wrapping_add(self.seq_offset);
+        let out_ts = in_ts.wrapping_add(self.ts_offset);
+        pkt.set_ssrc(self.cfg.ssrc);
+        pkt.set_sequence_number(out_seq);
+        pkt.set_timestamp(out_ts);
+        let pt = pkt.payload_type();
+        let mapped = self.cfg.pt_map.map(pt);
+        if mapped != pt {
+            pkt.set_payload_type(mapped);
+        }
+        if self.marker_pending {
+            pkt.set_marker(true);
+            self.marker_pending = false;
+        }
+        // Track the newest packet by serial-number order (RFC 1982), so a late packet does
+        // not pull "last" backwards.
+        let newer = match self.last {
+            None => true,
+            Some(l) => (out_seq.wrapping_sub(l.seq) as i16) > 0,
+        };
+        if newer {
+            self.last = Some(LastSent {
+                seq: out_seq,
+                ts: out_ts,
+                at: now,
+            });
+        }
+    }
+
+    #[cold]
+    fn restart_offsets(&mut self, in_seq: u16, in_ts: u32, now: Instant) {
+        let (next_seq, next_ts) = match self.last {
+            None => (self.cfg.initial_seq, self.cfg.initial_ts),
+            Some(l) => {
+                let gap = now.saturating_duration_since(l.at);
+                let ticks = (gap.as_micros() * u128::from(self.cfg.clock_rate_hz) / 1_000_000)
+                    .max(1) as u32;
+                self.marker_pending = true;
+                (l.seq.wrapping_add(1), l.ts.wrapping_add(ticks))
+            }
+        };
+        self.seq_offset = next_seq.wrapping_sub(in_seq);
+        self.ts_offset = next_ts.wrapping_sub(in_ts);
+    }
+}
+
+/// Configuration of one leg's sockets and peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegConfig {
+    /// Peer RTP address from its SDP (c= and m= port), if known yet.
+    pub rtp_peer: Option<SocketAddr>,
+    /// Peer RTCP address from `a=rtcp` (RFC 3605), if any; default is RTP port + 1.
+    pub rtcp_peer: Option<SocketAddr>,
+    /// RTP and RTCP share the RTP socket (RFC 5761).
+    pub rtcp_mux: bool,
+    /// No RTP from this leg's peer for this long → [`MediaTimeout`].
+    pub media_timeout: Duration,
+}
+
+impl LegConfig {
+    /// A leg with only an RTP address and the given timeout, no mux.
+    pub fn new(rtp_peer: Option<SocketAddr>, media_timeout: Duration) -> Self {
+        LegConfig {
+            rtp_peer,
+            rtcp_peer: None,
+            rtcp_mux: false,
+            media_timeout,
+        }
+    }
+}
+
+/// One leg's latches and inactivity clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Leg {
+    rtp: PeerLatch,
+    rtcp: PeerLatch,
+    rtcp_mux: bool,
+    media_timeout: Duration,
+    last_rx: Instant,
+}
+
+impl Leg {
+    fn new(cfg: LegConfig, now: Instant) -> Self {
+        Leg {
+            rtp: PeerLatch::new(cfg.rtp_peer),
+            rtcp: PeerLatch::new(cfg.rtcp_peer),
+            rtcp_mux: cfg.rtcp_mux,
+            media_timeout: cfg.media_timeout,
+            last_rx: now,
+        }
+    }
+    /// The RTP latch.
+    pub fn rtp(&self) -> &PeerLatch {
+        &self.rtp
+    }
+    /// The RTCP latch (unused when muxed).
+    pub fn rtcp(&self) -> &PeerLatch {
+        &self.rtcp
+    }
+    /// Whether RTCP is muxed on the RTP socket.
+    pub fn rtcp_mux(&self) -> bool {
+        self.rtcp_mux
+    }
+    /// Where RTCP for this leg's peer goes: the RTP address when muxed, else the RTCP
+    /// latch, else RTP port + 1 (RFC 3550 §11).
+    fn rtcp_destination(&self) -> Option<(SocketAddr, SocketKind)> {
+        if self.rtcp_mux {
+            return self.rtp.destination().map(|a| (a, SocketKind::Rtp));
+        }
+        self.rtcp
+            .destination()
+            .or_else(|| {
+                let a = self.rtp.destination()?;
+                Some(SocketAddr::new(a.ip(), a.port().checked_add(1)?))
+            })
+            .map(|a| (a, SocketKind::Rtcp))
+    }
+}
+
+/// Configuration of a relay: both legs and both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Leg A (carrier).
+    pub a: LegConfig,
+    /// Leg B (AI agent).
+    pub b: LegConfig,
+    /// Stream sent to B, built from what A sends.
+    pub a_to_b: StreamConfig,
+    /// Stream sent to A, built from what B sends.
+    pub b_to_a: StreamConfig,
+}
+
+/// "No RTP from this leg for its media timeout."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaTimeout {
+    /// The silent leg.
+    pub side: Side,
+    /// How long it has been silent.
+    pub idle_for: Duration,
+}
+
+/// Both legs and both directions of one anchored media stream (one m= line).
+#[derive(Debug, Clone)]
+pub struct Relay {
+    legs: [Leg; 2],
+    /// `streams[X]` is built from packets received on leg X and sent to the other leg.
+    streams: [StreamOut; 2],
+}
+
+impl Relay {
+    /// A relay with nothing latched; inactivity clocks start at `now`.
+    pub fn new(cfg: RelayConfig, now: Instant) -> Self {
+        Relay {
+            legs: [Leg::new(cfg.a, now), Leg::new(cfg.b, now)],
+            streams: [
+                StreamOut::new(cfg.a_to_b, now),
+                StreamOut::new(cfg.b_to_a, now),
+            ],
+        }
+    }
+
+    /// A datagram arrived on leg `side`'s RTP socket from `from`. `buf` is exactly the
+    /// datagram; on `Forward` it has been rewritten in place. RTCP arriving here (RFC 5761
+    /// mux) is handled as RTCP.
+    #[inline]
+    pub fn handle_rtp(
+        &mut self,
+        side: Side,
+        from: SocketAddr,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Action {
+        let action = self.rtp_path(side, from, buf, now);
+        if let Action::Drop(r) = action {
+            self.streams[side.idx()].stats.handle_drop(r);
+        }
+        action
+    }
+
+    #[inline]
+    fn rtp_path(&mut self, side: Side, from: SocketAddr, buf: &mut [u8], now: Instant) -> Action {
+        match classify(buf) {
+            PacketClass::Rtp => {}
+            PacketClass::Rtcp => return self.rtcp_path(side, from, buf, true),
+            _ => return Action::Drop(DropReason::NotRtp),
+        }
+        let len = buf.len();
+        let mut pkt = match RtpPacket::new_checked(buf) {
+            Ok(p) => p,
+            Err(e) => return Action::Drop(DropReason::Malformed(e)),
+        };
+        let (i, o) = (side.idx(), side.other().idx());
+        let leg = &mut self.legs[i];
+        if let Err(r) = leg.rtp.handle_packet_from(from) {
+            return Action::Drop(r);
+        }
+        leg.last_rx = now;
+        let stream = &mut self.streams[i];
+        stream.observe(pkt.ssrc(), pkt.sequence_number(), pkt.timestamp(), len, now);
+        if !stream.enabled {
+            return Action::Drop(DropReason::Disabled);
+        }
+        let Some(to) = self.legs[o].rtp.destination() else {
+            return Action::Drop(DropReason::NoPeerYet);
+        };
+        stream.rewrite(&mut pkt, now);
+        stream.stats.handle_forwarded(len);
+        Action::Forward {
+            to,
+            len,
+            via: LocalSocket {
+                side: side.other(),
+                kind: SocketKind::Rtp,
+            },
+        }
+    }
+
+    /// A datagram arrived on leg `side`'s separate RTCP socket (no mux).
+    pub fn handle_rtcp(
+        &mut self,
+        side: Side,
+        from: SocketAddr,
+        buf: &mut [u8],
+        _now: Instant,
+    ) -> Action {
+        let action = match classify(buf) {
+            PacketClass::Rtcp => self.rtcp_path(side, from, buf, false),
+            PacketClass::Rtp => Action::Drop(DropReason::Malformed(PacketError::NotRtcp(
+                buf.get(1).copied().unwrap_or(0),
+            ))),
+            _ => Action::Drop(DropReason::NotRtp),
+        };
+        if let Action::Drop(r) = action {
+            self.streams[side.idx()].stats.handle_drop(r);
+        }
+        action
+    }
+
+    fn rtcp_path(&mut self, side: Side, from: SocketAddr, buf: &mut [u8], on_rtp: bool) -> Action {
+        let (i, o) = (side.idx(), side.other().idx());
+        let leg = &mut self.legs[i];
+        // Muxed RTCP must come from the RTP peer; it never latches (RTP does). A separate
+        // RTCP socket latches on its own first valid packet.
+        let source_ok = if on_rtp {
+            leg.rtp.allows(from)
+        } else {
+            match super::rtp::rtcp_header(buf) {
+                Ok(_) => leg.rtcp.handle_packet_from(from).is_ok(),
+                Err(e) => return Action::Drop(DropReason::Malformed(e)),
+            }
+        };
+        if !source_ok {
+            return Action::Drop(DropReason::WrongSource);
+        }
+        // RFC 3550 §7.2: keep RTCP consistent with the RTP rewrite — our SSRC as sender,
+        // SR timestamps in our timestamp space, and reports about the stream we send to
+        // this leg mapped back to the SSRC/sequence space of its original source.
+        let (this, back) = (&self.streams[i], &self.streams[o]);
+        let rw = RtcpRewrite {
+            sender_ssrc: this.cfg.ssrc,
+            sr_timestamp: this.in_ssrc.map(|s| (s, this.ts_offset)),
+            report_blocks: back.in_ssrc.map(|s| (back.cfg.ssrc, s, back.seq_offset)),
+        };
+        if let Err(e) = rewrite_rtcp(buf, &rw) {
+            return Action::Drop(DropReason::Malformed(e));
+        }
+        let stream = &mut self.streams[i];
+        let Some((to, kind)) = self.legs[o].rtcp_destination() else {
+            return Action::Drop(DropReason::NoPeerYet);
+        };
+        stream.stats.handle_rtcp_forwarded();
+        Action::Forward {
+            to,
+            len: buf.len(),
+            via: LocalSocket {
+                side: side.other(),
+                kind,
+            },
+        }
+    }
+
+    /// The peer of leg `side` changed (re-INVITE): forget its latched addresses and expect
+    /// the new SDP addresses; the next valid packets latch again.
+    pub fn relatch(
+        &mut self,
+        side: Side,
+        rtp_peer: Option<SocketAddr>,
+        rtcp_peer: Option<SocketAddr>,
+    ) {
+        let leg = &mut self.legs[side.idx()];
+        leg.rtp.relatch(rtp_peer);
+        leg.rtcp.relatch(rtcp_peer);
+    }
+
+    /// What leg `side` sends now comes from a new source (e.g. a new AI provider): keep the
+    /// outgoing stream continuous, and restart the leg's inactivity clock at `now` so the
+    /// new source gets a full media timeout.
+    pub fn handle_source_switch(&mut self, side: Side, now: Instant) {
+        self.streams[side.idx()].handle_source_switch();
+        self.legs[side.idx()].last_rx = now;
+    }
+
+    /// Enable or disable forwarding of what leg `from` sends (hold, inactive, recvonly).
+    /// A disabled direction has no media timeout; re-enabling restarts its clock at `now`.
+    pub fn set_enabled(&mut self, from: Side, enabled: bool, now: Instant) {
+        let s = &mut self.streams[from.idx()];
+        if enabled && !s.enabled {
+            self.legs[from.idx()].last_rx = now;
+            // Resume as a continuation: seq +1, ts by the wall-clock gap, marker set,
+            // instead of a sequence jump the receiver would count as loss.
+            s.switch_pending = true;
+        }
+        s.enabled = enabled;
+    }
+
+    /// Replace the payload-type map of what leg `from` sends.
+    pub fn set_pt_map(&mut self, from: Side, map: PayloadTypeMap) {
+        self.streams[from.idx()].set_pt_map(map);
+    }
+
+    /// When leg `side` last sent valid RTP from its latched address (or when the clock was
+    /// last restarted).
+    pub fn idle_since(&self, side: Side) -> Instant {
+        self.legs[side.idx()].last_rx
+    }
+
+    /// The earliest instant at which [`poll_media_timeout`](Self::poll_media_timeout) can
+    /// report something; `None` when both directions are disabled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [Side::A, Side::B]
+            .into_iter()
+            .filter(|s| self.streams[s.idx()].enabled)
+            .map(|s| {
+                let l = &self.legs[s.idx()];
+                l.last_rx + l.media_timeout
+            })
+            .min()
+    }
+
+    /// A leg whose peer has sent no RTP for its media timeout, if any (A first).
+    pub fn poll_media_timeout(&self, now: Instant) -> Option<MediaTimeout> {
+        [Side::A, Side::B].into_iter().find_map(|s| {
+            let l = &self.legs[s.idx()];
+            let idle_for = now.saturating_duration_since(l.last_rx);
+            (self.streams[s.idx()].enabled && idle_for >= l.media_timeout)
+                .then_some(MediaTimeout { side: s, idle_for })
+        })
+    }
+
+    /// Leg `side`'s latches.
+    pub fn leg(&self, side: Side) -> &Leg {
+        &self.legs[side.idx()]
+    }
+
+    /// The stream built from what leg `from` sends.
+    pub fn stream(&self, from: Side) -> &StreamOut {
+        &self.streams[from.idx()]
+    }
+
+    /// Stats of the stream built from what leg `from` sends.
+    pub fn stats(&self, from: Side) -> StreamStatsSnapshot {
+        self.streams[from.idx()].stats.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests;

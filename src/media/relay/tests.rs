@@ -1,0 +1,634 @@
+//! Unit tests of the relay core: latching, continuity, wraparound, PT mapping, RTCP,
+//! inactivity, malformed input and a seeded random-bytes loop.
+
+use super::*;
+use crate::media::rtp::tests::{build_rtp, build_sr_sdes, simple_rtp};
+use crate::media::rtp::{rtcp_header, RtpPacket};
+use rand::{Rng, SeedableRng};
+
+const CARRIER_SDP: &str = "198.51.100.20:10000";
+const CARRIER_NAT: &str = "203.0.113.7:40000";
+const AI_PEER: &str = "192.0.2.50:20000";
+const ATTACKER: &str = "203.0.113.66:40000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const SSRC_TO_B: u32 = 0xb0b0_b0b0;
+const SSRC_TO_A: u32 = 0xa0a0_a0a0;
+
+fn config() -> RelayConfig {
+    RelayConfig {
+        a: LegConfig::new(Some(addr(CARRIER_SDP)), DEFAULT_CARRIER_MEDIA_TIMEOUT),
+        b: LegConfig::new(Some(addr(AI_PEER)), Duration::from_secs(5)),
+        a_to_b: StreamConfig {
+            ssrc: SSRC_TO_B,
+            initial_seq: 100,
+            initial_ts: 1_000,
+            clock_rate_hz: 8000,
+            pt_map: PayloadTypeMap::identity(),
+        },
+        b_to_a: StreamConfig {
+            ssrc: SSRC_TO_A,
+            initial_seq: 200,
+            initial_ts: 2_000,
+            clock_rate_hz: 8000,
+            pt_map: PayloadTypeMap::identity(),
+        },
+    }
+}
+
+struct Out {
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    pt: u8,
+}
+
+fn parse_out(buf: &[u8]) -> Out {
+    let p = RtpPacket::new_checked(buf).unwrap();
+    Out {
+        seq: p.sequence_number(),
+        ts: p.timestamp(),
+        ssrc: p.ssrc(),
+        marker: p.marker(),
+        pt: p.payload_type(),
+    }
+}
+
+/// Send one PCMU packet and expect it forwarded; return the rewritten header.
+fn fwd(r: &mut Relay, side: Side, from: &str, seq: u16, ts: u32, ssrc: u32, now: Instant) -> Out {
+    let mut buf = simple_rtp(0, seq, ts, ssrc);
+    match r.handle_rtp(side, addr(from), &mut buf, now) {
+        Action::Forward { len, .. } => {
+            assert_eq!(len, 172);
+            parse_out(&buf)
+        }
+        other => panic!("expected Forward, got {other:?}"),
+    }
+}
+
+#[test]
+fn latches_first_source_then_drops_and_counts_others() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    assert_eq!(r.leg(Side::A).rtp().latched(), None);
+    // The carrier is behind NAT: it sends from an address other than its SDP one.
+    let mut buf = simple_rtp(0, 1, 160, 0x1234);
+    let act = r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut buf, t0);
+    assert_eq!(
+        act,
+        Action::Forward {
+            to: addr(AI_PEER),
+            len: 172,
+            via: LocalSocket {
+                side: Side::B,
+                kind: SocketKind::Rtp
+            }
+        }
+    );
+    assert_eq!(r.leg(Side::A).rtp().latched(), Some(addr(CARRIER_NAT)));
+    // Replies now go to the latched (NAT) address, not the SDP one.
+    let mut back = simple_rtp(0, 9, 90, 0x9999);
+    match r.handle_rtp(Side::B, addr(AI_PEER), &mut back, t0) {
+        Action::Forward { to, .. } => assert_eq!(to, addr(CARRIER_NAT)),
+        a => panic!("{a:?}"),
+    }
+    // Injection from another address, and even from the SDP address, is dropped.
+    for bad in [ATTACKER, CARRIER_SDP] {
+        let mut buf = simple_rtp(0, 2, 320, 0x1234);
+        let before = buf.clone();
+        assert_eq!(
+            r.handle_rtp(Side::A, addr(bad), &mut buf, t0),
+            Action::Drop(DropReason::WrongSource)
+        );
+        assert_eq!(buf, before, "dropped packets are not rewritten");
+    }
+    let s = r.stats(Side::A);
+    assert_eq!(s.drops.wrong_source, 2);
+    assert_eq!(s.packets_forwarded, 1);
+    assert_eq!(
+        s.packets_received, 1,
+        "wrong-source packets are not received"
+    );
+    // The latched peer still passes.
+    fwd(&mut r, Side::A, CARRIER_NAT, 2, 320, 0x1234, t0);
+}
+
+#[test]
+fn relatch_after_reinvite_accepts_new_peer_only() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    fwd(&mut r, Side::B, AI_PEER, 1, 0, 7, t0);
+    let new_ai = "192.0.2.99:30000";
+    let mut buf = simple_rtp(0, 2, 160, 7);
+    assert_eq!(
+        r.handle_rtp(Side::B, addr(new_ai), &mut buf, t0),
+        Action::Drop(DropReason::WrongSource)
+    );
+    r.relatch(Side::B, Some(addr(new_ai)), None);
+    assert_eq!(r.leg(Side::B).rtp().latched(), None);
+    // Until the new peer sends, A's packets go to the new SDP address.
+    let mut a = simple_rtp(0, 1, 0, 5);
+    match r.handle_rtp(Side::A, addr(CARRIER_SDP), &mut a, t0) {
+        Action::Forward { to, .. } => assert_eq!(to, addr(new_ai)),
+        x => panic!("{x:?}"),
+    }
+    fwd(&mut r, Side::B, new_ai, 3, 320, 8, t0);
+    let mut old = simple_rtp(0, 4, 480, 7);
+    assert_eq!(
+        r.handle_rtp(Side::B, addr(AI_PEER), &mut old, t0),
+        Action::Drop(DropReason::WrongSource)
+    );
+}
+
+#[test]
+fn no_peer_yet_when_other_leg_has_no_address() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.b.rtp_peer = None;
+    let mut r = Relay::new(cfg, t0);
+    let mut buf = simple_rtp(0, 1, 0, 1);
+    assert_eq!(
+        r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut buf, t0),
+        Action::Drop(DropReason::NoPeerYet)
+    );
+    // The B peer latches by sending; then A's media flows to it.
+    fwd(&mut r, Side::B, AI_PEER, 1, 0, 2, t0);
+    fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0);
+    assert_eq!(r.stats(Side::A).drops.no_peer_yet, 1);
+}
+
+#[test]
+fn first_packet_maps_into_configured_space_without_marker() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let o = fwd(&mut r, Side::A, CARRIER_NAT, 5000, 123_456, 0x1111, t0);
+    assert_eq!(
+        (o.seq, o.ts, o.ssrc, o.marker),
+        (100, 1_000, SSRC_TO_B, false)
+    );
+    let o = fwd(&mut r, Side::A, CARRIER_NAT, 5001, 123_616, 0x1111, t0);
+    assert_eq!((o.seq, o.ts), (101, 1_160));
+    // Reordered packet keeps its relative position.
+    let o = fwd(&mut r, Side::A, CARRIER_NAT, 4999, 123_296, 0x1111, t0);
+    assert_eq!((o.seq, o.ts), (99, 840));
+}
+
+#[test]
+fn continuity_across_ssrc_change() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let ms = Duration::from_millis;
+    let mut last = None;
+    for i in 0..50u16 {
+        let o = fwd(
+            &mut r,
+            Side::B,
+            AI_PEER,
+            30_000 + i,
+            90_000 + 160 * u32::from(i),
+            0xaaaa,
+            t0 + ms(20 * u64::from(i)),
+        );
+        assert!(!o.marker);
+        last = Some(o);
+    }
+    let last = last.unwrap();
+    // The provider changes: a new SSRC with unrelated seq/ts, 120 ms after the last packet.
+    let t_switch = t0 + ms(20 * 49 + 120);
+    let o = fwd(&mut r, Side::B, AI_PEER, 7, 4_000_000_000, 0xbbbb, t_switch);
+    assert_eq!(o.ssrc, SSRC_TO_A, "SSRC unchanged");
+    assert_eq!(o.seq, last.seq.wrapping_add(1), "seq exactly +1");
+    let advance = o.ts.wrapping_sub(last.ts);
+    assert_eq!(advance, 120 * 8, "ts advanced by gap × 8000 Hz");
+    assert!(o.marker, "marker on the first packet after the switch");
+    for k in 1..5u16 {
+        let o2 = fwd(
+            &mut r,
+            Side::B,
+            AI_PEER,
+            7 + k,
+            4_000_000_000u32.wrapping_add(160 * u32::from(k)),
+            0xbbbb,
+            t_switch + ms(20 * u64::from(k)),
+        );
+        assert!(!o2.marker, "marker only on the first packet");
+        assert_eq!(o2.seq, o.seq.wrapping_add(k));
+        assert_eq!(o2.ts, o.ts.wrapping_add(160 * u32::from(k)));
+        assert_eq!(o2.ssrc, SSRC_TO_A);
+    }
+    let s = r.stats(Side::B);
+    assert_eq!(s.source_switches, 1);
+    assert_eq!(s.packets_lost, 0, "a switch is not loss");
+}
+
+#[test]
+fn explicit_source_switch_with_same_ssrc() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let ms = Duration::from_millis;
+    let a = fwd(&mut r, Side::B, AI_PEER, 10, 1600, 0xcccc, t0);
+    // The new provider reuses the SSRC but restarts seq/ts; the call core says so.
+    r.handle_source_switch(Side::B, t0 + ms(500));
+    assert_eq!(r.idle_since(Side::B), t0 + ms(500));
+    let b = fwd(&mut r, Side::B, AI_PEER, 1, 0, 0xcccc, t0 + ms(1000));
+    assert_eq!(b.seq, a.seq.wrapping_add(1));
+    assert_eq!(b.ts.wrapping_sub(a.ts), 8000, "1 s gap = 8000 ticks");
+    assert!(b.marker);
+    let c = fwd(&mut r, Side::B, AI_PEER, 2, 160, 0xcccc, t0 + ms(1020));
+    assert!(!c.marker);
+    assert_eq!(c.seq, b.seq.wrapping_add(1));
+}
+
+#[test]
+fn back_to_back_switch_still_advances_timestamp() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let a = fwd(&mut r, Side::B, AI_PEER, 10, 1600, 1, t0);
+    let b = fwd(&mut r, Side::B, AI_PEER, 10, 1600, 2, t0);
+    assert_eq!(b.seq, a.seq.wrapping_add(1));
+    assert_eq!(b.ts, a.ts.wrapping_add(1), "at least one tick");
+}
+
+#[test]
+fn seq_and_ts_wrap_around() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.a_to_b.initial_seq = 65_534;
+    cfg.a_to_b.initial_ts = u32::MAX - 200;
+    let mut r = Relay::new(cfg, t0);
+    let ms = Duration::from_millis;
+    let outs: Vec<Out> = (0..4u16)
+        .map(|i| {
+            fwd(
+                &mut r,
+                Side::A,
+                CARRIER_NAT,
+                10 + i,
+                160 * u32::from(i),
+                1,
+                t0 + ms(20 * u64::from(i)),
+            )
+        })
+        .collect();
+    let seqs: Vec<u16> = outs.iter().map(|o| o.seq).collect();
+    assert_eq!(seqs, [65_534, 65_535, 0, 1]);
+    let tss: Vec<u32> = outs.iter().map(|o| o.ts).collect();
+    assert_eq!(tss, [u32::MAX - 200, u32::MAX - 40, 119, 279]);
+    // A switch right after the wrap continues from the wrapped values.
+    let o = fwd(
+        &mut r,
+        Side::A,
+        CARRIER_NAT,
+        65_535,
+        u32::MAX,
+        2,
+        t0 + ms(80),
+    );
+    assert_eq!(o.seq, 2);
+    assert_eq!(o.ts, 279 + 160);
+    // Input wrap within one source.
+    let o1 = fwd(&mut r, Side::A, CARRIER_NAT, 0, 159, 2, t0 + ms(100));
+    assert_eq!(o1.seq, 3);
+    assert_eq!(o1.ts, 279 + 320);
+    assert_eq!(r.stats(Side::A).packets_lost, 0);
+}
+
+#[test]
+fn payload_type_mapping_both_ways() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.a_to_b.pt_map = PayloadTypeMap::identity().with(101, 96);
+    cfg.b_to_a.pt_map = PayloadTypeMap::identity().with(96, 101);
+    let mut r = Relay::new(cfg, t0);
+    // Marked telephone-event (RFC 4733 start of event) from the carrier: PT 101 → 96, M kept.
+    let mut ev = build_rtp(true, 101, 1, 0, 3, &[], None, &[5, 10, 0, 160], 0);
+    assert!(matches!(
+        r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut ev, t0),
+        Action::Forward { .. }
+    ));
+    let o = parse_out(&ev);
+    assert_eq!((o.pt, o.marker), (96, true));
+    let pcmu = fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 3, t0);
+    assert_eq!(pcmu.pt, 0, "unmapped PTs pass through");
+    let mut back = build_rtp(false, 96, 1, 0, 4, &[], None, &[5, 0x80, 0, 160], 0);
+    r.handle_rtp(Side::B, addr(AI_PEER), &mut back, t0);
+    let o = parse_out(&back);
+    assert_eq!((o.pt, o.marker), (101, false));
+    assert_eq!(
+        format!("{:?}", PayloadTypeMap::identity().with(101, 96)),
+        "{101: 96}"
+    );
+}
+
+#[test]
+fn rtcp_separate_port_rewrites_sender_ssrc() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let mut sr = build_sr_sdes(0x1234_5678, SSRC_TO_A);
+    let act = r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0);
+    assert_eq!(
+        act,
+        Action::Forward {
+            to: addr("192.0.2.50:20001"), // B's RTP port + 1 (RFC 3550 §11)
+            len: sr.len(),
+            via: LocalSocket {
+                side: Side::B,
+                kind: SocketKind::Rtcp
+            }
+        }
+    );
+    assert_eq!(rtcp_header(&sr).unwrap().ssrc, SSRC_TO_B);
+    assert_eq!(
+        &sr[28..32],
+        &SSRC_TO_A.to_be_bytes(),
+        "report block kept while B has no input source yet"
+    );
+    assert_eq!(r.stats(Side::A).rtcp_packets_forwarded, 1);
+    // The RTCP socket latched on its own; another source is dropped.
+    let mut sr2 = build_sr_sdes(1, 2);
+    assert_eq!(
+        r.handle_rtcp(Side::A, addr(ATTACKER), &mut sr2, t0),
+        Action::Drop(DropReason::WrongSource)
+    );
+    // RTP on the RTCP port is not RTCP.
+    let mut rtp = simple_rtp(0, 1, 1, 1);
+    assert!(matches!(
+        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut rtp, t0),
+        Action::Drop(DropReason::Malformed(PacketError::NotRtcp(0)))
+    ));
+}
+
+#[test]
+fn rtcp_muxed_on_rtp_port() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.a.rtcp_mux = true;
+    cfg.b.rtcp_mux = true;
+    let mut r = Relay::new(cfg, t0);
+    fwd(&mut r, Side::B, AI_PEER, 1, 0, 0x77, t0);
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 0x77];
+    assert_eq!(
+        r.handle_rtp(Side::B, addr(AI_PEER), &mut rr, t0),
+        Action::Forward {
+            to: addr(CARRIER_SDP),
+            len: 8,
+            via: LocalSocket {
+                side: Side::A,
+                kind: SocketKind::Rtp
+            }
+        }
+    );
+    assert_eq!(rtcp_header(&rr).unwrap().ssrc, SSRC_TO_A);
+    let mut rr2 = vec![0x80, 201, 0, 1, 0, 0, 0, 0x77];
+    assert_eq!(
+        r.handle_rtp(Side::B, addr(ATTACKER), &mut rr2, t0),
+        Action::Drop(DropReason::WrongSource)
+    );
+    let mut bad = vec![0x80, 201, 0, 5, 0, 0, 0, 0x77];
+    assert_eq!(
+        r.handle_rtp(Side::B, addr(AI_PEER), &mut bad, t0),
+        Action::Drop(DropReason::Malformed(PacketError::RtcpLengthBeyondBuffer))
+    );
+}
+
+#[test]
+fn disabled_direction_drops_and_pauses_timeout() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let s = Duration::from_secs;
+    r.set_enabled(Side::A, false, t0);
+    let mut buf = simple_rtp(0, 1, 0, 1);
+    assert_eq!(
+        r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut buf, t0),
+        Action::Drop(DropReason::Disabled)
+    );
+    assert_eq!(r.stats(Side::A).drops.disabled, 1);
+    // Only B's 5 s timeout is armed while A is on hold.
+    assert_eq!(r.poll_timeout(), Some(t0 + s(5)));
+    r.set_enabled(Side::B, false, t0);
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(r.poll_media_timeout(t0 + s(100)), None);
+    r.set_enabled(Side::A, true, t0 + s(100));
+    assert_eq!(r.poll_timeout(), Some(t0 + s(130)));
+    let o1 = fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0 + s(101));
+    assert!(!o1.marker);
+    // Hold again for 2 s while the carrier keeps sending (seq 3..=102 never forwarded).
+    r.set_enabled(Side::A, false, t0 + s(101));
+    for k in 3..=102u16 {
+        let mut b = simple_rtp(0, k, 160 * u32::from(k), 1);
+        r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut b, t0 + s(101));
+    }
+    r.set_enabled(Side::A, true, t0 + s(103));
+    let o2 = fwd(&mut r, Side::A, CARRIER_NAT, 103, 160 * 103, 1, t0 + s(103));
+    assert_eq!(
+        o2.seq,
+        o1.seq.wrapping_add(1),
+        "resume continues the sequence"
+    );
+    assert_eq!(o2.ts.wrapping_sub(o1.ts), 2 * 8000, "ts by wall-clock gap");
+    assert!(o2.marker);
+}
+
+#[test]
+fn media_inactivity_per_leg() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let s = Duration::from_secs;
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + s(5)),
+        "AI leg has the shorter timeout"
+    );
+    assert_eq!(r.poll_media_timeout(t0 + s(4)), None);
+    fwd(&mut r, Side::B, AI_PEER, 1, 0, 1, t0 + s(4));
+    assert_eq!(r.idle_since(Side::B), t0 + s(4));
+    assert_eq!(r.poll_timeout(), Some(t0 + s(9)));
+    assert_eq!(
+        r.poll_media_timeout(t0 + s(10)),
+        Some(MediaTimeout {
+            side: Side::B,
+            idle_for: s(6)
+        })
+    );
+    // Dropped packets do not count as activity.
+    let mut inj = simple_rtp(0, 2, 160, 1);
+    r.handle_rtp(Side::B, addr(ATTACKER), &mut inj, t0 + s(10));
+    assert_eq!(r.idle_since(Side::B), t0 + s(4));
+    fwd(&mut r, Side::B, AI_PEER, 2, 160, 1, t0 + s(10));
+    assert_eq!(r.poll_media_timeout(t0 + s(14)), None);
+    // The carrier leg times out at 30 s.
+    assert_eq!(
+        r.poll_media_timeout(t0 + s(30)),
+        Some(MediaTimeout {
+            side: Side::A,
+            idle_for: s(30)
+        })
+    );
+}
+
+#[test]
+fn malformed_packets_drop_without_latching() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let mut v1 = simple_rtp(0, 1, 0, 1);
+    v1[0] = 0x90 & 0x3f; // version 0 with X: first byte 16 → ZRTP range
+    let mut short = vec![0x80, 0, 0, 1, 0, 0];
+    let mut cc = simple_rtp(0, 1, 0, 1);
+    cc.truncate(16);
+    cc[0] = 0x8f; // 15 CSRCs
+    let mut stun = vec![0u8, 1, 0, 0];
+    let mut empty: Vec<u8> = Vec::new();
+    let cases: [(&mut Vec<u8>, DropReason); 5] = [
+        (&mut v1, DropReason::NotRtp),
+        (
+            &mut short,
+            DropReason::Malformed(PacketError::TooShort { len: 6 }),
+        ),
+        (
+            &mut cc,
+            DropReason::Malformed(PacketError::CsrcBeyondLength),
+        ),
+        (&mut stun, DropReason::NotRtp),
+        (&mut empty, DropReason::NotRtp),
+    ];
+    for (buf, want) in cases {
+        assert_eq!(
+            r.handle_rtp(Side::A, addr(ATTACKER), buf, t0),
+            Action::Drop(want)
+        );
+    }
+    assert_eq!(
+        r.leg(Side::A).rtp().latched(),
+        None,
+        "garbage never latches"
+    );
+    let s = r.stats(Side::A);
+    assert_eq!((s.drops.malformed, s.drops.not_rtp), (2, 3));
+    fwd(&mut r, Side::A, CARRIER_NAT, 1, 0, 1, t0);
+}
+
+#[test]
+fn seeded_random_bytes_never_panic() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.b.rtcp_mux = true;
+    let mut r = Relay::new(cfg, t0);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0003);
+    let template = build_rtp(
+        true,
+        101,
+        1,
+        2,
+        3,
+        &[4, 5],
+        Some((0xbede, &[6])),
+        &[7; 20],
+        3,
+    );
+    let sr = build_sr_sdes(1, 2);
+    let mut buf = [0u8; 256];
+    let mut forwarded = 0;
+    for i in 0..20_000u32 {
+        let len = rng.random_range(0..buf.len());
+        match i % 3 {
+            // Pure random bytes, biased to look like RTP half the time.
+            0 => {
+                rng.fill(&mut buf[..len]);
+                if len > 0 && rng.random_bool(0.5) {
+                    buf[0] = 0x80 | (buf[0] & 0x3f);
+                }
+            }
+            // Mutated valid RTP / RTCP: flip a few bytes, random truncation.
+            _ => {
+                let src: &[u8] = if i % 3 == 1 { &template } else { &sr };
+                let len_c = len.min(src.len());
+                buf[..len_c].copy_from_slice(&src[..len_c]);
+                for _ in 0..rng.random_range(0..4) {
+                    if len_c > 0 {
+                        let k = rng.random_range(0..len_c);
+                        buf[k] = rng.random();
+                    }
+                }
+                let from = if rng.random_bool(0.9) {
+                    AI_PEER
+                } else {
+                    ATTACKER
+                };
+                let side = if i % 2 == 0 { Side::A } else { Side::B };
+                let b = &mut buf[..len_c];
+                let a1 = r.handle_rtp(side, addr(from), b, t0);
+                let a2 = r.handle_rtcp(side, addr(from), b, t0);
+                for a in [a1, a2] {
+                    if let Action::Forward { len, .. } = a {
+                        assert!(len <= len_c);
+                        forwarded += 1;
+                    }
+                }
+                continue;
+            }
+        }
+        let _ = r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut buf[..len], t0);
+        let _ = r.handle_rtcp(Side::B, addr(AI_PEER), &mut buf[..len], t0);
+        let _ = crate::media::rtp::TelephoneEvent::parse(&buf[..len]);
+    }
+    assert!(forwarded > 0, "the mutation loop reaches the forward path");
+}
+
+#[test]
+fn rtcp_translated_consistently_with_rtp() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    // A sends SSRC 0x1234 seq 5000 ts 123_456 → out seq 100, ts 1_000 (offsets −4900, −122_456).
+    fwd(&mut r, Side::A, CARRIER_NAT, 5000, 123_456, 0x1234, t0);
+    // B sends SSRC 0x7777 seq 50 → out seq 200.
+    fwd(&mut r, Side::B, AI_PEER, 50, 0, 0x7777, t0);
+    // A's SR: its RTP timestamp goes into the outgoing space; its report about the stream
+    // holdfast sends to A (SSRC_TO_A, seq 200) maps back to B's source (0x7777, seq 50).
+    let mut sr = build_sr_sdes(0x1234, SSRC_TO_A);
+    sr[16..20].copy_from_slice(&123_616u32.to_be_bytes());
+    sr[36..40].copy_from_slice(&200u32.to_be_bytes());
+    assert!(matches!(
+        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0),
+        Action::Forward { .. }
+    ));
+    assert_eq!(rtcp_header(&sr).unwrap().ssrc, SSRC_TO_B);
+    assert_eq!(&sr[16..20], &1_160u32.to_be_bytes());
+    assert_eq!(&sr[28..32], &0x7777u32.to_be_bytes());
+    assert_eq!(&sr[36..40], &50u32.to_be_bytes());
+}
+
+#[test]
+fn stream_config_from_seed_is_deterministic() {
+    let a = StreamConfig::from_seed(42, 8000);
+    assert_eq!(a, StreamConfig::from_seed(42, 8000));
+    let b = StreamConfig::from_seed(43, 8000);
+    assert_ne!(a.ssrc, b.ssrc);
+    assert_ne!(a.initial_ts, b.initial_ts);
+    assert_eq!(a.clock_rate_hz, 8000);
+    assert_eq!(a.pt_map, PayloadTypeMap::identity());
+}
+
+#[test]
+fn rtcp_from_separate_port_to_muxed_leg() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.b.rtcp_mux = true;
+    let mut r = Relay::new(cfg, t0);
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 0x42];
+    assert_eq!(
+        r.handle_rtcp(Side::A, addr("198.51.100.20:10001"), &mut rr, t0),
+        Action::Forward {
+            to: addr(AI_PEER),
+            len: 8,
+            via: LocalSocket {
+                side: Side::B,
+                kind: SocketKind::Rtp
+            }
+        }
+    );
+    assert_eq!(rtcp_header(&rr).unwrap().ssrc, SSRC_TO_B);
+}
