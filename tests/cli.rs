@@ -105,3 +105,49 @@ fn options_answered_over_ipv6_udp_and_tcp() {
     }
     assert!(got.contains("z9hG4bKtcp1") && got.contains("z9hG4bKtcp2"));
 }
+
+/// A TCP peer that sends but never reads: holdfast's queue toward it fills, further
+/// messages to it are dropped and logged, and everyone else is still served.
+#[test]
+fn a_tcp_peer_that_never_reads_does_not_stall_holdfast() {
+    let port = free_port();
+    let yaml = format!("sip:\n  listen: [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\n");
+    let hf = Holdfast::start(&yaml, port);
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let mut burst = String::new();
+    for i in 0..20_000 {
+        burst.push_str(&options(
+            &format!("TCP {local}"),
+            &format!("z9hG4bKslow{i}"),
+        ));
+        if burst.len() > 256 * 1024 {
+            if tcp.write_all(burst.as_bytes()).is_err() {
+                break; // holdfast stopped reading us too: fine, the point is below
+            }
+            burst.clear();
+        }
+    }
+    let _ = tcp.write_all(burst.as_bytes());
+    hf.wait_log(Duration::from_secs(20), |l| {
+        msg(l) == "TCP send queue full; message dropped"
+    })
+    .expect("the writer queue toward the silent reader never filled");
+    // Another client is still answered at once.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = udp.local_addr().unwrap();
+    udp.send_to(
+        options(&format!("UDP {me}"), "z9hG4bKother").as_bytes(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = udp
+        .recv(&mut buf)
+        .expect("holdfast stalled behind a slow TCP reader");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
+    drop(tcp);
+}

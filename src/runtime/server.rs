@@ -198,8 +198,17 @@ impl Shell {
             }
             Transport::Tcp => {
                 if let Some(w) = self.conns.get(&t.remote) {
-                    if w.try_send(t.data.clone()).is_ok() {
-                        return;
+                    match w.try_send(t.data.clone()) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // The peer reads slower than we write: drop this message (its
+                            // transaction times out and the call logic reacts as for any
+                            // unanswered request) rather than open a second connection
+                            // behind the first one's back.
+                            warn!(remote = %t.remote, "TCP send queue full; message dropped");
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
                 // No connection (or it died): open one (RFC 3261 §18.2.2 for responses,
