@@ -58,6 +58,13 @@ impl RecvBatch {
     }
 }
 
+impl RecvBatch {
+    /// Datagram `i` as last received or rewritten, for sending it on.
+    pub fn datagram(&self, i: usize, len: usize) -> Option<&[u8]> {
+        (i < self.count).then(|| &self.bufs[i][..len.min(self.lens[i]).min(MAX_DATAGRAM)])
+    }
+}
+
 /// Receives up to [`BATCH`] datagrams without blocking. Returns how many arrived;
 /// `WouldBlock` when none is waiting (the shell then waits for readiness).
 pub fn recv_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {

@@ -6,6 +6,7 @@
 //! protocol decision of its own.
 pub mod batch_udp;
 pub mod dns;
+pub mod media;
 mod server;
 
 pub use server::{run, RunOptions};
