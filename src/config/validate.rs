@@ -895,72 +895,79 @@ impl Validator<'_> {
     fn routes(&self, raw: &RawRoutes, known: &HashMap<&str, TargetRef>) -> Result<Routes> {
         let mut routes = Routes::default();
         for (i, r) in raw.inbound.iter().enumerate() {
-            let path = join_index("routes.inbound", i);
             let m = r.match_.as_ref();
-            let mpath = join_key(&path, "match");
-            let to = self.prefix(&m.and_then(|m| m.to.clone()), &join_key(&mpath, "to"))?;
-            let from = self.prefix(&m.and_then(|m| m.from.clone()), &join_key(&mpath, "from"))?;
-            let origins = self.id_list(
-                m.and_then(|m| m.carriers.as_deref()).unwrap_or(&[]),
-                &join_key(&mpath, "carriers"),
-                Role::Carrier,
-                None,
+            let rule = self.rule(
+                RawRule {
+                    direction: Direction::Inbound,
+                    index: i,
+                    to: m.and_then(|m| m.to.clone()),
+                    from: m.and_then(|m| m.from.clone()),
+                    origins: (
+                        m.and_then(|m| m.carriers.as_deref()),
+                        "carriers",
+                        Role::Carrier,
+                    ),
+                    regions: &r.regions,
+                    targets: (&r.ai, "ai", Role::AiProvider),
+                },
                 known,
             )?;
-            let regions = self.regions(&r.regions, &join_key(&path, "regions"), known)?;
-            let targets = self.target_list(
-                &r.ai,
-                &join_key(&path, "ai"),
-                Role::AiProvider,
-                &regions,
-                known,
-            )?;
-            let rule = RouteRule {
-                direction: Direction::Inbound,
-                index: i,
-                to,
-                from,
-                origins,
-                regions,
-                targets,
-            };
-            self.check_shadow(&routes.inbound, &rule, &path)?;
+            self.check_shadow(&routes.inbound, &rule, &join_index("routes.inbound", i))?;
             routes.inbound.push(rule);
         }
         for (i, r) in raw.outbound.iter().enumerate() {
-            let path = join_index("routes.outbound", i);
             let m = r.match_.as_ref();
-            let mpath = join_key(&path, "match");
-            let to = self.prefix(&m.and_then(|m| m.to.clone()), &join_key(&mpath, "to"))?;
-            let from = self.prefix(&m.and_then(|m| m.from.clone()), &join_key(&mpath, "from"))?;
-            let origins = self.id_list(
-                m.and_then(|m| m.ai.as_deref()).unwrap_or(&[]),
-                &join_key(&mpath, "ai"),
-                Role::AiProvider,
-                None,
+            let rule = self.rule(
+                RawRule {
+                    direction: Direction::Outbound,
+                    index: i,
+                    to: m.and_then(|m| m.to.clone()),
+                    from: m.and_then(|m| m.from.clone()),
+                    origins: (m.and_then(|m| m.ai.as_deref()), "ai", Role::AiProvider),
+                    regions: &r.regions,
+                    targets: (&r.carriers, "carriers", Role::Carrier),
+                },
                 known,
             )?;
-            let regions = self.regions(&r.regions, &join_key(&path, "regions"), known)?;
-            let targets = self.target_list(
-                &r.carriers,
-                &join_key(&path, "carriers"),
-                Role::Carrier,
-                &regions,
-                known,
-            )?;
-            let rule = RouteRule {
-                direction: Direction::Outbound,
-                index: i,
-                to,
-                from,
-                origins,
-                regions,
-                targets,
-            };
-            self.check_shadow(&routes.outbound, &rule, &path)?;
+            self.check_shadow(&routes.outbound, &rule, &join_index("routes.outbound", i))?;
             routes.outbound.push(rule);
         }
         Ok(routes)
+    }
+
+    /// One inbound or outbound rule: the two differ only in which key names the origins
+    /// (`match.carriers` / `match.ai`) and the targets (`ai` / `carriers`), and their roles.
+    fn rule(&self, r: RawRule<'_>, known: &HashMap<&str, TargetRef>) -> Result<RouteRule> {
+        let path = join_index(&format!("routes.{}", r.direction.as_str()), r.index);
+        let mpath = join_key(&path, "match");
+        let to = self.prefix(&r.to, &join_key(&mpath, "to"))?;
+        let from = self.prefix(&r.from, &join_key(&mpath, "from"))?;
+        let (origin_ids, origin_key, origin_role) = r.origins;
+        let origins = self.id_list(
+            origin_ids.unwrap_or(&[]),
+            &join_key(&mpath, origin_key),
+            origin_role,
+            None,
+            known,
+        )?;
+        let regions = self.regions(r.regions, &join_key(&path, "regions"), known)?;
+        let (target_ids, target_key, target_role) = r.targets;
+        let targets = self.target_list(
+            target_ids,
+            &join_key(&path, target_key),
+            target_role,
+            &regions,
+            known,
+        )?;
+        Ok(RouteRule {
+            direction: r.direction,
+            index: r.index,
+            to,
+            from,
+            origins,
+            regions,
+            targets,
+        })
     }
 
     fn target_list(
@@ -1007,4 +1014,17 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// The parts of a raw inbound or outbound rule that [`Validator::rule`] checks.
+struct RawRule<'a> {
+    direction: Direction,
+    index: usize,
+    to: Option<Scalar>,
+    from: Option<Scalar>,
+    /// Ids in `match.<key>`, the key, and the role they must have.
+    origins: (Option<&'a [String]>, &'static str, Role),
+    regions: &'a Option<Vec<String>>,
+    /// Ids in `<key>`, the key, and the role they must have.
+    targets: (&'a Option<Vec<String>>, &'static str, Role),
 }
