@@ -10,6 +10,7 @@
 //! `ports`; batched socket I/O is `runtime::batch_udp`); the B2BUA does not anchor media
 //! through them yet — SDP still passes through unchanged. See `LIFECYCLE.md` for streams.
 
+pub mod control;
 pub mod ports;
 pub mod relay;
 pub mod rtp;

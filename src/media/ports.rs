@@ -27,7 +27,7 @@ pub enum PortError {
 }
 
 /// Ports given to one relay socket set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortAllocation {
     /// The RTP port (even when paired).
     pub rtp: u16,

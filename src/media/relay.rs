@@ -1,6 +1,6 @@
 //! The sans-IO per-packet core of the anchored RTP/RTCP relay.
 //!
-//! Every call's media is anchored: each leg (A = carrier, B = AI agent, by convention) has a
+//! Every call's media is anchored: each leg (A = the caller's, B = the callee's) has a
 //! holdfast socket pair (RTP, RTCP — or one muxed socket). A packet received on leg X's
 //! socket from X's peer is validated, checked against the latched peer address, rewritten
 //! in place (SSRC, sequence number, timestamp, payload type, marker) and forwarded to the
@@ -33,12 +33,14 @@ use super::stats::{StreamStats, StreamStatsSnapshot};
 /// Default media timeout for a carrier leg: no RTP for this long means the call is dead.
 pub const DEFAULT_CARRIER_MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which leg of the call. By convention A is the carrier side, B the AI-agent side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which leg of the call: the same sides as the B2BUA's — A is the leg the INVITE arrived on,
+/// B the leg holdfast placed. Which of them faces a carrier and which an AI agent depends on
+/// the call's direction; the core sets each leg's media timeout accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Side {
-    /// Leg A (carrier).
+    /// Leg A (the caller's).
     A,
-    /// Leg B (AI agent).
+    /// Leg B (the callee's).
     B,
 }
 
@@ -112,7 +114,7 @@ pub enum Action {
 }
 
 /// One of holdfast's sockets of a relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalSocket {
     /// The leg the socket belongs to.
     pub side: Side,
@@ -121,7 +123,7 @@ pub struct LocalSocket {
 }
 
 /// RTP or RTCP socket of a pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SocketKind {
     /// The even RTP port (or the single rtcp-mux port).
     Rtp,
@@ -502,9 +504,9 @@ impl Leg {
 /// Configuration of a relay: both legs and both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayConfig {
-    /// Leg A (carrier).
+    /// Leg A (the caller's).
     pub a: LegConfig,
-    /// Leg B (AI agent).
+    /// Leg B (the callee's).
     pub b: LegConfig,
     /// Stream sent to B, built from what A sends.
     pub a_to_b: StreamConfig,

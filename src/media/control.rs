@@ -1,0 +1,147 @@
+//! The messages between the call core (which decides) and the media shell (which relays).
+//!
+//! The B2BUA core allocates ports, rewrites SDP and emits [`MediaCommand`]s through
+//! `Core::poll_media`; the runtime's media workers bind the sockets, run one
+//! [`Relay`](super::relay::Relay) per anchored stream, and report [`MediaEvent`]s back
+//! through `Core::handle_media_event`. Plain data: nothing here touches a socket or a clock.
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ports::PortAllocation;
+use super::relay::{PayloadTypeMap, RelayConfig, Side, SocketKind};
+use super::stats::StreamStatsSnapshot;
+
+/// One anchored stream (one m= line) of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RelayId {
+    /// The core's internal call number.
+    pub call: u64,
+    /// The m= line index in the call's SDP.
+    pub stream: u16,
+}
+
+impl std::fmt::Display for RelayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.call, self.stream)
+    }
+}
+
+/// holdfast's ports for both legs of one stream. RTP on the even port, RTCP on the odd one
+/// (`rtcp: Some`), or RTCP muxed (`rtcp: None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayPorts {
+    pub a: PortAllocation,
+    pub b: PortAllocation,
+}
+
+impl RelayPorts {
+    pub fn of(&self, side: Side) -> PortAllocation {
+        match side {
+            Side::A => self.a,
+            Side::B => self.b,
+        }
+    }
+}
+
+/// What the core asks the media shell to do.
+#[derive(Debug, Clone)]
+pub enum MediaCommand {
+    /// Bind `ports` on `ip` (both legs) and start relaying with `config` (its clocks start
+    /// when the shell starts the relay). A bind failure comes back as
+    /// [`MediaEvent::OpenFailed`].
+    Open {
+        id: RelayId,
+        ip: IpAddr,
+        ports: RelayPorts,
+        config: RelayConfig,
+    },
+    /// Change a running relay.
+    Update { id: RelayId, update: RelayUpdate },
+    /// Stop relaying and close the sockets; answered by [`MediaEvent::Closed`]. The core
+    /// returns the ports to its allocator when it sends this (the sockets are closed before
+    /// any later `Open` for the same ports is processed, since commands are handled in order).
+    Close { id: RelayId },
+}
+
+impl MediaCommand {
+    pub fn id(&self) -> RelayId {
+        match self {
+            MediaCommand::Open { id, .. }
+            | MediaCommand::Update { id, .. }
+            | MediaCommand::Close { id } => *id,
+        }
+    }
+}
+
+/// A change to a running relay, from SDP offer/answer or from the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayUpdate {
+    /// Leg `side`'s peer announced (new) addresses: forget what was latched there and expect
+    /// these; `rtcp_mux` says whether RTCP now shares the RTP port on that leg.
+    Relatch {
+        side: Side,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+        rtcp_mux: bool,
+    },
+    /// Forward (or stop forwarding) what leg `from` sends (hold, inactive, recvonly).
+    SetEnabled { from: Side, enabled: bool },
+    /// Payload-type mapping for what leg `from` sends (e.g. telephone-event 101 → 96).
+    SetPtMap { from: Side, map: PayloadTypeMap },
+    /// What leg `side` sends now comes from a new source: keep the stream continuous.
+    SourceSwitch { side: Side },
+}
+
+/// What the media shell reports to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// The relay could not be started: binding `port` failed (another process has it, or
+    /// the address is not local). The relay does not exist; the core ends the call.
+    OpenFailed {
+        id: RelayId,
+        port: u16,
+        error: String,
+    },
+    /// Leg `side`'s peer was learned from its first valid packet on that socket.
+    Latched {
+        id: RelayId,
+        side: Side,
+        kind: SocketKind,
+        addr: SocketAddr,
+    },
+    /// Sending to leg `side`'s peer at `addr` got ICMP port/host unreachable. Reported at
+    /// most once per peer address (again after a relatch).
+    Unreachable {
+        id: RelayId,
+        side: Side,
+        addr: SocketAddr,
+    },
+    /// No RTP from leg `side`'s peer for its media timeout. Reported once per silence: the
+    /// leg's clock restarts when reported.
+    Timeout {
+        id: RelayId,
+        side: Side,
+        idle_for: Duration,
+    },
+    /// The relay stopped (after [`MediaCommand::Close`]); its final statistics per direction:
+    /// `a_to_b` is built from what leg A sent, `b_to_a` from what leg B sent.
+    Closed {
+        id: RelayId,
+        a_to_b: StreamStatsSnapshot,
+        b_to_a: StreamStatsSnapshot,
+    },
+}
+
+impl MediaEvent {
+    pub fn id(&self) -> RelayId {
+        match self {
+            MediaEvent::OpenFailed { id, .. }
+            | MediaEvent::Latched { id, .. }
+            | MediaEvent::Unreachable { id, .. }
+            | MediaEvent::Timeout { id, .. }
+            | MediaEvent::Closed { id, .. } => *id,
+        }
+    }
+}
