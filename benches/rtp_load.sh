@@ -6,6 +6,7 @@
 # usage: benches/rtp_load.sh [TARGET...]      TARGET: holdfast rtpengine limit direct (default: all)
 # env:   RATES="20000 40000 60000 80000 100000 120000"  DUR=4 (s per step)  NCALLS=2400
 #        RUNS=1  LOSS_OK=0.5 (%)  LAT_RATE=40000  LAT_DUR=$DUR  OUT=<dir>  PEERS=<peers dir>
+#        A_BASE=14000 B_BASE=22000 (generator source / sink ports, +2 per call)
 #
 # Methodology mirrors ../shared/peers/run-rtp-throughput.sh: the relay is pinned to CPU 1,
 # the peers' udpgen (paced, one packet per stream visit, -b 1) and udpsink (epoll+recvmmsg)
@@ -33,9 +34,13 @@ TARGETS=${*:-holdfast rtpengine limit direct}
 RATES=${RATES:-"20000 40000 60000 80000 100000 120000"}
 DUR=${DUR:-4}; NCALLS=${NCALLS:-2400}; RUNS=${RUNS:-1}; LOSS_OK=${LOSS_OK:-0.5}
 LAT_RATE=${LAT_RATE:-40000}; LAT_DUR=${LAT_DUR:-$DUR}
+# Our RTP ports (generator sources A_BASE+2i, sinks B_BASE+2i) and SIP ports stay below the
+# kernel's ephemeral range (32768-60999), where other processes' sockets would collide.
+A_BASE=${A_BASE:-14000}; B_BASE=${B_BASE:-22000}
 OUT=${OUT:-$(mktemp -d -t holdfast-rtpload-XXXX)}; mkdir -p "$OUT"
 [ "$DUR" -le 60 ] && [ "$LAT_DUR" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$NCALLS" -le 4000 ] \
-  || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 4000" >&2; exit 2; }
+  && [ $((A_BASE + 2*NCALLS)) -le "$B_BASE" ] && [ $((B_BASE + 2*NCALLS)) -le 65535 ] \
+  || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 4000, A_BASE+2*NCALLS <= B_BASE" >&2; exit 2; }
 for t in $TARGETS; do case $t in holdfast|rtpengine|limit|direct) ;; *) echo "unknown target $t" >&2; exit 2;; esac; done
 TCK=$(getconf CLK_TCK)
 
@@ -76,11 +81,11 @@ trap 'exit 130' INT TERM
 
 cputicks(){ if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then awk '{print $14+$15}' "/proc/$1/stat"; else echo 0; fi; }
 kv(){ grep -o "\(^\| \)$1=[^ ]*" "$2" 2>/dev/null | head -1 | cut -d= -f2; }   # key file
-free_ports(){ # N even UDP ports on 127.0.0.1 in 20000-28998 (clear of the RTP ranges in use)
+free_ports(){ # N even UDP ports on 127.0.0.1 in 10000-13998 (clear of every RTP range in use)
   python3 - "$1" <<'PY'
 import socket, sys, random
 n, got, socks = int(sys.argv[1]), [], []
-for p in random.sample(range(20000, 28999, 2), 4000):
+for p in random.sample(range(10000, 13999, 2), 2000):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try: s.bind(("127.0.0.1", p))
     except OSError: s.close(); continue
@@ -98,8 +103,11 @@ steps(){ # dir relay_pid
   for R in $RATES; do
     n=$(( R / 50 )); [ $n -gt "$NCALLS" ] && n=$NCALLS
     head -n $n "$dir/pairs.txt" > "$dir/pairs.n"
-    taskset -c 0 "$BIN/udpsink" -f "$dir/ports.txt" -d $((DUR+8)) -i 700 > "$dir/sink.$R" & SP=$!; PIDS+=($SP)
+    taskset -c 0 "$BIN/udpsink" -f "$dir/ports.txt" -d $((DUR+8)) -i 700 > "$dir/sink.$R" 2>&1 & SP=$!; PIDS+=($SP)
     sleep 0.3
+    if ! kill -0 $SP 2>/dev/null; then
+      reap $SP; echo "  udpsink did not start: $(cat "$dir/sink.$R")" | tee -a "$dir/table.txt"; break
+    fi
     c0=$(cputicks "$rp"); t0=$(date +%s.%N)
     taskset -c 0 "$BIN/udpgen" -f "$dir/pairs.n" -r "$R" -d "$DUR" -b 1 > "$dir/gen.$R"
     c1=$(cputicks "$rp"); t1=$(date +%s.%N)
@@ -169,7 +177,7 @@ YAML
   sleep 1
   kill -0 $HP 2>/dev/null || { echo "holdfast did not start:"; cat "$dir/holdfast.log"; return 1; }
   taskset -c 0 "$RL" setup --sip "127.0.0.1:$sipp" --calls "$NCALLS" --pairs "$dir/pairs.txt" --ports "$dir/ports.txt" \
-    --uac-port "$uacp" --uas-port "$uasp" --ready "$dir/ready" --hold-secs 600 > "$dir/setup.out" 2>&1 & SETP=$!; PIDS+=($SETP)
+    --uac-port "$uacp" --uas-port "$uasp" --a-base "$A_BASE" --b-base "$B_BASE" --ready "$dir/ready" --hold-secs 600 > "$dir/setup.out" 2>&1 & SETP=$!; PIDS+=($SETP)
   for k in $(seq $(( (NCALLS / 300 + 45) * 10 ))); do
     [ -f "$dir/ready" ] && break; kill -0 $SETP 2>/dev/null || break; sleep 0.1
   done
@@ -190,7 +198,8 @@ run_rtpengine(){ # dir
     --port-min=30000 --port-max=40000 --foreground --log-stderr --log-level=4 --num-threads=1 \
     --timeout=300 > "$dir/rtpengine.log" 2>&1 & RP=$!; PIDS+=($RP)
   for k in $(seq 20); do python3 "$PEERS/tools/ng.py" --ng 127.0.0.1:$ngp ping >/dev/null 2>&1 && break; sleep 0.25; done
-  python3 "$PEERS/tools/ng.py" --ng 127.0.0.1:$ngp setup "$NCALLS" "$dir/pairs.txt" "$dir/ports.txt" || { stop_pid $RP; return 1; }
+  python3 "$PEERS/tools/ng.py" --ng 127.0.0.1:$ngp setup "$NCALLS" "$dir/pairs.txt" "$dir/ports.txt" \
+    --a-base "$A_BASE" --b-base "$B_BASE" || { stop_pid $RP; return 1; }
   steps "$dir" $RP
   latency "$dir" $RP
   python3 "$PEERS/tools/ng.py" --ng 127.0.0.1:$ngp delete "$NCALLS"
@@ -212,8 +221,8 @@ run_limit(){ # dir
 
 run_direct(){ # dir
   local dir=$1 i
-  for i in $(seq 0 $((NCALLS - 1))); do echo "$((41000 + 2*i)) $((51000 + 2*i))"; done > "$dir/pairs.txt"
-  for i in $(seq 0 $((NCALLS - 1))); do echo "$((51000 + 2*i))"; done > "$dir/ports.txt"
+  for i in $(seq 0 $((NCALLS - 1))); do echo "$((A_BASE + 2*i)) $((B_BASE + 2*i))"; done > "$dir/pairs.txt"
+  for i in $(seq 0 $((NCALLS - 1))); do echo "$((B_BASE + 2*i))"; done > "$dir/ports.txt"
   latency "$dir" ""
 }
 
