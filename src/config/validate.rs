@@ -513,7 +513,7 @@ impl Validator<'_> {
             ));
         }
         let ports = match &raw.ports {
-            None => 30000..=39999,
+            None => 16384..=32767,
             Some(v) => {
                 let text = match v {
                     Scalar::Str(t) => t.clone(),
