@@ -21,6 +21,11 @@
 //! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
 //! the stream sent to the other leg continuous); an SSRC change alone is detected here.
 //!
+//! For the I/O shell (`runtime::media`), without allocating: [`Relay::poll_latched`] says
+//! which socket latched onto which peer, [`Relay::handle_unreachable`] decides whether an
+//! ICMP error is news (once per RTP peer), and [`Relay::restart_idle_clock`] makes a media
+//! timeout fire once per silence.
+//!
 //! See `LIFECYCLE.md` in this folder for the stream states (unlatched → latched →
 //! switched → relatched).
 

@@ -423,4 +423,72 @@ mod tests {
         data[3] = 2;
         assert_eq!(batch.get_mut(0).unwrap().0, &[0x80, 0, 0, 2]);
     }
+
+    #[test]
+    fn a_send_queue_sends_from_the_receive_buffers_and_skips_what_the_kernel_refuses() {
+        let (tx, relay) = pair("127.0.0.1:0");
+        let (_, out) = pair("127.0.0.1:0");
+        let dest = out.local_addr().unwrap();
+        for i in 0..3u8 {
+            tx.send_to(&[i; 10], relay.local_addr().unwrap()).unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let n = loop {
+            match recv_batch(relay.as_raw_fd(), &mut batch) {
+                Ok(n) => break n,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // Loopback queues all three before the first receive.
+        assert_eq!(n, 3, "all three in one batch");
+        batch.get_mut(1).unwrap().0[0] = 0xee; // rewritten in place
+        let mut q = SendQueue::default();
+        assert!(q.push(dest, 0, 10));
+        // An IPv6 destination on an IPv4 socket: refused by the kernel, skipped.
+        assert!(q.push("[::1]:9".parse().unwrap(), 2, 10));
+        assert!(q.push(dest, 1, 4));
+        assert_eq!(q.len(), 3);
+        let o = q.flush(relay.as_raw_fd(), &batch);
+        assert_eq!(
+            o,
+            SendOutcome {
+                sent: 2,
+                would_block: 0,
+                failed: 1
+            }
+        );
+        assert!(q.is_empty());
+        out.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (k, from) = out.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..k], from),
+            (&[0u8; 10][..], relay.local_addr().unwrap())
+        );
+        let k = out.recv(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..k],
+            &[0xee, 1, 1, 1],
+            "the rewritten bytes, cut to len"
+        );
+    }
+
+    #[test]
+    fn a_send_queue_refuses_more_than_a_batch() {
+        let mut q = SendQueue::default();
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for i in 0..BATCH {
+            assert!(q.push(to, i, 1));
+        }
+        assert!(!q.push(to, 0, 1));
+        assert!(
+            !SendQueue::default().push(to, BATCH, 1),
+            "index past the batch"
+        );
+        q.clear();
+        assert!(q.is_empty());
+    }
 }

@@ -449,6 +449,70 @@ fn icmp_unreachable_is_reported_promptly_and_once() {
 }
 
 #[test]
+fn ipv6_relays_and_reports_icmpv6_unreachable() {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let bind = || {
+        let s = UdpSocket::bind((v6, 0)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s
+    };
+    let free = || PortAllocation {
+        rtp: addr(&bind()).port(),
+        rtcp: None,
+    };
+    let mut h = Harness::new(1);
+    let (carrier, ai) = (bind(), bind());
+    let gone = addr(&bind());
+    let ports = RelayPorts {
+        a: free(),
+        b: free(),
+    };
+    h.cmd(MediaCommand::Open {
+        id: id(13),
+        ip: v6,
+        ports,
+        config: config(Some(addr(&carrier)), Some(addr(&ai)), 13),
+    });
+    h.settle();
+    carrier
+        .send_to(
+            &simple_rtp(0, 1, 160, 0x1),
+            SocketAddr::new(v6, ports.a.rtp),
+        )
+        .unwrap();
+    assert_eq!(recv_rtp(&ai).1, 100);
+    // The AI moves to an address where nobody listens.
+    h.update(
+        id(13),
+        RelayUpdate::Relatch {
+            side: Side::B,
+            rtp: Some(gone),
+            rtcp: None,
+            rtcp_mux: true,
+        },
+    );
+    h.settle();
+    carrier
+        .send_to(
+            &simple_rtp(0, 2, 320, 0x1),
+            SocketAddr::new(v6, ports.a.rtp),
+        )
+        .unwrap();
+    let (ev, _) = h.wait_for(Duration::from_secs(1), |e| {
+        matches!(e, MediaEvent::Unreachable { .. })
+    });
+    assert_eq!(
+        ev,
+        MediaEvent::Unreachable {
+            id: id(13),
+            side: Side::B,
+            addr: gone
+        }
+    );
+    h.close(id(13));
+}
+
+#[test]
 fn media_timeout_is_reported_once_per_silence() {
     let mut h = Harness::new(1);
     let (carrier, ai) = (peer(), peer());

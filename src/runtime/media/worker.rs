@@ -134,15 +134,18 @@ impl Worker {
 
     /// The loop; returns on shutdown (dropping every socket, emitting nothing).
     pub(super) fn run(mut self) {
+        let mut now = Instant::now();
         loop {
+            // From the previous wakeup's clock: at worst the wait ends a little late.
             let wait = self
                 .next_scan
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(now)
                 .as_micros()
                 .div_ceil(1000)
                 .min(i32::MAX as u128) as i32;
             let n = self.epoll.wait(&mut self.ep_events[..], wait);
-            let now = Instant::now();
+            // One clock read per wakeup serves every batch of it.
+            now = Instant::now();
             let mut woken = false;
             for i in 0..n {
                 let ev = self.ep_events[i];
