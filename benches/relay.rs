@@ -5,7 +5,9 @@
 //! (as recvmmsg would deliver a new packet) so the stream stays on its fast path.
 //!
 //! Before measuring, a counting global allocator checks that 10 000 packets through the
-//! forward, drop and RTCP paths allocate nothing.
+//! forward, drop and RTCP paths allocate nothing, and that 2 000 packets relayed over real
+//! loopback sockets by a `MediaEngine` worker (recvmmsg → relay → sendmmsg) allocate nothing
+//! either.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -66,6 +68,75 @@ fn assert_no_allocation(carrier: SocketAddr, ai: SocketAddr, attacker: SocketAdd
     assert!(r.stats(Side::A).packets_forwarded > 9_000);
 }
 
+/// The media worker's whole per-packet path (epoll, recvmmsg, relay core, sendmmsg,
+/// counters) allocates nothing, once the relay is open and latched (opening and events may).
+fn assert_engine_allocates_nothing_per_packet() {
+    use holdfast::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts};
+    use holdfast::media::ports::PortAllocation;
+    use holdfast::runtime::media::MediaEngine;
+    use std::net::UdpSocket;
+
+    let lo = std::net::Ipv4Addr::LOCALHOST;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = MediaEngine::start(1, tx).unwrap();
+    let carrier = UdpSocket::bind((lo, 0)).unwrap();
+    let ai = UdpSocket::bind((lo, 0)).unwrap();
+    ai.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let free = || {
+        UdpSocket::bind((lo, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let ports = RelayPorts {
+        a: PortAllocation {
+            rtp: free(),
+            rtcp: None,
+        },
+        b: PortAllocation {
+            rtp: free(),
+            rtcp: None,
+        },
+    };
+    let id = RelayId { call: 1, stream: 0 };
+    engine.handle(MediaCommand::Open {
+        id,
+        ip: lo.into(),
+        ports,
+        config: relay_config(carrier.local_addr().unwrap(), ai.local_addr().unwrap()),
+    });
+    let to = SocketAddr::from((lo, ports.a.rtp));
+    let mut pkt = [0xffu8; 172];
+    let mut buf = [0u8; 2048];
+    // Until the relay is open and has latched (its events allocate in the channel).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seq = 0u16;
+    loop {
+        assert!(Instant::now() < deadline, "relay never forwarded");
+        pkt[..12].copy_from_slice(&header(seq, u32::from(seq) * 160));
+        seq += 1;
+        carrier.send_to(&pkt, to).unwrap();
+        if ai.recv(&mut buf).is_ok() && matches!(rx.try_recv(), Ok(MediaEvent::Latched { .. })) {
+            break;
+        }
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..2_000 {
+        pkt[..12].copy_from_slice(&header(seq, u32::from(seq) * 160));
+        seq = seq.wrapping_add(1);
+        carrier.send_to(&pkt, to).unwrap();
+        assert_eq!(ai.recv(&mut buf).unwrap(), 172);
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        allocs, 0,
+        "the media worker allocated {allocs} times for 2 000 packets"
+    );
+    assert!(engine.counters().packets_forwarded >= 2_000);
+    engine.shutdown();
+}
+
 fn header(seq: u16, ts: u32) -> [u8; 12] {
     let mut h = [0u8; 12];
     h[0] = 0x80;
@@ -76,18 +147,19 @@ fn header(seq: u16, ts: u32) -> [u8; 12] {
     h
 }
 
-fn relay(t0: Instant, carrier: SocketAddr, ai: SocketAddr) -> Relay {
+fn relay_config(carrier: SocketAddr, ai: SocketAddr) -> RelayConfig {
     let mut a_to_b = StreamConfig::from_seed(1, 8000);
     a_to_b.pt_map = PayloadTypeMap::identity().with(101, 96);
-    Relay::new(
-        RelayConfig {
-            a: LegConfig::new(Some(carrier), Duration::from_secs(30)),
-            b: LegConfig::new(Some(ai), Duration::from_secs(5)),
-            a_to_b,
-            b_to_a: StreamConfig::from_seed(2, 8000),
-        },
-        t0,
-    )
+    RelayConfig {
+        a: LegConfig::new(Some(carrier), Duration::from_secs(30)),
+        b: LegConfig::new(Some(ai), Duration::from_secs(5)),
+        a_to_b,
+        b_to_a: StreamConfig::from_seed(2, 8000),
+    }
+}
+
+fn relay(t0: Instant, carrier: SocketAddr, ai: SocketAddr) -> Relay {
+    Relay::new(relay_config(carrier, ai), t0)
 }
 
 fn bench(c: &mut Criterion) {
@@ -95,6 +167,7 @@ fn bench(c: &mut Criterion) {
     let ai: SocketAddr = "192.0.2.50:20000".parse().unwrap();
     let attacker: SocketAddr = "203.0.113.66:40000".parse().unwrap();
     assert_no_allocation(carrier, ai, attacker);
+    assert_engine_allocates_nothing_per_packet();
     let t0 = Instant::now();
     let mut g = c.benchmark_group("relay");
     g.throughput(Throughput::Elements(1));

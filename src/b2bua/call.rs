@@ -161,4 +161,6 @@ pub struct Call {
     pub passthrough_headers: Vec<(String, String)>,
     /// Why the call ended, for logs and call records.
     pub end_reason: Option<String>,
+    /// The anchored media: ports, both legs' SDP, relay state (`None` before an offer).
+    pub media: Option<super::media::CallMedia>,
 }

@@ -12,6 +12,7 @@
 //! ```text
 //! loop {
 //!     feed one input: handle_received / handle_timeout / handle_resolved / handle_reload
+//!     drain poll_media() -> media shell (before the SIP that advertises its ports)
 //!     drain poll_transmit() -> send
 //!     sleep until poll_timeout() or the next input
 //! }
@@ -27,9 +28,12 @@ use tracing::{debug, info, warn};
 
 use super::call::{Attempt, Call, CallState, Candidate, Direction, Flow, Leg, SessionTimer, Side};
 use super::ids::{IdGen, BRANCH_COOKIE};
+use super::media::{CallMedia, MediaError, MediaParams, ReOffer};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::config::Config;
 use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
+use crate::media::control::{MediaCommand, MediaEvent};
+use crate::media::ports::PortAllocator;
 use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
 use crate::sip::header::Refresher;
 use crate::sip::message::{Message, Request};
@@ -129,6 +133,8 @@ struct PendingAck {
     server: ServerKey,
     /// For a relayed re-INVITE: the CSeq to acknowledge on the other leg.
     relay_cseq: Option<u32>,
+    /// Our 2xx carried an offer (the re-INVITE had none): the ACK brings the answer.
+    local_offer: bool,
 }
 
 /// Server transaction key (RFC 3261 §17.2.3): branch, sent-by, and the method with ACK folded
@@ -298,6 +304,8 @@ struct CallEntry {
     /// The ACK we sent for the callee's 2xx, re-sent for each retransmission of it
     /// (RFC 3261 §13.2.2.4).
     b_ack: Option<Bytes>,
+    /// The status an unanswered caller gets if the call ends now (default 480).
+    refuse: Option<(u16, &'static str)>,
 }
 
 /// Counters the runtime exposes; cheap to copy.
@@ -309,6 +317,9 @@ pub struct Stats {
     pub calls_failed: u64,
     pub failovers: u64,
     pub parse_errors: u64,
+    /// Relay ports allocated (open, or closing until the media shell confirms).
+    pub media_ports_in_use: usize,
+    pub media_ports_capacity: usize,
 }
 
 /// Per-target bookkeeping for selection.
@@ -341,6 +352,13 @@ pub struct Core {
     policy: Policy,
     /// The earliest health deadline already in the timer heap.
     health_armed: Option<Instant>,
+    /// Relay ports (`media.ports`; fixed for the life of the process).
+    ports: PortAllocator,
+    /// Where relays bind (`media.bind`; fixed for the life of the process).
+    media_bind: std::net::IpAddr,
+    media_out: VecDeque<MediaCommand>,
+    /// Media of calls that ended, until the shell confirms each relay closed.
+    closing: HashMap<CallRef, (String, CallMedia)>,
 }
 
 /// What routing sees of health and load at one instant.
@@ -425,6 +443,11 @@ impl Core {
             draining: false,
             health_armed: None,
             stats: Stats::default(),
+            ports: PortAllocator::new(config.media.ports.clone())
+                .unwrap_or_else(|_| PortAllocator::new(30000..=39999).expect("valid range")),
+            media_bind: config.media.bind,
+            media_out: VecDeque::new(),
+            closing: HashMap::new(),
             policy: Policy {
                 tag_secret: seed ^ 0x9e37_79b9_7f4a_7c15,
                 max_message_size: config.sip.max_message_size,
@@ -439,6 +462,18 @@ impl Core {
     /// targets and flows even when the new file removes them; new calls use the new tables.
     /// Targets added are pinged at once.
     pub fn handle_reload(&mut self, config: Arc<Config>, now: Instant) {
+        if config.media.ports != self.config.media.ports
+            || config.media.bind != self.media_bind
+            || config.media.threads != self.config.media.threads
+        {
+            warn!(
+                "media.ports, media.bind and media.threads take effect after a restart; \
+                 keeping {}-{} on {}",
+                self.config.media.ports.start(),
+                self.config.media.ports.end(),
+                self.media_bind
+            );
+        }
         self.settings = Settings::from_config(&config);
         self.routing = RoutingTable::new(&config);
         self.health.set_settings(health_settings(&config));
@@ -540,6 +575,8 @@ impl Core {
     pub fn stats(&self) -> Stats {
         Stats {
             calls_active: self.calls.len(),
+            media_ports_in_use: self.ports.in_use(),
+            media_ports_capacity: self.ports.capacity(),
             ..self.stats
         }
     }
@@ -547,6 +584,38 @@ impl Core {
     /// The state of every call in progress.
     pub fn calls(&self) -> impl Iterator<Item = &Call> {
         self.calls.values().map(|c| &c.call)
+    }
+
+    /// The next command for the media shell. Drain it before [`Self::poll_transmit`]: a
+    /// relay must be opened before the SDP that advertises its ports goes out.
+    pub fn poll_media(&mut self) -> Option<MediaCommand> {
+        self.media_out.pop_front()
+    }
+
+    fn media_params(&self, direction: Direction) -> MediaParams {
+        let m = &self.config.media;
+        MediaParams {
+            advertise: m.advertise,
+            bind: self.media_bind,
+            timeouts: match direction {
+                Direction::Inbound => [m.timeout, m.ai_timeout],
+                Direction::Outbound => [m.ai_timeout, m.timeout],
+            },
+        }
+    }
+
+    /// Runs `f` on call `c`'s media with the port allocator and queues the commands it makes.
+    fn with_media<T>(
+        &mut self,
+        c: CallRef,
+        f: impl FnOnce(&mut CallMedia, &mut PortAllocator, &mut Vec<MediaCommand>) -> T,
+    ) -> Option<T> {
+        let e = self.calls.get_mut(&c)?;
+        let m = e.call.media.as_mut()?;
+        let mut cmds = Vec::new();
+        let r = f(m, &mut self.ports, &mut cmds);
+        self.media_out.extend(cmds);
+        Some(r)
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -922,6 +991,29 @@ impl Core {
             self.stats.calls_failed += 1;
             return self.reject(sid, 503, "Service Unavailable", &reason, now);
         }
+        let cref = self.new_id();
+        let mut media = CallMedia::new(cref, self.media_params(direction), self.ids.next_u64());
+        let mut offer = None;
+        if !req.body.is_empty() {
+            if !is_sdp(req.content_type.as_deref()) {
+                self.stats.calls_failed += 1;
+                let h = vec![("Accept".to_string(), ACCEPT.to_string())];
+                return self.respond(sid, 415, None, h, None, now);
+            }
+            let mut cmds = Vec::new();
+            match media.offer(Side::A, &req.body, &mut self.ports, &mut cmds) {
+                Ok(body) => {
+                    self.media_out.extend(cmds);
+                    offer = Some(body);
+                }
+                Err(e) => {
+                    let (status, reason) = e.status();
+                    info!(call = %id, callee, "refused: {e}");
+                    self.stats.calls_failed += 1;
+                    return self.reject(sid, status, reason, &e.to_string(), now);
+                }
+            }
+        }
         let local_tag = self.ids.tag();
         let a = Leg {
             call_id: req.call_id.clone(),
@@ -963,18 +1055,18 @@ impl Core {
             pinned: None,
             early_media: false,
             cancelled: false,
-            offer: (!req.body.is_empty()).then(|| req.body.clone()),
-            offer_type: req.content_type.clone(),
+            offer_type: offer.as_ref().map(|_| ACCEPT.to_string()),
+            offer,
             max_forwards: (mf - 1).min(self.settings.max_forwards),
             passthrough_headers: req.passthrough.clone(),
             end_reason: None,
+            media: Some(media),
         };
         info!(
             call = %id, direction = ?direction, origin = %origin_id, caller, callee,
             rule = %rule.name(), candidates = ?call.candidates.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(),
             fail_open = plan.fail_open, "new call"
         );
-        let cref = self.new_id();
         if let Some((key, e)) = self.servers.get_mut(&sid) {
             e.to_tag = Some(local_tag.clone());
             e.call = Some(cref);
@@ -993,6 +1085,7 @@ impl Core {
                     byes_outstanding: 0,
                     counted_target: None,
                     b_ack: None,
+                    refuse: None,
                 },
             );
         }
@@ -1114,6 +1207,8 @@ impl Core {
         let Some(tcfg) = self.config.target(&target).cloned() else {
             return self.next_attempt(c, now);
         };
+        // A previous attempt's callee may have sent SDP or packets: the new one latches afresh.
+        self.with_media(c, |m, _, out| m.reset_peer(Side::B, out));
         let call_id = self.ids.call_id(&self.local_host(local));
         let tag = self.ids.tag();
         let branch = self.ids.branch();
@@ -1421,6 +1516,14 @@ impl Core {
                             if let Some(leg) = self.leg(call, side).cloned() {
                                 self.send_ack(&leg, resp.cseq, None);
                             }
+                            // The answer to the SDP our refresh re-offered on this leg.
+                            if !resp.body.is_empty() {
+                                if let Some(Err(e)) = self.with_media(call, |m, _, out| {
+                                    m.local_answer(side, &resp.body, out)
+                                }) {
+                                    warn!(call = %self.call_name(call), ?side, "answer to refresh ignored: {e}");
+                                }
+                            }
                         }
                         self.arm_session_timer(call, side, resp.session_expires, true, now);
                     } else if resp.status == 481 || resp.status == 408 {
@@ -1525,7 +1628,6 @@ impl Core {
             let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
             self.health
                 .handle_attempt(&target, &dest, AttemptOutcome::Provisional, now);
-            let has_sdp = !resp.body.is_empty();
             let mut leg = entry.call.b.take();
             if let Some(l) = leg.as_mut() {
                 self.learn_dialog(l, &resp);
@@ -1535,6 +1637,20 @@ impl Core {
             if entry.call.cancelled {
                 return;
             }
+            // Early media: the callee's SDP, anchored for the caller. One we cannot use is
+            // not relayed (the caller gets the provisional without it).
+            let sdp = match self.callee_sdp(c, &resp) {
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => {
+                    warn!(call = %self.call_name(c), status, "SDP in provisional ignored: {e}");
+                    None
+                }
+                None => None,
+            };
+            let has_sdp = sdp.is_some();
+            let Some(entry) = self.calls.get_mut(&c) else {
+                return;
+            };
             entry.call.state = CallState::Early;
             if has_sdp {
                 // Early media reached the caller: from here on the call belongs to this
@@ -1547,12 +1663,7 @@ impl Core {
             let mut h = resp.passthrough.clone();
             h.push(("Contact".into(), self.contact(&a_flow)));
             h.push(("Allow".into(), ALLOW.into()));
-            let body = has_sdp.then(|| {
-                (
-                    resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                    resp.body.clone(),
-                )
-            });
+            let body = sdp.map(|b| (ACCEPT.to_string(), b));
             if let Some(sid) = sid {
                 self.respond(sid, status, Some(&resp.reason), h, body, now);
             }
@@ -1637,6 +1748,40 @@ impl Core {
             self.end_call(c, "answered after the caller cancelled", Some(Side::A), now);
             return;
         }
+        // The callee's SDP, anchored for the caller. An answer we cannot relay ends the call:
+        // acknowledge and hang up the callee, refuse the caller.
+        let sdp = match self.callee_sdp(c, &resp) {
+            Some(Ok(b)) => Some(b),
+            None => None,
+            Some(Err(e)) => {
+                let Some(entry) = self.calls.get_mut(&c) else {
+                    return;
+                };
+                let mut b = entry.call.b.clone().expect("set above");
+                let sid = self.server_ids.get(&entry.a_invite).copied();
+                entry.call.attempts[attempt].outcome =
+                    Some(format!("{} {}", resp.status, resp.reason));
+                warn!(call = %entry.call.id, target_id = %target, "answer refused: {e}");
+                self.send_ack(&b, resp.cseq, None);
+                let flow = b.flow;
+                self.send_in_dialog(
+                    &mut b,
+                    "BYE",
+                    vec![reason_header(&e.to_string())],
+                    None,
+                    Purpose::Ignore,
+                    flow,
+                    now,
+                );
+                let (status, reason) = e.status();
+                self.stats.calls_failed += 1;
+                if let Some(sid) = sid {
+                    self.reject(sid, status, reason, &e.to_string(), now);
+                }
+                return self.finish_call(c, &format!("callee's SDP refused: {e}"));
+            }
+        };
+        let entry = self.calls.get_mut(&c).expect("present");
         entry.call.attempts[attempt].outcome = Some(format!("{} {}", resp.status, resp.reason));
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Answered;
@@ -1669,12 +1814,7 @@ impl Core {
                 h.push(("Require".into(), "timer".into()));
             }
         }
-        let body = (!resp.body.is_empty()).then(|| {
-            (
-                resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                resp.body.clone(),
-            )
-        });
+        let body = sdp.map(|b| (ACCEPT.to_string(), b));
         if let Some(sid) = sid {
             self.respond(sid, resp.status, Some(&resp.reason), h, body, now);
         }
@@ -1682,6 +1822,27 @@ impl Core {
             let we_refresh = refresher == Refresher::Uas;
             self.set_session_timer(c, Side::A, interval, we_refresh, now);
         }
+    }
+
+    /// SDP from the callee in a response to the initial INVITE: the answer to the caller's
+    /// offer, or (late offer: the INVITE had none) the callee's offer. Returns the anchored
+    /// body for the caller; `None` when the response has no body.
+    fn callee_sdp(&mut self, c: CallRef, resp: &Resp) -> Option<Result<Vec<u8>, MediaError>> {
+        if resp.body.is_empty() {
+            return None;
+        }
+        if !is_sdp(resp.content_type.as_deref()) {
+            let t = resp.content_type.clone().unwrap_or_default();
+            return Some(Err(MediaError::BadSdp(format!("body is {t}, not SDP"))));
+        }
+        let early_offer = self.calls.get(&c)?.call.offer.is_some();
+        self.with_media(c, |m, alloc, out| {
+            if early_offer {
+                m.answer(Side::B, &resp.body, out)
+            } else {
+                m.offer(Side::B, &resp.body, alloc, out)
+            }
+        })
     }
 
     /// The A leg's session timer as we answer (RFC 4028 §9): honour the caller's interval
@@ -1881,12 +2042,29 @@ impl Core {
             if !req.body.is_empty() {
                 entry.call.a.remote_sdp = Some(req.body.clone());
             }
-            let body = (!req.body.is_empty()).then(|| {
-                (
-                    req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                    req.body.clone(),
-                )
-            });
+            let late_answer = entry
+                .call
+                .media
+                .as_ref()
+                .is_some_and(|m| m.pending_offer == Some(Side::B));
+            let mut body = None;
+            if !req.body.is_empty() && late_answer {
+                match self.with_media(c, |m, _, out| m.answer(Side::A, &req.body, out)) {
+                    Some(Ok(b)) => body = Some((ACCEPT.to_string(), b)),
+                    Some(Err(e)) => {
+                        warn!(call = %self.call_name(c), "answer in ACK refused: {e}");
+                        // Confirm the callee's leg first so the BYE is in a dialog.
+                        if let Some(b) = self.calls.get(&c).and_then(|e| e.call.b.clone()) {
+                            self.send_ack(&b, 1, None);
+                        }
+                        return self.end_call(c, &format!("caller's SDP refused: {e}"), None, now);
+                    }
+                    None => {}
+                }
+            }
+            let Some(entry) = self.calls.get_mut(&c) else {
+                return;
+            };
             if let Some(b) = entry.call.b.clone() {
                 let ack = self.send_ack(&b, 1, body);
                 if let Some(e) = self.calls.get_mut(&c) {
@@ -1912,15 +2090,19 @@ impl Core {
             }
             self.drive_server(sid, now);
         }
+        if p.local_offer && !req.body.is_empty() {
+            // The answer to the offer our 2xx carried: this leg only.
+            if let Some(Err(e)) =
+                self.with_media(c, |m, _, out| m.local_answer(side, &req.body, out))
+            {
+                warn!(call = %self.call_name(c), ?side, "answer in ACK ignored: {e}");
+            }
+        }
         if let Some(cseq) = p.relay_cseq {
-            let body = (!req.body.is_empty()).then(|| {
-                (
-                    req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                    req.body.clone(),
-                )
-            });
+            // Relayed re-INVITEs always carried an (anchored) offer, so their ACK has no
+            // session description to pass on.
             if let Some(leg) = self.leg(c, side.other()).cloned() {
-                self.send_ack(&leg, cseq, body);
+                self.send_ack(&leg, cseq, None);
             }
         }
     }
@@ -2172,7 +2354,7 @@ impl Core {
                 self.respond(sid, 200, None, h, None, now);
             }
             "INVITE" | "UPDATE" => self.on_session_update(c, side, sid, req, now),
-            "INFO" => self.relay_request(c, side, sid, req, now),
+            "INFO" => self.relay_request(c, side, sid, req, None, now),
             "PRACK" => self.respond(sid, 481, None, vec![], None, now),
             "REGISTER" | "SUBSCRIBE" | "NOTIFY" | "REFER" | "MESSAGE" | "PUBLISH" | "CANCEL" => {
                 let h = vec![("Allow".to_string(), ALLOW.to_string())];
@@ -2185,8 +2367,10 @@ impl Core {
         }
     }
 
-    /// re-INVITE or UPDATE from one leg. A pure session refresh (no new SDP) is answered on
-    /// that leg alone (RFC 4028 per-leg refresh); a real change is relayed to the other leg.
+    /// re-INVITE or UPDATE from one leg. Answered on that leg alone when it is a session
+    /// refresh (no SDP, or the same SDP) or a re-offer that only moves the media (hold,
+    /// unhold, a new address: RFC 3264 §8.4 per leg, see `media`); a real renegotiation is
+    /// anchored and relayed to the other leg.
     fn on_session_update(&mut self, c: CallRef, side: Side, sid: u64, req: &Req, now: Instant) {
         let Some(entry) = self.calls.get(&c) else {
             return;
@@ -2202,67 +2386,101 @@ impl Core {
         let Some(leg) = leg else { return };
         let unchanged =
             req.body.is_empty() || leg.remote_sdp.as_deref() == Some(req.body.as_slice());
-        if unchanged {
-            // Answer locally with what this leg last got from us: the other side's SDP.
-            let other = self.leg(c, side.other()).cloned();
-            let body = if req.method == "INVITE" {
-                other.and_then(|o| {
-                    o.remote_sdp
-                        .map(|b| (o.remote_sdp_type.unwrap_or_else(|| ACCEPT.into()), b))
-                })
+        let local_body: Option<Vec<u8>> = if unchanged {
+            // What this leg last got from us: an offer when the request had none (the ACK
+            // brings the answer), the same answer for a refresh.
+            if req.method == "INVITE" {
+                self.calls
+                    .get(&c)
+                    .and_then(|e| e.call.media.as_ref())
+                    .and_then(|m| m.last_sent(side))
+                    .map(<[u8]>::to_vec)
             } else {
                 None
-            };
-            let (interval, refresher) = match req.session_expires {
-                Some(se) => (se.interval, se.refresher.unwrap_or(Refresher::Uac)),
-                None => (
-                    leg.session_timer
-                        .as_ref()
-                        .map_or(self.settings.session_expires, |t| t.interval),
-                    Refresher::Uac,
-                ),
-            };
-            let mut h = vec![
-                ("Contact".to_string(), self.contact(&leg.flow)),
-                ("Allow".to_string(), ALLOW.to_string()),
-                ("Supported".to_string(), SUPPORTED.to_string()),
-                (
-                    "Session-Expires".to_string(),
-                    format!(
-                        "{};refresher={}",
-                        interval.as_secs(),
-                        refresher_param(refresher)
-                    ),
-                ),
-            ];
-            if req.supports_timer {
-                h.push(("Require".into(), "timer".into()));
             }
-            self.respond(sid, 200, None, h, body, now);
-            // The peer is the refresher when it sent the request as UAC and said uac.
-            self.set_session_timer(c, side, interval, refresher == Refresher::Uas, now);
-            if req.method == "INVITE" {
-                let server = self.servers.get(&sid).map(|(k, _)| k.clone());
-                if let (Some(e), Some(server)) = (self.calls.get_mut(&c), server) {
-                    e.pending_ack = Some(PendingAck {
-                        from: side,
-                        server,
-                        relay_cseq: None,
-                    });
+        } else {
+            if !is_sdp(req.content_type.as_deref()) {
+                let h = vec![("Accept".to_string(), ACCEPT.to_string())];
+                return self.respond(sid, 415, None, h, None, now);
+            }
+            if let Some(l) = self.leg_mut(c, side) {
+                l.remote_sdp = Some(req.body.clone());
+                l.remote_sdp_type = req.content_type.clone();
+            }
+            match self.with_media(c, |m, alloc, out| m.reoffer(side, &req.body, alloc, out)) {
+                Some(Ok(ReOffer::Local(answer))) => {
+                    debug!(call = %self.call_name(c), ?side, method = %req.method, "re-offer answered on its own leg");
+                    Some(answer)
                 }
+                Some(Ok(ReOffer::Relay(offer))) => {
+                    return self.relay_request(c, side, sid, req, Some(offer), now);
+                }
+                Some(Err(e)) => {
+                    let (status, reason) = e.status();
+                    info!(call = %self.call_name(c), ?side, "re-offer refused: {e}");
+                    let h = vec![(
+                        "Warning".to_string(),
+                        format!("399 holdfast \"{}\"", e.to_string().replace('"', "'")),
+                    )];
+                    return self.respond(sid, status, Some(reason), h, None, now);
+                }
+                None => return self.relay_request(c, side, sid, req, None, now),
             }
-            return;
+        };
+        let (interval, refresher) = match req.session_expires {
+            Some(se) => (se.interval, se.refresher.unwrap_or(Refresher::Uac)),
+            None => (
+                leg.session_timer
+                    .as_ref()
+                    .map_or(self.settings.session_expires, |t| t.interval),
+                Refresher::Uac,
+            ),
+        };
+        let mut h = vec![
+            ("Contact".to_string(), self.contact(&leg.flow)),
+            ("Allow".to_string(), ALLOW.to_string()),
+            ("Supported".to_string(), SUPPORTED.to_string()),
+            (
+                "Session-Expires".to_string(),
+                format!(
+                    "{};refresher={}",
+                    interval.as_secs(),
+                    refresher_param(refresher)
+                ),
+            ),
+        ];
+        if req.supports_timer {
+            h.push(("Require".into(), "timer".into()));
         }
-        if let Some(l) = self.leg_mut(c, side) {
-            l.remote_sdp = Some(req.body.clone());
-            l.remote_sdp_type = req.content_type.clone();
+        let local_offer = req.body.is_empty() && local_body.is_some();
+        let body = local_body.map(|b| (ACCEPT.to_string(), b));
+        self.respond(sid, 200, None, h, body, now);
+        // The peer is the refresher when it sent the request as UAC and said uac.
+        self.set_session_timer(c, side, interval, refresher == Refresher::Uas, now);
+        if req.method == "INVITE" {
+            let server = self.servers.get(&sid).map(|(k, _)| k.clone());
+            if let (Some(e), Some(server)) = (self.calls.get_mut(&c), server) {
+                e.pending_ack = Some(PendingAck {
+                    from: side,
+                    server,
+                    relay_cseq: None,
+                    local_offer,
+                });
+            }
         }
-        self.relay_request(c, side, sid, req, now);
     }
 
     /// Relays an in-dialog request from `from` to the other leg; its response comes back to
     /// server transaction `sid`.
-    fn relay_request(&mut self, c: CallRef, from: Side, sid: u64, req: &Req, now: Instant) {
+    fn relay_request(
+        &mut self,
+        c: CallRef,
+        from: Side,
+        sid: u64,
+        req: &Req,
+        sdp: Option<Vec<u8>>,
+        now: Instant,
+    ) {
         let to = from.other();
         let Some(mut leg) = self.leg(c, to).cloned() else {
             return self.respond(sid, 481, None, vec![], None, now);
@@ -2271,12 +2489,16 @@ impl Core {
             Some((k, _)) => k.clone(),
             None => return,
         };
-        let body = (!req.body.is_empty()).then(|| {
-            (
-                req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                req.body.clone(),
-            )
-        });
+        // An offer is relayed anchored; other bodies (INFO's DTMF relay, …) as they came.
+        let body = match sdp {
+            Some(b) => Some((ACCEPT.to_string(), b)),
+            None => (!req.body.is_empty()).then(|| {
+                (
+                    req.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                    req.body.clone(),
+                )
+            }),
+        };
         let mut headers = req.passthrough.clone();
         if req.method == "INVITE" || req.method == "UPDATE" {
             headers.push(("Allow".into(), ALLOW.into()));
@@ -2321,6 +2543,24 @@ impl Core {
             }
         }
         let from = to.other();
+        let offer_from = |m: &Option<CallMedia>| m.as_ref().and_then(|m| m.pending_offer);
+        let ours = self.calls.get(&c).and_then(|e| offer_from(&e.call.media)) == Some(from)
+            && matches!(resp.cseq_method.as_str(), "INVITE" | "UPDATE");
+        let mut sdp = None;
+        if ours && resp.status >= 200 {
+            if (200..300).contains(&resp.status) && !resp.body.is_empty() {
+                match self.with_media(c, |m, _, out| m.answer(to, &resp.body, out)) {
+                    Some(Ok(b)) => sdp = Some(b),
+                    Some(Err(e)) => {
+                        warn!(call = %self.call_name(c), "answer to a relayed re-offer refused: {e}");
+                        self.with_media(c, |m, _, out| m.offer_rejected(from, out));
+                    }
+                    None => {}
+                }
+            } else {
+                self.with_media(c, |m, _, out| m.offer_rejected(from, out));
+            }
+        }
         if (200..300).contains(&resp.status) && resp.cseq_method == "INVITE" {
             if let Some(leg) = self.leg_mut(c, to) {
                 if !resp.body.is_empty() {
@@ -2337,6 +2577,7 @@ impl Core {
                     from,
                     server: server.clone(),
                     relay_cseq: Some(resp.cseq),
+                    local_offer: false,
                 });
             }
         }
@@ -2348,12 +2589,17 @@ impl Core {
             h.push(("Contact".into(), self.contact(&from_leg.flow)));
             h.push(("Allow".into(), ALLOW.into()));
         }
-        let body = (!resp.body.is_empty()).then(|| {
-            (
-                resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                resp.body.clone(),
-            )
-        });
+        let body = match sdp {
+            Some(b) => Some((ACCEPT.to_string(), b)),
+            // A body that is not an answer to our anchored offer (e.g. INFO's) as it came.
+            None if !ours => (!resp.body.is_empty()).then(|| {
+                (
+                    resp.content_type.clone().unwrap_or_else(|| ACCEPT.into()),
+                    resp.body.clone(),
+                )
+            }),
+            None => None,
+        };
         self.respond(sid, resp.status, Some(&resp.reason), h, body, now);
     }
 }
@@ -2378,6 +2624,7 @@ impl Core {
         let b_invite = entry.b_invite.take();
         let b_leg = entry.call.b.clone();
         let a_leg = entry.call.a.clone();
+        let refuse = entry.refuse;
         info!(call = %call_id, "ending: {why}");
         let mut byes = 0;
         match state {
@@ -2386,7 +2633,17 @@ impl Core {
                     self.abandon_invite(&k, b_leg, now);
                 }
                 if let Some(sid) = a_sid {
-                    self.respond(sid, 480, Some("Temporarily Unavailable"), vec![], None, now);
+                    match refuse {
+                        Some((status, reason)) => self.reject(sid, status, reason, why, now),
+                        None => self.respond(
+                            sid,
+                            480,
+                            Some("Temporarily Unavailable"),
+                            vec![],
+                            None,
+                            now,
+                        ),
+                    }
                 }
             }
             CallState::Answered | CallState::Confirmed => {
@@ -2455,7 +2712,15 @@ impl Core {
         let Some(e) = self.calls.remove(&c) else {
             return;
         };
-        let call = e.call;
+        let mut call = e.call;
+        if let Some(mut m) = call.media.take() {
+            let mut cmds = Vec::new();
+            m.close(&mut cmds);
+            self.media_out.extend(cmds);
+            if !m.streams.is_empty() {
+                self.closing.insert(c, (call.id.clone(), m));
+            }
+        }
         self.dialogs
             .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         if let Some(b) = &call.b {
@@ -2550,15 +2815,13 @@ impl Core {
         let (method, body) = if leg.peer_allows_update {
             ("UPDATE", None)
         } else {
-            let other = self.leg(c, side.other());
-            let body = other.and_then(|o| {
-                o.remote_sdp.clone().map(|b| {
-                    (
-                        o.remote_sdp_type.clone().unwrap_or_else(|| ACCEPT.into()),
-                        b,
-                    )
-                })
-            });
+            // The same SDP this leg last got from us (same o= version: nothing changes).
+            let body = entry
+                .call
+                .media
+                .as_ref()
+                .and_then(|m| m.last_sent(side))
+                .map(|b| (ACCEPT.to_string(), b.to_vec()));
             ("INVITE", body)
         };
         debug!(call = %self.call_name(c), ?side, method, "session refresh");
@@ -2574,6 +2837,117 @@ impl Core {
         );
         if let Some(l) = self.leg_mut(c, side) {
             l.local_cseq = leg.local_cseq;
+        }
+    }
+
+    /// What the media shell reports about call relays.
+    pub fn handle_media_event(&mut self, ev: MediaEvent, now: Instant) {
+        let id = ev.id();
+        let c = id.call;
+        let live = self.calls.contains_key(&c);
+        let name = if live {
+            self.call_name(c)
+        } else {
+            self.closing
+                .get(&c)
+                .map_or_else(|| format!("#{c}"), |(n, _)| n.clone())
+        };
+        let leg_of = |side: crate::media::relay::Side| match side {
+            crate::media::relay::Side::A => Side::A,
+            crate::media::relay::Side::B => Side::B,
+        };
+        match ev {
+            MediaEvent::Latched {
+                side, kind, addr, ..
+            } => {
+                let side = leg_of(side);
+                let sdp = self
+                    .with_media(c, |m, _, _| m.latched(id.stream, side, addr))
+                    .flatten();
+                match sdp {
+                    Some(sdp) => info!(call = %name, leg = ?side, ?kind, %addr, sdp_addr = %sdp,
+                        "media latched to an address other than the SDP's (NAT)"),
+                    None => debug!(call = %name, leg = ?side, ?kind, %addr, "media latched"),
+                }
+            }
+            MediaEvent::Unreachable { side, addr, .. } => {
+                let side = leg_of(side);
+                self.with_media(c, |m, _, _| m.unreachable(id.stream, side, addr));
+                warn!(call = %name, leg = ?side, %addr, "media: peer port unreachable (ICMP)");
+            }
+            MediaEvent::Timeout { side, idle_for, .. } => {
+                let side = leg_of(side);
+                let confirmed = self
+                    .calls
+                    .get(&c)
+                    .is_some_and(|e| e.call.state == CallState::Confirmed);
+                // Before the answer there is no media to expect (a callee may ring a long
+                // time without early media); the relay reports again after another timeout.
+                if confirmed {
+                    let who = self.leg_kind(c, side);
+                    let why = format!(
+                        "media timeout: no RTP from the {who} for {}s",
+                        idle_for.as_secs()
+                    );
+                    self.end_call(c, &why, None, now);
+                }
+            }
+            MediaEvent::OpenFailed { port, error, .. } => {
+                warn!(call = %name, port, "media: {error}; port taken out of the range until restart");
+                if let Some(m) = self.calls.get_mut(&c).and_then(|e| e.call.media.as_mut()) {
+                    m.bad_port = Some(port);
+                    m.closed(id.stream, &mut self.ports);
+                    if let Some(e) = self.calls.get_mut(&c) {
+                        e.refuse = Some((503, "Service Unavailable"));
+                    }
+                    self.end_call(
+                        c,
+                        "media setup failed: a relay port is in use by another process",
+                        None,
+                        now,
+                    );
+                } else {
+                    self.media_gone(c, id.stream, Some(port));
+                }
+            }
+            MediaEvent::Closed { a_to_b, b_to_a, .. } => {
+                self.media_gone(c, id.stream, None);
+                info!(
+                    call = %name, stream = id.stream,
+                    a_packets = a_to_b.packets_received, a_forwarded = a_to_b.packets_forwarded,
+                    a_lost = a_to_b.packets_lost, a_jitter_ms = a_to_b.jitter_ms,
+                    a_dropped = a_to_b.drops.total(), a_wrong_source = a_to_b.drops.wrong_source,
+                    b_packets = b_to_a.packets_received, b_forwarded = b_to_a.packets_forwarded,
+                    b_lost = b_to_a.packets_lost, b_jitter_ms = b_to_a.jitter_ms,
+                    b_dropped = b_to_a.drops.total(), b_wrong_source = b_to_a.drops.wrong_source,
+                    ports_in_use = self.ports.in_use(),
+                    "media closed"
+                );
+            }
+        }
+    }
+
+    /// A relay of an ended call is gone from the shell: its ports go back.
+    fn media_gone(&mut self, c: CallRef, stream: u16, bad_port: Option<u16>) {
+        if let Some((_, m)) = self.closing.get_mut(&c) {
+            if bad_port.is_some() {
+                m.bad_port = bad_port;
+            }
+            if m.closed(stream, &mut self.ports) {
+                self.closing.remove(&c);
+            }
+        }
+    }
+
+    /// "carrier" or "AI agent": what leg `side` of call `c` faces.
+    fn leg_kind(&self, c: CallRef, side: Side) -> &'static str {
+        let inbound = self
+            .calls
+            .get(&c)
+            .is_none_or(|e| e.call.direction == Direction::Inbound);
+        match (inbound, side) {
+            (true, Side::A) | (false, Side::B) => "carrier",
+            _ => "AI agent",
         }
     }
 
@@ -2801,6 +3175,18 @@ fn response_destination(req: &Req, r: &Received, force_rport: bool) -> SocketAdd
         Transport::Udp if req.via_rport || force_rport => r.remote,
         Transport::Udp => SocketAddr::new(r.remote.ip(), req.via_port),
     }
+}
+
+/// Whether a body's Content-Type is SDP (no Content-Type on a body: assume SDP, as
+/// RFC 3261 §20.15 allows only for application/sdp-era peers).
+fn is_sdp(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(ACCEPT)
+    })
 }
 
 fn reason_header(why: &str) -> (String, String) {

@@ -5,7 +5,8 @@
 //! tables to a healthy target and fail over before answer, pin the answered target for the
 //! life of the call, relay provisional and final responses, ACK per leg, BYE/CANCEL either
 //! way, relay re-INVITE/UPDATE/INFO, answer OPTIONS, keep RFC 4028 session timers per leg,
-//! and drive the OPTIONS health pinger.
+//! anchor every call's media (SDP rewritten on both legs, hold answered per leg, relays
+//! opened and closed through `poll_media`), and drive the OPTIONS health pinger.
 //!
 //! Never: touches a socket or the clock (the runtime feeds it `now`), shows one leg's
 //! addresses, Call-ID or tags to the other leg, or sends a call outside its rule's regions.
@@ -13,6 +14,7 @@
 mod call;
 mod core;
 mod ids;
+pub mod media;
 mod msg;
 
 pub use self::call::{Attempt, Call, CallState, Direction, Flow, Leg, Side};

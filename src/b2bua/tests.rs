@@ -41,6 +41,8 @@ struct Sim {
     now: Instant,
     /// Everything holdfast sent, with the time it was sent.
     sent: Vec<(Duration, SocketAddr, String)>,
+    /// Every command for the media shell.
+    media: Vec<crate::media::control::MediaCommand>,
 }
 
 impl Sim {
@@ -53,10 +55,14 @@ impl Sim {
             start: now,
             now,
             sent: Vec::new(),
+            media: Vec::new(),
         }
     }
 
     fn collect(&mut self) {
+        while let Some(m) = self.core.poll_media() {
+            self.media.push(m);
+        }
         while let Some(t) = self.core.poll_transmit() {
             let text = String::from_utf8_lossy(&t.data).to_string();
             self.sent.push((self.now - self.start, t.remote, text));
@@ -208,9 +214,19 @@ fn b_leg_hides_the_a_leg_and_keeps_other_headers() {
     assert!(b_invite.starts_with(&format!("INVITE sip:agent@{AGENT_A} SIP/2.0")));
     assert_eq!(header(&b_invite, "X-Carrier-Thing"), "keep-me");
     assert_eq!(header(&b_invite, "Max-Forwards"), "69");
-    assert!(b_invite.contains(SDP_A), "SDP passes through unchanged");
+    // Media is anchored: each side sees holdfast's address and ports, never the other's.
+    assert!(
+        !b_invite.contains("192.0.2.10"),
+        "caller's media address leaked: {b_invite}"
+    );
+    assert!(b_invite.contains("c=IN IP4 127.0.0.1\r\n") && b_invite.contains("o=holdfast "));
+    assert!(b_invite.contains("m=audio 3") && b_invite.contains(" RTP/AVP 0\r\n"));
     let ok = sim.last(CARRIER, "SIP/2.0 200");
-    assert!(ok.contains(SDP_B));
+    assert!(
+        !ok.contains("192.0.2.20"),
+        "callee's media address leaked: {ok}"
+    );
+    assert!(ok.contains("c=IN IP4 127.0.0.1\r\n") && ok.contains("m=audio 3"));
     assert!(
         !ok.contains("uastag") && !ok.contains(AGENT_A),
         "callee's identity leaked: {ok}"
@@ -401,15 +417,102 @@ fn in_dialog_from_carrier(
     m
 }
 
+fn enabled(sim: &Sim, from: crate::media::relay::Side) -> Option<bool> {
+    use crate::media::control::{MediaCommand, RelayUpdate};
+    sim.media.iter().rev().find_map(|m| match m {
+        MediaCommand::Update {
+            update: RelayUpdate::SetEnabled { from: f, enabled },
+            ..
+        } if *f == from => Some(*enabled),
+        _ => None,
+    })
+}
+
 #[test]
-fn hold_reinvite_from_the_carrier_is_relayed_within_each_dialog() {
+fn hold_from_the_carrier_is_answered_on_its_leg_and_a_codec_change_is_relayed() {
+    use crate::media::relay::Side as R;
     let mut sim = Sim::new("");
     let b_invite = confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
-    let hold_sdp = SDP_A.replace("m=audio", "a=sendonly\r\nm=audio");
+    let our_port = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    // Hold: sendonly is answered recvonly (never sendrecv), on the carrier's leg only.
+    let hold_sdp = SDP_A.replace("o=a 1 1", "o=a 1 2").replace(
+        "m=audio 4000 RTP/AVP 0\r\n",
+        "m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n",
+    );
     sim.recv(
         CARRIER,
         in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKhold", "", Some(&hold_sdp)),
+    );
+    let held = sim.last(CARRIER, "SIP/2.0 200");
+    assert!(held.contains("CSeq: 11 INVITE"), "{held}");
+    assert!(
+        held.contains("a=recvonly") && !held.contains("a=sendrecv"),
+        "{held}"
+    );
+    assert!(
+        held.contains(&format!("m=audio {our_port} RTP/AVP 0")),
+        "same port: {held}"
+    );
+    assert_eq!(
+        sim.find(AGENT_A, "INVITE ").len(),
+        1,
+        "the AI leg is not disturbed"
+    );
+    assert_eq!(
+        enabled(&sim, R::B),
+        Some(false),
+        "the agent's audio is not sent to a held caller"
+    );
+    assert_eq!(
+        enabled(&sim, R::A),
+        Some(true),
+        "music on hold still reaches the agent"
+    );
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "ACK", 11, "z9hG4bKholdack", "", None),
+    );
+    // Unhold.
+    let unhold = SDP_A.replace("o=a 1 1", "o=a 1 3");
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 12, "z9hG4bKunhold", "", Some(&unhold)),
+    );
+    let resumed = sim.last(CARRIER, "SIP/2.0 200");
+    assert!(
+        resumed.contains("CSeq: 12 INVITE") && !resumed.contains("a=recvonly"),
+        "{resumed}"
+    );
+    assert_eq!(enabled(&sim, R::B), Some(true));
+    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 1);
+    let v = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("o=holdfast"))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(
+        v(&held),
+        v(&resumed),
+        "o= version moves when our answer changes"
+    );
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "ACK", 12, "z9hG4bKunholdack", "", None),
+    );
+    // A codec change needs the agent: relayed in the B leg's own dialog and CSeq space.
+    let pcma = SDP_A
+        .replace("o=a 1 1", "o=a 1 4")
+        .replace("RTP/AVP 0", "RTP/AVP 8");
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 13, "z9hG4bKcodec", "", Some(&pcma)),
     );
     let reinv = sim.last(AGENT_A, "INVITE ");
     assert_eq!(
@@ -420,21 +523,27 @@ fn hold_reinvite_from_the_carrier_is_relayed_within_each_dialog() {
     assert_eq!(header(&reinv, "CSeq"), "2 INVITE", "B leg's own CSeq space");
     assert!(reinv.contains("tag=uastag"));
     assert!(
-        reinv.contains("a=sendonly"),
-        "the offer is relayed unchanged"
+        reinv.contains("RTP/AVP 8") && !reinv.contains("192.0.2.10"),
+        "{reinv}"
     );
-    let answer_sdp = SDP_B.replace("m=audio", "a=recvonly\r\nm=audio");
+    let answer_sdp = SDP_B
+        .replace("o=b 2 2", "o=b 2 3")
+        .replace("RTP/AVP 0", "RTP/AVP 8");
     sim.recv(AGENT_A, answer(&reinv, 200, "OK", "", Some(&answer_sdp)));
     let ok2 = sim.last(CARRIER, "SIP/2.0 200");
     assert!(
-        ok2.contains("CSeq: 11 INVITE") && ok2.contains("a=recvonly"),
+        ok2.contains("CSeq: 13 INVITE") && ok2.contains("RTP/AVP 8"),
         "{ok2}"
+    );
+    assert!(
+        ok2.contains(&format!("m=audio {our_port} ")),
+        "same port: {ok2}"
     );
     // The carrier's ACK for that 2xx becomes the ACK on the B leg, with B's CSeq.
     let acks_before = sim.find(AGENT_A, "ACK ").len();
     sim.recv(
         CARRIER,
-        in_dialog_from_carrier(&ok, "ACK", 11, "z9hG4bKholdack", "", None),
+        in_dialog_from_carrier(&ok, "ACK", 13, "z9hG4bKcodecack", "", None),
     );
     let acks = sim.find(AGENT_A, "ACK ");
     assert_eq!(acks.len(), acks_before + 1);
@@ -673,7 +782,9 @@ fn a_retransmitted_2xx_after_confirmation_gets_the_ack_again() {
         sim.find(CARRIER, "SIP/2.0 491").is_empty(),
         "call fell out of Confirmed"
     );
-    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 2);
+    // Same media, new version: answered on the carrier's leg alone.
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 11 INVITE"));
+    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 1);
 }
 
 #[test]

@@ -15,7 +15,7 @@ mod validate;
 mod values;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -81,6 +81,23 @@ pub struct SipSettings {
     /// Answer UDP requests at their source port even without `;rport` (Kamailio's
     /// force_rport): for peers behind NAT that do not ask for RFC 3581.
     pub force_rport: bool,
+}
+
+/// `media:` section: where and how every call's RTP is anchored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Local IP the relay sockets bind to.
+    pub bind: IpAddr,
+    /// IP written into SDP (`c=`, `o=`, `a=rtcp`) for peers to send to (NAT, cloud).
+    pub advertise: IpAddr,
+    /// Relay port range: RTP on even ports, RTCP on the odd port above.
+    pub ports: std::ops::RangeInclusive<u16>,
+    /// Media worker threads.
+    pub threads: usize,
+    /// No RTP from a carrier leg for this long ends the call.
+    pub timeout: Duration,
+    /// No RTP from an AI leg for this long ends the call (AI agents stream continuously).
+    pub ai_timeout: Duration,
 }
 
 /// `dns:` section (RFC 3263 lookups).
@@ -256,6 +273,7 @@ pub struct Config {
     pub dns: DnsSettings,
     pub health: HealthSettings,
     pub routing: RoutingSettings,
+    pub media: MediaSettings,
     pub carriers: Vec<Target>,
     pub ai_providers: Vec<Target>,
     pub routes: Routes,

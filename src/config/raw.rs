@@ -109,6 +109,7 @@ pub(crate) struct RawConfig {
     pub dns: RawDns,
     pub health: RawHealth,
     pub routing: RawRouting,
+    pub media: RawMedia,
     pub carriers: Vec<RawCarrier>,
     pub ai_providers: Vec<RawAiProvider>,
     pub routes: RawRoutes,
@@ -135,6 +136,17 @@ pub(crate) struct RawSip {
 pub(crate) struct RawDns {
     pub nameservers: Option<Vec<String>>,
     pub min_ttl: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMedia {
+    pub bind: Option<String>,
+    pub advertise: Option<String>,
+    pub ports: Option<Scalar>,
+    pub threads: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub ai_timeout: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::raw::{
-    HeaderMap, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawRoutes, RawRouting,
-    RawSip, Scalar,
+    HeaderMap, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia, RawRoutes,
+    RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
@@ -21,7 +21,8 @@ use super::values::{
 };
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
-    HealthSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings, Target, TargetId,
+    HealthSettings, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings, Target,
+    TargetId,
 };
 use crate::routing::dialed_number;
 
@@ -310,6 +311,7 @@ impl Validator<'_> {
         let dns = self.dns(&raw.dns)?;
         let health = self.health(&raw.health)?;
         let routing = self.routing(&raw.routing)?;
+        let media = self.media(&raw.media, &sip)?;
         let mut ids: HashMap<String, String> = HashMap::new();
         let mut seen_sources: HashMap<(Role, Source), String> = HashMap::new();
         let mut carriers = Vec::with_capacity(raw.carriers.len());
@@ -342,6 +344,7 @@ impl Validator<'_> {
             dns,
             health,
             routing,
+            media,
             carriers,
             ai_providers,
             routes,
@@ -457,6 +460,113 @@ impl Validator<'_> {
             ));
         }
         Ok(d)
+    }
+
+    fn media(&self, raw: &RawMedia, sip: &SipSettings) -> Result<MediaSettings> {
+        let ip = |v: &str, path: &str| -> Result<IpAddr> {
+            let t = v.trim();
+            let bare = t
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(t);
+            bare.parse::<IpAddr>()
+                .map_err(|_| self.err(path, format!("expected an IP address; got `{v}`")))
+        };
+        let bind = match &raw.bind {
+            Some(b) => ip(b, "media.bind")?,
+            None => sip
+                .listen
+                .first()
+                .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |l| l.addr.ip()),
+        };
+        let advertise = match &raw.advertise {
+            Some(a) => {
+                let a = ip(a, "media.advertise")?;
+                if a.is_unspecified() || a.is_multicast() {
+                    return Err(self.err(
+                        "media.advertise",
+                        "must be an address peers can send to (not 0.0.0.0, :: or multicast)",
+                    ));
+                }
+                a
+            }
+            None if bind.is_unspecified() => {
+                let path = if raw.bind.is_some() {
+                    "media.bind"
+                } else {
+                    "media"
+                };
+                return Err(self.err(
+                    path,
+                    format!(
+                        "media binds to {bind}, which peers cannot send to: set media.advertise \
+                         to the address to write into SDP"
+                    ),
+                ));
+            }
+            None => bind,
+        };
+        if bind.is_ipv4() != advertise.is_ipv4() && !bind.is_unspecified() {
+            return Err(self.err(
+                "media.advertise",
+                format!("{advertise} and media.bind {bind} are of different IP families"),
+            ));
+        }
+        let ports = match &raw.ports {
+            None => 16384..=32767,
+            Some(v) => {
+                let text = match v {
+                    Scalar::Str(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                let parsed = text.split_once('-').and_then(|(a, b)| {
+                    Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                });
+                match parsed {
+                    Some((lo, hi)) if lo >= 1024 && hi > lo && hi - lo >= 3 => lo..=hi,
+                    Some((lo, hi)) if lo < 1024 || hi <= lo => {
+                        return Err(self.err(
+                            "media.ports",
+                            format!("`{text}`: expected MIN-MAX with 1024 <= MIN < MAX <= 65535"),
+                        ))
+                    }
+                    Some(_) => {
+                        return Err(self.err(
+                            "media.ports",
+                            format!("`{text}` is too small: a call needs at least 4 ports"),
+                        ))
+                    }
+                    None => {
+                        return Err(self.err(
+                            "media.ports",
+                            format!("expected a port range such as \"30000-39999\"; got {v}"),
+                        ))
+                    }
+                }
+            }
+        };
+        let threads = match &raw.threads {
+            None => 0,
+            Some(Scalar::Str(s)) if s.trim() == "auto" => 0,
+            Some(_) => self.int_or(&raw.threads, "media.threads", 1, 64, 1usize)?,
+        };
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(64))
+        } else {
+            threads
+        };
+        let timeout =
+            self.positive_duration(&raw.timeout, "media.timeout", Duration::from_secs(30))?;
+        let ai_timeout =
+            self.positive_duration(&raw.ai_timeout, "media.ai_timeout", Duration::from_secs(10))?;
+        Ok(MediaSettings {
+            bind,
+            advertise,
+            ports,
+            threads,
+            timeout,
+            ai_timeout,
+        })
     }
 
     fn dns(&self, raw: &RawDns) -> Result<DnsSettings> {

@@ -45,8 +45,10 @@ impl RelayPorts {
     }
 }
 
-/// What the core asks the media shell to do.
+/// What the core asks the media shell to do. `Open` is large (the relay's whole initial
+/// config) but rare; commands are queued by value, never per packet.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum MediaCommand {
     /// Bind `ports` on `ip` (both legs) and start relaying with `config` (its clocks start
     /// when the shell starts the relay). A bind failure comes back as
@@ -94,8 +96,9 @@ pub enum RelayUpdate {
     SourceSwitch { side: Side },
 }
 
-/// What the media shell reports to the core.
+/// What the media shell reports to the core (rare: never per packet).
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum MediaEvent {
     /// The relay could not be started: binding `port` failed (another process has it, or
     /// the address is not local). The relay does not exist; the core ends the call.

@@ -21,6 +21,11 @@
 //! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
 //! the stream sent to the other leg continuous); an SSRC change alone is detected here.
 //!
+//! For the I/O shell (`runtime::media`), without allocating: [`Relay::poll_latched`] says
+//! which socket latched onto which peer, [`Relay::handle_unreachable`] decides whether an
+//! ICMP error is news (once per RTP peer), and [`Relay::restart_idle_clock`] makes a media
+//! timeout fire once per silence.
+//!
 //! See `LIFECYCLE.md` in this folder for the stream states (unlatched → latched →
 //! switched → relatched).
 
@@ -461,6 +466,8 @@ pub struct Leg {
     rtcp_mux: bool,
     media_timeout: Duration,
     last_rx: Instant,
+    /// The RTP destination an ICMP unreachable was last reported for (once per peer).
+    unreachable_reported: Option<SocketAddr>,
 }
 
 impl Leg {
@@ -471,6 +478,7 @@ impl Leg {
             rtcp_mux: cfg.rtcp_mux,
             media_timeout: cfg.media_timeout,
             last_rx: now,
+            unreachable_reported: None,
         }
     }
     /// The RTP latch.
@@ -529,6 +537,18 @@ pub struct Relay {
     legs: [Leg; 2],
     /// `streams[X]` is built from packets received on leg X and sent to the other leg.
     streams: [StreamOut; 2],
+    /// Latches that latched since the last [`Relay::poll_latched`]: bit `2 × side + kind`
+    /// (a fixed bitmask, so reporting a latch allocates nothing).
+    latch_pending: u8,
+}
+
+#[inline]
+fn latch_bit(side: Side, kind: SocketKind) -> u8 {
+    let k = match kind {
+        SocketKind::Rtp => 0,
+        SocketKind::Rtcp => 1,
+    };
+    1 << (2 * side.idx() + k)
 }
 
 impl Relay {
@@ -540,6 +560,7 @@ impl Relay {
                 StreamOut::new(cfg.a_to_b, now),
                 StreamOut::new(cfg.b_to_a, now),
             ],
+            latch_pending: 0,
         }
     }
 
@@ -575,8 +596,10 @@ impl Relay {
         };
         let (i, o) = (side.idx(), side.other().idx());
         let leg = &mut self.legs[i];
-        if let Err(r) = leg.rtp.handle_packet_from(from) {
-            return Action::Drop(r);
+        match leg.rtp.handle_packet_from(from) {
+            Ok(false) => {}
+            Ok(true) => self.latch_pending |= latch_bit(side, SocketKind::Rtp),
+            Err(r) => return Action::Drop(r),
         }
         leg.last_rx = now;
         let stream = &mut self.streams[i];
@@ -629,7 +652,15 @@ impl Relay {
             leg.rtp.allows(from)
         } else {
             match super::rtp::rtcp_header(buf) {
-                Ok(_) => leg.rtcp.handle_packet_from(from).is_ok(),
+                Ok(_) => match leg.rtcp.handle_packet_from(from) {
+                    Ok(latched) => {
+                        if latched {
+                            self.latch_pending |= latch_bit(side, SocketKind::Rtcp);
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                },
                 Err(e) => return Action::Drop(DropReason::Malformed(e)),
             }
         };
@@ -674,6 +705,56 @@ impl Relay {
         let leg = &mut self.legs[side.idx()];
         leg.rtp.relatch(rtp_peer);
         leg.rtcp.relatch(rtcp_peer);
+        leg.unreachable_reported = None;
+        self.latch_pending &=
+            !(latch_bit(side, SocketKind::Rtp) | latch_bit(side, SocketKind::Rtcp));
+    }
+
+    /// Whether leg `side`'s RTCP shares its RTP socket (RFC 5761), e.g. after a re-INVITE
+    /// negotiated `a=rtcp-mux` on (or off).
+    pub fn set_rtcp_mux(&mut self, side: Side, rtcp_mux: bool) {
+        self.legs[side.idx()].rtcp_mux = rtcp_mux;
+    }
+
+    /// A socket latched onto its peer since the last call: `(leg, socket, peer address)`.
+    /// Poll after each batch until `None`; each latch is reported once (again after a
+    /// [`relatch`](Self::relatch)).
+    pub fn poll_latched(&mut self) -> Option<(Side, SocketKind, SocketAddr)> {
+        while self.latch_pending != 0 {
+            let bit = self.latch_pending.trailing_zeros();
+            self.latch_pending &= !(1 << bit);
+            let side = if bit < 2 { Side::A } else { Side::B };
+            let leg = &self.legs[side.idx()];
+            let (kind, latch) = if bit % 2 == 0 {
+                (SocketKind::Rtp, &leg.rtp)
+            } else {
+                (SocketKind::Rtcp, &leg.rtcp)
+            };
+            if let Some(addr) = latch.latched() {
+                return Some((side, kind, addr));
+            }
+        }
+        None
+    }
+
+    /// Sending to `addr` from leg `side`'s socket got an ICMP destination/port unreachable.
+    /// Returns `true` when the runtime should report it: `addr` is the leg's current RTP
+    /// destination (RTCP-only errors are ignored — many peers never listen on the RTCP
+    /// port, and that must not end a call) and it was not reported for this peer yet.
+    /// [`relatch`](Self::relatch) resets it.
+    pub fn handle_unreachable(&mut self, side: Side, addr: SocketAddr) -> bool {
+        let leg = &mut self.legs[side.idx()];
+        if leg.rtp.destination() != Some(addr) || leg.unreachable_reported == Some(addr) {
+            return false;
+        }
+        leg.unreachable_reported = Some(addr);
+        true
+    }
+
+    /// Restart leg `side`'s inactivity clock at `now` (after reporting its media timeout,
+    /// so a silence is reported once per timeout period rather than on every poll).
+    pub fn restart_idle_clock(&mut self, side: Side, now: Instant) {
+        self.legs[side.idx()].last_rx = now;
     }
 
     /// What leg `side` sends now comes from a new source (e.g. a new AI provider): keep the

@@ -112,6 +112,7 @@ pub struct RoutingTable {
     file_name: String,
     listen: Vec<Listen>,
     advertise: Option<String>,
+    media: crate::config::MediaSettings,
     targets: HashMap<TargetId, Target>,
     /// Carriers then AI providers, in file order.
     target_order: Vec<TargetId>,
@@ -148,6 +149,7 @@ impl RoutingTable {
             file_name: config.file_name.clone(),
             listen: config.sip.listen.clone(),
             advertise: config.sip.advertise.clone(),
+            media: config.media.clone(),
             targets: config
                 .targets()
                 .map(|t| (t.id.clone(), t.clone()))
@@ -253,6 +255,23 @@ impl RoutingTable {
             out,
             "  advertised host: {}",
             self.advertise.as_deref().unwrap_or("(the listen address)")
+        );
+        let m = &self.media;
+        let _ = writeln!(out, "\nmedia:");
+        let _ = writeln!(
+            out,
+            "  bind {}, advertised in SDP as {}, ports {}-{} ({} calls), {} worker thread(s)",
+            m.bind,
+            m.advertise,
+            m.ports.start(),
+            m.ports.end(),
+            (usize::from(*m.ports.end() - *m.ports.start()) + 1) / 4,
+            m.threads
+        );
+        let _ = writeln!(
+            out,
+            "  media timeout: carrier leg {:?}, AI leg {:?}",
+            m.timeout, m.ai_timeout
         );
         for (role, title) in [
             (Role::Carrier, "carriers"),

@@ -1,10 +1,14 @@
-//! Batched UDP I/O for the media relay: `recvmmsg(2)` and `sendmmsg(2)` over preallocated
-//! buffers, so one syscall moves up to [`BATCH`] datagrams each way.
+//! Batched UDP I/O for the media relay: `recvmmsg(2)` and `sendmmsg(2)` over buffers and
+//! message headers allocated once, so one syscall moves up to [`BATCH`] datagrams each way.
 //!
-//! Does: receive a batch of datagrams with their source addresses into buffers allocated
-//! once, and send a batch of (address, bytes) in one call, non-blocking (the tokio shell
-//! waits for readiness and calls these through `UdpSocket::try_io`). Never: allocates per
-//! packet, blocks, or looks inside the datagrams (that is the relay core's job).
+//! Does: receive a batch of datagrams with their source addresses into a [`RecvBatch`]
+//! (buffers, iovecs and `mmsghdr`s allocated once, pointers wired once), and send
+//! datagrams straight out of those receive buffers (rewritten in place by the relay core)
+//! through a [`SendQueue`] — zero copy, zero allocation per packet or per batch. Every
+//! call is non-blocking (`MSG_DONTWAIT`).
+//!
+//! Never: allocates after construction, blocks, retries a full socket buffer (the caller
+//! counts what was dropped), or looks inside the datagrams (that is the relay core's job).
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -16,25 +20,58 @@ pub const BATCH: usize = 32;
 /// Largest datagram kept; RTP over Ethernet fits in 1500, a little slack for tunnels.
 pub const MAX_DATAGRAM: usize = 2048;
 
-/// Receive buffers for one batch, allocated once and reused.
-pub struct RecvBatch {
-    bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
-    lens: [usize; BATCH],
+/// A zero-filled `Box<T>` allocated directly on the heap (no large stack temporary).
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`, and `T` must not be zero-sized.
+unsafe fn boxed_zeroed<T>() -> Box<T> {
+    let layout = std::alloc::Layout::new::<T>();
+    // SAFETY: the caller guarantees a non-zero size and that zeroes are a valid T; the
+    // pointer comes from the global allocator with T's layout, as Box::from_raw requires.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<T>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(p)
+    }
+}
+
+struct RecvInner {
+    bufs: [[u8; MAX_DATAGRAM]; BATCH],
     addrs: [libc::sockaddr_storage; BATCH],
+    iovs: [libc::iovec; BATCH],
+    msgs: [libc::mmsghdr; BATCH],
+}
+
+/// Receive buffers and message headers for one batch, allocated once and reused. The
+/// headers point into the same heap block, so they are wired once at construction.
+pub struct RecvBatch {
+    inner: Box<RecvInner>,
     count: usize,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
-        RecvBatch {
-            bufs: Box::new([[0u8; MAX_DATAGRAM]; BATCH]),
-            lens: [0; BATCH],
-            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-            addrs: unsafe { zeroed() },
-            count: 0,
+        // SAFETY: every field is plain old data (bytes, sockaddr_storage, iovec, mmsghdr);
+        // all-zero is a valid value. Allocated zeroed on the heap (≈ 70 KiB, not on the
+        // stack).
+        let mut inner: Box<RecvInner> = unsafe { boxed_zeroed() };
+        let r = &mut *inner;
+        for i in 0..BATCH {
+            r.iovs[i].iov_base = r.bufs[i].as_mut_ptr().cast();
+            r.iovs[i].iov_len = MAX_DATAGRAM;
+            r.msgs[i].msg_hdr.msg_iov = &mut r.iovs[i];
+            r.msgs[i].msg_hdr.msg_iovlen = 1;
+            r.msgs[i].msg_hdr.msg_name = (&mut r.addrs[i] as *mut libc::sockaddr_storage).cast();
         }
+        RecvBatch { inner, count: 0 }
     }
 }
+
+// SAFETY: the raw pointers in the headers point only into `inner`'s own heap block, which
+// moves with the RecvBatch; nothing else aliases them.
+unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     /// Datagrams received by the last [`recv_batch`].
@@ -48,43 +85,40 @@ impl RecvBatch {
 
     /// Datagram `i` (mutable, so the relay can rewrite headers in place) and its source.
     /// `None` past the end or for a source address family we do not speak.
+    #[inline]
     pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
         if i >= self.count {
             return None;
         }
-        let addr = from_storage(&self.addrs[i])?;
-        let len = self.lens[i].min(MAX_DATAGRAM);
-        Some((&mut self.bufs[i][..len], addr))
+        let r = &mut *self.inner;
+        let addr = from_storage(&r.addrs[i])?;
+        let len = (r.msgs[i].msg_len as usize).min(MAX_DATAGRAM);
+        Some((&mut r.bufs[i][..len], addr))
     }
-}
 
-impl RecvBatch {
     /// Datagram `i` as last received or rewritten, for sending it on.
     pub fn datagram(&self, i: usize, len: usize) -> Option<&[u8]> {
-        (i < self.count).then(|| &self.bufs[i][..len.min(self.lens[i]).min(MAX_DATAGRAM)])
+        (i < self.count).then(|| {
+            let r = &*self.inner;
+            &r.bufs[i][..len.min(r.msgs[i].msg_len as usize).min(MAX_DATAGRAM)]
+        })
     }
 }
 
-/// Receives up to [`BATCH`] datagrams without blocking. Returns how many arrived;
-/// `WouldBlock` when none is waiting (the shell then waits for readiness).
+/// Receives up to [`BATCH`] datagrams without blocking, in ONE syscall (the caller's
+/// level-triggered readiness brings it back if more are waiting). Returns how many
+/// arrived; `WouldBlock` when none is waiting.
 pub fn recv_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
-    // SAFETY: iovec/mmsghdr are plain old data; all-zero is valid and every pointer we set
-    // below points into `batch`, which outlives the call.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-    for i in 0..BATCH {
-        iovs[i].iov_base = batch.bufs[i].as_mut_ptr().cast();
-        iovs[i].iov_len = MAX_DATAGRAM;
-        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_storage).cast();
-        msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let r = &mut *batch.inner;
+    // The kernel overwrites msg_namelen with the source's length: reset it.
+    for m in r.msgs.iter_mut() {
+        m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     }
-    // SAFETY: msgs holds BATCH initialised headers pointing at live buffers.
+    // SAFETY: msgs holds BATCH initialised headers pointing at live buffers in `r`.
     let n = unsafe {
         libc::recvmmsg(
             fd,
-            msgs.as_mut_ptr(),
+            r.msgs.as_mut_ptr(),
             BATCH as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
@@ -94,17 +128,144 @@ pub fn recv_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.count = 0;
         return Err(io::Error::last_os_error());
     }
-    let n = n as usize;
-    for (i, m) in msgs.iter().enumerate().take(n) {
-        batch.lens[i] = m.msg_len as usize;
+    batch.count = n as usize;
+    Ok(batch.count)
+}
+
+struct SendInner {
+    names: [libc::sockaddr_storage; BATCH],
+    iovs: [libc::iovec; BATCH],
+    msgs: [libc::mmsghdr; BATCH],
+    /// (index in the RecvBatch, length) per queued datagram.
+    src: [(u16, u16); BATCH],
+}
+
+/// What happened to a flushed [`SendQueue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Datagrams the kernel took.
+    pub sent: usize,
+    /// Dropped because the socket's send buffer was full (`EAGAIN`/`ENOBUFS`).
+    pub would_block: usize,
+    /// Dropped because the kernel refused that datagram (e.g. no route, address family).
+    pub failed: usize,
+}
+
+/// Up to [`BATCH`] datagrams to send from one socket, taken from a [`RecvBatch`] without
+/// copying. Headers are allocated once; `push` and `flush` allocate nothing.
+pub struct SendQueue {
+    inner: Box<SendInner>,
+    count: usize,
+}
+
+// SAFETY: as for RecvBatch; the iovec pointers are only set inside `flush`, from a borrowed
+// RecvBatch, and are not used after it returns.
+unsafe impl Send for SendQueue {}
+
+impl Default for SendQueue {
+    fn default() -> Self {
+        // SAFETY: plain old data, all-zero is valid.
+        let mut inner: Box<SendInner> = unsafe { boxed_zeroed() };
+        let r = &mut *inner;
+        for i in 0..BATCH {
+            r.msgs[i].msg_hdr.msg_iov = &mut r.iovs[i];
+            r.msgs[i].msg_hdr.msg_iovlen = 1;
+            r.msgs[i].msg_hdr.msg_name = (&mut r.names[i] as *mut libc::sockaddr_storage).cast();
+        }
+        SendQueue { inner, count: 0 }
     }
-    batch.count = n;
-    Ok(n)
+}
+
+impl SendQueue {
+    /// Queued datagrams.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Queue datagram `index` of the receive batch (its first `len` bytes) for `to`.
+    /// Returns `false` when the queue is full (cannot happen when fed from one batch).
+    #[inline]
+    pub fn push(&mut self, to: SocketAddr, index: usize, len: usize) -> bool {
+        if self.count >= BATCH || index >= BATCH || len > MAX_DATAGRAM {
+            return false;
+        }
+        let r = &mut *self.inner;
+        let i = self.count;
+        r.msgs[i].msg_hdr.msg_namelen = to_storage(&to, &mut r.names[i]);
+        r.src[i] = (index as u16, len as u16);
+        self.count += 1;
+        true
+    }
+
+    /// Drop everything queued.
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Send everything queued from `fd` with `sendmmsg`, taking the bytes from `batch`,
+    /// then empty the queue. Never blocks: a full socket buffer drops the rest (counted). A
+    /// datagram the kernel refuses is retried once — the error may be a pending ICMP error
+    /// of an earlier send (`sk_err`), which the failed call consumed — then skipped.
+    pub fn flush(&mut self, fd: RawFd, batch: &RecvBatch) -> SendOutcome {
+        let n = self.count;
+        self.count = 0;
+        let mut out = SendOutcome::default();
+        if n == 0 {
+            return out;
+        }
+        let r = &mut *self.inner;
+        let rb = &*batch.inner;
+        for i in 0..n {
+            let (idx, len) = r.src[i];
+            r.iovs[i].iov_base = rb.bufs[usize::from(idx)].as_ptr() as *mut libc::c_void;
+            r.iovs[i].iov_len = usize::from(len);
+        }
+        let mut k = 0;
+        let mut retried = false;
+        while k < n {
+            // SAFETY: msgs[k..n] are initialised headers whose name and iovec pointers
+            // reference `r` and `batch`, both borrowed for the whole call; sendmmsg only
+            // reads them.
+            let m = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    r.msgs.as_mut_ptr().add(k),
+                    (n - k) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if m > 0 {
+                k += m as usize;
+                out.sent += m as usize;
+                retried = false;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    out.would_block += n - k;
+                    break;
+                }
+                _ if !retried => retried = true,
+                _ => {
+                    out.failed += 1;
+                    k += 1;
+                    retried = false;
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Sends `packets` (destination, bytes), at most [`BATCH`] at a time, without blocking.
-/// Returns how many were handed to the kernel; the rest (if any) should be retried when
-/// the socket is writable again.
+/// Returns how many were handed to the kernel. (Builds its headers per call; the relay's
+/// hot path uses [`SendQueue`] instead.)
 pub fn send_batch(fd: RawFd, packets: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
     let n = packets.len().min(BATCH);
     if n == 0 {
@@ -133,7 +294,7 @@ pub fn send_batch(fd: RawFd, packets: &[(SocketAddr, &[u8])]) -> io::Result<usiz
     Ok(sent as usize)
 }
 
-fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(crate) fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -165,7 +326,7 @@ fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::sock
     }
 }
 
-fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
@@ -261,5 +422,73 @@ mod tests {
         let (data, _) = batch.get_mut(0).unwrap();
         data[3] = 2;
         assert_eq!(batch.get_mut(0).unwrap().0, &[0x80, 0, 0, 2]);
+    }
+
+    #[test]
+    fn a_send_queue_sends_from_the_receive_buffers_and_skips_what_the_kernel_refuses() {
+        let (tx, relay) = pair("127.0.0.1:0");
+        let (_, out) = pair("127.0.0.1:0");
+        let dest = out.local_addr().unwrap();
+        for i in 0..3u8 {
+            tx.send_to(&[i; 10], relay.local_addr().unwrap()).unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let n = loop {
+            match recv_batch(relay.as_raw_fd(), &mut batch) {
+                Ok(n) => break n,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // Loopback queues all three before the first receive.
+        assert_eq!(n, 3, "all three in one batch");
+        batch.get_mut(1).unwrap().0[0] = 0xee; // rewritten in place
+        let mut q = SendQueue::default();
+        assert!(q.push(dest, 0, 10));
+        // An IPv6 destination on an IPv4 socket: refused by the kernel, skipped.
+        assert!(q.push("[::1]:9".parse().unwrap(), 2, 10));
+        assert!(q.push(dest, 1, 4));
+        assert_eq!(q.len(), 3);
+        let o = q.flush(relay.as_raw_fd(), &batch);
+        assert_eq!(
+            o,
+            SendOutcome {
+                sent: 2,
+                would_block: 0,
+                failed: 1
+            }
+        );
+        assert!(q.is_empty());
+        out.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (k, from) = out.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..k], from),
+            (&[0u8; 10][..], relay.local_addr().unwrap())
+        );
+        let k = out.recv(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..k],
+            &[0xee, 1, 1, 1],
+            "the rewritten bytes, cut to len"
+        );
+    }
+
+    #[test]
+    fn a_send_queue_refuses_more_than_a_batch() {
+        let mut q = SendQueue::default();
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for i in 0..BATCH {
+            assert!(q.push(to, i, 1));
+        }
+        assert!(!q.push(to, 0, 1));
+        assert!(
+            !SendQueue::default().push(to, BATCH, 1),
+            "index past the batch"
+        );
+        q.clear();
+        assert!(q.is_empty());
     }
 }

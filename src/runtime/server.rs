@@ -2,7 +2,9 @@
 //! signals and the DNS tasks, and feeds everything to [`Core`] as inputs with `now`.
 //!
 //! One task owns the core; socket readers hand it datagrams over a channel, so the core
-//! needs no lock. It never makes a call decision itself.
+//! needs no lock. Media commands go to the [`MediaEngine`]'s worker threads before the SIP
+//! that advertises their ports is sent; media events come back as core inputs. It never
+//! makes a call decision itself.
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
@@ -20,8 +22,10 @@ use tracing::{debug, error, info, warn};
 use crate::b2bua::{Core, Received, Transmit};
 use crate::config::{self, Config};
 use crate::health::Destination;
+use crate::media::control::MediaEvent;
 use crate::routing::TargetId;
 use crate::runtime::dns::{Resolver, SipTarget};
+use crate::runtime::media::MediaEngine;
 use crate::sip::framing;
 use crate::sip::Transport;
 
@@ -49,12 +53,21 @@ struct Shell {
     tx: mpsc::Sender<Input>,
     max_message_size: usize,
     dns_tasks: Vec<JoinHandle<()>>,
+    media: MediaEngine,
 }
 
 /// Runs holdfast until SIGINT, or until SIGTERM's drain finishes.
 pub async fn run(opts: RunOptions) -> Result<()> {
     let config = Arc::new(config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?);
     let (tx, mut rx) = mpsc::channel::<Input>(8192);
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaEvent>();
+    let media = MediaEngine::start(config.media.threads, media_tx)
+        .context("starting the media worker threads")?;
+    info!(
+        bind = %config.media.bind, advertise = %config.media.advertise,
+        ports = %format!("{}-{}", config.media.ports.start(), config.media.ports.end()),
+        threads = config.media.threads, "media relay ready"
+    );
     let mut shell = Shell {
         udp: HashMap::new(),
         tcp_local: Vec::new(),
@@ -62,6 +75,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tx: tx.clone(),
         max_message_size: config.sip.max_message_size,
         dns_tasks: Vec::new(),
+        media,
     };
     for l in &config.sip.listen {
         match l.transport {
@@ -113,6 +127,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ => wake,
         };
         tokio::select! {
+            Some(ev) = media_rx.recv() => {
+                let now = Instant::now();
+                core.handle_media_event(ev, now);
+                for _ in 0..256 {
+                    match media_rx.try_recv() {
+                        Ok(ev) => core.handle_media_event(ev, now),
+                        Err(_) => break,
+                    }
+                }
+            }
             Some(input) = rx.recv() => {
                 shell.handle(&mut core, input);
                 // Batch what is already queued before flushing.
@@ -171,6 +195,10 @@ impl Shell {
     }
 
     async fn flush(&mut self, core: &mut Core) {
+        // Relays first: their sockets must exist before the SDP naming them goes out.
+        while let Some(cmd) = core.poll_media() {
+            self.media.handle(cmd);
+        }
         while let Some(t) = core.poll_transmit() {
             self.send(t).await;
         }

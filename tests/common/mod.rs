@@ -36,6 +36,22 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A relay port range of `ports` ports for one holdfast instance, below the kernel's
+/// ephemeral range (32768+) so it never meets `free_port()`'s sockets, and distinct for every
+/// instance a test binary starts (tests run in parallel). Returns "MIN-MAX".
+pub fn media_ports(ports: u16) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const BASE: u32 = 20000;
+    const SPAN: u32 = 12000;
+    let n = u32::from(ports.max(4)).next_multiple_of(4);
+    // Spread test binaries (run one after another) over the span too.
+    let offset = (std::process::id() % 97) * 128;
+    let at = NEXT.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    let lo = BASE + (offset + at) % (SPAN - n);
+    let lo = lo - lo % 2;
+    format!("{lo}-{}", lo + n - 1)
+}
+
 /// A log line from holdfast's JSON log.
 pub type LogLine = serde_json::Value;
 
@@ -455,6 +471,8 @@ pub struct TestConfig {
     pub outbound: Vec<String>,
     pub health: String,
     pub routing: String,
+    /// The `media:` section's body (two-space indented keys).
+    pub media: String,
 }
 
 impl TestConfig {
@@ -467,6 +485,7 @@ impl TestConfig {
             outbound: vec![],
             health: "ping_interval: 5s\n  ping_timeout: 1s\n  down_after: 3\n  up_after: 2".into(),
             routing: "attempt_timeout: 1s\n  seed: 7".into(),
+            media: format!("ports: \"{}\"", media_ports(64)),
         }
     }
 
@@ -479,11 +498,12 @@ impl TestConfig {
             }
         };
         format!(
-            "sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\nhealth:\n  {}\nrouting:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
+            "sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\nhealth:\n  {}\nrouting:\n  {}\nmedia:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
             self.port,
             self.port,
             self.health,
             self.routing,
+            self.media,
             list(&self.carriers),
             list(&self.providers),
             list(&self.inbound).replace("\n  -", "\n    -"),

@@ -632,3 +632,103 @@ fn rtcp_from_separate_port_to_muxed_leg() {
     );
     assert_eq!(rtcp_header(&rr).unwrap().ssrc, SSRC_TO_B);
 }
+
+#[test]
+fn each_latch_is_polled_once_and_again_after_a_relatch() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    assert_eq!(r.poll_latched(), None);
+    fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
+    fwd(&mut r, Side::A, CARRIER_NAT, 2, 320, 0x1234, t0);
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 0x42];
+    assert!(matches!(
+        r.handle_rtcp(Side::B, addr("192.0.2.50:20001"), &mut rr, t0),
+        Action::Forward { .. }
+    ));
+    assert_eq!(
+        r.poll_latched(),
+        Some((Side::A, SocketKind::Rtp, addr(CARRIER_NAT)))
+    );
+    assert_eq!(
+        r.poll_latched(),
+        Some((Side::B, SocketKind::Rtcp, addr("192.0.2.50:20001")))
+    );
+    assert_eq!(r.poll_latched(), None);
+    // A wrong source neither latches nor reports.
+    let mut buf = simple_rtp(0, 3, 480, 0x1234);
+    let _ = r.handle_rtp(Side::A, addr(ATTACKER), &mut buf, t0);
+    assert_eq!(r.poll_latched(), None);
+    r.relatch(Side::A, Some(addr(CARRIER_SDP)), None);
+    fwd(&mut r, Side::A, CARRIER_SDP, 4, 640, 0x1234, t0);
+    assert_eq!(
+        r.poll_latched(),
+        Some((Side::A, SocketKind::Rtp, addr(CARRIER_SDP)))
+    );
+    assert_eq!(r.poll_latched(), None);
+}
+
+#[test]
+fn a_latch_undone_by_a_relatch_before_polling_is_not_reported() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
+    r.relatch(Side::A, None, None);
+    assert_eq!(r.poll_latched(), None);
+}
+
+#[test]
+fn unreachable_is_reported_once_per_rtp_peer_and_again_after_relatch() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    // Not the leg's RTP destination (e.g. its RTCP port, or a stale peer): ignored.
+    assert!(!r.handle_unreachable(Side::B, addr("192.0.2.50:20001")));
+    assert!(!r.handle_unreachable(Side::A, addr(AI_PEER)));
+    assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
+    assert!(!r.handle_unreachable(Side::B, addr(AI_PEER)));
+    r.relatch(Side::B, Some(addr(AI_PEER)), None);
+    assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
+    // After latching a NAT address, the latched one is the destination.
+    fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
+    assert!(!r.handle_unreachable(Side::A, addr(CARRIER_SDP)));
+    assert!(r.handle_unreachable(Side::A, addr(CARRIER_NAT)));
+}
+
+#[test]
+fn restarting_the_idle_clock_reports_a_silence_once_per_timeout() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let t1 = t0 + Duration::from_secs(5);
+    let t = r.poll_media_timeout(t1).unwrap();
+    assert_eq!((t.side, t.idle_for), (Side::B, Duration::from_secs(5)));
+    r.restart_idle_clock(Side::B, t1);
+    assert_eq!(r.poll_media_timeout(t1), None);
+    assert_eq!(r.poll_media_timeout(t1 + Duration::from_millis(4999)), None);
+    assert_eq!(
+        r.poll_media_timeout(t1 + Duration::from_secs(5))
+            .map(|t| t.side),
+        Some(Side::B)
+    );
+}
+
+#[test]
+fn rtcp_mux_can_be_switched_on_a_running_leg() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let mut rr = vec![0x80, 201, 0, 1, 0, 0, 0, 0x42];
+    let to_b = |r: &mut Relay, rr: &mut Vec<u8>| match r.handle_rtcp(
+        Side::A,
+        addr("198.51.100.20:10001"),
+        rr,
+        t0,
+    ) {
+        Action::Forward { to, via, .. } => (to, via.kind),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        to_b(&mut r, &mut rr),
+        (addr("192.0.2.50:20001"), SocketKind::Rtcp)
+    );
+    r.set_rtcp_mux(Side::B, true);
+    assert!(r.leg(Side::B).rtcp_mux());
+    assert_eq!(to_b(&mut r, &mut rr), (addr(AI_PEER), SocketKind::Rtp));
+}

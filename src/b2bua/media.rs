@@ -1,0 +1,713 @@
+//! One call's anchored media: SDP offer/answer (RFC 3264) on both legs, the relay ports, and
+//! the commands that keep the media shell's relays in step with what was negotiated.
+//!
+//! Each leg has its own negotiation. An offer from one leg is rewritten (holdfast's address
+//! and that leg's ports, `o=` per leg) and relayed to the other; the answer comes back the
+//! same way. A re-offer that only moves the media (hold, unhold, a new address, a refresh) is
+//! answered on its own leg and never disturbs the other one (RFC 3264 §8.4: `sendonly` is
+//! answered `recvonly`, never `sendrecv`); one that changes codecs or streams goes through.
+//!
+//! Forwarding follows the two legs' own directions: what leg X sends reaches leg Y only while
+//! X's SDP says it sends (sendrecv/sendonly) and Y's says it receives (sendrecv/recvonly, not
+//! `c=0.0.0.0`). Payload types are mapped where the legs numbered the same codec differently
+//! (telephone-event 101 on one leg, 96 on the other).
+//!
+//! Plain data and pure functions: [`CallMedia`] is part of the serializable call state. It
+//! never touches a socket or the clock; it allocates from the core's [`PortAllocator`] and
+//! appends [`MediaCommand`]s for the core to hand to the shell.
+//!
+//! LIFECYCLE (per call): `new` (nothing allocated) → first `offer` allocates both legs' ports
+//! per anchored m-line and opens the relays → `answer` / local answers update peers,
+//! directions and payload maps → `close` (every path that ends the call) closes the relays;
+//! the ports go back to the allocator when the shell confirms (`Closed`), so a port is never
+//! bound twice.
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::call::Side;
+use crate::media::control::{MediaCommand, RelayId, RelayPorts, RelayUpdate};
+use crate::media::ports::{PortAllocation, PortAllocator};
+use crate::media::relay::{self, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig};
+use crate::media::sdp::{
+    self, AnchorPlan, Direction, MediaInfo, MediaPorts, OriginState, RtcpPorts, Sdp,
+};
+
+/// Anchored streams per call at most; further m-lines are refused (port 0) in the relayed SDP.
+pub const MAX_STREAMS: usize = 4;
+
+/// Why an SDP could not be handled. The core maps it to a SIP status in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The body is not a session description we can read (→ 400 / 488).
+    #[error("malformed SDP: {0}")]
+    BadSdp(String),
+    /// No m-line holdfast can relay (→ 488).
+    #[error("no media stream holdfast can relay (only RTP/AVP and RTP/AVPF audio/video)")]
+    NothingToAnchor,
+    /// The port range is used up (→ 503).
+    #[error("media port range exhausted")]
+    PortsExhausted,
+    /// An answer arrived with no offer in flight (a peer's protocol error).
+    #[error("SDP answer without an offer")]
+    NoOffer,
+}
+
+impl MediaError {
+    /// The SIP status and reason phrase for this error.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            MediaError::BadSdp(_) => (400, "Bad Request"),
+            MediaError::NothingToAnchor | MediaError::NoOffer => (488, "Not Acceptable Here"),
+            MediaError::PortsExhausted => (503, "Service Unavailable"),
+        }
+    }
+}
+
+/// Whether a stream's relay is running in the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamState {
+    /// `Open` sent.
+    Open,
+    /// `Close` sent; ports go back on `Closed` (or `OpenFailed`).
+    Closing,
+}
+
+/// One anchored m-line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    pub index: u16,
+    pub ports: RelayPorts,
+    pub state: StreamState,
+    /// Seeds of the two outgoing streams (SSRC, first sequence number and timestamp).
+    pub seed: u64,
+    pub clock_rate_hz: u32,
+    /// Peer addresses learned from the first packets (per leg: RTP).
+    pub latched: [Option<SocketAddr>; 2],
+    /// Peer addresses that answered ICMP unreachable.
+    pub unreachable: [Option<SocketAddr>; 2],
+}
+
+/// A re-offer's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReOffer {
+    /// Answered on its own leg: send this body back.
+    Local(Vec<u8>),
+    /// Needs the other leg: relay this (anchored) offer there.
+    Relay(Vec<u8>),
+}
+
+/// Settings a call's media needs from the core's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaParams {
+    /// Address written into SDP.
+    pub advertise: IpAddr,
+    /// Address the relay sockets bind to.
+    pub bind: IpAddr,
+    /// Media timeout of leg A and leg B.
+    pub timeouts: [Duration; 2],
+}
+
+/// One call's media state; see the module docs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallMedia {
+    /// The core's call number (the `call` of every [`RelayId`]).
+    pub call: u64,
+    pub params: MediaParams,
+    pub streams: Vec<Stream>,
+    /// holdfast's `o=` on leg A and leg B.
+    pub origin: [OriginState; 2],
+    /// The last SDP each leg's peer sent us (offer or answer).
+    pub received: [Option<String>; 2],
+    /// The last SDP we sent each leg.
+    pub sent: [Option<String>; 2],
+    /// The leg whose offer waits for the other leg's answer.
+    pub pending_offer: Option<Side>,
+    /// A port another process holds: never returned to the allocator.
+    pub bad_port: Option<u16>,
+    /// What the offer in flight replaced (offerer's received SDP, answerer's sent SDP), put
+    /// back if the offer is rejected: the session stays as it was (RFC 3264 §8).
+    rollback: Option<[Option<String>; 2]>,
+    seed: u64,
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn rside(side: Side) -> relay::Side {
+    match side {
+        Side::A => relay::Side::A,
+        Side::B => relay::Side::B,
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Sdp, MediaError> {
+    Sdp::parse(body).map_err(|e| MediaError::BadSdp(e.to_string()))
+}
+
+fn anchorable(m: &MediaInfo) -> bool {
+    !m.disabled
+        && (m.proto.eq_ignore_ascii_case("RTP/AVP") || m.proto.eq_ignore_ascii_case("RTP/AVPF"))
+}
+
+/// Whether leg X's SDP says X sends on m-line `i`.
+fn sends(info: Option<&MediaInfo>) -> bool {
+    info.is_some_and(|m| {
+        !m.disabled && matches!(m.direction, Direction::SendRecv | Direction::SendOnly)
+    })
+}
+
+/// Whether leg Y's SDP says Y receives on m-line `i` (`c=0.0.0.0` is RFC 2543 hold).
+fn receives(info: Option<&MediaInfo>) -> bool {
+    info.is_some_and(|m| {
+        !m.disabled
+            && !m.on_hold
+            && matches!(m.direction, Direction::SendRecv | Direction::RecvOnly)
+    })
+}
+
+/// Payload types leg `x` uses that leg `y` numbers differently for the same codec (same
+/// encoding and clock rate), mapped to `y`'s numbers; a number `y` uses for another codec is
+/// left alone rather than guessed.
+fn pt_map(x: &MediaInfo, y: &MediaInfo) -> PayloadTypeMap {
+    let mut map = PayloadTypeMap::default();
+    for p in &x.payload_types {
+        let (Some(enc), Some(rate)) = (&p.encoding, p.clock_rate_hz) else {
+            continue;
+        };
+        let same = |q: &&sdp::PayloadType| {
+            q.encoding
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(enc))
+                && q.clock_rate_hz == Some(rate)
+        };
+        let Some(target) = y.payload_types.iter().find(same) else {
+            continue;
+        };
+        let clash = y.payload_types.iter().any(|q| q.pt == p.pt && !same(&q));
+        if target.pt != p.pt && !clash {
+            map.insert(p.pt, target.pt);
+        }
+    }
+    map
+}
+
+impl CallMedia {
+    /// Media for call number `call`; `seed` (from the core's seeded source) fixes SSRCs,
+    /// sequence numbers, timestamps and `o=` session ids.
+    pub fn new(call: u64, params: MediaParams, seed: u64) -> Self {
+        let sess = |n: u64| OriginState::new((seed.rotate_left(n as u32 * 17) >> 20) | 1, 1);
+        CallMedia {
+            call,
+            params,
+            streams: Vec::new(),
+            origin: [sess(1), sess(2)],
+            received: [None, None],
+            sent: [None, None],
+            pending_offer: None,
+            bad_port: None,
+            rollback: None,
+            seed,
+        }
+    }
+
+    fn id(&self, index: u16) -> RelayId {
+        RelayId {
+            call: self.call,
+            stream: index,
+        }
+    }
+
+    fn stream(&self, index: usize) -> Option<&Stream> {
+        self.streams.iter().find(|s| usize::from(s.index) == index)
+    }
+
+    /// The last SDP we sent on `side`: offered again for a session refresh or an offerless
+    /// re-INVITE, so nothing about the media changes.
+    pub fn last_sent(&self, side: Side) -> Option<&[u8]> {
+        self.sent[idx(side)].as_deref().map(str::as_bytes)
+    }
+
+    /// The last SDP the peer of `side` sent.
+    pub fn last_received(&self, side: Side) -> Option<&[u8]> {
+        self.received[idx(side)].as_deref().map(str::as_bytes)
+    }
+
+    /// Ports every open or closing stream holds.
+    pub fn ports(&self) -> Vec<RelayPorts> {
+        self.streams.iter().map(|s| s.ports).collect()
+    }
+
+    /// The SDP `sdp` (from the other leg) rewritten for `to`: holdfast's address, `to`'s
+    /// ports, `to`'s `o=`. `answer` selects muxed RTCP when the SDP agreed to it.
+    fn anchor_for(&mut self, to: Side, sdp: &Sdp, answer: bool) -> Vec<u8> {
+        let info = sdp.media_info();
+        let media: Vec<MediaPorts> = (0..sdp.media.len())
+            .map(|i| {
+                let p = self
+                    .stream(i)
+                    .map(|s| s.ports.of(rside(to)))
+                    .unwrap_or(PortAllocation { rtp: 0, rtcp: None });
+                let mux = answer && info.get(i).is_some_and(|m| m.rtcp_mux);
+                MediaPorts {
+                    rtp_port: p.rtp,
+                    rtcp: if mux {
+                        RtcpPorts::Mux
+                    } else {
+                        RtcpPorts::Port(p.rtcp.unwrap_or(p.rtp.wrapping_add(1)))
+                    },
+                }
+            })
+            .collect();
+        let plan = AnchorPlan {
+            ip: self.params.advertise,
+            media,
+        };
+        let mut out = sdp::anchor(sdp, &plan);
+        // m-lines without a stream (not relayable) are refused: port 0.
+        for (i, m) in out.media.iter_mut().enumerate() {
+            if self.stream(i).is_none() {
+                m.desc.port = 0;
+            }
+        }
+        self.origin[idx(to)].stamp(&mut out, self.params.advertise);
+        let text = out.to_string();
+        self.sent[idx(to)] = Some(text.clone());
+        text.into_bytes()
+    }
+
+    /// An offer from `from`, to be relayed to the other leg: allocates ports for m-lines not
+    /// anchored yet (opening their relays), re-points `from`'s side of existing ones, and
+    /// returns the anchored offer for the other leg.
+    pub fn offer(
+        &mut self,
+        from: Side,
+        body: &[u8],
+        alloc: &mut PortAllocator,
+        out: &mut Vec<MediaCommand>,
+    ) -> Result<Vec<u8>, MediaError> {
+        let sdp = parse(body)?;
+        let info = sdp.media_info();
+        let mut opened: Vec<Stream> = Vec::new();
+        for m in &info {
+            if self.stream(m.index).is_some()
+                || !anchorable(m)
+                || self.streams.len() + opened.len() >= MAX_STREAMS
+            {
+                continue;
+            }
+            let a = alloc.allocate_pair().ok();
+            let b = a.and_then(|_| alloc.allocate_pair().ok());
+            let (Some(a), Some(b)) = (a, b) else {
+                // Give back what this offer took.
+                if let Some(a) = a {
+                    let _ = alloc.free(a);
+                }
+                for s in &opened {
+                    let _ = alloc.free(s.ports.a);
+                    let _ = alloc.free(s.ports.b);
+                }
+                return Err(MediaError::PortsExhausted);
+            };
+            let clock_rate_hz = m
+                .payload_types
+                .iter()
+                .find_map(|p| p.clock_rate_hz)
+                .unwrap_or(8000);
+            let index = u16::try_from(m.index).unwrap_or(u16::MAX);
+            opened.push(Stream {
+                index,
+                ports: RelayPorts { a, b },
+                state: StreamState::Open,
+                seed: self.seed ^ (u64::from(index) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                clock_rate_hz,
+                latched: [None, None],
+                unreachable: [None, None],
+            });
+        }
+        if self.streams.is_empty() && opened.is_empty() {
+            return Err(MediaError::NothingToAnchor);
+        }
+        // Re-point `from`'s side of the streams that already run, if its addresses moved.
+        let before = self.received_info(from).unwrap_or_default();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let (old, new) = (before.get(i), info.get(i));
+            if new.map(|n| (n.rtp_addr, n.rtcp_addr)) != old.map(|o| (o.rtp_addr, o.rtcp_addr)) {
+                out.push(MediaCommand::Update {
+                    id: self.id(s.index),
+                    update: relatch(from, new, false),
+                });
+            }
+        }
+        for s in opened {
+            let m = info.get(usize::from(s.index));
+            let leg = |side: Side| {
+                let mut l = LegConfig::new(None, self.params.timeouts[idx(side)]);
+                if side == from {
+                    l.rtp_peer = m.and_then(|m| m.rtp_addr);
+                    l.rtcp_peer = m.and_then(|m| m.rtcp_addr);
+                }
+                l
+            };
+            let config = RelayConfig {
+                a: leg(Side::A),
+                b: leg(Side::B),
+                a_to_b: StreamConfig::from_seed(s.seed, s.clock_rate_hz),
+                b_to_a: StreamConfig::from_seed(s.seed.rotate_left(32) ^ 1, s.clock_rate_hz),
+            };
+            out.push(MediaCommand::Open {
+                id: self.id(s.index),
+                ip: self.params.bind,
+                ports: s.ports,
+                config,
+            });
+            self.streams.push(s);
+        }
+        self.streams.sort_by_key(|s| s.index);
+        self.rollback = Some([
+            self.received[idx(from)].clone(),
+            self.sent[idx(from.other())].clone(),
+        ]);
+        self.received[idx(from)] = Some(sdp.to_string());
+        self.pending_offer = Some(from);
+        Ok(self.anchor_for(from.other(), &sdp, false))
+    }
+
+    fn received_info(&self, side: Side) -> Option<Vec<MediaInfo>> {
+        let text = self.received[idx(side)].as_deref()?;
+        Sdp::parse_str(text).ok().map(|s| s.media_info())
+    }
+
+    /// The answer from `from` to the other leg's offer: learns `from`'s addresses, settles
+    /// RTCP mux, directions and payload maps, and returns the anchored answer for the other
+    /// leg. A repeated answer (183 then 200) is handled the same way.
+    pub fn answer(
+        &mut self,
+        from: Side,
+        body: &[u8],
+        out: &mut Vec<MediaCommand>,
+    ) -> Result<Vec<u8>, MediaError> {
+        let sdp = parse(body)?;
+        let offerer = from.other();
+        let was_answer = self.pending_offer == Some(offerer) || self.received[idx(from)].is_some();
+        if !was_answer {
+            return Err(MediaError::NoOffer);
+        }
+        self.received[idx(from)] = Some(sdp.to_string());
+        self.pending_offer = None;
+        self.rollback = None;
+        let info = sdp.media_info();
+        let offer_info = self.received_info(offerer).unwrap_or_default();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let m = info.get(i);
+            // RFC 5761 §5.1.1: muxed only when the offer proposed it and the answer accepted.
+            let mux =
+                m.is_some_and(|m| m.rtcp_mux) && offer_info.get(i).is_some_and(|o| o.rtcp_mux);
+            let id = self.id(s.index);
+            out.push(MediaCommand::Update {
+                id,
+                update: relatch(from, m, mux),
+            });
+            if mux {
+                out.push(MediaCommand::Update {
+                    id,
+                    update: relatch(offerer, offer_info.get(i), true),
+                });
+            }
+        }
+        self.refresh_forwarding(out);
+        Ok(self.anchor_for(offerer, &sdp, true))
+    }
+
+    /// The other leg rejected the offer from `from` (a non-2xx final response): the session
+    /// stays as it was, so the SDPs the offer replaced come back. A relay the offer moved
+    /// is pointed back at the old addresses.
+    pub fn offer_rejected(&mut self, from: Side, out: &mut Vec<MediaCommand>) {
+        if self.pending_offer != Some(from) {
+            return;
+        }
+        self.pending_offer = None;
+        let Some([received, sent]) = self.rollback.take() else {
+            return;
+        };
+        let moved = self.received_info(from).unwrap_or_default();
+        self.received[idx(from)] = received;
+        self.sent[idx(from.other())] = sent;
+        let back = self.received_info(from).unwrap_or_default();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let (m, b) = (moved.get(i), back.get(i));
+            if m.map(|n| (n.rtp_addr, n.rtcp_addr)) != b.map(|o| (o.rtp_addr, o.rtcp_addr)) {
+                out.push(MediaCommand::Update {
+                    id: self.id(s.index),
+                    update: relatch(from, b, b.is_some_and(|b| b.rtcp_mux)),
+                });
+            }
+        }
+    }
+
+    /// Forget leg `side`'s peer (a new attempt on the B leg): the next target's SDP and
+    /// packets latch afresh.
+    pub fn reset_peer(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
+        if self.received[idx(side)].take().is_none() {
+            return;
+        }
+        for s in &mut self.streams {
+            s.latched[idx(side)] = None;
+            s.unreachable[idx(side)] = None;
+            out.push(MediaCommand::Update {
+                id: RelayId {
+                    call: self.call,
+                    stream: s.index,
+                },
+                update: relatch(side, None, false),
+            });
+        }
+    }
+
+    /// A re-offer from `from` in an established call. Answered on that leg alone when it keeps
+    /// the streams and at least one codec we agreed on (hold, unhold, a new address, a session
+    /// refresh); otherwise anchored and returned for relaying to the other leg.
+    pub fn reoffer(
+        &mut self,
+        from: Side,
+        body: &[u8],
+        alloc: &mut PortAllocator,
+        out: &mut Vec<MediaCommand>,
+    ) -> Result<ReOffer, MediaError> {
+        let offer = parse(body)?;
+        let local = self.sent[idx(from)]
+            .as_deref()
+            .and_then(|t| Sdp::parse_str(t).ok())
+            .and_then(|last| answer_locally(&last, &offer));
+        let Some(mut answer) = local else {
+            return self.offer(from, body, alloc, out).map(ReOffer::Relay);
+        };
+        let before = self.received_info(from).unwrap_or_default();
+        let info = offer.media_info();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let (old, new) = (before.get(i), info.get(i));
+            if new.map(|n| (n.rtp_addr, n.rtcp_addr)) != old.map(|o| (o.rtp_addr, o.rtcp_addr)) {
+                let mux = new.is_some_and(|n| n.rtcp_mux)
+                    && answer.media_info().get(i).is_some_and(|a| a.rtcp_mux);
+                out.push(MediaCommand::Update {
+                    id: self.id(s.index),
+                    update: relatch(from, new, mux),
+                });
+            }
+        }
+        self.received[idx(from)] = Some(offer.to_string());
+        self.refresh_forwarding(out);
+        self.origin[idx(from)].stamp(&mut answer, self.params.advertise);
+        let text = answer.to_string();
+        self.sent[idx(from)] = Some(text.clone());
+        Ok(ReOffer::Local(text.into_bytes()))
+    }
+
+    /// The answer from `side` to an offer holdfast made on that leg alone (a session refresh
+    /// or an offerless re-INVITE): nothing goes to the other leg.
+    pub fn local_answer(
+        &mut self,
+        side: Side,
+        body: &[u8],
+        out: &mut Vec<MediaCommand>,
+    ) -> Result<(), MediaError> {
+        let sdp = parse(body)?;
+        let before = self.received_info(side).unwrap_or_default();
+        let info = sdp.media_info();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let (old, new) = (before.get(i), info.get(i));
+            if new.map(|n| (n.rtp_addr, n.rtcp_addr, n.rtcp_mux))
+                != old.map(|o| (o.rtp_addr, o.rtcp_addr, o.rtcp_mux))
+            {
+                out.push(MediaCommand::Update {
+                    id: self.id(s.index),
+                    update: relatch(side, new, new.is_some_and(|n| n.rtcp_mux)),
+                });
+            }
+        }
+        self.received[idx(side)] = Some(sdp.to_string());
+        self.refresh_forwarding(out);
+        Ok(())
+    }
+
+    /// Re-derives, per stream and direction, whether packets are forwarded and how payload
+    /// types are mapped, from both legs' latest SDP.
+    fn refresh_forwarding(&self, out: &mut Vec<MediaCommand>) {
+        let a = self.received_info(Side::A).unwrap_or_default();
+        let b = self.received_info(Side::B).unwrap_or_default();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let id = self.id(s.index);
+            for (from, x, y) in [(Side::A, &a, &b), (Side::B, &b, &a)] {
+                let (xi, yi) = (x.get(i), y.get(i));
+                out.push(MediaCommand::Update {
+                    id,
+                    update: RelayUpdate::SetEnabled {
+                        from: rside(from),
+                        enabled: sends(xi) && receives(yi),
+                    },
+                });
+                if let (Some(xi), Some(yi)) = (xi, yi) {
+                    out.push(MediaCommand::Update {
+                        id,
+                        update: RelayUpdate::SetPtMap {
+                            from: rside(from),
+                            map: pt_map(xi, yi),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// The far side of `side` changed (a new AI provider, issue 4): keep the stream holdfast
+    /// sends to the other leg continuous.
+    pub fn source_switch(&self, side: Side, out: &mut Vec<MediaCommand>) {
+        for s in &self.streams {
+            out.push(MediaCommand::Update {
+                id: self.id(s.index),
+                update: RelayUpdate::SourceSwitch { side: rside(side) },
+            });
+        }
+    }
+
+    /// Stops relaying: `Close` for every open stream. Ports stay allocated until the shell
+    /// confirms with `Closed` ([`Self::closed`]).
+    pub fn close(&mut self, out: &mut Vec<MediaCommand>) {
+        for s in &mut self.streams {
+            if s.state == StreamState::Open {
+                s.state = StreamState::Closing;
+                out.push(MediaCommand::Close {
+                    id: RelayId {
+                        call: self.call,
+                        stream: s.index,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Stream `index` is gone from the shell (closed, or it never opened): its ports go back,
+    /// except one another process holds. Returns whether every stream is gone.
+    pub fn closed(&mut self, index: u16, alloc: &mut PortAllocator) -> bool {
+        if let Some(pos) = self.streams.iter().position(|s| s.index == index) {
+            let s = self.streams.remove(pos);
+            for p in [s.ports.a, s.ports.b] {
+                for port in [Some(p.rtp), p.rtcp].into_iter().flatten() {
+                    if Some(port) != self.bad_port {
+                        let _ = alloc.free_port(port);
+                    }
+                }
+            }
+        }
+        self.streams.is_empty()
+    }
+
+    /// Records a latched peer address; returns the SDP address it replaced, if different.
+    pub fn latched(&mut self, index: u16, side: Side, addr: SocketAddr) -> Option<SocketAddr> {
+        let sdp_addr = self
+            .received_info(side)
+            .and_then(|v| v.get(usize::from(index)).and_then(|m| m.rtp_addr));
+        if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
+            s.latched[idx(side)] = Some(addr);
+        }
+        sdp_addr.filter(|a| *a != addr)
+    }
+
+    /// Records an unreachable peer address.
+    pub fn unreachable(&mut self, index: u16, side: Side, addr: SocketAddr) {
+        if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
+            s.unreachable[idx(side)] = Some(addr);
+        }
+    }
+}
+
+fn relatch(side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
+    RelayUpdate::Relatch {
+        side: rside(side),
+        rtp: m.and_then(|m| m.rtp_addr),
+        rtcp: m.and_then(|m| m.rtcp_addr),
+        rtcp_mux,
+    }
+}
+
+/// Our answer to a re-offer on one leg, built from what we last sent there, when the offer
+/// keeps the same streams and at least one payload type we sent on every active one; `None`
+/// when it needs a real renegotiation through the other leg. Payload types the offer dropped
+/// are dropped from the answer too (an answer lists a subset of the offer, RFC 3264 §6.1).
+pub fn answer_locally(last_sent: &Sdp, offer: &Sdp) -> Option<Sdp> {
+    if last_sent.media.len() != offer.media.len() {
+        return None;
+    }
+    let ours = last_sent.media_info();
+    let theirs = offer.media_info();
+    let mut keep: Vec<Vec<u8>> = Vec::with_capacity(ours.len());
+    for (o, t) in ours.iter().zip(&theirs) {
+        if o.media != t.media || !o.proto.eq_ignore_ascii_case(&t.proto) {
+            return None;
+        }
+        if o.disabled || t.disabled {
+            keep.push(Vec::new());
+            continue;
+        }
+        let common: Vec<u8> = o
+            .payload_types
+            .iter()
+            .filter(|p| theirs_has(t, p.pt, p.encoding.as_deref()))
+            .map(|p| p.pt)
+            .collect();
+        if !o
+            .payload_types
+            .iter()
+            .any(|p| common.contains(&p.pt) && !is_event(p.encoding.as_deref()))
+        {
+            return None;
+        }
+        keep.push(common);
+    }
+    let mut answer = sdp::answer_hold(last_sent, offer);
+    for (i, m) in answer.media.iter_mut().enumerate() {
+        let Some(k) = keep.get(i) else { continue };
+        if k.is_empty() {
+            continue;
+        }
+        m.desc
+            .fmts
+            .retain(|f| f.parse::<u8>().is_ok_and(|pt| k.contains(&pt)));
+        m.lines.retain(|l| match &l.field {
+            sdp::Field::Attribute(sdp::Attribute::Rtpmap(r)) => k.contains(&r.payload_type),
+            sdp::Field::Attribute(sdp::Attribute::Fmtp { payload_type, .. }) => {
+                k.contains(payload_type)
+            }
+            _ => true,
+        });
+    }
+    Some(answer)
+}
+
+fn is_event(enc: Option<&str>) -> bool {
+    enc.is_some_and(|e| e.eq_ignore_ascii_case("telephone-event"))
+}
+
+fn theirs_has(t: &MediaInfo, pt: u8, enc: Option<&str>) -> bool {
+    t.payload_types.iter().any(|q| {
+        q.pt == pt
+            && match (enc, q.encoding.as_deref()) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => true,
+            }
+    })
+}
+
+#[cfg(test)]
+mod tests;

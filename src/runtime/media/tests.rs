@@ -1,0 +1,777 @@
+//! Engine tests over real loopback sockets, through the `MediaEngine` API only. Every test
+//! has its own engine, sockets and ports (bound on port 0 or probed free), and waits for
+//! events or counters with deadlines instead of sleeping.
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use super::{MediaCounters, MediaEngine};
+use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use crate::media::ports::PortAllocation;
+use crate::media::relay::{
+    DropReason, LegConfig, PayloadTypeMap, RelayConfig, Side, SocketKind, StreamConfig,
+};
+use crate::media::rtp::tests::{build_sr_sdes, simple_rtp};
+use crate::media::rtp::{rtcp_header, PacketError, RtpPacket};
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(3);
+
+struct Harness {
+    engine: MediaEngine,
+    rx: UnboundedReceiver<MediaEvent>,
+    sent: u64,
+    /// Every event received so far, in order.
+    seen: Vec<MediaEvent>,
+}
+
+impl Harness {
+    fn new(threads: usize) -> Harness {
+        let (tx, rx) = unbounded_channel();
+        Harness {
+            engine: MediaEngine::start(threads, tx).unwrap(),
+            rx,
+            sent: 0,
+            seen: Vec::new(),
+        }
+    }
+
+    fn cmd(&mut self, cmd: MediaCommand) {
+        self.sent += 1;
+        self.engine.handle(cmd);
+    }
+
+    /// Waits until every command sent so far has been applied.
+    fn settle(&self) -> MediaCounters {
+        let sent = self.sent;
+        self.counters_until(|c| c.commands >= sent)
+    }
+
+    fn counters_until(&self, pred: impl Fn(&MediaCounters) -> bool) -> MediaCounters {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = self.engine.counters();
+            if pred(&c) {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "counters never got there: {c:?}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// The next event matching `pred` (others are kept in `seen`), or panic after `within`.
+    fn wait_for(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&MediaEvent) -> bool,
+    ) -> (MediaEvent, Instant) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.rx.try_recv() {
+                Ok(ev) => {
+                    let at = Instant::now();
+                    self.seen.push(ev.clone());
+                    if pred(&ev) {
+                        return (ev, at);
+                    }
+                }
+                Err(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "event not seen within {within:?}; seen: {:#?}",
+                        self.seen
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, id: RelayId, ports: RelayPorts, config: RelayConfig) {
+        self.cmd(MediaCommand::Open {
+            id,
+            ip: LO,
+            ports,
+            config,
+        });
+    }
+
+    fn update(&mut self, id: RelayId, update: RelayUpdate) {
+        self.cmd(MediaCommand::Update { id, update });
+    }
+
+    /// Close and return the final stats `(a_to_b, b_to_a)`.
+    fn close(
+        &mut self,
+        id: RelayId,
+    ) -> (
+        crate::media::stats::StreamStatsSnapshot,
+        crate::media::stats::StreamStatsSnapshot,
+    ) {
+        self.cmd(MediaCommand::Close { id });
+        match self.wait_for(
+            WAIT,
+            |e| matches!(e, MediaEvent::Closed { id: i, .. } if *i == id),
+        ) {
+            (MediaEvent::Closed { a_to_b, b_to_a, .. }, _) => (a_to_b, b_to_a),
+            _ => unreachable!(),
+        }
+    }
+
+    fn count(&self, pred: impl Fn(&MediaEvent) -> bool) -> usize {
+        self.seen.iter().filter(|e| pred(e)).count()
+    }
+}
+
+fn id(call: u64) -> RelayId {
+    RelayId { call, stream: 0 }
+}
+
+/// A port (pair) that is free right now: bound on port 0 by the kernel, then released.
+fn free_ports(rtcp: bool) -> PortAllocation {
+    loop {
+        let s = UdpSocket::bind((LO, 0)).unwrap();
+        let p = s.local_addr().unwrap().port();
+        if !rtcp {
+            return PortAllocation { rtp: p, rtcp: None };
+        }
+        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind((LO, p + 1)).is_ok() {
+            return PortAllocation {
+                rtp: p,
+                rtcp: Some(p + 1),
+            };
+        }
+    }
+}
+
+fn relay_ports(rtcp: bool) -> RelayPorts {
+    RelayPorts {
+        a: free_ports(rtcp),
+        b: free_ports(rtcp),
+    }
+}
+
+fn at(port: u16) -> SocketAddr {
+    SocketAddr::new(LO, port)
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind((LO, 0)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn addr(s: &UdpSocket) -> SocketAddr {
+    s.local_addr().unwrap()
+}
+
+fn stream(ssrc: u32, seq: u16, ts: u32) -> StreamConfig {
+    StreamConfig {
+        ssrc,
+        initial_seq: seq,
+        initial_ts: ts,
+        clock_rate_hz: 8000,
+        pt_map: PayloadTypeMap::identity(),
+    }
+}
+
+fn config(a: Option<SocketAddr>, b: Option<SocketAddr>, call: u64) -> RelayConfig {
+    RelayConfig {
+        a: LegConfig::new(a, Duration::from_secs(30)),
+        b: LegConfig::new(b, Duration::from_secs(30)),
+        a_to_b: stream(0xb0b0_0000 | call as u32, 100, 1_000),
+        b_to_a: stream(0xa0a0_0000 | call as u32, 200, 2_000),
+    }
+}
+
+/// (marker, seq, ts, ssrc, pt) of a received RTP packet.
+fn recv_rtp(s: &UdpSocket) -> (bool, u16, u32, u32, u8) {
+    let mut buf = [0u8; 2048];
+    let (n, _) = s.recv_from(&mut buf).expect("an RTP packet");
+    let p = RtpPacket::new_checked(&buf[..n]).unwrap();
+    (
+        p.marker(),
+        p.sequence_number(),
+        p.timestamp(),
+        p.ssrc(),
+        p.payload_type(),
+    )
+}
+
+fn nothing_waiting(s: &UdpSocket) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let r = s.recv_from(&mut buf);
+    s.set_nonblocking(false).unwrap();
+    matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+fn rtp_both_ways(threads: usize) {
+    let mut h = Harness::new(threads);
+    let relays: Vec<_> = (0..5u64)
+        .map(|call| {
+            let (carrier, ai) = (peer(), peer());
+            let ports = relay_ports(false);
+            h.open(
+                id(call),
+                ports,
+                config(Some(addr(&carrier)), Some(addr(&ai)), call),
+            );
+            (call, carrier, ai, ports)
+        })
+        .collect();
+    h.settle();
+    assert_eq!(h.engine.counters().relays_open, 5);
+    for (call, carrier, ai, ports) in &relays {
+        for i in 0..10u16 {
+            let p = simple_rtp(0, 5000 + i, 8000 + 160 * u32::from(i), 0x1111);
+            carrier.send_to(&p, at(ports.a.rtp)).unwrap();
+            let p = simple_rtp(8, 60 + i, 90 + 320 * u32::from(i), 0x2222);
+            ai.send_to(&p, at(ports.b.rtp)).unwrap();
+        }
+        for i in 0..10u16 {
+            assert_eq!(
+                recv_rtp(ai),
+                (
+                    false,
+                    100 + i,
+                    1_000 + 160 * u32::from(i),
+                    0xb0b0_0000 | *call as u32,
+                    0
+                ),
+                "A→B rewritten into the a_to_b stream (call {call})"
+            );
+            assert_eq!(
+                recv_rtp(carrier),
+                (
+                    false,
+                    200 + i,
+                    2_000 + 320 * u32::from(i),
+                    0xa0a0_0000 | *call as u32,
+                    8
+                ),
+                "B→A rewritten into the b_to_a stream (call {call})"
+            );
+        }
+    }
+    for (call, carrier, ai, _) in &relays {
+        let (a_to_b, b_to_a) = h.close(id(*call));
+        assert_eq!(
+            (a_to_b.packets_forwarded, b_to_a.packets_forwarded),
+            (10, 10)
+        );
+        assert_eq!(
+            (a_to_b.bytes_forwarded, b_to_a.bytes_forwarded),
+            (1720, 1720)
+        );
+        for (side, who) in [(Side::A, carrier), (Side::B, ai)] {
+            assert_eq!(
+                h.count(|e| *e
+                    == MediaEvent::Latched {
+                        id: id(*call),
+                        side,
+                        kind: SocketKind::Rtp,
+                        addr: addr(who)
+                    }),
+                1,
+                "one Latched per leg"
+            );
+        }
+    }
+    let c = h.engine.counters();
+    assert_eq!(c.packets_forwarded, 100);
+    assert_eq!(c.packets_received, 100);
+    assert_eq!(c.bytes_forwarded, 17_200);
+    assert_eq!(c.relays_open, 0);
+    assert_eq!(c.drops.total(), 0);
+    h.engine.shutdown();
+}
+
+#[test]
+fn rtp_both_ways_on_one_worker() {
+    rtp_both_ways(1);
+}
+
+#[test]
+fn rtp_both_ways_on_two_workers() {
+    rtp_both_ways(2);
+}
+
+#[test]
+fn rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket() {
+    let mut h = Harness::new(1);
+    // Separate RTCP ports: carrier's RTCP comes from its own socket; the AI announced an
+    // explicit RTCP address (a=rtcp).
+    let (carrier, carrier_rtcp, ai, ai_rtcp) = (peer(), peer(), peer(), peer());
+    let ports = relay_ports(true);
+    let mut cfg = config(Some(addr(&carrier)), Some(addr(&ai)), 1);
+    cfg.b.rtcp_peer = Some(addr(&ai_rtcp));
+    h.open(id(1), ports, cfg);
+    h.settle();
+    let sr = build_sr_sdes(0x1111, 0x9999);
+    carrier_rtcp
+        .send_to(&sr, at(ports.a.rtcp.unwrap()))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = ai_rtcp.recv_from(&mut buf).expect("RTCP relayed");
+    assert_eq!(from, at(ports.b.rtcp.unwrap()), "sent from B's RTCP socket");
+    assert_eq!(n, sr.len());
+    assert_eq!(rtcp_header(&buf[..n]).unwrap().ssrc, 0xb0b0_0001);
+    assert!(nothing_waiting(&ai), "nothing on the AI's RTP socket");
+    h.wait_for(WAIT, |e| {
+        *e == MediaEvent::Latched {
+            id: id(1),
+            side: Side::A,
+            kind: SocketKind::Rtcp,
+            addr: addr(&carrier_rtcp),
+        }
+    });
+
+    // rtcp-mux on both legs: RTCP arrives on the RTP port and leaves from the RTP port.
+    let (carrier2, ai2) = (peer(), peer());
+    let ports2 = relay_ports(false);
+    let mut cfg = config(Some(addr(&carrier2)), Some(addr(&ai2)), 2);
+    cfg.a.rtcp_mux = true;
+    cfg.b.rtcp_mux = true;
+    h.open(id(2), ports2, cfg);
+    h.settle();
+    carrier2.send_to(&sr, at(ports2.a.rtp)).unwrap();
+    let (n, from) = ai2.recv_from(&mut buf).expect("muxed RTCP relayed");
+    assert_eq!(from, at(ports2.b.rtp));
+    assert_eq!(rtcp_header(&buf[..n]).unwrap().ssrc, 0xb0b0_0002);
+    let (a_to_b, _) = h.close(id(2));
+    assert_eq!(
+        (a_to_b.rtcp_packets_forwarded, a_to_b.packets_forwarded),
+        (1, 0)
+    );
+    let c = h.engine.counters();
+    assert_eq!((c.rtcp_forwarded, c.packets_forwarded), (2, 0));
+    h.close(id(1));
+}
+
+#[test]
+fn nat_latch_learns_the_real_source_and_drops_others() {
+    let mut h = Harness::new(1);
+    // The carrier's SDP says `sdp_addr`, but it sends from behind a NAT.
+    let (sdp_addr, nat, ai, attacker) = (peer(), peer(), peer(), peer());
+    let ports = relay_ports(false);
+    h.open(
+        id(7),
+        ports,
+        config(Some(addr(&sdp_addr)), Some(addr(&ai)), 7),
+    );
+    h.settle();
+    for i in 0..3u16 {
+        nat.send_to(&simple_rtp(0, i, 160 * u32::from(i), 0x1), at(ports.a.rtp))
+            .unwrap();
+        assert_eq!(recv_rtp(&ai).1, 100 + i);
+    }
+    h.wait_for(WAIT, |e| {
+        *e == MediaEvent::Latched {
+            id: id(7),
+            side: Side::A,
+            kind: SocketKind::Rtp,
+            addr: addr(&nat),
+        }
+    });
+    // Media to the carrier goes to where it really is, not to its SDP address.
+    ai.send_to(&simple_rtp(0, 9, 9, 0x2), at(ports.b.rtp))
+        .unwrap();
+    assert_eq!(recv_rtp(&nat).1, 200);
+    assert!(nothing_waiting(&sdp_addr));
+    // An injected packet is dropped; the next real one passes (same socket, so the
+    // injected one was handled first).
+    attacker
+        .send_to(&simple_rtp(0, 3, 480, 0x1), at(ports.a.rtp))
+        .unwrap();
+    nat.send_to(&simple_rtp(0, 3, 480, 0x1), at(ports.a.rtp))
+        .unwrap();
+    assert_eq!(
+        recv_rtp(&ai).1,
+        103,
+        "the real packet, right after the 3 first"
+    );
+    assert!(nothing_waiting(&ai), "the injected one never arrived");
+    let (a_to_b, _) = h.close(id(7));
+    assert_eq!(a_to_b.drops.wrong_source, 1);
+    assert_eq!(a_to_b.packets_forwarded, 4);
+    assert_eq!(h.engine.counters().drops.wrong_source, 1);
+    assert_eq!(
+        h.count(|e| matches!(e, MediaEvent::Latched { side: Side::A, .. })),
+        1,
+        "latched once, with the NAT address: {:?}",
+        h.seen
+    );
+}
+
+#[test]
+fn icmp_unreachable_is_reported_promptly_and_once() {
+    let mut h = Harness::new(1);
+    let carrier = peer();
+    // The AI's socket is gone: sending to it gets ICMP port unreachable.
+    let gone = addr(&peer());
+    let ports = relay_ports(false);
+    h.open(id(3), ports, config(Some(addr(&carrier)), Some(gone), 3));
+    h.settle();
+    let sent_at = Instant::now();
+    carrier
+        .send_to(&simple_rtp(0, 1, 160, 0x1), at(ports.a.rtp))
+        .unwrap();
+    let (ev, got_at) = h.wait_for(Duration::from_secs(1), |e| {
+        matches!(e, MediaEvent::Unreachable { .. })
+    });
+    assert_eq!(
+        ev,
+        MediaEvent::Unreachable {
+            id: id(3),
+            side: Side::B,
+            addr: gone
+        }
+    );
+    assert!(got_at - sent_at < Duration::from_millis(500));
+    for i in 2..7u16 {
+        carrier
+            .send_to(&simple_rtp(0, i, 160 * u32::from(i), 0x1), at(ports.a.rtp))
+            .unwrap();
+    }
+    // Every ICMP error has been read before we look.
+    h.counters_until(|c| c.icmp_errors >= 6);
+    h.close(id(3));
+    assert_eq!(
+        h.count(|e| matches!(e, MediaEvent::Unreachable { .. })),
+        1,
+        "{:?}",
+        h.seen
+    );
+    assert_eq!(h.engine.counters().unreachable, 1);
+}
+
+#[test]
+fn ipv6_relays_and_reports_icmpv6_unreachable() {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let bind = || {
+        let s = UdpSocket::bind((v6, 0)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s
+    };
+    let free = || PortAllocation {
+        rtp: addr(&bind()).port(),
+        rtcp: None,
+    };
+    let mut h = Harness::new(1);
+    let (carrier, ai) = (bind(), bind());
+    let gone = addr(&bind());
+    let ports = RelayPorts {
+        a: free(),
+        b: free(),
+    };
+    h.cmd(MediaCommand::Open {
+        id: id(13),
+        ip: v6,
+        ports,
+        config: config(Some(addr(&carrier)), Some(addr(&ai)), 13),
+    });
+    h.settle();
+    carrier
+        .send_to(
+            &simple_rtp(0, 1, 160, 0x1),
+            SocketAddr::new(v6, ports.a.rtp),
+        )
+        .unwrap();
+    assert_eq!(recv_rtp(&ai).1, 100);
+    // The AI moves to an address where nobody listens.
+    h.update(
+        id(13),
+        RelayUpdate::Relatch {
+            side: Side::B,
+            rtp: Some(gone),
+            rtcp: None,
+            rtcp_mux: true,
+        },
+    );
+    h.settle();
+    carrier
+        .send_to(
+            &simple_rtp(0, 2, 320, 0x1),
+            SocketAddr::new(v6, ports.a.rtp),
+        )
+        .unwrap();
+    let (ev, _) = h.wait_for(Duration::from_secs(1), |e| {
+        matches!(e, MediaEvent::Unreachable { .. })
+    });
+    assert_eq!(
+        ev,
+        MediaEvent::Unreachable {
+            id: id(13),
+            side: Side::B,
+            addr: gone
+        }
+    );
+    h.close(id(13));
+}
+
+#[test]
+fn media_timeout_is_reported_once_per_silence() {
+    let mut h = Harness::new(1);
+    let (carrier, ai) = (peer(), peer());
+    let ports = relay_ports(false);
+    let mut cfg = config(Some(addr(&carrier)), Some(addr(&ai)), 4);
+    cfg.b.media_timeout = Duration::from_millis(200);
+    let opened = Instant::now();
+    h.open(id(4), ports, cfg);
+    let is_timeout = |e: &MediaEvent| matches!(e, MediaEvent::Timeout { .. });
+    let (first, _) = h.wait_for(WAIT, is_timeout);
+    match first {
+        MediaEvent::Timeout {
+            id: i,
+            side,
+            idle_for,
+        } => {
+            assert_eq!((i, side), (id(4), Side::B));
+            assert!(idle_for >= Duration::from_millis(200), "{idle_for:?}");
+        }
+        _ => unreachable!(),
+    }
+    // The leg's clock restarted when reported: the next report needs another full 200 ms
+    // of silence (without the restart it would come with the next 100 ms scan).
+    let (second, second_at) = h.wait_for(WAIT, is_timeout);
+    assert!(matches!(second, MediaEvent::Timeout { side: Side::B, .. }));
+    assert!(
+        second_at - opened >= Duration::from_millis(390),
+        "second timeout after {:?}",
+        second_at - opened
+    );
+    h.close(id(4));
+    assert_eq!(
+        h.count(|e| matches!(e, MediaEvent::Timeout { side: Side::A, .. })),
+        0
+    );
+}
+
+#[test]
+fn open_fails_cleanly_when_a_port_is_taken() {
+    let mut h = Harness::new(1);
+    let taken = UdpSocket::bind((LO, 0)).unwrap();
+    let taken_port = addr(&taken).port();
+    let a = free_ports(true);
+    let ports = RelayPorts {
+        a,
+        b: PortAllocation {
+            rtp: taken_port,
+            rtcp: None,
+        },
+    };
+    h.open(id(5), ports, config(None, None, 5));
+    let (ev, _) = h.wait_for(WAIT, |e| matches!(e, MediaEvent::OpenFailed { .. }));
+    match ev {
+        MediaEvent::OpenFailed { id: i, port, error } => {
+            assert_eq!((i, port), (id(5), taken_port));
+            assert!(
+                error.contains(&format!("127.0.0.1:{taken_port}")),
+                "{error}"
+            );
+        }
+        _ => unreachable!(),
+    }
+    // What was bound for leg A is closed again.
+    UdpSocket::bind((LO, a.rtp)).expect("A's RTP port released");
+    UdpSocket::bind((LO, a.rtcp.unwrap())).expect("A's RTCP port released");
+    assert_eq!(h.settle().relays_open, 0);
+}
+
+#[test]
+fn disabled_direction_drops_then_resumes_continuously() {
+    let mut h = Harness::new(1);
+    let (carrier, ai) = (peer(), peer());
+    let ports = relay_ports(false);
+    h.open(
+        id(6),
+        ports,
+        config(Some(addr(&carrier)), Some(addr(&ai)), 6),
+    );
+    h.settle();
+    let send = |i: u16| {
+        carrier
+            .send_to(&simple_rtp(0, i, 160 * u32::from(i), 0x1), at(ports.a.rtp))
+            .unwrap()
+    };
+    send(0);
+    send(1);
+    assert_eq!(recv_rtp(&ai).1, 100);
+    assert_eq!(recv_rtp(&ai).1, 101);
+    h.update(
+        id(6),
+        RelayUpdate::SetEnabled {
+            from: Side::A,
+            enabled: false,
+        },
+    );
+    h.settle();
+    for i in 2..5 {
+        send(i);
+    }
+    h.counters_until(|c| c.drops.disabled >= 3);
+    assert!(nothing_waiting(&ai), "nothing forwarded while disabled");
+    h.update(
+        id(6),
+        RelayUpdate::SetEnabled {
+            from: Side::A,
+            enabled: true,
+        },
+    );
+    h.settle();
+    send(5);
+    let (marker, seq, ..) = recv_rtp(&ai);
+    assert!(marker, "resuming is a new talkspurt");
+    assert_eq!(
+        seq, 102,
+        "no sequence gap for the receiver to count as loss"
+    );
+    let (a_to_b, _) = h.close(id(6));
+    assert_eq!(a_to_b.drops.disabled, 3);
+    assert_eq!(a_to_b.packets_forwarded, 3);
+}
+
+/// Over real sockets: the AI side is replaced mid-stream (new address, new SSRC, its own
+/// sequence and timestamps); the carrier keeps receiving one stream — same SSRC,
+/// sequence +1, timestamp advanced by the gap, marker on the first packet after.
+#[test]
+fn far_side_switch_is_one_continuous_stream_on_the_wire() {
+    let mut h = Harness::new(2);
+    let (carrier, ai1, ai2) = (peer(), peer(), peer());
+    let ports = relay_ports(false);
+    let mut cfg = config(Some(addr(&carrier)), Some(addr(&ai1)), 8);
+    cfg.b.media_timeout = Duration::from_secs(1);
+    h.open(id(8), ports, cfg);
+    h.settle();
+    let rb = at(ports.b.rtp);
+    let mut got = Vec::new();
+    for i in 0..5u16 {
+        ai1.send_to(
+            &simple_rtp(0, 1000 + i, 50_000 + 160 * u32::from(i), 0xaaaa),
+            rb,
+        )
+        .unwrap();
+        got.push(recv_rtp(&carrier));
+    }
+    // Provider 1 dies; provider 2 takes over from a new address after a 200 ms gap (the
+    // gap is what the timestamp must reflect).
+    std::thread::sleep(Duration::from_millis(200));
+    h.update(
+        id(8),
+        RelayUpdate::Relatch {
+            side: Side::B,
+            rtp: Some(addr(&ai2)),
+            rtcp: None,
+            rtcp_mux: false,
+        },
+    );
+    h.update(id(8), RelayUpdate::SourceSwitch { side: Side::B });
+    h.settle();
+    for i in 0..5u16 {
+        ai2.send_to(&simple_rtp(0, 7 + i, 9 + 160 * u32::from(i), 0xbbbb), rb)
+            .unwrap();
+        got.push(recv_rtp(&carrier));
+    }
+    // A stray packet from the old provider's address is now dropped (strict source).
+    ai1.send_to(&simple_rtp(0, 2000, 0, 0xaaaa), rb).unwrap();
+    h.counters_until(|c| c.drops.wrong_source >= 1);
+    assert!(
+        nothing_waiting(&carrier),
+        "old provider's packet must not pass"
+    );
+
+    let ssrc = got[0].3;
+    assert!(got.iter().all(|g| g.3 == ssrc), "one SSRC: {got:?}");
+    for w in got.windows(2) {
+        assert_eq!(w[1].1, w[0].1.wrapping_add(1), "seq continuous: {got:?}");
+    }
+    let markers: Vec<usize> = (0..got.len()).filter(|&i| got[i].0).collect();
+    assert_eq!(
+        markers,
+        vec![5],
+        "marker only on the first packet after the switch"
+    );
+    let jump = got[5].2.wrapping_sub(got[4].2);
+    // ≥ 200 ms of wall clock at 8 kHz (1600 ticks); bounded by a generous 2 s so a loaded
+    // machine cannot make it flaky, while a reset or random jump would still fail.
+    assert!(
+        (1600..16_000).contains(&jump),
+        "ts advanced by the gap: {jump}"
+    );
+    assert_eq!(got[6].2.wrapping_sub(got[5].2), 160);
+    let (_, b_to_a) = h.close(id(8));
+    assert_eq!(b_to_a.drops.wrong_source, 1);
+    assert_eq!(
+        h.count(|e| matches!(e, MediaEvent::Latched { side: Side::B, .. })),
+        2,
+        "latched on provider 1, then again on provider 2"
+    );
+}
+
+#[test]
+fn closed_arrives_and_the_ports_can_be_bound_again_at_once() {
+    let mut h = Harness::new(2);
+    let ports = relay_ports(true);
+    h.open(id(9), ports, config(None, None, 9));
+    h.settle();
+    assert_eq!(h.engine.counters().relays_open, 1);
+    let (a_to_b, b_to_a) = h.close(id(9));
+    assert_eq!((a_to_b.packets_received, b_to_a.packets_received), (0, 0));
+    for p in [
+        ports.a.rtp,
+        ports.a.rtcp.unwrap(),
+        ports.b.rtp,
+        ports.b.rtcp.unwrap(),
+    ] {
+        UdpSocket::bind((LO, p)).expect("port free right after Closed");
+    }
+    assert_eq!(h.engine.counters().relays_open, 0);
+}
+
+#[test]
+fn updates_and_closes_for_unknown_relays_are_ignored() {
+    let mut h = Harness::new(1);
+    h.update(id(11), RelayUpdate::SourceSwitch { side: Side::A });
+    h.cmd(MediaCommand::Close { id: id(11) });
+    h.settle();
+    assert!(
+        h.rx.try_recv().is_err(),
+        "no event for a relay that never was"
+    );
+}
+
+#[test]
+fn shutdown_emits_nothing_more_and_frees_the_ports() {
+    let mut h = Harness::new(2);
+    let ports = relay_ports(false);
+    h.open(id(12), ports, config(None, None, 12));
+    h.settle();
+    let Harness { engine, mut rx, .. } = h;
+    engine.shutdown();
+    assert!(rx.try_recv().is_err(), "no Closed after shutdown");
+    UdpSocket::bind((LO, ports.a.rtp)).expect("socket closed by shutdown");
+}
+
+#[test]
+fn drop_labels_are_the_drop_reason_labels() {
+    let labels: Vec<&str> = MediaCounters::default()
+        .drops_by_reason()
+        .iter()
+        .map(|(l, _)| *l)
+        .collect();
+    let reasons = [
+        DropReason::NotRtp,
+        DropReason::Malformed(PacketError::TooShort { len: 0 }),
+        DropReason::WrongSource,
+        DropReason::NoPeerYet,
+        DropReason::Disabled,
+    ];
+    assert_eq!(
+        labels,
+        reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>()
+    );
+    assert!(MediaEngine::start(0, unbounded_channel().0).is_err());
+}

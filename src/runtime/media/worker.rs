@@ -1,0 +1,496 @@
+//! One media worker: an OS thread running a level-triggered epoll loop over the sockets of
+//! its relays, plus an eventfd that wakes it for commands.
+//!
+//! Does: per readable socket, ONE `recvmmsg` (the level-triggered loop comes back if more
+//! is waiting), the relay core per datagram, forwards grouped per sending socket and sent
+//! with `sendmmsg` from the receive buffers; per EPOLLERR, the ICMP errors of the error
+//! queue; every [`SCAN_INTERVAL`] the media timeouts; commands when woken. Relays live in a
+//! slot vector; an epoll token is `generation << 32 | slot << 2 | socket`, so an event for
+//! a closed relay (stale generation) is ignored and the hot path never looks up a map.
+//!
+//! Never: allocates, formats or logs per packet (buffers, iovecs and headers are allocated
+//! once per worker), blocks on a send, or reads the clock more than once per wakeup.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::sys::{self, Epoll};
+use super::{Msg, Shared, SCAN_INTERVAL};
+use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use crate::media::relay::{Action, DropReason, Relay, RelayConfig, Side, SocketKind};
+use crate::media::rtp::{classify, PacketClass};
+use crate::runtime::batch_udp::{recv_batch, RecvBatch, SendQueue};
+
+/// Epoll data of the worker's eventfd.
+pub(super) const WAKE_TOKEN: u64 = u64::MAX;
+/// Epoll events per wait.
+const MAX_EVENTS: usize = 256;
+
+/// Index of a relay socket: `[A.rtp, A.rtcp, B.rtp, B.rtcp]`.
+#[inline]
+fn sock_index(side: Side, kind: SocketKind) -> usize {
+    let s = match side {
+        Side::A => 0,
+        Side::B => 2,
+    };
+    match kind {
+        SocketKind::Rtp => s,
+        SocketKind::Rtcp => s + 1,
+    }
+}
+
+#[inline]
+fn sock_of_index(i: usize) -> (Side, SocketKind) {
+    let side = if i < 2 { Side::A } else { Side::B };
+    let kind = if i % 2 == 0 {
+        SocketKind::Rtp
+    } else {
+        SocketKind::Rtcp
+    };
+    (side, kind)
+}
+
+/// Index of a drop reason in [`super::WorkerCounters::drops`].
+#[inline]
+pub(super) fn drop_index(r: DropReason) -> usize {
+    match r {
+        DropReason::NotRtp => 0,
+        DropReason::Malformed(_) => 1,
+        DropReason::WrongSource => 2,
+        DropReason::NoPeerYet => 3,
+        DropReason::Disabled => 4,
+    }
+}
+
+#[inline]
+fn token(generation: u32, slot: usize, sock: usize) -> u64 {
+    (u64::from(generation) << 32) | ((slot as u64) << 2) | sock as u64
+}
+
+struct Entry {
+    id: RelayId,
+    relay: Relay,
+    socks: [Option<UdpSocket>; 4],
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+/// Counts of one batch, added to the shared atomics once per batch.
+#[derive(Default)]
+struct BatchCounts {
+    received: u64,
+    forwarded: u64,
+    bytes: u64,
+    rtcp: u64,
+    drops: [u64; 5],
+    would_block: u64,
+    failed: u64,
+}
+
+pub(super) struct Worker {
+    epoll: Epoll,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Msg>,
+    events: UnboundedSender<MediaEvent>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Commands only (never the packet path).
+    by_id: HashMap<RelayId, usize>,
+    recv: RecvBatch,
+    queues: [SendQueue; 4],
+    ep_events: Box<[libc::epoll_event; MAX_EVENTS]>,
+    next_scan: Instant,
+}
+
+impl Worker {
+    pub(super) fn new(
+        epoll: Epoll,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Msg>,
+        events: UnboundedSender<MediaEvent>,
+    ) -> Worker {
+        Worker {
+            epoll,
+            shared,
+            rx,
+            events,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            recv: RecvBatch::default(),
+            queues: Default::default(),
+            ep_events: Box::new([libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]),
+            next_scan: Instant::now() + SCAN_INTERVAL,
+        }
+    }
+
+    /// The loop; returns on shutdown (dropping every socket, emitting nothing).
+    pub(super) fn run(mut self) {
+        let mut now = Instant::now();
+        loop {
+            // From the previous wakeup's clock: at worst the wait ends a little late.
+            let wait = self
+                .next_scan
+                .saturating_duration_since(now)
+                .as_micros()
+                .div_ceil(1000)
+                .min(i32::MAX as u128) as i32;
+            let n = self.epoll.wait(&mut self.ep_events[..], wait);
+            // One clock read per wakeup serves every batch of it.
+            now = Instant::now();
+            let mut woken = false;
+            for i in 0..n {
+                let ev = self.ep_events[i];
+                let (bits, tok) = (ev.events, ev.u64);
+                if tok == WAKE_TOKEN {
+                    woken = true;
+                } else {
+                    self.handle_socket(tok, bits, now);
+                }
+            }
+            if woken && !self.handle_commands(now) {
+                return;
+            }
+            if now >= self.next_scan {
+                self.scan_timeouts(now);
+                self.next_scan = now + SCAN_INTERVAL;
+            }
+        }
+    }
+
+    #[inline]
+    fn emit(&self, ev: MediaEvent) {
+        // The core is gone only when the process is shutting down.
+        let _ = self.events.send(ev);
+    }
+
+    fn handle_socket(&mut self, tok: u64, bits: u32, now: Instant) {
+        let slot = ((tok >> 2) & 0x3fff_ffff) as usize;
+        let generation = (tok >> 32) as u32;
+        let si = (tok & 3) as usize;
+        let Worker {
+            slots,
+            recv,
+            queues,
+            shared,
+            events,
+            ..
+        } = self;
+        let Some(Slot {
+            generation: g,
+            entry: Some(entry),
+        }) = slots.get_mut(slot)
+        else {
+            return;
+        };
+        if *g != generation {
+            return;
+        }
+        let Some(fd) = entry.socks[si].as_ref().map(|s| s.as_raw_fd()) else {
+            return;
+        };
+        let (side, kind) = sock_of_index(si);
+        let counters = &shared.counters;
+
+        if bits & libc::EPOLLERR as u32 != 0 {
+            let relay = &mut entry.relay;
+            let mut reported = 0;
+            let read = sys::drain_error_queue(fd, |dest| {
+                if relay.handle_unreachable(side, dest) {
+                    reported += 1;
+                    let _ = events.send(MediaEvent::Unreachable {
+                        id: entry.id,
+                        side,
+                        addr: dest,
+                    });
+                }
+            });
+            counters
+                .icmp_errors
+                .fetch_add(read as u64, Ordering::Relaxed);
+            if reported > 0 {
+                counters.unreachable.fetch_add(reported, Ordering::Relaxed);
+            }
+        }
+        if bits & libc::EPOLLIN as u32 == 0 {
+            return;
+        }
+        let n = match recv_batch(fd, recv) {
+            Ok(n) if n > 0 => n,
+            // WouldBlock, or a pending socket error (consumed; EPOLLERR brings the queue).
+            _ => return,
+        };
+        let mut c = BatchCounts {
+            received: n as u64,
+            ..BatchCounts::default()
+        };
+        let relay = &mut entry.relay;
+        for i in 0..n {
+            let Some((buf, from)) = recv.get_mut(i) else {
+                c.drops[drop_index(DropReason::NotRtp)] += 1;
+                continue;
+            };
+            let action = match kind {
+                SocketKind::Rtp => relay.handle_rtp(side, from, buf, now),
+                SocketKind::Rtcp => relay.handle_rtcp(side, from, buf, now),
+            };
+            match action {
+                Action::Forward { to, len, via } => {
+                    let mut q = sock_index(via.side, via.kind);
+                    if entry.socks[q].is_none() {
+                        // No separate RTCP socket on that leg: send from its RTP socket.
+                        q = sock_index(via.side, SocketKind::Rtp);
+                    }
+                    if kind == SocketKind::Rtcp
+                        || matches!(classify(&buf[..len.min(buf.len())]), PacketClass::Rtcp)
+                    {
+                        c.rtcp += 1;
+                    } else {
+                        c.forwarded += 1;
+                        c.bytes += len as u64;
+                    }
+                    queues[q].push(to, i, len);
+                }
+                Action::Drop(r) => c.drops[drop_index(r)] += 1,
+            }
+        }
+        for (q, queue) in queues.iter_mut().enumerate() {
+            if queue.is_empty() {
+                continue;
+            }
+            let Some(out_fd) = entry.socks[q].as_ref().map(|s| s.as_raw_fd()) else {
+                c.failed += queue.len() as u64;
+                queue.clear();
+                continue;
+            };
+            let o = queue.flush(out_fd, recv);
+            c.would_block += o.would_block as u64;
+            c.failed += o.failed as u64;
+        }
+        if c.would_block + c.failed > 0 {
+            // What did not go out is not forwarded (the relay's own stats still count it).
+            let lost = c.would_block + c.failed;
+            let from_rtp = lost.min(c.forwarded);
+            c.forwarded -= from_rtp;
+            c.rtcp = c.rtcp.saturating_sub(lost - from_rtp);
+        }
+        while let Some((side, kind, addr)) = relay.poll_latched() {
+            let _ = events.send(MediaEvent::Latched {
+                id: entry.id,
+                side,
+                kind,
+                addr,
+            });
+        }
+        add_batch(counters, &c);
+    }
+
+    /// Applies every queued command; `false` on shutdown.
+    fn handle_commands(&mut self, now: Instant) -> bool {
+        self.shared.wake.drain();
+        // Cleared before draining: a command sent after this point wakes us again.
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Cmd(cmd)) => {
+                    self.apply(cmd, now);
+                    self.shared
+                        .counters
+                        .commands
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Msg::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: MediaCommand, now: Instant) {
+        match cmd {
+            MediaCommand::Open {
+                id,
+                ip,
+                ports,
+                config,
+            } => self.open(id, ip, ports, config, now),
+            MediaCommand::Update { id, update } => {
+                let Some(entry) = self.entry_mut(id) else {
+                    tracing::debug!(relay = %id, "media update for an unknown relay ignored");
+                    return;
+                };
+                let r = &mut entry.relay;
+                match update {
+                    RelayUpdate::Relatch {
+                        side,
+                        rtp,
+                        rtcp,
+                        rtcp_mux,
+                    } => {
+                        r.relatch(side, rtp, rtcp);
+                        r.set_rtcp_mux(side, rtcp_mux);
+                    }
+                    RelayUpdate::SetEnabled { from, enabled } => r.set_enabled(from, enabled, now),
+                    RelayUpdate::SetPtMap { from, map } => r.set_pt_map(from, map),
+                    RelayUpdate::SourceSwitch { side } => r.handle_source_switch(side, now),
+                }
+            }
+            MediaCommand::Close { id } => self.close(id),
+        }
+    }
+
+    fn entry_mut(&mut self, id: RelayId) -> Option<&mut Entry> {
+        let slot = *self.by_id.get(&id)?;
+        self.slots.get_mut(slot)?.entry.as_mut()
+    }
+
+    fn open(
+        &mut self,
+        id: RelayId,
+        ip: IpAddr,
+        ports: RelayPorts,
+        config: RelayConfig,
+        now: Instant,
+    ) {
+        if self.by_id.contains_key(&id) {
+            tracing::warn!(relay = %id, "media open for a relay already open ignored");
+            return;
+        }
+        let want = [
+            Some(ports.a.rtp),
+            ports.a.rtcp,
+            Some(ports.b.rtp),
+            ports.b.rtcp,
+        ];
+        let mut socks: [Option<UdpSocket>; 4] = Default::default();
+        for (i, port) in want.iter().enumerate() {
+            let Some(port) = *port else { continue };
+            let addr = SocketAddr::new(ip, port);
+            match sys::bind_udp(addr) {
+                Ok(s) => socks[i] = Some(s),
+                Err(e) => {
+                    // `socks` drops here: what was bound is closed again.
+                    self.emit(MediaEvent::OpenFailed {
+                        id,
+                        port,
+                        error: format!("bind {addr}: {e}"),
+                    });
+                    return;
+                }
+            }
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let generation = self.slots[slot].generation;
+        for (i, s) in socks.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if let Err(e) = self.epoll.add(s.as_raw_fd(), token(generation, slot, i)) {
+                for s in socks.iter().flatten() {
+                    self.epoll.delete(s.as_raw_fd());
+                }
+                self.free.push(slot);
+                let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+                self.emit(MediaEvent::OpenFailed {
+                    id,
+                    port,
+                    error: format!("epoll add {ip}:{port}: {e}"),
+                });
+                return;
+            }
+        }
+        self.slots[slot].entry = Some(Entry {
+            id,
+            relay: Relay::new(config, now),
+            socks,
+        });
+        self.by_id.insert(id, slot);
+        self.shared
+            .counters
+            .relays_open
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(relay = %id, %ip, ?ports, "media relay open");
+    }
+
+    fn close(&mut self, id: RelayId) {
+        let Some(slot) = self.by_id.remove(&id) else {
+            tracing::debug!(relay = %id, "media close for an unknown relay ignored");
+            return;
+        };
+        let s = &mut self.slots[slot];
+        let Some(entry) = s.entry.take() else { return };
+        // A new generation: events already returned for the old sockets are ignored.
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+        for sock in entry.socks.iter().flatten() {
+            self.epoll.delete(sock.as_raw_fd());
+        }
+        drop(entry.socks);
+        self.shared
+            .counters
+            .relays_open
+            .fetch_sub(1, Ordering::Relaxed);
+        self.emit(MediaEvent::Closed {
+            id,
+            a_to_b: entry.relay.stats(Side::A),
+            b_to_a: entry.relay.stats(Side::B),
+        });
+    }
+
+    fn scan_timeouts(&mut self, now: Instant) {
+        let mut fired = 0;
+        for s in &mut self.slots {
+            let Some(e) = s.entry.as_mut() else { continue };
+            // At most one report per leg per scan (a zero timeout must not spin).
+            for _ in 0..2 {
+                let Some(t) = e.relay.poll_media_timeout(now) else {
+                    break;
+                };
+                e.relay.restart_idle_clock(t.side, now);
+                fired += 1;
+                let _ = self.events.send(MediaEvent::Timeout {
+                    id: e.id,
+                    side: t.side,
+                    idle_for: t.idle_for,
+                });
+            }
+        }
+        if fired > 0 {
+            self.shared
+                .counters
+                .timeouts
+                .fetch_add(fired, Ordering::Relaxed);
+        }
+    }
+}
+
+fn add_batch(c: &super::WorkerCounters, b: &BatchCounts) {
+    let add = |a: &std::sync::atomic::AtomicU64, v: u64| {
+        if v != 0 {
+            a.fetch_add(v, Ordering::Relaxed);
+        }
+    };
+    add(&c.packets_received, b.received);
+    add(&c.packets_forwarded, b.forwarded);
+    add(&c.bytes_forwarded, b.bytes);
+    add(&c.rtcp_forwarded, b.rtcp);
+    for (a, &v) in c.drops.iter().zip(b.drops.iter()) {
+        add(a, v);
+    }
+    add(&c.send_would_block, b.would_block);
+    add(&c.send_failed, b.failed);
+}
