@@ -6,7 +6,7 @@
 # usage: benches/rtp_load.sh [TARGET...]      TARGET: holdfast rtpengine limit direct (default: all)
 # env:   RATES="20000 40000 60000 80000 100000 120000"  DUR=4 (s per step)  NCALLS=2400
 #        RUNS=1  LOSS_OK=0.5 (%)  LAT_RATE=40000  LAT_DUR=$DUR  OUT=<dir>  PEERS=<peers dir>
-#        A_BASE=14000 B_BASE=22000 (generator source / sink ports, +2 per call)
+#        A_BASE=6000 B_BASE=11000 (generator source / sink ports, +2 per call)  HF_PORTS=20000-31999
 #
 # Methodology mirrors ../shared/peers/run-rtp-throughput.sh: the relay is pinned to CPU 1,
 # the peers' udpgen (paced, one packet per stream visit, -b 1) and udpsink (epoll+recvmmsg)
@@ -34,13 +34,15 @@ TARGETS=${*:-holdfast rtpengine limit direct}
 RATES=${RATES:-"20000 40000 60000 80000 100000 120000"}
 DUR=${DUR:-4}; NCALLS=${NCALLS:-2400}; RUNS=${RUNS:-1}; LOSS_OK=${LOSS_OK:-0.5}
 LAT_RATE=${LAT_RATE:-40000}; LAT_DUR=${LAT_DUR:-$DUR}
-# Our RTP ports (generator sources A_BASE+2i, sinks B_BASE+2i) and SIP ports stay below the
-# kernel's ephemeral range (32768-60999), where other processes' sockets would collide.
-A_BASE=${A_BASE:-14000}; B_BASE=${B_BASE:-22000}
+# Every port we bind stays below the kernel's ephemeral range (32768-60999), where other
+# processes' sockets collide (a sink bind failed there once): generator sources A_BASE+2i,
+# sinks B_BASE+2i, our SIP sockets in 19000-19998, holdfast's relay ports in HF_PORTS (a
+# relay bind failure ends the call). rtpengine keeps the peers' 30000-40000.
+A_BASE=${A_BASE:-6000}; B_BASE=${B_BASE:-11000}; HF_PORTS=${HF_PORTS:-20000-31999}
 OUT=${OUT:-$(mktemp -d -t holdfast-rtpload-XXXX)}; mkdir -p "$OUT"
-[ "$DUR" -le 60 ] && [ "$LAT_DUR" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$NCALLS" -le 4000 ] \
+[ "$DUR" -le 60 ] && [ "$LAT_DUR" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$NCALLS" -le 2500 ] \
   && [ $((A_BASE + 2*NCALLS)) -le "$B_BASE" ] && [ $((B_BASE + 2*NCALLS)) -le 65535 ] \
-  || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 4000, A_BASE+2*NCALLS <= B_BASE" >&2; exit 2; }
+  || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 2500, A_BASE+2*NCALLS <= B_BASE" >&2; exit 2; }
 for t in $TARGETS; do case $t in holdfast|rtpengine|limit|direct) ;; *) echo "unknown target $t" >&2; exit 2;; esac; done
 TCK=$(getconf CLK_TCK)
 
@@ -81,11 +83,11 @@ trap 'exit 130' INT TERM
 
 cputicks(){ if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then awk '{print $14+$15}' "/proc/$1/stat"; else echo 0; fi; }
 kv(){ grep -o "\(^\| \)$1=[^ ]*" "$2" 2>/dev/null | head -1 | cut -d= -f2; }   # key file
-free_ports(){ # N even UDP ports on 127.0.0.1 in 10000-13998 (clear of every RTP range in use)
+free_ports(){ # N even UDP ports on 127.0.0.1 in 19000-19998 (clear of every RTP range in use)
   python3 - "$1" <<'PY'
 import socket, sys, random
 n, got, socks = int(sys.argv[1]), [], []
-for p in random.sample(range(10000, 13999, 2), 2000):
+for p in random.sample(range(19000, 19999, 2), 500):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try: s.bind(("127.0.0.1", p))
     except OSError: s.close(); continue
@@ -150,9 +152,12 @@ run_holdfast(){ # dir
   cat > "$dir/media.yaml" <<YAML
 media:
   bind: 127.0.0.1
-  ports: 30000-39999
+  ports: $HF_PORTS
   threads: 1
-  timeout: 300s       # longer than the run: streams idle at the low rates must not time out
+  # Longer than the run: the callee side never sends RTP and the streams above n are idle at
+  # the low rates; neither may end a call mid-run.
+  timeout: 300s
+  ai_timeout: 300s
 YAML
   write_cfg(){ {
     echo "sip:"; echo "  listen: [\"udp:127.0.0.1:$sipp\"]"
