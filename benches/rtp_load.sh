@@ -6,7 +6,7 @@
 # usage: benches/rtp_load.sh [TARGET...]      TARGET: holdfast rtpengine limit direct (default: all)
 # env:   RATES="20000 40000 60000 80000 100000 120000"  DUR=4 (s per step)  NCALLS=2400
 #        RUNS=1  LOSS_OK=0.5 (%)  LAT_RATE=40000  LAT_DUR=$DUR  OUT=<dir>  PEERS=<peers dir>
-#        A_BASE=6000 B_BASE=11000 (generator source / sink ports, +2 per call)  HF_PORTS=20000-31999
+#        A_BASE=6600 B_BASE=11400 (generator source / sink ports, +2 per call)  HF_PORTS=20000-31999
 #
 # Methodology mirrors ../shared/peers/run-rtp-throughput.sh: the relay is pinned to CPU 1,
 # the peers' udpgen (paced, one packet per stream visit, -b 1) and udpsink (epoll+recvmmsg)
@@ -35,14 +35,16 @@ RATES=${RATES:-"20000 40000 60000 80000 100000 120000"}
 DUR=${DUR:-4}; NCALLS=${NCALLS:-2400}; RUNS=${RUNS:-1}; LOSS_OK=${LOSS_OK:-0.5}
 LAT_RATE=${LAT_RATE:-40000}; LAT_DUR=${LAT_DUR:-$DUR}
 # Every port we bind stays below the kernel's ephemeral range (32768-60999), where other
-# processes' sockets collide (a sink bind failed there once): generator sources A_BASE+2i,
-# sinks B_BASE+2i, our SIP sockets in 19000-19998, holdfast's relay ports in HF_PORTS (a
-# relay bind failure ends the call). rtpengine keeps the peers' 30000-40000.
-A_BASE=${A_BASE:-6000}; B_BASE=${B_BASE:-11000}; HF_PORTS=${HF_PORTS:-20000-31999}
+# processes' sockets collide (a sink bind failed there once), and clear of SIPp's default
+# media ports (6000+) and of holdfast's default relay range (16384+) that other test runs
+# use: generator sources A_BASE+2i, sinks B_BASE+2i, our SIP sockets in 19000-19998,
+# holdfast's relay ports in HF_PORTS (a relay bind failure ends the call). rtpengine keeps
+# the peers' 30000-40000. A step whose generator or sink could not bind is retried once.
+A_BASE=${A_BASE:-6600}; B_BASE=${B_BASE:-11400}; HF_PORTS=${HF_PORTS:-20000-31999}
 OUT=${OUT:-$(mktemp -d -t holdfast-rtpload-XXXX)}; mkdir -p "$OUT"
-[ "$DUR" -le 60 ] && [ "$LAT_DUR" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$NCALLS" -le 2500 ] \
+[ "$DUR" -le 60 ] && [ "$LAT_DUR" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$NCALLS" -le 2400 ] \
   && [ $((A_BASE + 2*NCALLS)) -le "$B_BASE" ] && [ $((B_BASE + 2*NCALLS)) -le 65535 ] \
-  || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 2500, A_BASE+2*NCALLS <= B_BASE" >&2; exit 2; }
+  || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 2400, A_BASE+2*NCALLS <= B_BASE" >&2; exit 2; }
 for t in $TARGETS; do case $t in holdfast|rtpengine|limit|direct) ;; *) echo "unknown target $t" >&2; exit 2;; esac; done
 TCK=$(getconf CLK_TCK)
 
@@ -97,23 +99,34 @@ print(" ".join(map(str, got)))
 PY
 }
 
+one_step(){ # dir relay_pid rate -> sets c0 c1 t0 t1 (steps' locals); fails if a tool could not bind
+  local dir=$1 rp=$2 R=$3 SP
+  taskset -c 0 "$BIN/udpsink" -f "$dir/ports.txt" -d $((DUR+8)) -i 700 > "$dir/sink.$R" 2>&1 & SP=$!; PIDS+=($SP)
+  sleep 0.3
+  if ! kill -0 $SP 2>/dev/null; then
+    reap $SP; echo "  udpsink did not start: $(cat "$dir/sink.$R")" | tee -a "$dir/table.txt"; return 1
+  fi
+  c0=$(cputicks "$rp"); t0=$(date +%s.%N)
+  taskset -c 0 "$BIN/udpgen" -f "$dir/pairs.n" -r "$R" -d "$DUR" -b 1 > "$dir/gen.$R" 2>&1
+  c1=$(cputicks "$rp"); t1=$(date +%s.%N)
+  if ! grep -q gen_sent= "$dir/gen.$R"; then
+    stop_pid $SP; echo "  udpgen: $(cat "$dir/gen.$R")" | tee -a "$dir/table.txt"; return 1
+  fi
+  reap $SP                        # udpsink stops 0.7 s after the last packet (or DUR+8 s)
+}
+
 # --- one rate sweep, exactly as run-rtp-throughput.sh, plus cpu_ns_per_pkt
 steps(){ # dir relay_pid
-  local dir=$1 rp=$2 best=0 R n SP c0 c1 t0 t1 sent recv gpps loss cpu nspp genok lossok
+  local dir=$1 rp=$2 best=0 R n try c0 c1 t0 t1 sent recv gpps loss cpu nspp genok lossok
   printf "%-8s %-7s %-9s %-9s %-9s %-8s %-6s %-14s\n" rate streams gen_pps sent recv loss% cpu% cpu_ns_per_pkt | tee "$dir/table.txt"
   : > "$dir/steps.tsv"
   for R in $RATES; do
     n=$(( R / 50 )); [ $n -gt "$NCALLS" ] && n=$NCALLS
     head -n $n "$dir/pairs.txt" > "$dir/pairs.n"
-    taskset -c 0 "$BIN/udpsink" -f "$dir/ports.txt" -d $((DUR+8)) -i 700 > "$dir/sink.$R" 2>&1 & SP=$!; PIDS+=($SP)
-    sleep 0.3
-    if ! kill -0 $SP 2>/dev/null; then
-      reap $SP; echo "  udpsink did not start: $(cat "$dir/sink.$R")" | tee -a "$dir/table.txt"; break
-    fi
-    c0=$(cputicks "$rp"); t0=$(date +%s.%N)
-    taskset -c 0 "$BIN/udpgen" -f "$dir/pairs.n" -r "$R" -d "$DUR" -b 1 > "$dir/gen.$R"
-    c1=$(cputicks "$rp"); t1=$(date +%s.%N)
-    reap $SP                      # udpsink stops 0.7 s after the last packet (or DUR+8 s)
+    for try in 1 2; do
+      one_step "$dir" "$rp" "$R" && break
+      echo "  (a tool could not bind its ports; retrying the step once)" | tee -a "$dir/table.txt"; sleep 1
+    done
     sent=$(kv gen_sent "$dir/gen.$R"); recv=$(kv sink_recv "$dir/sink.$R"); gpps=$(kv gen_pps "$dir/gen.$R")
     sent=${sent:-0}; recv=${recv:-0}; gpps=${gpps:-0}
     [ "$sent" -gt 0 ] || { echo "  generator sent nothing"; break; }
