@@ -454,11 +454,10 @@ impl CallMedia {
     }
 
     /// Forget leg `side`'s peer (a new attempt on the B leg): the next target's SDP and
-    /// packets latch afresh.
+    /// packets latch afresh. Relatched even when that peer sent no SDP: the relay may have
+    /// latched it from its packets (it knew our port from the offer).
     pub fn reset_peer(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
-        if self.received[idx(side)].take().is_none() {
-            return;
-        }
+        self.received[idx(side)] = None;
         for s in &mut self.streams {
             s.latched[idx(side)] = None;
             s.unreachable[idx(side)] = None;
