@@ -247,13 +247,22 @@ impl CallMedia {
     /// ports, `to`'s `o=`. `answer` selects muxed RTCP when the SDP agreed to it.
     fn anchor_for(&mut self, to: Side, sdp: &Sdp, answer: bool) -> Vec<u8> {
         let info = sdp.media_info();
+        // The offer `sdp` answers is what `to` sent us: mux only if it proposed it too
+        // (RFC 5761 §5.1.1), as the relay does.
+        let offered = if answer {
+            self.received_info(to).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let media: Vec<MediaPorts> = (0..sdp.media.len())
             .map(|i| {
                 let p = self
                     .stream(i)
                     .map(|s| s.ports.of(rside(to)))
                     .unwrap_or(PortAllocation { rtp: 0, rtcp: None });
-                let mux = answer && info.get(i).is_some_and(|m| m.rtcp_mux);
+                let mux = answer
+                    && info.get(i).is_some_and(|m| m.rtcp_mux)
+                    && offered.get(i).is_some_and(|o| o.rtcp_mux);
                 MediaPorts {
                     rtp_port: p.rtp,
                     rtcp: if mux {
