@@ -247,13 +247,22 @@ impl CallMedia {
     /// ports, `to`'s `o=`. `answer` selects muxed RTCP when the SDP agreed to it.
     fn anchor_for(&mut self, to: Side, sdp: &Sdp, answer: bool) -> Vec<u8> {
         let info = sdp.media_info();
+        // The offer `sdp` answers is what `to` sent us: mux only if it proposed it too
+        // (RFC 5761 §5.1.1), as the relay does.
+        let offered = if answer {
+            self.received_info(to).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let media: Vec<MediaPorts> = (0..sdp.media.len())
             .map(|i| {
                 let p = self
                     .stream(i)
                     .map(|s| s.ports.of(rside(to)))
                     .unwrap_or(PortAllocation { rtp: 0, rtcp: None });
-                let mux = answer && info.get(i).is_some_and(|m| m.rtcp_mux);
+                let mux = answer
+                    && info.get(i).is_some_and(|m| m.rtcp_mux)
+                    && offered.get(i).is_some_and(|o| o.rtcp_mux);
                 MediaPorts {
                     rtp_port: p.rtp,
                     rtcp: if mux {
@@ -454,11 +463,10 @@ impl CallMedia {
     }
 
     /// Forget leg `side`'s peer (a new attempt on the B leg): the next target's SDP and
-    /// packets latch afresh.
+    /// packets latch afresh. Relatched even when that peer sent no SDP: the relay may have
+    /// latched it from its packets (it knew our port from the offer).
     pub fn reset_peer(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
-        if self.received[idx(side)].take().is_none() {
-            return;
-        }
+        self.received[idx(side)] = None;
         for s in &mut self.streams {
             s.latched[idx(side)] = None;
             s.unreachable[idx(side)] = None;
