@@ -278,10 +278,15 @@ impl CallMedia {
             media,
         };
         let mut out = sdp::anchor(sdp, &plan);
-        // m-lines without a stream (not relayable) are refused: port 0.
+        // m-lines without a stream (not relayable) are refused: port 0. An answer that
+        // accepted mux the offer never proposed must not claim it on this leg either.
         for (i, m) in out.media.iter_mut().enumerate() {
             if self.stream(i).is_none() {
                 m.desc.port = 0;
+            }
+            if answer && !offered.get(i).is_some_and(|o| o.rtcp_mux) {
+                m.lines
+                    .retain(|l| !matches!(l.field, sdp::Field::Attribute(sdp::Attribute::RtcpMux)));
             }
         }
         self.origin[idx(to)].stamp(&mut out, self.params.advertise);
