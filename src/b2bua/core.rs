@@ -1208,7 +1208,13 @@ impl Core {
             return self.next_attempt(c, now);
         };
         // A previous attempt's callee may have sent SDP or packets: the new one latches afresh.
-        self.with_media(c, |m, _, out| m.reset_peer(Side::B, out));
+        if self
+            .calls
+            .get(&c)
+            .is_some_and(|e| !e.call.attempts.is_empty())
+        {
+            self.with_media(c, |m, _, out| m.reset_peer(Side::B, out));
+        }
         let call_id = self.ids.call_id(&self.local_host(local));
         let tag = self.ids.tag();
         let branch = self.ids.branch();

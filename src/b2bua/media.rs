@@ -247,13 +247,22 @@ impl CallMedia {
     /// ports, `to`'s `o=`. `answer` selects muxed RTCP when the SDP agreed to it.
     fn anchor_for(&mut self, to: Side, sdp: &Sdp, answer: bool) -> Vec<u8> {
         let info = sdp.media_info();
+        // The offer `sdp` answers is what `to` sent us: mux only if it proposed it too
+        // (RFC 5761 §5.1.1), as the relay does.
+        let offered = if answer {
+            self.received_info(to).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let media: Vec<MediaPorts> = (0..sdp.media.len())
             .map(|i| {
                 let p = self
                     .stream(i)
                     .map(|s| s.ports.of(rside(to)))
                     .unwrap_or(PortAllocation { rtp: 0, rtcp: None });
-                let mux = answer && info.get(i).is_some_and(|m| m.rtcp_mux);
+                let mux = answer
+                    && info.get(i).is_some_and(|m| m.rtcp_mux)
+                    && offered.get(i).is_some_and(|o| o.rtcp_mux);
                 MediaPorts {
                     rtp_port: p.rtp,
                     rtcp: if mux {
@@ -269,10 +278,15 @@ impl CallMedia {
             media,
         };
         let mut out = sdp::anchor(sdp, &plan);
-        // m-lines without a stream (not relayable) are refused: port 0.
+        // m-lines without a stream (not relayable) are refused: port 0. An answer that
+        // accepted mux the offer never proposed must not claim it on this leg either.
         for (i, m) in out.media.iter_mut().enumerate() {
             if self.stream(i).is_none() {
                 m.desc.port = 0;
+            }
+            if answer && !offered.get(i).is_some_and(|o| o.rtcp_mux) {
+                m.lines
+                    .retain(|l| !matches!(l.field, sdp::Field::Attribute(sdp::Attribute::RtcpMux)));
             }
         }
         self.origin[idx(to)].stamp(&mut out, self.params.advertise);
@@ -335,16 +349,7 @@ impl CallMedia {
         }
         // Re-point `from`'s side of the streams that already run, if its addresses moved.
         let before = self.received_info(from).unwrap_or_default();
-        for s in &self.streams {
-            let i = usize::from(s.index);
-            let (old, new) = (before.get(i), info.get(i));
-            if new.map(|n| (n.rtp_addr, n.rtcp_addr)) != old.map(|o| (o.rtp_addr, o.rtcp_addr)) {
-                out.push(MediaCommand::Update {
-                    id: self.id(s.index),
-                    update: relatch(from, new, false),
-                });
-            }
-        }
+        self.relatch_moved(from, &before, &info, |_, _| false, out);
         for s in opened {
             let m = info.get(usize::from(s.index));
             let leg = |side: Side| {
@@ -441,24 +446,37 @@ impl CallMedia {
         self.received[idx(from)] = received;
         self.sent[idx(from.other())] = sent;
         let back = self.received_info(from).unwrap_or_default();
+        self.relatch_moved(from, &moved, &back, |_, b| b.rtcp_mux, out);
+    }
+
+    /// `Relatch` for every stream whose peer addresses (or mux) on `side` differ between
+    /// `before` and `after`; `mux` says whether RTCP is muxed on that leg now.
+    fn relatch_moved(
+        &self,
+        side: Side,
+        before: &[MediaInfo],
+        after: &[MediaInfo],
+        mux: impl Fn(usize, &MediaInfo) -> bool,
+        out: &mut Vec<MediaCommand>,
+    ) {
+        let key = |m: Option<&MediaInfo>| m.map(|m| (m.rtp_addr, m.rtcp_addr, m.rtcp_mux));
         for s in &self.streams {
             let i = usize::from(s.index);
-            let (m, b) = (moved.get(i), back.get(i));
-            if m.map(|n| (n.rtp_addr, n.rtcp_addr)) != b.map(|o| (o.rtp_addr, o.rtcp_addr)) {
+            let (old, new) = (before.get(i), after.get(i));
+            if key(old) != key(new) {
                 out.push(MediaCommand::Update {
                     id: self.id(s.index),
-                    update: relatch(from, b, b.is_some_and(|b| b.rtcp_mux)),
+                    update: relatch(side, new, new.is_some_and(|n| mux(i, n))),
                 });
             }
         }
     }
 
     /// Forget leg `side`'s peer (a new attempt on the B leg): the next target's SDP and
-    /// packets latch afresh.
+    /// packets latch afresh. Relatched even when that peer sent no SDP: the relay may have
+    /// latched it from its packets (it knew our port from the offer).
     pub fn reset_peer(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
-        if self.received[idx(side)].take().is_none() {
-            return;
-        }
+        self.received[idx(side)] = None;
         for s in &mut self.streams {
             s.latched[idx(side)] = None;
             s.unreachable[idx(side)] = None;
@@ -491,19 +509,14 @@ impl CallMedia {
             return self.offer(from, body, alloc, out).map(ReOffer::Relay);
         };
         let before = self.received_info(from).unwrap_or_default();
-        let info = offer.media_info();
-        for s in &self.streams {
-            let i = usize::from(s.index);
-            let (old, new) = (before.get(i), info.get(i));
-            if new.map(|n| (n.rtp_addr, n.rtcp_addr)) != old.map(|o| (o.rtp_addr, o.rtcp_addr)) {
-                let mux = new.is_some_and(|n| n.rtcp_mux)
-                    && answer.media_info().get(i).is_some_and(|a| a.rtcp_mux);
-                out.push(MediaCommand::Update {
-                    id: self.id(s.index),
-                    update: relatch(from, new, mux),
-                });
-            }
-        }
+        let ours = answer.media_info();
+        self.relatch_moved(
+            from,
+            &before,
+            &offer.media_info(),
+            |i, n| n.rtcp_mux && ours.get(i).is_some_and(|a| a.rtcp_mux),
+            out,
+        );
         self.received[idx(from)] = Some(offer.to_string());
         self.refresh_forwarding(out);
         self.origin[idx(from)].stamp(&mut answer, self.params.advertise);
@@ -522,19 +535,7 @@ impl CallMedia {
     ) -> Result<(), MediaError> {
         let sdp = parse(body)?;
         let before = self.received_info(side).unwrap_or_default();
-        let info = sdp.media_info();
-        for s in &self.streams {
-            let i = usize::from(s.index);
-            let (old, new) = (before.get(i), info.get(i));
-            if new.map(|n| (n.rtp_addr, n.rtcp_addr, n.rtcp_mux))
-                != old.map(|o| (o.rtp_addr, o.rtcp_addr, o.rtcp_mux))
-            {
-                out.push(MediaCommand::Update {
-                    id: self.id(s.index),
-                    update: relatch(side, new, new.is_some_and(|n| n.rtcp_mux)),
-                });
-            }
-        }
+        self.relatch_moved(side, &before, &sdp.media_info(), |_, n| n.rtcp_mux, out);
         self.received[idx(side)] = Some(sdp.to_string());
         self.refresh_forwarding(out);
         Ok(())

@@ -22,3 +22,5 @@ pub use self::core::{Core, Listener, Received, Stats, Transmit, ACCEPT, ALLOW, S
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_media;

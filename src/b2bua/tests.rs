@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HF: &str = "127.0.0.1:5060";
-const CARRIER: &str = "127.0.0.1:5091";
-const AGENT_A: &str = "127.0.0.1:5081";
-const AGENT_B: &str = "127.0.0.1:5082";
+pub(super) const HF: &str = "127.0.0.1:5060";
+pub(super) const CARRIER: &str = "127.0.0.1:5091";
+pub(super) const AGENT_A: &str = "127.0.0.1:5081";
+pub(super) const AGENT_B: &str = "127.0.0.1:5082";
 
-fn config(extra_health: &str) -> Arc<crate::config::Config> {
+pub(super) fn config(extra_health: &str) -> Arc<crate::config::Config> {
     let yaml = format!(
         r#"
 sip:
@@ -35,18 +35,18 @@ routes:
     Arc::new(crate::config::parse(&yaml, "test.yaml").expect("valid test config"))
 }
 
-struct Sim {
-    core: Core,
-    start: Instant,
-    now: Instant,
+pub(super) struct Sim {
+    pub(super) core: Core,
+    pub(super) start: Instant,
+    pub(super) now: Instant,
     /// Everything holdfast sent, with the time it was sent.
-    sent: Vec<(Duration, SocketAddr, String)>,
+    pub(super) sent: Vec<(Duration, SocketAddr, String)>,
     /// Every command for the media shell.
-    media: Vec<crate::media::control::MediaCommand>,
+    pub(super) media: Vec<crate::media::control::MediaCommand>,
 }
 
 impl Sim {
-    fn new(extra_health: &str) -> Sim {
+    pub(super) fn new(extra_health: &str) -> Sim {
         let now = Instant::now();
         let mut core = Core::new(config(extra_health), 42, now);
         while core.poll_transmit().is_some() {}
@@ -59,7 +59,7 @@ impl Sim {
         }
     }
 
-    fn collect(&mut self) {
+    pub(super) fn collect(&mut self) {
         while let Some(m) = self.core.poll_media() {
             self.media.push(m);
         }
@@ -69,7 +69,7 @@ impl Sim {
         }
     }
 
-    fn recv(&mut self, from: &str, data: String) {
+    pub(super) fn recv(&mut self, from: &str, data: String) {
         self.core.handle_received(
             Received {
                 transport: crate::sip::Transport::Udp,
@@ -83,7 +83,7 @@ impl Sim {
     }
 
     /// Advances the clock to `start + at`, firing every deadline on the way in order.
-    fn advance_to(&mut self, at: Duration) {
+    pub(super) fn advance_to(&mut self, at: Duration) {
         let target = self.start + at;
         while let Some(t) = self.core.poll_timeout() {
             if t > target {
@@ -97,7 +97,7 @@ impl Sim {
     }
 
     /// Messages sent to `to` since index `from` whose first line starts with `start`.
-    fn find(&self, to: &str, start: &str) -> Vec<(Duration, String)> {
+    pub(super) fn find(&self, to: &str, start: &str) -> Vec<(Duration, String)> {
         let to: SocketAddr = to.parse().unwrap();
         self.sent
             .iter()
@@ -106,7 +106,7 @@ impl Sim {
             .collect()
     }
 
-    fn last(&self, to: &str, start: &str) -> String {
+    pub(super) fn last(&self, to: &str, start: &str) -> String {
         self.find(to, start)
             .pop()
             .unwrap_or_else(|| panic!("nothing starting {start:?} sent to {to}: {:#?}", self.sent))
@@ -114,7 +114,7 @@ impl Sim {
     }
 }
 
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+pub(super) fn header<'a>(msg: &'a str, name: &str) -> &'a str {
     msg.lines()
         .find(|l| {
             l.len() > name.len()
@@ -125,10 +125,10 @@ fn header<'a>(msg: &'a str, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-const SDP_A: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-const SDP_B: &str = "v=0\r\no=b 2 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+pub(super) const SDP_A: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+pub(super) const SDP_B: &str = "v=0\r\no=b 2 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
 
-fn invite(extra: &str) -> String {
+pub(super) fn invite(extra: &str) -> String {
     format!(
         "INVITE sip:+15551230000@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKcarrier1;rport\r\n\
          From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: <sip:+15551230000@{HF}>\r\n\
@@ -139,7 +139,13 @@ fn invite(extra: &str) -> String {
 }
 
 /// A response from the UAS to `req` (a request holdfast sent it).
-fn answer(req: &str, status: u16, reason: &str, extra: &str, body: Option<&str>) -> String {
+pub(super) fn answer(
+    req: &str,
+    status: u16,
+    reason: &str,
+    extra: &str,
+    body: Option<&str>,
+) -> String {
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     for l in req.lines() {
         let lower = l.to_ascii_lowercase();
@@ -170,7 +176,7 @@ fn answer(req: &str, status: u16, reason: &str, extra: &str, body: Option<&str>)
     out
 }
 
-fn ack_from_carrier(ok: &str) -> String {
+pub(super) fn ack_from_carrier(ok: &str) -> String {
     format!(
         "ACK sip:gw@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKcarrierack\r\n\
          From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: {}\r\n\
@@ -180,7 +186,7 @@ fn ack_from_carrier(ok: &str) -> String {
 }
 
 /// Sets up an answered, confirmed call; the UAS answers with `uas_extra` in its 200.
-fn confirmed_call(sim: &mut Sim, invite_extra: &str, uas_extra: &str) -> String {
+pub(super) fn confirmed_call(sim: &mut Sim, invite_extra: &str, uas_extra: &str) -> String {
     sim.recv(CARRIER, invite(invite_extra));
     assert!(sim.last(CARRIER, "SIP/2.0 100").contains("CSeq: 10 INVITE"));
     let b_invite = sim.last(AGENT_A, "INVITE ");
@@ -220,13 +226,22 @@ fn b_leg_hides_the_a_leg_and_keeps_other_headers() {
         "caller's media address leaked: {b_invite}"
     );
     assert!(b_invite.contains("c=IN IP4 127.0.0.1\r\n") && b_invite.contains("o=holdfast "));
-    assert!(b_invite.contains("m=audio 3") && b_invite.contains(" RTP/AVP 0\r\n"));
+    let port = |m: &str| -> u16 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!((16384..=32767).contains(&port(&b_invite)), "{b_invite}");
+    assert!(b_invite.contains(" RTP/AVP 0\r\n"));
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     assert!(
         !ok.contains("192.0.2.20"),
         "callee's media address leaked: {ok}"
     );
-    assert!(ok.contains("c=IN IP4 127.0.0.1\r\n") && ok.contains("m=audio 3"));
+    assert!(ok.contains("c=IN IP4 127.0.0.1\r\n"));
+    assert!((16384..=32767).contains(&port(&ok)) && port(&ok) != port(&b_invite));
     assert!(
         !ok.contains("uastag") && !ok.contains(AGENT_A),
         "callee's identity leaked: {ok}"
@@ -393,7 +408,7 @@ fn in_dialog_request_for_unknown_dialog_gets_481_and_unknown_method_501() {
     assert!(header(&r, "Allow").contains("INVITE"));
 }
 
-fn in_dialog_from_carrier(
+pub(super) fn in_dialog_from_carrier(
     ok: &str,
     method: &str,
     cseq: u32,
@@ -417,7 +432,7 @@ fn in_dialog_from_carrier(
     m
 }
 
-fn enabled(sim: &Sim, from: crate::media::relay::Side) -> Option<bool> {
+pub(super) fn enabled(sim: &Sim, from: crate::media::relay::Side) -> Option<bool> {
     use crate::media::control::{MediaCommand, RelayUpdate};
     sim.media.iter().rev().find_map(|m| match m {
         MediaCommand::Update {
@@ -660,7 +675,7 @@ fn force_rport_answers_the_source_port_without_rport() {
 
 /// Places a call from the carrier with its own Call-ID and branch; returns the INVITE sent
 /// to whichever agent got it first.
-fn new_call(sim: &mut Sim, n: u32) -> String {
+pub(super) fn new_call(sim: &mut Sim, n: u32) -> String {
     let inv = invite("")
         .replace("carrier-call-1@", &format!("carrier-call-{n}@"))
         .replace("z9hG4bKcarrier1", &format!("z9hG4bKcarrier{n}"));

@@ -150,3 +150,134 @@ fn duplicate_yaml_key_is_refused_with_path() {
     assert_eq!(e.path, "sip.t1", "{e}");
     assert_eq!(e.line, 3, "{e}");
 }
+
+// ------------------------------------------------------------------------- media section
+
+#[test]
+fn media_defaults_follow_the_sip_listener() {
+    let cfg = parse("sip: { listen: [\"udp:10.1.2.3:5060\"] }\n", "t.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    assert_eq!(cfg.media.bind, ip);
+    assert_eq!(cfg.media.advertise, ip, "advertise defaults to bind");
+    assert_eq!(cfg.media.ports, 16384..=32767);
+    assert_eq!(cfg.media.timeout, Duration::from_secs(30));
+    assert_eq!(cfg.media.ai_timeout, Duration::from_secs(10));
+    assert!(cfg.media.threads >= 1);
+}
+
+#[test]
+fn media_settings_parse() {
+    let cfg = parse(
+        "media:\n  bind: 0.0.0.0\n  advertise: 203.0.113.7\n  ports: \"20000-20099\"\n  threads: auto\n  timeout: 1m\n  ai_timeout: 5s\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.media.bind,
+        "0.0.0.0".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(
+        cfg.media.advertise,
+        "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(cfg.media.ports, 20000..=20099);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+    assert_eq!(cfg.media.threads, cores, "auto = one per core");
+    assert_eq!(cfg.media.timeout, Duration::from_secs(60));
+    assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
+    let cfg = parse(
+        "media: { threads: 3, advertise: \"[2001:db8::5]\", bind: \"::\" }\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.media.threads, 3);
+    assert_eq!(
+        cfg.media.advertise,
+        "2001:db8::5".parse::<std::net::IpAddr>().unwrap()
+    );
+}
+
+#[test]
+fn bad_port_ranges_are_refused_at_media_ports() {
+    for (range, needle) in [
+        ("\"40000-30000\"", "MIN-MAX"),
+        ("\"100-2000\"", "1024"),
+        ("\"30000-30002\"", "two even/odd port pairs"),
+        ("\"30001-30004\"", "two even/odd port pairs"),
+        ("\"30000-70000\"", "port range"),
+        ("\"thirty\"", "port range"),
+        ("30000", "port range"),
+    ] {
+        let e = err(&format!("media:\n  ports: {range}\n"));
+        assert_eq!(
+            (e.line, e.column, e.path.as_str()),
+            (2, 10, "media.ports"),
+            "{range}: {e}"
+        );
+        assert!(e.message.contains(needle), "{range}: {e}");
+        assert!(
+            e.to_string().starts_with("t.yaml:2:10: media.ports: "),
+            "{range}: {e}"
+        );
+    }
+}
+
+#[test]
+fn an_unspecified_bind_needs_an_advertise_address() {
+    let e = err("media:\n  bind: 0.0.0.0\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 9, "media.bind"),
+        "{e}"
+    );
+    assert!(e.message.contains("media.advertise"), "{e}");
+    // Bound through the SIP listener: the error points at the media section as a whole.
+    let e = err("sip:\n  listen: [\"udp:0.0.0.0:5060\"]\n");
+    assert_eq!(e.path, "media", "{e}");
+    assert!(e.message.contains("media.advertise"), "{e}");
+    let e = err("sip:\n  listen: [\"udp:0.0.0.0:5060\"]\nmedia:\n  ports: \"30000-30099\"\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (4, 3, "media"),
+        "inside media: {e}"
+    );
+    let e = err("media:\n  bind: 0.0.0.0\n  advertise: 0.0.0.0\n");
+    assert_eq!((e.line, e.path.as_str()), (3, "media.advertise"), "{e}");
+    let e = err("media:\n  bind: 10.0.0.1\n  advertise: \"2001:db8::1\"\n");
+    assert_eq!((e.line, e.path.as_str()), (3, "media.advertise"), "{e}");
+    assert!(e.message.contains("families"), "{e}");
+    let e = err("media:\n  bind: not-an-ip\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 9, "media.bind"),
+        "{e}"
+    );
+}
+
+#[test]
+fn media_threads_and_timeouts_are_checked() {
+    for bad in ["0", "65", "many"] {
+        let e = err(&format!("media:\n  threads: {bad}\n"));
+        assert_eq!(
+            (e.line, e.column, e.path.as_str()),
+            (2, 12, "media.threads"),
+            "{bad}: {e}"
+        );
+    }
+    let e = err("media:\n  timeout: 0s\n");
+    assert_eq!((e.line, e.path.as_str()), (2, "media.timeout"), "{e}");
+    let e = err("media:\n  ai_timeout: 10\n");
+    assert_eq!((e.line, e.path.as_str()), (2, "media.ai_timeout"), "{e}");
+}
+
+#[test]
+fn unknown_media_key_is_refused_with_its_path() {
+    let e = err("media:\n  ports: \"30000-30099\"\n  rtp_timeout: 5s\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (3, 3, "media.rtp_timeout"),
+        "{e}"
+    );
+    assert!(e.message.contains("unknown key `rtp_timeout`"), "{e}");
+}

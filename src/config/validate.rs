@@ -522,8 +522,10 @@ impl Validator<'_> {
                 let parsed = text.split_once('-').and_then(|(a, b)| {
                     Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
                 });
+                // Whole even/odd pairs in the range; a call takes two (one per leg).
+                let pairs = |lo: u16, hi: u16| (u32::from(hi) + 1 - u32::from(lo + lo % 2)) / 2;
                 match parsed {
-                    Some((lo, hi)) if lo >= 1024 && hi > lo && hi - lo >= 3 => lo..=hi,
+                    Some((lo, hi)) if lo >= 1024 && hi > lo && pairs(lo, hi) >= 2 => lo..=hi,
                     Some((lo, hi)) if lo < 1024 || hi <= lo => {
                         return Err(self.err(
                             "media.ports",
@@ -533,7 +535,7 @@ impl Validator<'_> {
                     Some(_) => {
                         return Err(self.err(
                             "media.ports",
-                            format!("`{text}` is too small: a call needs at least 4 ports"),
+                            format!("`{text}` is too small: a call needs two even/odd port pairs"),
                         ))
                     }
                     None => {

@@ -62,8 +62,9 @@ pub enum MediaCommand {
     /// Change a running relay.
     Update { id: RelayId, update: RelayUpdate },
     /// Stop relaying and close the sockets; answered by [`MediaEvent::Closed`]. The core
-    /// returns the ports to its allocator when it sends this (the sockets are closed before
-    /// any later `Open` for the same ports is processed, since commands are handled in order).
+    /// returns the ports to its allocator only then (workers are independent threads, so
+    /// a port freed earlier could be bound by another worker before this one closes it).
+    /// A `Close` for a relay whose `Open` failed is ignored (its `OpenFailed` frees it).
     Close { id: RelayId },
 }
 

@@ -1,0 +1,485 @@
+//! The core's anchored media on a virtual clock: what reaches each leg's SDP, which relay
+//! commands go to the media shell, and that every way a call ends gives its ports back once
+//! the shell confirms. Uses the `Sim` harness of `tests.rs`.
+use super::tests::{
+    answer, confirmed_call, header, in_dialog_from_carrier, invite, new_call, Sim, AGENT_A,
+    AGENT_B, CARRIER, HF, SDP_A, SDP_B,
+};
+use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use crate::media::relay::Side as R;
+use crate::media::stats::StreamStats;
+use std::time::Duration;
+
+fn opens(sim: &Sim) -> Vec<(RelayId, RelayPorts)> {
+    sim.media
+        .iter()
+        .filter_map(|m| match m {
+            MediaCommand::Open { id, ports, .. } => Some((*id, *ports)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(sim: &Sim) -> Vec<RelayId> {
+    sim.media
+        .iter()
+        .filter_map(|m| match m {
+            MediaCommand::Close { id } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Plays the media shell: every `Close` seen so far is answered with `Closed` (once).
+/// Returns how many.
+fn shell_confirms_closes(sim: &mut Sim) -> usize {
+    let ids = closes(sim);
+    sim.media
+        .retain(|m| !matches!(m, MediaCommand::Close { .. }));
+    for id in &ids {
+        let snap = StreamStats::new(8000, sim.now).snapshot();
+        sim.core.handle_media_event(
+            MediaEvent::Closed {
+                id: *id,
+                a_to_b: snap,
+                b_to_a: snap,
+            },
+            sim.now,
+        );
+        sim.collect();
+    }
+    ids.len()
+}
+
+fn in_use(sim: &Sim) -> usize {
+    sim.core.stats().media_ports_in_use
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+fn m_port(msg: &str) -> u16 {
+    body(msg)
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {msg}"))
+}
+
+fn sdp_line<'a>(msg: &'a str, prefix: &str) -> &'a str {
+    body(msg)
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {msg}"))
+}
+
+fn relatches(sim: &Sim, side: R) -> Vec<(Option<std::net::SocketAddr>, bool)> {
+    sim.media
+        .iter()
+        .filter_map(|m| match m {
+            MediaCommand::Update {
+                update:
+                    RelayUpdate::Relatch {
+                        side: s,
+                        rtp,
+                        rtcp_mux,
+                        ..
+                    },
+                ..
+            } if *s == side => Some((*rtp, *rtcp_mux)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An in-dialog request from the callee on the B leg of `b_invite`.
+fn in_dialog_from_agent(b_invite: &str, method: &str, cseq: u32, branch: &str) -> String {
+    format!(
+        "{method} sip:hf@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {AGENT_A};branch={branch}\r\n\
+         From: {};tag=uastag\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        header(b_invite, "To"),
+        header(b_invite, "From"),
+        header(b_invite, "Call-ID"),
+    )
+}
+
+fn cancel_from_carrier() -> String {
+    format!(
+        "CANCEL sip:+15551230000@{HF} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKcarrier1;rport\r\n\
+         From: \"Alice\" <sip:+15550001111@carrier.example>;tag=ctag\r\nTo: <sip:+15551230000@{HF}>\r\n\
+         Call-ID: carrier-call-1@carrier.example\r\nCSeq: 10 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn invite_without_sdp() -> String {
+    invite("").replace(
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP_A}",
+            SDP_A.len()
+        ),
+        "Content-Length: 0\r\n\r\n",
+    )
+}
+
+/// The carrier's BYE for the call `confirmed_call` set up, answered by the callee.
+fn carrier_hangs_up(sim: &mut Sim) {
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "BYE", 11, "z9hG4bKbye1", "", None),
+    );
+    let b_bye = sim.last(AGENT_A, "BYE ");
+    sim.recv(AGENT_A, answer(&b_bye, 200, "OK", "", None));
+}
+
+fn timeout(sim: &mut Sim, side: R) {
+    let id = opens(sim)[0].0;
+    sim.core.handle_media_event(
+        MediaEvent::Timeout {
+            id,
+            side,
+            idle_for: Duration::from_secs(30),
+        },
+        sim.now,
+    );
+    sim.collect();
+}
+
+#[test]
+fn an_exhausted_port_range_refuses_the_next_call_until_the_shell_confirms_closes() {
+    // Four ports: one call's worth (a pair per leg).
+    let mut sim = Sim::new("media: { ports: \"30000-30003\" }");
+    assert_eq!(sim.core.stats().media_ports_capacity, 4);
+    confirmed_call(&mut sim, "", "");
+    assert_eq!(in_use(&sim), 4);
+    let second = |n: u32| {
+        invite("")
+            .replace("carrier-call-1@", &format!("carrier-call-{n}@"))
+            .replace("z9hG4bKcarrier1", &format!("z9hG4bKcarrier{n}"))
+    };
+    sim.recv(CARRIER, second(2));
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(
+        r.contains("CSeq: 10 INVITE") && r.contains("carrier-call-2"),
+        "{r}"
+    );
+    assert!(
+        header(&r, "Reason").contains("media port"),
+        "the Reason says why: {r}"
+    );
+    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 1, "never routed");
+    assert_eq!(in_use(&sim), 4, "the refused call took nothing");
+
+    carrier_hangs_up(&mut sim);
+    assert_eq!(sim.core.stats().calls_active, 0);
+    assert_eq!(closes(&sim).len(), 1);
+    assert_eq!(
+        in_use(&sim),
+        4,
+        "ports stay taken until the shell says the sockets are closed"
+    );
+    sim.recv(CARRIER, second(3));
+    assert!(sim.last(CARRIER, "SIP/2.0 503").contains("carrier-call-3"));
+
+    assert_eq!(shell_confirms_closes(&mut sim), 1);
+    assert_eq!(in_use(&sim), 0);
+    let inv = new_call(&mut sim, 4);
+    assert!(inv.contains("m=audio 3000"), "{inv}");
+    assert_eq!(in_use(&sim), 4);
+}
+
+/// Ends a call one way; the ports must all come back once the shell confirms.
+fn ports_come_back(what: &str, extra_config: &str, end: impl FnOnce(&mut Sim)) {
+    let mut sim = Sim::new(extra_config);
+    end(&mut sim);
+    assert!(!opens(&sim).is_empty(), "{what}: media was anchored");
+    assert_eq!(sim.core.stats().calls_active, 0, "{what}: call over");
+    assert!(in_use(&sim) > 0, "{what}: freed before the shell confirmed");
+    let n = shell_confirms_closes(&mut sim);
+    assert_eq!(n, opens(&sim).len(), "{what}: one Close per Open");
+    assert_eq!(in_use(&sim), 0, "{what}: ports leaked");
+}
+
+#[test]
+fn ports_come_back_on_every_way_a_call_ends() {
+    ports_come_back("BYE from the caller", "", |sim| {
+        confirmed_call(sim, "", "");
+        carrier_hangs_up(sim);
+    });
+    ports_come_back("BYE from the callee", "", |sim| {
+        let b_invite = confirmed_call(sim, "", "");
+        sim.recv(
+            AGENT_A,
+            in_dialog_from_agent(&b_invite, "BYE", 2, "z9hG4bKagentbye"),
+        );
+        assert!(sim.last(AGENT_A, "SIP/2.0 200").contains("CSeq: 2 BYE"));
+        let a_bye = sim.last(CARRIER, "BYE ");
+        sim.recv(CARRIER, answer(&a_bye, 200, "OK", "", None));
+    });
+    ports_come_back("CANCEL while ringing", "", |sim| {
+        sim.recv(CARRIER, invite(""));
+        let b = sim.last(AGENT_A, "INVITE ");
+        sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
+        sim.recv(CARRIER, cancel_from_carrier());
+        assert!(sim.last(CARRIER, "SIP/2.0 487").contains("CSeq: 10 INVITE"));
+        assert_eq!(sim.find(AGENT_A, "CANCEL ").len(), 1);
+    });
+    ports_come_back("callee busy", "", |sim| {
+        sim.recv(CARRIER, invite(""));
+        let b = sim.last(AGENT_A, "INVITE ");
+        sim.recv(AGENT_A, answer(&b, 486, "Busy Here", "", None));
+        sim.last(CARRIER, "SIP/2.0 486");
+    });
+    ports_come_back("every candidate failing", "", |sim| {
+        sim.recv(CARRIER, invite(""));
+        let a = sim.last(AGENT_A, "INVITE ");
+        sim.recv(AGENT_A, answer(&a, 503, "Service Unavailable", "", None));
+        let b = sim.last(AGENT_B, "INVITE ");
+        sim.recv(AGENT_B, answer(&b, 503, "Service Unavailable", "", None));
+        sim.last(CARRIER, "SIP/2.0 503");
+    });
+    ports_come_back("ring timeout", "", |sim| {
+        sim.recv(CARRIER, invite(""));
+        let a = sim.last(AGENT_A, "INVITE ");
+        sim.recv(AGENT_A, answer(&a, 180, "Ringing", "", None));
+        sim.advance_to(Duration::from_secs(180));
+        let b = sim.last(AGENT_B, "INVITE ");
+        sim.recv(AGENT_B, answer(&b, 180, "Ringing", "", None));
+        sim.advance_to(Duration::from_secs(361));
+        let r = sim.last(CARRIER, "SIP/2.0 503");
+        assert!(
+            header(&r, "Reason").contains("all candidates failed"),
+            "{r}"
+        );
+    });
+    ports_come_back("session expiry", "", |sim| {
+        confirmed_call(
+            sim,
+            "",
+            "Session-Expires: 300;refresher=uas\r\nRequire: timer\r\n",
+        );
+        sim.advance_to(Duration::from_secs(400));
+        assert!(!sim.find(AGENT_A, "BYE ").is_empty());
+    });
+    ports_come_back("media timeout", "", |sim| {
+        confirmed_call(sim, "", "");
+        timeout(sim, R::B);
+        for peer in [AGENT_A, CARRIER] {
+            let bye = sim.last(peer, "BYE ");
+            sim.recv(peer, answer(&bye, 200, "OK", "", None));
+        }
+    });
+}
+
+#[test]
+fn early_media_reaches_the_caller_anchored_and_the_200_keeps_it() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let (_, ports) = opens(&sim)[0];
+    let b = sim.last(AGENT_A, "INVITE ");
+    assert_eq!(
+        m_port(&b),
+        ports.b.rtp,
+        "the callee is offered its own leg's port"
+    );
+    sim.recv(
+        AGENT_A,
+        answer(&b, 183, "Session Progress", "", Some(SDP_B)),
+    );
+    let early = sim.last(CARRIER, "SIP/2.0 183");
+    assert!(!early.contains("192.0.2.20"), "{early}");
+    assert_eq!(sdp_line(&early, "c="), "c=IN IP4 127.0.0.1");
+    assert_eq!(m_port(&early), ports.a.rtp);
+    assert_eq!(
+        relatches(&sim, R::B),
+        vec![(Some("192.0.2.20:5000".parse().unwrap()), false)]
+    );
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert_eq!(m_port(&ok), ports.a.rtp, "same port in the 183 and the 200");
+    assert_eq!(
+        sdp_line(&ok, "o="),
+        sdp_line(&early, "o="),
+        "same SDP, same o= version"
+    );
+    assert_eq!(opens(&sim).len(), 1, "nothing opened twice");
+}
+
+#[test]
+fn late_offer_from_the_callee_is_anchored_and_the_ack_answer_too() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite_without_sdp());
+    assert!(opens(&sim).is_empty(), "nothing to anchor yet");
+    let b = sim.last(AGENT_A, "INVITE ");
+    assert!(
+        body(&b).is_empty(),
+        "offerless INVITE relayed offerless: {b}"
+    );
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    let opened = opens(&sim);
+    assert_eq!(opened.len(), 1);
+    let ports = opened[0].1;
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert!(!ok.contains("192.0.2.20"), "{ok}");
+    assert_eq!(sdp_line(&ok, "c="), "c=IN IP4 127.0.0.1");
+    assert_eq!(
+        m_port(&ok),
+        ports.a.rtp,
+        "the callee's offer, with A's port"
+    );
+    // The caller answers in its ACK; the callee gets it anchored in its own ACK.
+    let ack = super::tests::ack_from_carrier(&ok).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP_A}",
+            SDP_A.len()
+        ),
+    );
+    sim.recv(CARRIER, ack);
+    let b_ack = sim.last(AGENT_A, "ACK ");
+    assert!(!b_ack.contains("192.0.2.10"), "{b_ack}");
+    assert_eq!(sdp_line(&b_ack, "c="), "c=IN IP4 127.0.0.1");
+    assert_eq!(m_port(&b_ack), ports.b.rtp);
+    assert!(header(&b_ack, "Content-Type").contains("application/sdp"));
+    assert_eq!(
+        relatches(&sim, R::A),
+        vec![(Some("192.0.2.10:4000".parse().unwrap()), false)]
+    );
+    assert_eq!(super::tests::enabled(&sim, R::A), Some(true));
+    assert_eq!(super::tests::enabled(&sim, R::B), Some(true));
+}
+
+#[test]
+fn media_timeout_ends_a_confirmed_call_but_not_a_ringing_one() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
+    let sent = sim.sent.len();
+    timeout(&mut sim, R::B);
+    timeout(&mut sim, R::A);
+    assert_eq!(
+        sim.sent.len(),
+        sent,
+        "nothing sent while ringing: {:#?}",
+        &sim.sent[sent..]
+    );
+    assert_eq!(sim.core.stats().calls_active, 1);
+    assert!(closes(&sim).is_empty());
+
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    timeout(&mut sim, R::A);
+    for peer in [AGENT_A, CARRIER] {
+        let bye = sim.last(peer, "BYE ");
+        let reason = header(&bye, "Reason");
+        assert!(
+            reason.contains("media timeout") && reason.contains("carrier"),
+            "{peer}: {bye}"
+        );
+    }
+    assert_eq!(closes(&sim).len(), 0, "closed once the BYEs are answered");
+    // A second timeout report while ending changes nothing.
+    let sent = sim.sent.len();
+    timeout(&mut sim, R::B);
+    assert_eq!(sim.sent.len(), sent);
+}
+
+#[test]
+fn a_relay_that_cannot_bind_refuses_the_call_and_its_port_is_never_reused() {
+    let mut sim = Sim::new("media: { ports: \"30000-30007\" }");
+    sim.recv(CARRIER, invite(""));
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
+    let (id, ports) = opens(&sim)[0];
+    let bad = ports.a.rtp;
+    sim.core.handle_media_event(
+        MediaEvent::OpenFailed {
+            id,
+            port: bad,
+            error: "address in use".into(),
+        },
+        sim.now,
+    );
+    sim.collect();
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(r.contains("CSeq: 10 INVITE"), "{r}");
+    assert_eq!(
+        sim.find(AGENT_A, "CANCEL ").len(),
+        1,
+        "the callee is cancelled"
+    );
+    assert_eq!(sim.core.stats().calls_active, 0);
+    // The relay that failed does not exist: nothing to close for it.
+    assert!(closes(&sim).iter().all(|c| *c != id), "{:?}", closes(&sim));
+    shell_confirms_closes(&mut sim);
+    assert_eq!(
+        in_use(&sim),
+        1,
+        "only the port another process holds stays out"
+    );
+    for n in 2..=5 {
+        let inv = new_call(&mut sim, n);
+        let (_, p) = *opens(&sim).last().unwrap();
+        for port in [p.a.rtp, p.a.rtp + 1, p.b.rtp, p.b.rtp + 1] {
+            assert_ne!(port, bad, "call {n} got the bad port");
+        }
+        sim.recv(AGENT_A, answer(&inv, 486, "Busy Here", "", None));
+        shell_confirms_closes(&mut sim);
+        assert_eq!(in_use(&sim), 1);
+    }
+}
+
+#[test]
+fn failover_resets_the_callee_peer_and_offers_the_same_ports() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let first = sim.last(AGENT_A, "INVITE ");
+    let opened = opens(&sim).len();
+    sim.media.clear();
+    sim.recv(
+        AGENT_A,
+        answer(&first, 503, "Service Unavailable", "", None),
+    );
+    let second = sim.last(AGENT_B, "INVITE ");
+    assert_eq!(
+        relatches(&sim, R::B),
+        vec![(None, false)],
+        "the first callee's latched address is forgotten"
+    );
+    assert!(
+        opens(&sim).is_empty() && opened == 1,
+        "same relay, nothing reopened"
+    );
+    assert_eq!(body(&second), body(&first), "the same anchored offer");
+    assert_eq!(in_use(&sim), 4);
+}
+
+#[test]
+fn a_bind_failure_reported_after_the_call_ended_keeps_only_that_port() {
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
+    sim.recv(CARRIER, cancel_from_carrier());
+    assert_eq!(sim.core.stats().calls_active, 0);
+    let (id, ports) = opens(&sim)[0];
+    assert_eq!(closes(&sim), vec![id]);
+    // The shell got Open and Close in order: the bind failed, so the Close finds nothing;
+    // it reports OpenFailed and then Closed for the same relay.
+    sim.core.handle_media_event(
+        MediaEvent::OpenFailed {
+            id,
+            port: ports.b.rtcp.unwrap(),
+            error: "address in use".into(),
+        },
+        sim.now,
+    );
+    sim.collect();
+    assert_eq!(in_use(&sim), 1, "everything but the bad port is back");
+    assert_eq!(shell_confirms_closes(&mut sim), 1);
+    assert_eq!(in_use(&sim), 1, "a late Closed frees nothing twice");
+}
