@@ -52,6 +52,23 @@ pub fn media_ports(ports: u16) -> String {
     format!("{lo}-{}", lo + n - 1)
 }
 
+/// [`media_ports`], skipping ranges where some other process (another test binary running
+/// at the same time) holds one of the ports right now.
+pub fn free_media_ports(ports: u16) -> String {
+    for _ in 0..200 {
+        let range = media_ports(ports);
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi): (u16, u16) = (lo.parse().unwrap(), hi.parse().unwrap());
+        let held: Vec<UdpSocket> = (lo..=hi)
+            .filter_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(hi - lo + 1) {
+            return range;
+        }
+    }
+    panic!("no free media port range");
+}
+
 /// A log line from holdfast's JSON log.
 pub type LogLine = serde_json::Value;
 
@@ -774,9 +791,7 @@ impl Drop for RtpEndpoint {
 /// Checks that `pkts` are one rewritten RTP stream: one source, one SSRC, sequence numbers
 /// rising by exactly one. Returns the source and the SSRC.
 pub fn assert_one_stream(what: &str, pkts: &[RtpSeen]) -> (std::net::SocketAddr, u32) {
-    let first = pkts
-        .first()
-        .unwrap_or_else(|| panic!("{what}: no packets"));
+    let first = pkts.first().unwrap_or_else(|| panic!("{what}: no packets"));
     for w in pkts.windows(2) {
         assert_eq!(w[1].from, first.from, "{what}: a second source {:?}", w[1]);
         assert_eq!(w[1].ssrc, first.ssrc, "{what}: SSRC changed: {:?}", w[1]);

@@ -415,14 +415,21 @@ pub fn sdp_at(port: &str, direction: Option<&str>) -> String {
 /// Captures the far side's SDP (`c=` address and `m=audio` port) of the message just
 /// received and logs it as `<prefix>_ADDR=…` / `<prefix>_PORT=…`.
 fn log_sdp(prefix: &str) -> String {
+    action(&log_sdp_actions(prefix))
+}
+
+fn action(inner: &str) -> String {
+    format!("    <action>\n{inner}    </action>\n")
+}
+
+/// The actions of [`log_sdp`], to combine with others: SIPp keeps one `<action>` per message.
+fn log_sdp_actions(prefix: &str) -> String {
     format!(
-        r#"    <action>
-      <ereg regexp="c=IN IP4 ([0-9.]+)" search_in="body" check_it="true" assign_to="{prefix}_c,{prefix}_addr"/>
+        r#"      <ereg regexp="c=IN IP4 ([0-9.]+)" search_in="body" check_it="true" assign_to="{prefix}_c,{prefix}_addr"/>
       <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="{prefix}_m,{prefix}_port"/>
       <log message="{prefix}_ADDR=[${prefix}_addr]"/>
       <log message="{prefix}_PORT=[${prefix}_port]"/>
       <log message="{prefix}_CALLID=[call_id]"/>
-    </action>
 "#
     )
 }
@@ -431,10 +438,8 @@ fn log_sdp(prefix: &str) -> String {
 /// it has none: sendrecv by default, RFC 4566 §6).
 fn log_direction(prefix: &str) -> String {
     format!(
-        r#"    <action>
-      <ereg regexp="a=(sendrecv|sendonly|recvonly|inactive)" search_in="body" assign_to="{prefix}_a,{prefix}_dir"/>
+        r#"      <ereg regexp="a=(sendrecv|sendonly|recvonly|inactive)" search_in="body" assign_to="{prefix}_a,{prefix}_dir"/>
       <log message="{prefix}_DIR=[${prefix}_dir]"/>
-    </action>
 "#
     )
 }
@@ -577,15 +582,17 @@ fn check_reason(reason: &str) -> String {
 /// direction is logged (`HOLD_DIR=…`, `UNHOLD_DIR=…`).
 pub fn uac_hold_unhold(media_port: u16) -> String {
     let port = media_port.to_string();
-    let hold_check = format!(
-        r#"    <action>
-      <ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="hold_recvonly"/>
-    </action>
+    let hold_check = action(&format!(
+        r#"      <ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="hold_recvonly"/>
 {}{}"#,
         log_direction("HOLD"),
-        log_sdp("HOLD")
-    );
-    let unhold_check = format!("{}{}", log_direction("UNHOLD"), log_sdp("UNHOLD"));
+        log_sdp_actions("HOLD")
+    ));
+    let unhold_check = action(&format!(
+        "{}{}",
+        log_direction("UNHOLD"),
+        log_sdp_actions("UNHOLD")
+    ));
     format!(
         r#"{}<scenario name="uac_hold_unhold">
 {}{}  <nop><action><log message="CONFIRMED=1"/></action></nop>
