@@ -52,21 +52,34 @@ pub fn media_ports(ports: u16) -> String {
     format!("{lo}-{}", lo + n - 1)
 }
 
-/// [`media_ports`], skipping ranges where some other process (another test binary running
-/// at the same time) holds one of the ports right now.
+/// A relay port range of `ports` ports like [`media_ports`], but only in 20000-29999 and
+/// skipping ranges where another process (a test binary or benchmark running at the same
+/// time on this machine) holds one of the ports right now. The check is a moment's bind of
+/// each port, so a range can still be taken afterwards, but not one already in use.
 pub fn free_media_ports(ports: u16) -> String {
-    for _ in 0..200 {
-        let range = media_ports(ports);
-        let (lo, hi) = range.split_once('-').unwrap();
-        let (lo, hi): (u16, u16) = (lo.parse().unwrap(), hi.parse().unwrap());
-        let held: Vec<UdpSocket> = (lo..=hi)
-            .filter_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == usize::from(hi - lo + 1) {
-            return range;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 20000;
+    const SPAN: u32 = 10000;
+    let n = u32::from(ports.max(4)).next_multiple_of(4);
+    let offset = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN / n {
+        let at = NEXT.fetch_add(n, Ordering::Relaxed);
+        let lo = BASE + (offset + at) % (SPAN - n);
+        let lo = lo - lo % 2;
+        let hi = lo + n - 1;
+        let free = (lo..=hi)
+            .map(|p| UdpSocket::bind(("127.0.0.1", p as u16)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if free {
+            return format!("{lo}-{hi}");
         }
     }
-    panic!("no free media port range");
+    panic!(
+        "no free media port range of {ports} ports in {BASE}-{}",
+        BASE + SPAN - 1
+    );
 }
 
 /// A log line from holdfast's JSON log.
