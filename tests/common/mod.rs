@@ -52,6 +52,36 @@ pub fn media_ports(ports: u16) -> String {
     format!("{lo}-{}", lo + n - 1)
 }
 
+/// A relay port range of `ports` ports like [`media_ports`], but only in 20000-29999 and
+/// skipping ranges where another process (a test binary or benchmark running at the same
+/// time on this machine) holds one of the ports right now. The check is a moment's bind of
+/// each port, so a range can still be taken afterwards, but not one already in use.
+pub fn free_media_ports(ports: u16) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 20000;
+    const SPAN: u32 = 10000;
+    let n = u32::from(ports.max(4)).next_multiple_of(4);
+    let offset = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN / n {
+        let at = NEXT.fetch_add(n, Ordering::Relaxed);
+        let lo = BASE + (offset + at) % (SPAN - n);
+        let lo = lo - lo % 2;
+        let hi = lo + n - 1;
+        let free = (lo..=hi)
+            .map(|p| UdpSocket::bind(("127.0.0.1", p as u16)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if free {
+            return format!("{lo}-{hi}");
+        }
+    }
+    panic!(
+        "no free media port range of {ports} ports in {BASE}-{}",
+        BASE + SPAN - 1
+    );
+}
+
 /// A log line from holdfast's JSON log.
 pub type LogLine = serde_json::Value;
 
@@ -235,6 +265,10 @@ pub struct SippResult {
     pub errors: String,
     /// INVITE→200 (or whatever `rtd` marks) times in ms, from SIPp's -trace_rtt file.
     pub rtts: Vec<f64>,
+    /// The scenario's `<log>` output (-trace_logs), empty without it.
+    pub scenario_log: String,
+    /// The message trace (-trace_msg), empty without it.
+    pub messages: String,
 }
 
 impl SippResult {
@@ -426,6 +460,8 @@ impl Sipp {
             output: read("stdout.txt") + &read("stderr.txt"),
             errors,
             rtts: read_rtts(self.dir.path()),
+            scenario_log: self.scenario_log(),
+            messages: self.messages(),
         }
     }
 
@@ -510,4 +546,275 @@ impl TestConfig {
             list(&self.outbound).replace("\n  -", "\n    -"),
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Media helpers (tests/media.rs): numeric log fields, SIPp's -trace_logs / -trace_msg files,
+// waking a SIPp scenario that waits, and test-owned RTP endpoints.
+
+/// A numeric field of a JSON log line.
+pub fn num(l: &LogLine, name: &str) -> Option<i64> {
+    let v = l
+        .get(name)
+        .or_else(|| l.get("fields").and_then(|f| f.get(name)))?;
+    v.as_i64()
+        .or_else(|| v.as_f64().map(|f| f as i64))
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+impl Sipp {
+    /// A SIPp UAS like [`Sipp::uas`] with extra command-line arguments (e.g. `-trace_logs`).
+    pub fn uas_with(
+        name: &str,
+        scenario: &str,
+        port: u16,
+        calls: Option<u32>,
+        extra: &[&str],
+    ) -> Sipp {
+        let mut args = vec!["-aa".to_string(), "-timeout".into(), "90s".into()];
+        if let Some(m) = calls {
+            args.extend(["-m".to_string(), m.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Sipp::spawn(name, scenario, port, &args);
+        s.wait_bound(port);
+        s
+    }
+
+    fn read_suffix(&self, suffix: &str) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().to_string_lossy().ends_with(suffix) {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// What the scenario's `<log>` actions wrote so far (needs `-trace_logs`).
+    pub fn scenario_log(&self) -> String {
+        self.read_suffix("_logs.log")
+    }
+
+    /// The messages SIPp sent and received so far (needs `-trace_msg`).
+    pub fn messages(&self) -> String {
+        self.read_suffix("_messages.log")
+    }
+
+    /// The value of the first `KEY=value` line the scenario logged, once it is there.
+    pub fn wait_value(&self, key: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let prefix = format!("{key}=");
+        loop {
+            let text = self.scenario_log();
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&prefix).map(str::to_string))
+            {
+                return Some(v);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`Self::wait_value`] or a panic naming what was missing, with SIPp's files.
+    pub fn expect_value(&self, key: &str, timeout: Duration) -> String {
+        self.wait_value(key, timeout).unwrap_or_else(|| {
+            panic!(
+                "sipp {} never logged {key}; its log:\n{}\nerrors:\n{}",
+                self.name,
+                self.scenario_log(),
+                self.read_suffix("_errors.log")
+            )
+        })
+    }
+
+    /// Wakes a scenario waiting in `<recv request="MESSAGE">` for call `call_id`: SIPp
+    /// matches the request to the call by Call-ID, whoever sends it.
+    pub fn poke(&self, call_id: &str) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind poke socket");
+        let me = sock.local_addr().unwrap();
+        let req = format!(
+            "MESSAGE sip:sipp@127.0.0.1:{p} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-poke-{n}\r\n\
+             From: <sip:test@{me}>;tag=poke{n}\r\n\
+             To: <sip:sipp@127.0.0.1:{p}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} MESSAGE\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            p = self.port,
+            cseq = 100 + n,
+        );
+        sock.send_to(req.as_bytes(), ("127.0.0.1", self.port))
+            .expect("send poke");
+    }
+}
+
+/// One RTP packet a [`RtpEndpoint`] received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpSeen {
+    pub from: std::net::SocketAddr,
+    pub pt: u8,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub len: usize,
+}
+
+/// A test-owned RTP endpoint on 127.0.0.1: a thread records every RTP packet that arrives
+/// (and, as an echo, sends each one straight back to its sender). Stops on drop.
+pub struct RtpEndpoint {
+    sock: Arc<UdpSocket>,
+    pub port: u16,
+    seen: Arc<Mutex<Vec<RtpSeen>>>,
+    echoed: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtpEndpoint {
+    /// An endpoint that only records.
+    pub fn bind() -> RtpEndpoint {
+        Self::start(false)
+    }
+
+    /// An endpoint that records and echoes every packet back to its source.
+    pub fn echo() -> RtpEndpoint {
+        Self::start(true)
+    }
+
+    fn start(echo: bool) -> RtpEndpoint {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind rtp endpoint"));
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let echoed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (sock, seen, echoed, stop) =
+                (sock.clone(), seen.clone(), echoed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let b = &buf[..n];
+                    if n < 12 || b[0] >> 6 != 2 {
+                        continue; // not RTP
+                    }
+                    let pt = b[1] & 0x7f;
+                    if (72..=79).contains(&pt) {
+                        continue; // RTCP (RFC 5761 §4)
+                    }
+                    seen.lock().unwrap().push(RtpSeen {
+                        from,
+                        pt,
+                        seq: u16::from_be_bytes([b[2], b[3]]),
+                        ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+                        len: n,
+                    });
+                    if echo && sock.send_to(b, from).is_ok() {
+                        echoed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        RtpEndpoint {
+            sock,
+            port,
+            seen,
+            echoed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every packet received so far.
+    pub fn seen(&self) -> Vec<RtpSeen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Packets echoed back so far.
+    pub fn echoed(&self) -> usize {
+        self.echoed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` packets arrived; returns how many did.
+    pub fn wait_count(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.count();
+            if c >= n || Instant::now() > deadline {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends one RTP packet (PCMA, 160-byte payload) to `to`.
+    pub fn send_rtp(&self, to: std::net::SocketAddr, ssrc: u32, seq: u16, ts: u32) {
+        let mut p = vec![0u8; 12 + 160];
+        p[0] = 0x80;
+        p[1] = 8;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p[12..].fill(0xd5);
+        self.sock.send_to(&p, to).expect("send rtp");
+    }
+
+    /// Sends `n` packets of one stream (sequence numbers from `seq0`, 20 ms of PCMA each)
+    /// to `to`, paced at one per half millisecond so no socket buffer on the way overflows.
+    pub fn send_stream(&self, to: std::net::SocketAddr, ssrc: u32, seq0: u16, n: usize) {
+        for i in 0..n {
+            let seq = seq0.wrapping_add(i as u16);
+            self.send_rtp(to, ssrc, seq, 1000u32.wrapping_add(160 * i as u32));
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+impl Drop for RtpEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Checks that `pkts` are one rewritten RTP stream: one source, one SSRC, sequence numbers
+/// rising by exactly one. Returns the source and the SSRC.
+pub fn assert_one_stream(what: &str, pkts: &[RtpSeen]) -> (std::net::SocketAddr, u32) {
+    let first = pkts.first().unwrap_or_else(|| panic!("{what}: no packets"));
+    for w in pkts.windows(2) {
+        assert_eq!(w[1].from, first.from, "{what}: a second source {:?}", w[1]);
+        assert_eq!(w[1].ssrc, first.ssrc, "{what}: SSRC changed: {:?}", w[1]);
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "{what}: sequence gap/reorder: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    (first.from, first.ssrc)
 }

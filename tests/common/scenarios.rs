@@ -386,3 +386,273 @@ pub fn uas_ring() -> String {
         uas_reply(180, "Ringing")
     )
 }
+
+// ---------------------------------------------------------------------------------------
+// Media scenarios (tests/media.rs). Their SDP points at an explicit port (a socket the test
+// owns) or at SIPp's own media port; what SIPp learns from the far side's SDP goes into its
+// -trace_logs file as `KEY=value` lines the test reads while the call is up.
+
+/// An SDP body for `m=audio <port>` on 127.0.0.1 (PCMA + telephone-event), with an optional
+/// direction attribute (`sendonly`, `recvonly`, `sendrecv`, `inactive`). `port` is literal
+/// text so a scenario can pass a SIPp keyword such as `[auto_media_port]`.
+pub fn sdp_at(port: &str, direction: Option<&str>) -> String {
+    let dir = direction
+        .map(|d| format!("\r\n      a={d}"))
+        .unwrap_or_default();
+    format!(
+        "v=0\r
+      o=user1 53655765 2353687637 IN IP4 127.0.0.1\r
+      s=-\r
+      c=IN IP4 127.0.0.1\r
+      t=0 0\r
+      m=audio {port} RTP/AVP 8 101\r
+      a=rtpmap:8 PCMA/8000\r
+      a=rtpmap:101 telephone-event/8000\r
+      a=fmtp:101 0-15{dir}"
+    )
+}
+
+/// Captures the far side's SDP (`c=` address and `m=audio` port) of the message just
+/// received and logs it as `<prefix>_ADDR=…` / `<prefix>_PORT=…`.
+fn log_sdp(prefix: &str) -> String {
+    action(&log_sdp_actions(prefix))
+}
+
+fn action(inner: &str) -> String {
+    format!("    <action>\n{inner}    </action>\n")
+}
+
+/// The actions of [`log_sdp`], to combine with others: SIPp keeps one `<action>` per message.
+fn log_sdp_actions(prefix: &str) -> String {
+    format!(
+        r#"      <ereg regexp="c=IN IP4 ([0-9.]+)" search_in="body" check_it="true" assign_to="{prefix}_c,{prefix}_addr"/>
+      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="{prefix}_m,{prefix}_port"/>
+      <log message="{prefix}_ADDR=[${prefix}_addr]"/>
+      <log message="{prefix}_PORT=[${prefix}_port]"/>
+      <log message="{prefix}_CALLID=[call_id]"/>
+"#
+    )
+}
+
+/// Logs the direction attribute of the SDP just received as `<prefix>_DIR=…` (`none` when
+/// it has none: sendrecv by default, RFC 4566 §6).
+fn log_direction(prefix: &str) -> String {
+    format!(
+        r#"      <ereg regexp="a=(sendrecv|sendonly|recvonly|inactive)" search_in="body" assign_to="{prefix}_a,{prefix}_dir"/>
+      <log message="{prefix}_DIR=[${prefix}_dir]"/>
+"#
+    )
+}
+
+fn uac_invite_with(sdp: &str) -> String {
+    format!(
+        r#"  <send retrans="500"><![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {sdp}
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true">
+{}  </recv>
+"#,
+        log_sdp("ANSWER")
+    )
+}
+
+fn uac_reinvite(cseq: u32, sdp: &str, check_answer: &str) -> String {
+    format!(
+        r#"  <send retrans="500"><![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {sdp}
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+{check_answer}  </recv>
+{}"#,
+        ack_cseq(cseq)
+    )
+}
+
+fn ack_cseq(cseq: u32) -> String {
+    ack().replace("CSeq: 1 ACK", &format!("CSeq: {cseq} ACK"))
+}
+
+/// Waits for the test's wake-up: a `MESSAGE` the test sends to SIPp with this call's
+/// Call-ID ([`crate::common::Sipp::poke`]), then logs `<what>` so the test sees it moved on.
+fn wait_poke(what: &str) -> String {
+    format!(
+        r#"  <recv request="MESSAGE" timeout="60000"/>
+  <nop><action><log message="POKED={what}"/></action></nop>
+"#
+    )
+}
+
+fn bye_and_ok(cseq: u32) -> String {
+    format!(
+        "{}  <recv response=\"200\" crlf=\"true\"/>\n",
+        in_dialog("BYE", cseq)
+    )
+}
+
+/// UAC for a real audio call: SDP on SIPp's media port, plays `pcap` (SIPp's
+/// play_pcap_audio) once the call is up, then waits for the test's poke and hangs up.
+pub fn uac_play_pcap(pcap: &str) -> String {
+    format!(
+        r#"{}<scenario name="uac_play_pcap">
+{}{}  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>
+  <nop><action><log message="PLAYING=1"/></action></nop>
+{}{}  <Reference variables="ANSWER_c,ANSWER_m"/>
+</scenario>
+"#,
+        header(),
+        uac_invite_with(&sdp_at("[auto_media_port]", None)),
+        ack(),
+        wait_poke("bye"),
+        bye_and_ok(2)
+    )
+}
+
+/// UAC whose SDP points at `media_port` (a socket the test owns): logs holdfast's answer
+/// (`ANSWER_PORT=…`), waits for the test's poke, hangs up.
+pub fn uac_media_call(media_port: u16) -> String {
+    format!(
+        r#"{}<scenario name="uac_media_call">
+{}{}  <nop><action><log message="CONFIRMED=1"/></action></nop>
+{}{}  <Reference variables="ANSWER_c,ANSWER_m"/>
+</scenario>
+"#,
+        header(),
+        uac_invite_with(&sdp_at(&media_port.to_string(), None)),
+        ack(),
+        wait_poke("bye"),
+        bye_and_ok(2)
+    )
+}
+
+/// UAC whose SDP points at `media_port`, then waits for holdfast's BYE (media timeout),
+/// whose Reason header must contain `reason`.
+pub fn uac_media_wait_bye(media_port: u16, reason: &str) -> String {
+    format!(
+        r#"{}<scenario name="uac_media_wait_bye">
+{}{}  <nop><action><log message="CONFIRMED=1"/></action></nop>
+  <recv request="BYE">
+{}  </recv>
+{}  <Reference variables="ANSWER_c,ANSWER_m,bye_reason"/>
+</scenario>
+"#,
+        header(),
+        uac_invite_with(&sdp_at(&media_port.to_string(), None)),
+        ack(),
+        check_reason(reason),
+        uas_plain_ok()
+    )
+}
+
+fn check_reason(reason: &str) -> String {
+    format!(
+        r#"    <action><ereg regexp="{reason}" search_in="hdr" header="Reason:" check_it="true" assign_to="bye_reason"/></action>
+"#
+    )
+}
+
+/// UAC: call with SDP at `media_port`; poke → re-INVITE `a=sendonly` (hold; the answer must
+/// say `recvonly`) → poke → re-INVITE `a=sendrecv` (unhold) → poke → BYE. Each answer's
+/// direction is logged (`HOLD_DIR=…`, `UNHOLD_DIR=…`).
+pub fn uac_hold_unhold(media_port: u16) -> String {
+    let port = media_port.to_string();
+    let hold_check = action(&format!(
+        r#"      <ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="hold_recvonly"/>
+{}{}"#,
+        log_direction("HOLD"),
+        log_sdp_actions("HOLD")
+    ));
+    let unhold_check = action(&format!(
+        "{}{}",
+        log_direction("UNHOLD"),
+        log_sdp_actions("UNHOLD")
+    ));
+    format!(
+        r#"{}<scenario name="uac_hold_unhold">
+{}{}  <nop><action><log message="CONFIRMED=1"/></action></nop>
+{}{}  <nop><action><log message="HELD=1"/></action></nop>
+{}{}  <nop><action><log message="UNHELD=1"/></action></nop>
+{}{}  <Reference variables="ANSWER_c,ANSWER_m,HOLD_c,HOLD_m,HOLD_a,UNHOLD_c,UNHOLD_m,UNHOLD_a,hold_recvonly"/>
+</scenario>
+"#,
+        header(),
+        uac_invite_with(&sdp_at(&port, None)),
+        ack(),
+        wait_poke("hold"),
+        uac_reinvite(2, &sdp_at(&port, Some("sendonly")), &hold_check),
+        wait_poke("unhold"),
+        uac_reinvite(3, &sdp_at(&port, Some("sendrecv")), &unhold_check),
+        wait_poke("bye"),
+        bye_and_ok(4)
+    )
+}
+
+/// UAS whose answer points at `media_port` (a socket the test owns); logs the offer holdfast
+/// relayed (`OFFER_ADDR=…`, `OFFER_PORT=…`), then waits for the BYE. Any re-INVITE would
+/// break the scenario (it has none).
+pub fn uas_media_answer(media_port: u16) -> String {
+    uas_media_answer_bye(media_port, None)
+}
+
+/// [`uas_media_answer`] whose BYE must carry a Reason header containing `bye_reason`.
+pub fn uas_media_answer_bye(media_port: u16, bye_reason: Option<&str>) -> String {
+    let (check, var) = match bye_reason {
+        Some(r) => (check_reason(r), ",bye_reason"),
+        None => (String::new(), ""),
+    };
+    format!(
+        r#"{}<scenario name="uas_media_answer">
+  <recv request="INVITE" crlf="true">
+{}  </recv>
+{}  <send retrans="500"><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {}
+    ]]></send>
+  <recv request="ACK" rtd="true" crlf="true"/>
+  <recv request="BYE">
+{check}  </recv>
+{}  <Reference variables="OFFER_c,OFFER_m{var}"/>
+</scenario>
+"#,
+        header(),
+        log_sdp("OFFER"),
+        uas_reply(180, "Ringing"),
+        sdp_at(&media_port.to_string(), None),
+        uas_plain_ok()
+    )
+}
