@@ -80,7 +80,7 @@ fn first_m_port(messages: &str) -> u16 {
 #[test]
 fn rtp_both_ways_through_a_sipp_call() {
     let (hp, trunk, agent) = (free_port(), free_port(), free_port());
-    let ports = free_media_ports(8);
+    let ports = media_ports(8);
     let c = inbound(hp, trunk, agent, media_section(&ports));
     let echo = RtpEndpoint::echo();
     let uas = Sipp::uas_with(
@@ -242,7 +242,7 @@ fn rtp_counted_on_both_ends_and_wrong_source_dropped() {
         RtpEndpoint::bind(),
         RtpEndpoint::bind(),
     );
-    let ports = free_media_ports(8);
+    let ports = media_ports(8);
     let call = media_call(
         media_section(&ports),
         &sc::uac_media_call(x.port),
@@ -314,7 +314,7 @@ fn hold_and_unhold_reinvite_answered_on_the_carrier_leg() {
     const K: usize = 10;
     let (x, y) = (RtpEndpoint::bind(), RtpEndpoint::bind());
     let call = media_call(
-        media_section(&free_media_ports(8)),
+        media_section(&media_ports(8)),
         &sc::uac_hold_unhold(x.port),
         &sc::uas_media_answer(y.port),
     );
@@ -397,7 +397,7 @@ fn port_range_exhaustion_answers_503_and_leaks_nothing() {
         free_port(),
     );
     let (x, y) = (RtpEndpoint::bind(), RtpEndpoint::bind());
-    let mut c = inbound(hp, trunk, agent, media_section(&free_media_ports(4)));
+    let mut c = inbound(hp, trunk, agent, media_section(&media_ports(4)));
     // All three callers are the same carrier.
     c.carriers[0] = c.carriers[0].replace(
         &format!("sources: [\"127.0.0.1:{trunk}\"]"),
@@ -492,7 +492,7 @@ fn port_range_exhaustion_answers_503_and_leaks_nothing() {
 #[test]
 fn media_timeout_ends_a_silent_call() {
     let (x, y) = (RtpEndpoint::bind(), RtpEndpoint::bind());
-    let ports = free_media_ports(4);
+    let ports = media_ports(4);
     let call = media_call(
         format!("ports: \"{ports}\"\n  timeout: 1s\n  ai_timeout: 1s"),
         &sc::uac_media_wait_bye(x.port, "media timeout"),
@@ -543,7 +543,7 @@ fn icmp_unreachable_is_noticed() {
         s.local_addr().unwrap().port()
     }; // closed again: nobody listens there now
     let call = media_call(
-        media_section(&free_media_ports(4)),
+        media_section(&media_ports(4)),
         &sc::uac_media_call(x.port),
         &sc::uas_media_answer(dead),
     );

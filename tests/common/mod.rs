@@ -36,27 +36,12 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A relay port range of `ports` ports for one holdfast instance, below the kernel's
-/// ephemeral range (32768+) so it never meets `free_port()`'s sockets, and distinct for every
-/// instance a test binary starts (tests run in parallel). Returns "MIN-MAX".
-pub fn media_ports(ports: u16) -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    const BASE: u32 = 20000;
-    const SPAN: u32 = 12000;
-    let n = u32::from(ports.max(4)).next_multiple_of(4);
-    // Spread test binaries (run one after another) over the span too.
-    let offset = (std::process::id() % 97) * 128;
-    let at = NEXT.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    let lo = BASE + (offset + at) % (SPAN - n);
-    let lo = lo - lo % 2;
-    format!("{lo}-{}", lo + n - 1)
-}
-
-/// A relay port range of `ports` ports like [`media_ports`], but only in 20000-29999 and
-/// skipping ranges where another process (a test binary or benchmark running at the same
-/// time on this machine) holds one of the ports right now. The check is a moment's bind of
+/// A relay port range of `ports` ports for one holdfast instance: in 20000-29999 (below the
+/// kernel's ephemeral range, clear of rtpengine's usual 30000+), distinct for every instance
+/// a test binary starts (tests run in parallel), and skipping ranges where another process
+/// (a test binary or benchmark running at the same time) holds one of the ports right now. The check is a moment's bind of
 /// each port, so a range can still be taken afterwards, but not one already in use.
-pub fn free_media_ports(ports: u16) -> String {
+pub fn media_ports(ports: u16) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const BASE: u32 = 20000;
