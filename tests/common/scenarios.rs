@@ -17,6 +17,11 @@ fn header() -> &'static str {
 }
 
 fn invite(extra_headers: &str) -> String {
+    invite_with(extra_headers, SDP)
+}
+
+/// The INVITE `<send>` with `sdp` as its body.
+fn invite_with(extra_headers: &str, sdp: &str) -> String {
     format!(
         r#"  <send retrans="500"><![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -31,7 +36,7 @@ fn invite(extra_headers: &str) -> String {
 {extra_headers}      Content-Type: application/sdp
       Content-Length: [len]
 
-      {SDP}
+      {sdp}
     ]]></send>
 "#
     )
@@ -446,26 +451,13 @@ fn log_direction(prefix: &str) -> String {
 
 fn uac_invite_with(sdp: &str) -> String {
     format!(
-        r#"  <send retrans="500"><![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:sipp@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      {sdp}
-    ]]></send>
-  <recv response="100" optional="true"/>
+        r#"{}  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv response="200" rtd="true" rrs="true">
 {}  </recv>
 "#,
+        invite_with("", sdp),
         log_sdp("ANSWER")
     )
 }
