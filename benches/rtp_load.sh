@@ -3,10 +3,12 @@
 # latency through holdfast, next to rtpengine (userspace, one thread) and the minimal
 # recvmmsg/sendmmsg forwarder from ../shared/peers: same generator, same rates, same run.
 #
-# usage: benches/rtp_load.sh [TARGET...]      TARGET: holdfast rtpengine limit direct (default: all)
+# usage: benches/rtp_load.sh [TARGET...]      TARGET: holdfast holdfast_socket rtpengine limit direct
+#                                             (default: holdfast rtpengine limit direct)
 # env:   RATES="20000 40000 60000 80000 100000 120000"  DUR=4 (s per step)  NCALLS=2400
 #        RUNS=1  LOSS_OK=0.5 (%)  LAT_RATE=40000  LAT_DUR=$DUR  OUT=<dir>  PEERS=<peers dir>
 #        A_BASE=6600 B_BASE=11400 (generator source / sink ports, +2 per call)  HF_PORTS=20000-31999
+#        RT=1 (relays and the latency tool under SCHED_FIFO, for the latency percentiles)
 #
 # Methodology mirrors ../shared/peers/run-rtp-throughput.sh: the relay is pinned to CPU 1,
 # the peers' udpgen (paced, one packet per stream visit, -b 1) and udpsink (epoll+recvmmsg)
@@ -16,7 +18,9 @@
 # time / packets the sink received. Then a latency step at LAT_RATE with the same pairs:
 # `rtp_load latency` stamps CLOCK_MONOTONIC into each payload and reports one-way delay
 # percentiles; `direct` (no relay) is the baseline, so added latency = relay - direct.
-#   holdfast : target/release/holdfast, SIP on a free port, media.threads 1; calls placed by
+#   holdfast : target/release/holdfast, SIP on a free port, media.threads 1, media.io auto (raw
+#              when run as root: one raw socket for all streams); holdfast_socket: the same
+#              with media.io socket (one UDP socket per relay port); calls placed by
 #              `rtp_load setup` (SIP UAC+UAS, pinned to CPU 0), which writes ng.py-format files
 #   rtpengine: --num-threads=1, calls by the peers' ng.py (offer+answer), deleted afterwards
 #   limit    : the peers' fwd (one socket pair 29000 -> 29002 -> 29004), pairs "0 29000"
@@ -41,11 +45,14 @@ LAT_RATE=${LAT_RATE:-40000}; LAT_DUR=${LAT_DUR:-$DUR}
 # holdfast's relay ports in HF_PORTS (a relay bind failure ends the call). rtpengine keeps
 # the peers' 30000-40000. A step whose generator or sink could not bind is retried once.
 A_BASE=${A_BASE:-6600}; B_BASE=${B_BASE:-11400}; HF_PORTS=${HF_PORTS:-20000-31999}
+# RT=1: every relay and the latency tool run SCHED_FIFO (chrt -f 50), so the latency
+# percentiles measure the relays rather than this VM's scheduler (the CPU steps are alike).
+RTPRIO=${RT:+chrt -f 50}
 OUT=${OUT:-$(mktemp -d -t holdfast-rtpload-XXXX)}; mkdir -p "$OUT"
 [ "$DUR" -le 60 ] && [ "$LAT_DUR" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$NCALLS" -le 2400 ] \
   && [ $((A_BASE + 2*NCALLS)) -le "$B_BASE" ] && [ $((B_BASE + 2*NCALLS)) -le 65535 ] \
   || { echo "DUR/LAT_DUR <= 60, RUNS <= 10, NCALLS <= 2400, A_BASE+2*NCALLS <= B_BASE" >&2; exit 2; }
-for t in $TARGETS; do case $t in holdfast|rtpengine|limit|direct) ;; *) echo "unknown target $t" >&2; exit 2;; esac; done
+for t in $TARGETS; do case $t in holdfast|holdfast_socket|rtpengine|limit|direct) ;; *) echo "unknown target $t" >&2; exit 2;; esac; done
 TCK=$(getconf CLK_TCK)
 
 # --- tools: the peers' C tools built as run-rtp-throughput.sh builds them; our two binaries
@@ -150,7 +157,7 @@ latency(){ # dir relay_pid
   n=$(( LAT_RATE / 50 )); [ $n -gt "$NCALLS" ] && n=$NCALLS
   head -n $n "$dir/pairs.txt" > "$dir/pairs.lat"
   c0=$(cputicks "$rp"); t0=$(date +%s.%N)
-  taskset -c 0 "$RL" latency --pairs "$dir/pairs.lat" --ports "$dir/ports.txt" --rate "$LAT_RATE" --secs "$LAT_DUR" > "$dir/latency.txt" 2>&1
+  $RTPRIO taskset -c 0 "$RL" latency --pairs "$dir/pairs.lat" --ports "$dir/ports.txt" --rate "$LAT_RATE" --secs "$LAT_DUR" > "$dir/latency.txt" 2>&1
   c1=$(cputicks "$rp"); t1=$(date +%s.%N)
   recv=$(kv recv "$dir/latency.txt"); recv=${recv:-0}
   if [ -n "$rp" ] && [ "$recv" -gt 0 ]; then
@@ -159,14 +166,17 @@ latency(){ # dir relay_pid
   echo "latency @$LAT_RATE pps: $(tr '\n' ' ' < "$dir/latency.txt")"
 }
 
-run_holdfast(){ # dir
-  local dir=$1 HP SETP k ports sipp uacp uasp media=""
+run_holdfast_socket(){ run_holdfast "$1" socket; }
+
+run_holdfast(){ # dir [io]
+  local dir=$1 io=${2:-auto} HP SETP k ports sipp uacp uasp media=""
   read -r sipp uacp uasp <<< "$(free_ports 3)"
   cat > "$dir/media.yaml" <<YAML
 media:
   bind: 127.0.0.1
   ports: $HF_PORTS
   threads: 1
+  io: $io
   # Longer than the run: the callee side never sends RTP and the streams above n are idle at
   # the low rates; neither may end a call mid-run.
   timeout: 300s
@@ -191,7 +201,7 @@ YAML
     write_cfg ""
     "$HF" check "$dir/holdfast.yaml" > "$dir/check.out" 2>&1 || { cat "$dir/check.out"; return 1; }
   fi
-  taskset -c 1 "$HF" --log-level warn run --config "$dir/holdfast.yaml" > "$dir/holdfast.log" 2>&1 & HP=$!; PIDS+=($HP)
+  $RTPRIO taskset -c 1 "$HF" --log-level warn,holdfast::runtime::server=info run --config "$dir/holdfast.yaml" > "$dir/holdfast.log" 2>&1 & HP=$!; PIDS+=($HP)
   sleep 1
   kill -0 $HP 2>/dev/null || { echo "holdfast did not start:"; cat "$dir/holdfast.log"; return 1; }
   taskset -c 0 "$RL" setup --sip "127.0.0.1:$sipp" --calls "$NCALLS" --pairs "$dir/pairs.txt" --ports "$dir/ports.txt" \
@@ -201,6 +211,7 @@ YAML
   done
   if [ ! -f "$dir/ready" ]; then echo "call setup failed:"; cat "$dir/setup.out"; stop_pid $SETP; stop_pid $HP INT; return 1; fi
   grep '^setup' "$dir/setup.out"
+  sed 's/\x1b\[[0-9;]*m//g' "$dir/holdfast.log" | grep -o 'io="*[a-z]*' | head -1 | tr -d '"' | sed 's/^/  media /'
   grep -q 'anchored_a=0 ' "$dir/setup.out" && echo "  NOTE: holdfast did not anchor media (SDP passed through): RTP goes straight to the sink"
   steps "$dir" $HP
   latency "$dir" $HP
@@ -212,7 +223,7 @@ YAML
 run_rtpengine(){ # dir
   local dir=$1 RP k ngp
   read -r ngp <<< "$(free_ports 1)"
-  taskset -c 1 rtpengine --config-file=none --table=-1 --interface=127.0.0.1 --listen-ng=127.0.0.1:$ngp \
+  $RTPRIO taskset -c 1 rtpengine --config-file=none --table=-1 --interface=127.0.0.1 --listen-ng=127.0.0.1:$ngp \
     --port-min=30000 --port-max=40000 --foreground --log-stderr --log-level=4 --num-threads=1 \
     --timeout=300 > "$dir/rtpengine.log" 2>&1 & RP=$!; PIDS+=($RP)
   for k in $(seq 20); do python3 "$PEERS/tools/ng.py" --ng 127.0.0.1:$ngp ping >/dev/null 2>&1 && break; sleep 0.25; done
@@ -227,7 +238,7 @@ run_rtpengine(){ # dir
 run_limit(){ # dir
   local dir=$1 FP nr
   nr=$(wc -w <<< "$RATES")
-  taskset -c 1 "$BIN/fwd" -l 29000 -o 29002 -t 29004 -T $(( nr * (DUR + 3) + LAT_DUR + 30 )) > "$dir/fwd.out" 2>&1 & FP=$!; PIDS+=($FP)
+  $RTPRIO taskset -c 1 "$BIN/fwd" -l 29000 -o 29002 -t 29004 -T $(( nr * (DUR + 3) + LAT_DUR + 30 )) > "$dir/fwd.out" 2>&1 & FP=$!; PIDS+=($FP)
   sleep 0.5
   for _ in $(seq 1 "$NCALLS"); do echo "0 29000"; done > "$dir/pairs.txt"
   echo 29004 > "$dir/ports.txt"

@@ -465,9 +465,10 @@ impl Core {
         if config.media.ports != self.config.media.ports
             || config.media.bind != self.media_bind
             || config.media.threads != self.config.media.threads
+            || config.media.io != self.config.media.io
         {
             warn!(
-                "media.ports, media.bind and media.threads take effect after a restart; \
+                "media.ports, media.bind, media.threads and media.io take effect after a restart; \
                  keeping {}-{} on {}",
                 self.config.media.ports.start(),
                 self.config.media.ports.end(),

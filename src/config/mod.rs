@@ -94,10 +94,36 @@ pub struct MediaSettings {
     pub ports: std::ops::RangeInclusive<u16>,
     /// Media worker threads.
     pub threads: usize,
+    /// How relay datagrams reach the workers.
+    pub io: MediaIo,
     /// No RTP from a carrier leg for this long ends the call.
     pub timeout: Duration,
     /// No RTP from an AI leg for this long ends the call (AI agents stream continuously).
     pub ai_timeout: Duration,
+}
+
+/// How relay datagrams reach the workers (`media.io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaIo {
+    /// `raw` when it can be set up (IPv4 bind, CAP_NET_RAW and CAP_BPF), else `socket`.
+    Auto,
+    /// Each relay port's own UDP socket: an epoll wakeup, `recvmmsg` and `sendmmsg` per
+    /// socket with packets waiting. Works everywhere, any address family.
+    Socket,
+    /// One raw IPv4 socket per worker with an eBPF filter selecting its relays' ports:
+    /// one `recvmmsg` and one `sendmmsg` per batch of packets of MANY streams.
+    Raw,
+}
+
+impl MediaIo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaIo::Auto => "auto",
+            MediaIo::Socket => "socket",
+            MediaIo::Raw => "raw",
+        }
+    }
 }
 
 /// `dns:` section (RFC 3263 lookups).

@@ -145,6 +145,7 @@ pub(crate) struct RawMedia {
     pub advertise: Option<String>,
     pub ports: Option<Scalar>,
     pub threads: Option<Scalar>,
+    pub io: Option<String>,
     pub timeout: Option<Scalar>,
     pub ai_timeout: Option<Scalar>,
 }

@@ -164,6 +164,7 @@ fn media_defaults_follow_the_sip_listener() {
     assert_eq!(cfg.media.timeout, Duration::from_secs(30));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(10));
     assert!(cfg.media.threads >= 1);
+    assert_eq!(cfg.media.io, crate::config::MediaIo::Auto);
 }
 
 #[test]
@@ -269,6 +270,26 @@ fn media_threads_and_timeouts_are_checked() {
     assert_eq!((e.line, e.path.as_str()), (2, "media.timeout"), "{e}");
     let e = err("media:\n  ai_timeout: 10\n");
     assert_eq!((e.line, e.path.as_str()), (2, "media.ai_timeout"), "{e}");
+}
+
+#[test]
+fn media_io_is_one_of_auto_socket_raw() {
+    use crate::config::MediaIo;
+    for (text, io) in [
+        ("auto", MediaIo::Auto),
+        ("socket", MediaIo::Socket),
+        ("raw", MediaIo::Raw),
+    ] {
+        let cfg = parse(&format!("media:\n  io: {text}\n"), "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.media.io, io);
+    }
+    let e = err("media:\n  io: kernel\n");
+    assert_eq!((e.line, e.column, e.path.as_str()), (2, 7, "media.io"), "{e}");
+    assert!(e.message.contains("auto, socket or raw"), "{e}");
+    // raw is IPv4 only: an IPv6 bind is refused at load, not at the first call.
+    let e = err("media:\n  bind: \"2001:db8::1\"\n  io: raw\n");
+    assert_eq!((e.line, e.path.as_str()), (3, "media.io"), "{e}");
+    assert!(e.message.contains("IPv4"), "{e}");
 }
 
 #[test]

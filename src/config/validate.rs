@@ -20,6 +20,7 @@ use super::values::{
     parse_target_uri, CodeSpec, Listen, Source, Transport,
 };
 use super::{
+    MediaIo,
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
     HealthSettings, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings, Target,
     TargetId,
@@ -557,6 +558,23 @@ impl Validator<'_> {
         } else {
             threads
         };
+        let io = match raw.io.as_deref().map(str::trim) {
+            None | Some("auto") => MediaIo::Auto,
+            Some("socket") => MediaIo::Socket,
+            Some("raw") => MediaIo::Raw,
+            Some(other) => {
+                return Err(self.err(
+                    "media.io",
+                    format!("`{other}`: expected auto, socket or raw"),
+                ))
+            }
+        };
+        if io == MediaIo::Raw && bind.is_ipv6() && !bind.is_unspecified() {
+            return Err(self.err(
+                "media.io",
+                "raw relays IPv4 only; media.bind is an IPv6 address (use socket or auto)",
+            ));
+        }
         let timeout =
             self.positive_duration(&raw.timeout, "media.timeout", Duration::from_secs(30))?;
         let ai_timeout =
@@ -566,6 +584,7 @@ impl Validator<'_> {
             advertise,
             ports,
             threads,
+            io,
             timeout,
             ai_timeout,
         })

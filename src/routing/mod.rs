@@ -260,13 +260,14 @@ impl RoutingTable {
         let _ = writeln!(out, "\nmedia:");
         let _ = writeln!(
             out,
-            "  bind {}, advertised in SDP as {}, ports {}-{} ({} calls), {} worker thread(s)",
+            "  bind {}, advertised in SDP as {}, ports {}-{} ({} calls), {} worker thread(s), io {}",
             m.bind,
             m.advertise,
             m.ports.start(),
             m.ports.end(),
             (usize::from(*m.ports.end() - *m.ports.start()) + 1) / 4,
-            m.threads
+            m.threads,
+            m.io.as_str()
         );
         let _ = writeln!(
             out,

@@ -25,7 +25,7 @@ use crate::health::Destination;
 use crate::media::control::MediaEvent;
 use crate::routing::TargetId;
 use crate::runtime::dns::{Resolver, SipTarget};
-use crate::runtime::media::MediaEngine;
+use crate::runtime::media::{EngineOptions, MediaEngine};
 use crate::sip::framing;
 use crate::sip::Transport;
 
@@ -61,12 +61,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let config = Arc::new(config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?);
     let (tx, mut rx) = mpsc::channel::<Input>(8192);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaEvent>();
-    let media = MediaEngine::start(config.media.threads, media_tx)
+    let media_options = EngineOptions {
+        threads: config.media.threads,
+        io: config.media.io,
+        bind: config.media.bind,
+        ports: config.media.ports.clone(),
+    };
+    let media = MediaEngine::start_with(&media_options, media_tx)
         .context("starting the media worker threads")?;
     info!(
         bind = %config.media.bind, advertise = %config.media.advertise,
         ports = %format!("{}-{}", config.media.ports.start(), config.media.ports.end()),
-        threads = config.media.threads, "media relay ready"
+        threads = config.media.threads, io = media.io().as_str(), "media relay ready"
     );
     let mut shell = Shell {
         udp: HashMap::new(),

@@ -4,12 +4,20 @@
 //! Does: start `threads` workers ("holdfast-media-<n>"); route each
 //! [`MediaCommand`] to the worker owning its call (`call % threads`, so all streams of a
 //! call share a worker and its commands apply in order); on each worker, a raw
-//! level-triggered epoll loop binds relay sockets (`IP_RECVERR`), reads ONE `recvmmsg`
-//! batch per readable socket, hands each datagram to the relay with one `Instant` per
-//! wakeup, sends the forwards grouped by sending socket with `sendmmsg` straight from the
-//! receive buffers, reads ICMP errors from the error queue, scans media timeouts every
-//! [`SCAN_INTERVAL`], and reports [`MediaEvent`]s to the tokio side through an unbounded
-//! channel. Counters are relaxed atomics updated once per batch.
+//! level-triggered epoll loop binds relay sockets (`IP_RECVERR`), hands each datagram to
+//! the relay with one `Instant` per wakeup, sends the forwards with `sendmmsg` straight
+//! from the receive buffers, reads ICMP errors from the error queue, scans media timeouts
+//! every [`SCAN_INTERVAL`], and reports [`MediaEvent`]s to the tokio side through an
+//! unbounded channel. Counters are relaxed atomics updated once per batch.
+//!
+//! Two I/O paths ([`MediaIo`]), chosen once at start:
+//! - `socket`: ONE `recvmmsg` per readable relay socket, forwards grouped by sending socket.
+//! - `raw` (`raw.rs`): one raw IPv4 socket per worker, whose eBPF filter passes only the
+//!   ports of that worker's relays (a shared BPF map says which worker owns each port);
+//!   ONE `recvmmsg` reads packets of many streams and ONE `sendmmsg` sends all their
+//!   forwards with headers written by us (`IP_HDRINCL`). The relay sockets stay bound for
+//!   the port and for ICMP errors, and discard their copy. IPv6 relays of a raw engine use
+//!   the socket path.
 //!
 //! Never: decides anything about a call (the core does), blocks a worker (a full socket
 //! buffer drops and counts), allocates, formats, logs or reads a map per packet, runs on
@@ -20,6 +28,7 @@
 //! → `Close` → sockets closed, `Closed` with final stats. A failed `Open` → `OpenFailed`,
 //! nothing bound.
 
+mod raw;
 mod sys;
 mod worker;
 
@@ -27,6 +36,8 @@ mod worker;
 mod tests;
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -35,6 +46,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
+pub use crate::config::MediaIo;
 use crate::media::control::{MediaCommand, MediaEvent};
 use crate::media::stats::DropCounts;
 
@@ -153,26 +165,107 @@ struct WorkerHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How to start a [`MediaEngine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Worker threads (>= 1).
+    pub threads: usize,
+    pub io: MediaIo,
+    /// The relays' bind address (`io: raw` filters on it; IPv4 only).
+    pub bind: IpAddr,
+    /// The relay port range (`io: raw` filters on it).
+    pub ports: RangeInclusive<u16>,
+}
+
 /// The media relay engine: a fixed set of worker threads, each owning the sockets of the
 /// relays of its calls.
 pub struct MediaEngine {
     workers: Vec<WorkerHandle>,
+    io: MediaIo,
+}
+
+/// The raw sockets of `threads` workers, or why they cannot be had.
+fn raw_paths(o: &EngineOptions) -> io::Result<Vec<worker::RawPath>> {
+    let ip = match o.bind {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) if ip.is_unspecified() => Ipv4Addr::UNSPECIFIED,
+        IpAddr::V6(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io: raw relays IPv4 only, and media.bind is an IPv6 address",
+            ))
+        }
+    };
+    let owners = Arc::new(
+        raw::PortOwners::new(&o.ports)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating the eBPF port map: {e}")))?,
+    );
+    (0..o.threads)
+        .map(|w| {
+            let sock = raw::RawSocket::open(ip, &owners, w)
+                .map_err(|e| io::Error::new(e.kind(), format!("raw socket: {e}")))?;
+            Ok(worker::RawPath::new(
+                sock,
+                owners.clone(),
+                ip,
+                w,
+                o.ports.clone(),
+            ))
+        })
+        .collect()
 }
 
 impl MediaEngine {
     /// Starts `threads` (>= 1) worker OS threads named "holdfast-media-<n>". `events`
     /// receives every [`MediaEvent`]; send errors (receiver gone) are ignored.
     pub fn start(threads: usize, events: UnboundedSender<MediaEvent>) -> io::Result<MediaEngine> {
+        let options = EngineOptions {
+            threads,
+            io: MediaIo::Socket,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ports: 1..=u16::MAX,
+        };
+        MediaEngine::start_with(&options, events)
+    }
+
+    /// Starts the engine as `options` say. `io: auto` falls back to `socket` (logging
+    /// why) when the raw path cannot be set up; `io: raw` then fails instead.
+    pub fn start_with(
+        options: &EngineOptions,
+        events: UnboundedSender<MediaEvent>,
+    ) -> io::Result<MediaEngine> {
+        let threads = options.threads;
         if threads == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "media engine needs at least one thread",
             ));
         }
+        let mut raws: Vec<Option<worker::RawPath>> = match options.io {
+            MediaIo::Socket => Vec::new(),
+            MediaIo::Raw => raw_paths(options)?.into_iter().map(Some).collect(),
+            MediaIo::Auto => match raw_paths(options) {
+                Ok(r) => r.into_iter().map(Some).collect(),
+                Err(e) => {
+                    tracing::info!(
+                        reason = %e,
+                        "media io: raw unavailable, relaying through one socket per port"
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        let io = if raws.is_empty() {
+            MediaIo::Socket
+        } else {
+            MediaIo::Raw
+        };
+        raws.resize_with(threads, || None);
         let mut engine = MediaEngine {
             workers: Vec::with_capacity(threads),
+            io,
         };
-        for n in 0..threads {
+        for (n, raw) in raws.into_iter().enumerate() {
             let shared = Arc::new(Shared {
                 wake: sys::EventFd::new()?,
                 wake_pending: AtomicBool::new(false),
@@ -180,11 +273,14 @@ impl MediaEngine {
             });
             let epoll = sys::Epoll::new()?;
             epoll.add(shared.wake.raw(), worker::WAKE_TOKEN)?;
+            if let Some(r) = &raw {
+                epoll.add(r.fd(), worker::RAW_TOKEN)?;
+            }
             let (tx, rx) = mpsc::channel();
             let (sh, ev) = (shared.clone(), events.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("holdfast-media-{n}"))
-                .spawn(move || worker::Worker::new(epoll, sh, rx, ev).run())?;
+                .spawn(move || worker::Worker::new(epoll, sh, rx, ev, raw).run())?;
             engine.workers.push(WorkerHandle {
                 tx,
                 shared,
@@ -202,6 +298,11 @@ impl MediaEngine {
         if w.tx.send(Msg::Cmd(cmd)).is_ok() {
             w.shared.wake();
         }
+    }
+
+    /// The I/O path in use: `socket` or `raw` (never `auto`).
+    pub fn io(&self) -> MediaIo {
+        self.io
     }
 
     /// Aggregate counters across workers (relaxed atomics, updated per batch).

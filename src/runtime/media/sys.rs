@@ -36,10 +36,12 @@ impl Epoll {
 
     /// Watch `fd` for readability (errors are always reported) with `token` as its data.
     pub(super) fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
+        self.add_events(fd, token, libc::EPOLLIN as u32)
+    }
+
+    /// Watch `fd` for `events` (0 = errors only, which epoll always reports).
+    pub(super) fn add_events(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: ev is a valid epoll_event for the duration of the call.
         cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         Ok(())

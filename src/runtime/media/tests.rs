@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{MediaCounters, MediaEngine};
+use super::{EngineOptions, MediaCounters, MediaEngine, MediaIo};
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
 use crate::media::ports::PortAllocation;
 use crate::media::relay::{
@@ -28,10 +28,21 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(threads: usize) -> Harness {
+    /// An engine of `threads` workers relaying through `io` (`raw` must be had: these
+    /// tests run as root, like the README's test command).
+    fn new(threads: usize, io: MediaIo) -> Harness {
         let (tx, rx) = unbounded_channel();
+        let options = EngineOptions {
+            threads,
+            io,
+            bind: LO,
+            ports: 1024..=u16::MAX,
+        };
+        let engine = MediaEngine::start_with(&options, tx)
+            .unwrap_or_else(|e| panic!("starting the engine with io {}: {e}", io.as_str()));
+        assert_eq!(engine.io(), io);
         Harness {
-            engine: MediaEngine::start(threads, tx).unwrap(),
+            engine,
             rx,
             sent: 0,
             seen: Vec::new(),
@@ -208,8 +219,8 @@ fn nothing_waiting(s: &UdpSocket) -> bool {
     matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-fn rtp_both_ways(threads: usize) {
-    let mut h = Harness::new(threads);
+fn rtp_both_ways(threads: usize, io: MediaIo) {
+    let mut h = Harness::new(threads, io);
     let relays: Vec<_> = (0..5u64)
         .map(|call| {
             let (carrier, ai) = (peer(), peer());
@@ -289,19 +300,16 @@ fn rtp_both_ways(threads: usize) {
     h.engine.shutdown();
 }
 
-#[test]
-fn rtp_both_ways_on_one_worker() {
-    rtp_both_ways(1);
+fn rtp_both_ways_on_one_worker(io: MediaIo) {
+    rtp_both_ways(1, io);
 }
 
-#[test]
-fn rtp_both_ways_on_two_workers() {
-    rtp_both_ways(2);
+fn rtp_both_ways_on_two_workers(io: MediaIo) {
+    rtp_both_ways(2, io);
 }
 
-#[test]
-fn rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket() {
-    let mut h = Harness::new(1);
+fn rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     // Separate RTCP ports: carrier's RTCP comes from its own socket; the AI announced an
     // explicit RTCP address (a=rtcp).
     let (carrier, carrier_rtcp, ai, ai_rtcp) = (peer(), peer(), peer(), peer());
@@ -351,9 +359,8 @@ fn rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket() {
     h.close(id(1));
 }
 
-#[test]
-fn nat_latch_learns_the_real_source_and_drops_others() {
-    let mut h = Harness::new(1);
+fn nat_latch_learns_the_real_source_and_drops_others(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     // The carrier's SDP says `sdp_addr`, but it sends from behind a NAT.
     let (sdp_addr, nat, ai, attacker) = (peer(), peer(), peer(), peer());
     let ports = relay_ports(false);
@@ -406,9 +413,8 @@ fn nat_latch_learns_the_real_source_and_drops_others() {
     );
 }
 
-#[test]
-fn icmp_unreachable_is_reported_promptly_and_once() {
-    let mut h = Harness::new(1);
+fn icmp_unreachable_is_reported_promptly_and_once(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     let carrier = peer();
     // The AI's socket is gone: sending to it gets ICMP port unreachable.
     let gone = addr(&peer());
@@ -448,8 +454,7 @@ fn icmp_unreachable_is_reported_promptly_and_once() {
     assert_eq!(h.engine.counters().unreachable, 1);
 }
 
-#[test]
-fn ipv6_relays_and_reports_icmpv6_unreachable() {
+fn ipv6_relays_and_reports_icmpv6_unreachable(io: MediaIo) {
     let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
     let bind = || {
         let s = UdpSocket::bind((v6, 0)).unwrap();
@@ -460,7 +465,7 @@ fn ipv6_relays_and_reports_icmpv6_unreachable() {
         rtp: addr(&bind()).port(),
         rtcp: None,
     };
-    let mut h = Harness::new(1);
+    let mut h = Harness::new(1, io);
     let (carrier, ai) = (bind(), bind());
     let gone = addr(&bind());
     let ports = RelayPorts {
@@ -512,9 +517,8 @@ fn ipv6_relays_and_reports_icmpv6_unreachable() {
     h.close(id(13));
 }
 
-#[test]
-fn media_timeout_is_reported_once_per_silence() {
-    let mut h = Harness::new(1);
+fn media_timeout_is_reported_once_per_silence(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     let (carrier, ai) = (peer(), peer());
     let ports = relay_ports(false);
     let mut cfg = config(Some(addr(&carrier)), Some(addr(&ai)), 4);
@@ -550,9 +554,8 @@ fn media_timeout_is_reported_once_per_silence() {
     );
 }
 
-#[test]
-fn open_fails_cleanly_when_a_port_is_taken() {
-    let mut h = Harness::new(1);
+fn open_fails_cleanly_when_a_port_is_taken(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     let taken = UdpSocket::bind((LO, 0)).unwrap();
     let taken_port = addr(&taken).port();
     let a = free_ports(true);
@@ -581,9 +584,8 @@ fn open_fails_cleanly_when_a_port_is_taken() {
     assert_eq!(h.settle().relays_open, 0);
 }
 
-#[test]
-fn disabled_direction_drops_then_resumes_continuously() {
-    let mut h = Harness::new(1);
+fn disabled_direction_drops_then_resumes_continuously(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     let (carrier, ai) = (peer(), peer());
     let ports = relay_ports(false);
     h.open(
@@ -637,9 +639,8 @@ fn disabled_direction_drops_then_resumes_continuously() {
 /// Over real sockets: the AI side is replaced mid-stream (new address, new SSRC, its own
 /// sequence and timestamps); the carrier keeps receiving one stream — same SSRC,
 /// sequence +1, timestamp advanced by the gap, marker on the first packet after.
-#[test]
-fn far_side_switch_is_one_continuous_stream_on_the_wire() {
-    let mut h = Harness::new(2);
+fn far_side_switch_is_one_continuous_stream_on_the_wire(io: MediaIo) {
+    let mut h = Harness::new(2, io);
     let (carrier, ai1, ai2) = (peer(), peer(), peer());
     let ports = relay_ports(false);
     let mut cfg = config(Some(addr(&carrier)), Some(addr(&ai1)), 8);
@@ -711,9 +712,8 @@ fn far_side_switch_is_one_continuous_stream_on_the_wire() {
     );
 }
 
-#[test]
-fn closed_arrives_and_the_ports_can_be_bound_again_at_once() {
-    let mut h = Harness::new(2);
+fn closed_arrives_and_the_ports_can_be_bound_again_at_once(io: MediaIo) {
+    let mut h = Harness::new(2, io);
     let ports = relay_ports(true);
     h.open(id(9), ports, config(None, None, 9));
     h.settle();
@@ -731,9 +731,8 @@ fn closed_arrives_and_the_ports_can_be_bound_again_at_once() {
     assert_eq!(h.engine.counters().relays_open, 0);
 }
 
-#[test]
-fn updates_and_closes_for_unknown_relays_are_ignored() {
-    let mut h = Harness::new(1);
+fn updates_and_closes_for_unknown_relays_are_ignored(io: MediaIo) {
+    let mut h = Harness::new(1, io);
     h.update(id(11), RelayUpdate::SourceSwitch { side: Side::A });
     h.cmd(MediaCommand::Close { id: id(11) });
     h.settle();
@@ -743,9 +742,8 @@ fn updates_and_closes_for_unknown_relays_are_ignored() {
     );
 }
 
-#[test]
-fn shutdown_emits_nothing_more_and_frees_the_ports() {
-    let mut h = Harness::new(2);
+fn shutdown_emits_nothing_more_and_frees_the_ports(io: MediaIo) {
+    let mut h = Harness::new(2, io);
     let ports = relay_ports(false);
     h.open(id(12), ports, config(None, None, 12));
     h.settle();
@@ -774,4 +772,26 @@ fn drop_labels_are_the_drop_reason_labels() {
         reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>()
     );
     assert!(MediaEngine::start(0, unbounded_channel().0).is_err());
+}
+
+/// Every engine test above, once per I/O path.
+macro_rules! per_io {
+    ($io:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                super::$name($io);
+            }
+        )*
+    };
+}
+
+mod socket {
+    use super::MediaIo;
+    per_io!(MediaIo::Socket; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+}
+
+mod raw {
+    use super::MediaIo;
+    per_io!(MediaIo::Raw; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }

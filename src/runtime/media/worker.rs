@@ -11,7 +11,7 @@
 //! Never: allocates, formats or logs per packet (buffers, iovecs and headers are allocated
 //! once per worker), blocks on a send, or reads the clock more than once per wakeup.
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::raw::{self, parse_udp4, PortOwners, RawBatch, RawSocket};
 use super::sys::{self, Epoll};
 use super::{Msg, Shared, SCAN_INTERVAL};
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
@@ -28,6 +29,8 @@ use crate::runtime::batch_udp::{recv_batch, RecvBatch, SendQueue};
 
 /// Epoll data of the worker's eventfd.
 pub(super) const WAKE_TOKEN: u64 = u64::MAX;
+/// Epoll data of the worker's raw socket (`io: raw`).
+pub(super) const RAW_TOKEN: u64 = u64::MAX - 1;
 /// Epoll events per wait.
 const MAX_EVENTS: usize = 256;
 
@@ -76,6 +79,70 @@ struct Entry {
     id: RelayId,
     relay: Relay,
     socks: [Option<UdpSocket>; 4],
+    /// Local port of each socket (0 = none), the source port of raw sends.
+    local: [u16; 4],
+    /// Relayed through the worker's raw socket (IPv4 only); else through `socks`.
+    raw: Option<Ipv4Addr>,
+}
+
+/// `io: raw`: the worker's raw socket, the shared port-owner map its filter reads, and
+/// which (slot, socket) each port of the range belongs to.
+pub(super) struct RawPath {
+    sock: RawSocket,
+    owners: Arc<PortOwners>,
+    ip: Ipv4Addr,
+    worker: usize,
+    start: u16,
+    /// `(slot << 2 | socket) + 1` per port of the range; 0 = no relay of ours.
+    table: Vec<u32>,
+    batch: RawBatch,
+}
+
+/// The (slot, socket) holding `port`, from a [`RawPath`]'s table.
+#[inline]
+fn lookup(table: &[u32], start: u16, port: u16) -> Option<(usize, usize)> {
+    let v = *table.get(usize::from(port.checked_sub(start)?))?;
+    (v != 0).then(|| (((v - 1) >> 2) as usize, ((v - 1) & 3) as usize))
+}
+
+impl RawPath {
+    pub(super) fn new(
+        sock: RawSocket,
+        owners: Arc<PortOwners>,
+        ip: Ipv4Addr,
+        worker: usize,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> RawPath {
+        RawPath {
+            sock,
+            owners,
+            ip,
+            worker,
+            start: *ports.start(),
+            table: vec![0; usize::from(*ports.end() - *ports.start()) + 1],
+            batch: RawBatch::new(),
+        }
+    }
+
+    pub(super) fn fd(&self) -> std::os::fd::RawFd {
+        self.sock.raw()
+    }
+
+    /// Whether relays on `ip` with `ports` can go through this raw socket.
+    fn serves(&self, ip: IpAddr, ports: &[Option<u16>; 4]) -> Option<Ipv4Addr> {
+        let IpAddr::V4(v4) = ip else { return None };
+        if !(self.ip.is_unspecified() || self.ip == v4) {
+            return None;
+        }
+        let inside = |p: u16| p >= self.start && usize::from(p - self.start) < self.table.len();
+        ports.iter().flatten().all(|&p| inside(p)).then_some(v4)
+    }
+
+    fn set(&mut self, port: u16, at: Option<(usize, usize)>) -> std::io::Result<()> {
+        let i = usize::from(port - self.start);
+        self.table[i] = at.map_or(0, |(slot, si)| ((slot as u32) << 2 | si as u32) + 1);
+        self.owners.set(port, at.map(|_| self.worker))
+    }
 }
 
 struct Slot {
@@ -108,6 +175,7 @@ pub(super) struct Worker {
     queues: [SendQueue; 4],
     ep_events: Box<[libc::epoll_event; MAX_EVENTS]>,
     next_scan: Instant,
+    raw: Option<RawPath>,
 }
 
 impl Worker {
@@ -116,6 +184,7 @@ impl Worker {
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Msg>,
         events: UnboundedSender<MediaEvent>,
+        raw: Option<RawPath>,
     ) -> Worker {
         Worker {
             epoll,
@@ -129,6 +198,7 @@ impl Worker {
             queues: Default::default(),
             ep_events: Box::new([libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]),
             next_scan: Instant::now() + SCAN_INTERVAL,
+            raw,
         }
     }
 
@@ -152,6 +222,8 @@ impl Worker {
                 let (bits, tok) = (ev.events, ev.u64);
                 if tok == WAKE_TOKEN {
                     woken = true;
+                } else if tok == RAW_TOKEN {
+                    self.handle_raw(now);
                 } else {
                     self.handle_socket(tok, bits, now);
                 }
@@ -293,6 +365,119 @@ impl Worker {
         add_batch(counters, &c);
     }
 
+    /// One `recvmmsg` on the raw socket: every datagram goes to the relay owning its
+    /// destination port, and every forward leaves in one `sendmmsg`.
+    fn handle_raw(&mut self, now: Instant) {
+        let Worker {
+            slots,
+            raw,
+            shared,
+            events,
+            ..
+        } = self;
+        let Some(raw) = raw.as_mut() else { return };
+        let fd = raw.fd();
+        let RawPath {
+            batch,
+            table,
+            start: first_port,
+            ..
+        } = raw;
+        let n = batch.recv(fd);
+        if n == 0 {
+            return;
+        }
+        let mut c = BatchCounts::default();
+        for i in 0..n {
+            let (buf, got) = batch.datagram(i);
+            let Some(u) = parse_udp4(buf, got) else {
+                c.received += 1;
+                c.drops[drop_index(DropReason::NotRtp)] += 1;
+                continue;
+            };
+            // A port no relay of ours holds (closed a moment ago): not ours to count.
+            let Some((slot, si)) = lookup(table, *first_port, u.dst.port()) else {
+                continue;
+            };
+            let Some(entry) = slots.get_mut(slot).and_then(|s| s.entry.as_mut()) else {
+                continue;
+            };
+            let Some(src_ip) = entry.raw else { continue };
+            c.received += 1;
+            let (side, kind) = sock_of_index(si);
+            let payload = &mut buf[u.payload..u.payload + u.len];
+            let action = match kind {
+                SocketKind::Rtp => {
+                    entry
+                        .relay
+                        .handle_rtp(side, SocketAddr::V4(u.src), payload, now)
+                }
+                SocketKind::Rtcp => {
+                    entry
+                        .relay
+                        .handle_rtcp(side, SocketAddr::V4(u.src), payload, now)
+                }
+            };
+            let forward = match action {
+                Action::Forward { to, len, via } => {
+                    let mut q = sock_index(via.side, via.kind);
+                    if entry.local[q] == 0 {
+                        // No separate RTCP socket on that leg: send from its RTP port.
+                        q = sock_index(via.side, SocketKind::Rtp);
+                    }
+                    match to {
+                        SocketAddr::V4(to) if u.payload + len <= buf.len() => {
+                            if kind == SocketKind::Rtcp
+                                || matches!(
+                                    classify(&buf[u.payload..u.payload + len]),
+                                    PacketClass::Rtcp
+                                )
+                            {
+                                c.rtcp += 1;
+                            } else {
+                                c.forwarded += 1;
+                                c.bytes += len as u64;
+                            }
+                            let from = SocketAddrV4::new(src_ip, entry.local[q]);
+                            let start = raw::frame_udp4(buf, u.payload, len, from, to);
+                            Some((start, u.payload + len - start, to))
+                        }
+                        // An IPv6 peer of an IPv4 relay cannot be reached from it.
+                        _ => {
+                            c.failed += 1;
+                            None
+                        }
+                    }
+                }
+                Action::Drop(r) => {
+                    c.drops[drop_index(r)] += 1;
+                    None
+                }
+            };
+            while let Some((side, kind, addr)) = entry.relay.poll_latched() {
+                let _ = events.send(MediaEvent::Latched {
+                    id: entry.id,
+                    side,
+                    kind,
+                    addr,
+                });
+            }
+            if let Some((start, len, to)) = forward {
+                batch.queue(i, start, len, to);
+            }
+        }
+        let o = batch.flush(fd);
+        c.would_block += o.would_block as u64;
+        if o.would_block + o.failed > 0 {
+            let lost = (o.would_block + o.failed) as u64;
+            c.failed += o.failed as u64;
+            let from_rtp = lost.min(c.forwarded);
+            c.forwarded -= from_rtp;
+            c.rtcp = c.rtcp.saturating_sub(lost - from_rtp);
+        }
+        add_batch(&shared.counters, &c);
+    }
+
     /// Applies every queued command; `false` on shutdown.
     fn handle_commands(&mut self, now: Instant) -> bool {
         self.shared.wake.drain();
@@ -369,11 +554,18 @@ impl Worker {
             Some(ports.b.rtp),
             ports.b.rtcp,
         ];
+        let via_raw = self.raw.as_ref().and_then(|r| r.serves(ip, &want));
         let mut socks: [Option<UdpSocket>; 4] = Default::default();
         for (i, port) in want.iter().enumerate() {
             let Some(port) = *port else { continue };
             let addr = SocketAddr::new(ip, port);
-            match sys::bind_udp(addr) {
+            let bound = sys::bind_udp(addr).and_then(|s| {
+                if via_raw.is_some() {
+                    raw::discard_datagrams(s.as_raw_fd())?;
+                }
+                Ok(s)
+            });
+            match bound {
                 Ok(s) => socks[i] = Some(s),
                 Err(e) => {
                     // `socks` drops here: what was bound is closed again.
@@ -397,18 +589,38 @@ impl Worker {
             }
         };
         let generation = self.slots[slot].generation;
+        // Through the raw socket, the relay's own sockets only report ICMP errors.
+        let interest = if via_raw.is_some() {
+            0
+        } else {
+            libc::EPOLLIN as u32
+        };
+        let local = want.map(|p| p.unwrap_or(0));
         for (i, s) in socks.iter().enumerate() {
             let Some(s) = s else { continue };
-            if let Err(e) = self.epoll.add(s.as_raw_fd(), token(generation, slot, i)) {
-                for s in socks.iter().flatten() {
+            let routed = self
+                .epoll
+                .add_events(s.as_raw_fd(), token(generation, slot, i), interest)
+                .map_err(|e| format!("epoll add {ip}:{}: {e}", local[i]))
+                .and_then(|()| match self.raw.as_mut() {
+                    Some(r) if via_raw.is_some() => r
+                        .set(local[i], Some((slot, i)))
+                        .map_err(|e| format!("raw filter map, port {}: {e}", local[i])),
+                    _ => Ok(()),
+                });
+            if let Err(error) = routed {
+                for (j, s) in socks.iter().enumerate() {
+                    let Some(s) = s else { continue };
                     self.epoll.delete(s.as_raw_fd());
+                    if let (Some(r), Some(_)) = (self.raw.as_mut(), via_raw) {
+                        let _ = r.set(local[j], None);
+                    }
                 }
                 self.free.push(slot);
-                let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
                 self.emit(MediaEvent::OpenFailed {
                     id,
-                    port,
-                    error: format!("epoll add {ip}:{port}: {e}"),
+                    port: local[i],
+                    error,
                 });
                 return;
             }
@@ -417,6 +629,8 @@ impl Worker {
             id,
             relay: Relay::new(config, now),
             socks,
+            local,
+            raw: via_raw,
         });
         self.by_id.insert(id, slot);
         self.shared
@@ -436,6 +650,12 @@ impl Worker {
         // A new generation: events already returned for the old sockets are ignored.
         s.generation = s.generation.wrapping_add(1);
         self.free.push(slot);
+        if let (Some(r), Some(_)) = (self.raw.as_mut(), entry.raw) {
+            // First out of the filter, so nothing more is queued for these ports.
+            for &p in entry.local.iter().filter(|&&p| p != 0) {
+                let _ = r.set(p, None);
+            }
+        }
         for sock in entry.socks.iter().flatten() {
             self.epoll.delete(sock.as_raw_fd());
         }
