@@ -233,8 +233,7 @@ fn media_call(media: String, uac_scenario: &str, uas_scenario: &str) -> MediaCal
 /// Test-owned RTP on both legs: N packets each way arrive exactly once, as one rewritten
 /// stream per direction from holdfast's own ports; then a third party injects into the
 /// latched A port and none of it gets through — holdfast counts it as wrong_source.
-#[test]
-fn rtp_counted_on_both_ends_and_wrong_source_dropped() {
+fn rtp_counted_on_both_ends_and_wrong_source_dropped(io: &str) {
     const N: usize = 200;
     const INJECTED: usize = 50;
     let (x, y, z) = (
@@ -244,10 +243,18 @@ fn rtp_counted_on_both_ends_and_wrong_source_dropped() {
     );
     let ports = media_ports(8);
     let call = media_call(
-        media_section(&ports),
+        format!("{}\n  io: {io}", media_section(&ports)),
         &sc::uac_media_call(x.port),
         &sc::uas_media_answer(y.port),
     );
+    // `auto` is raw here: the test command runs as root (CAP_NET_RAW + CAP_BPF).
+    let ready = call
+        .hf
+        .find_log(|l| msg(l) == "media relay ready")
+        .expect("media relay ready logged")
+        .1;
+    let want = if io == "socket" { "socket" } else { "raw" };
+    assert_eq!(field(&ready, "io"), want, "{ready}");
     let a_addr = call.a_addr;
     assert!(port_range(&ports).contains(&a_addr.port()));
 
@@ -304,6 +311,16 @@ fn rtp_counted_on_both_ends_and_wrong_source_dropped() {
     assert_eq!(n(&closed, "ports_in_use"), 0, "{closed}");
     // The injector never moved the latch.
     assert_eq!(call.hf.count_logs(|l| msg(l).contains("(NAT)")), 0);
+}
+
+#[test]
+fn rtp_counted_on_both_ends_and_wrong_source_dropped_raw_io() {
+    rtp_counted_on_both_ends_and_wrong_source_dropped("auto");
+}
+
+#[test]
+fn rtp_counted_on_both_ends_and_wrong_source_dropped_socket_io() {
+    rtp_counted_on_both_ends_and_wrong_source_dropped("socket");
 }
 
 /// Hold and unhold from the carrier: each re-INVITE is answered by holdfast on the carrier's

@@ -280,11 +280,16 @@ fn media_io_is_one_of_auto_socket_raw() {
         ("socket", MediaIo::Socket),
         ("raw", MediaIo::Raw),
     ] {
-        let cfg = parse(&format!("media:\n  io: {text}\n"), "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let cfg =
+            parse(&format!("media:\n  io: {text}\n"), "t.yaml").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.media.io, io);
     }
     let e = err("media:\n  io: kernel\n");
-    assert_eq!((e.line, e.column, e.path.as_str()), (2, 7, "media.io"), "{e}");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 7, "media.io"),
+        "{e}"
+    );
     assert!(e.message.contains("auto, socket or raw"), "{e}");
     // raw is IPv4 only: an IPv6 bind is refused at load, not at the first call.
     let e = err("media:\n  bind: \"2001:db8::1\"\n  io: raw\n");

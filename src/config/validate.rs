@@ -20,10 +20,9 @@ use super::values::{
     parse_target_uri, CodeSpec, Listen, Source, Transport,
 };
 use super::{
-    MediaIo,
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
-    HealthSettings, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings, Target,
-    TargetId,
+    HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
+    Target, TargetId,
 };
 use crate::routing::dialed_number;
 
