@@ -213,9 +213,8 @@ impl SendQueue {
     pub fn flush(&mut self, fd: RawFd, batch: &RecvBatch) -> SendOutcome {
         let n = self.count;
         self.count = 0;
-        let mut out = SendOutcome::default();
         if n == 0 {
-            return out;
+            return SendOutcome::default();
         }
         let r = &mut *self.inner;
         let rb = &*batch.inner;
@@ -224,43 +223,51 @@ impl SendQueue {
             r.iovs[i].iov_base = rb.bufs[usize::from(idx)].as_ptr() as *mut libc::c_void;
             r.iovs[i].iov_len = usize::from(len);
         }
-        let mut k = 0;
-        let mut retried = false;
-        while k < n {
-            // SAFETY: msgs[k..n] are initialised headers whose name and iovec pointers
-            // reference `r` and `batch`, both borrowed for the whole call; sendmmsg only
-            // reads them.
-            let m = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    r.msgs.as_mut_ptr().add(k),
-                    (n - k) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if m > 0 {
-                k += m as usize;
-                out.sent += m as usize;
-                retried = false;
-                continue;
+        send_all(fd, &mut r.msgs[..n])
+    }
+}
+
+/// `sendmmsg` of every header in `msgs`, never blocking: a full socket buffer
+/// (`EAGAIN`/`ENOBUFS`) drops the rest; a datagram the kernel refuses is retried once — the
+/// error may be a pending ICMP error of an earlier send (`sk_err`), which the failed call
+/// consumed — then skipped.
+pub(crate) fn send_all(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> SendOutcome {
+    let n = msgs.len();
+    let mut out = SendOutcome::default();
+    let mut k = 0;
+    let mut retried = false;
+    while k < n {
+        // SAFETY: msgs[k..n] are initialised headers whose name and iovec pointers the
+        // caller keeps valid for the call; sendmmsg only reads them.
+        let m = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr().add(k),
+                (n - k) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if m > 0 {
+            k += m as usize;
+            out.sent += m as usize;
+            retried = false;
+            continue;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                out.would_block += n - k;
+                break;
             }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                    out.would_block += n - k;
-                    break;
-                }
-                _ if !retried => retried = true,
-                _ => {
-                    out.failed += 1;
-                    k += 1;
-                    retried = false;
-                }
+            _ if !retried => retried = true,
+            _ => {
+                out.failed += 1;
+                k += 1;
+                retried = false;
             }
         }
-        out
     }
+    out
 }
 
 /// Sends `packets` (destination, bytes), at most [`BATCH`] at a time, without blocking.

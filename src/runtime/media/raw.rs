@@ -30,6 +30,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::runtime::batch_udp::SendOutcome;
+
 /// Packets per raw `recvmmsg` / `sendmmsg`.
 pub(super) const RAW_BATCH: usize = 64;
 /// Largest IP datagram kept (RTP over Ethernet fits in 1500).
@@ -393,13 +395,6 @@ pub(super) struct RawBatch {
 // SAFETY: the raw pointers inside point into the struct's own boxes, which move with it.
 unsafe impl Send for RawBatch {}
 
-/// What happened to a flushed batch.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct RawSent {
-    pub would_block: usize,
-    pub failed: usize,
-}
-
 impl RawBatch {
     pub(super) fn new() -> RawBatch {
         // SAFETY: plain old data; all-zero is valid for bytes, iovec, mmsghdr, sockaddr_in.
@@ -468,40 +463,12 @@ impl RawBatch {
         self.queued += 1;
     }
 
-    /// Sends everything queued with `sendmmsg` (never blocking); a full buffer drops the
-    /// rest, a datagram the kernel refuses is skipped.
-    pub(super) fn flush(&mut self, fd: RawFd) -> RawSent {
+    /// Sends everything queued with `sendmmsg` (never blocking; see
+    /// [`send_all`](crate::runtime::batch_udp::send_all)).
+    pub(super) fn flush(&mut self, fd: RawFd) -> SendOutcome {
         let n = self.queued;
         self.queued = 0;
-        let mut out = RawSent::default();
-        let mut k = 0;
-        while k < n {
-            // SAFETY: tx[k..n] are initialised headers pointing into our own buffers.
-            let m = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.tx.as_mut_ptr().add(k),
-                    (n - k) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if m > 0 {
-                k += m as usize;
-                continue;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                    out.would_block += n - k;
-                    break;
-                }
-                _ => {
-                    out.failed += 1;
-                    k += 1;
-                }
-            }
-        }
-        out
+        crate::runtime::batch_udp::send_all(fd, &mut self.tx[..n])
     }
 }
 
