@@ -7,6 +7,9 @@
 //! queue; every [`SCAN_INTERVAL`] the media timeouts; commands when woken. Relays live in a
 //! slot vector; an epoll token is `generation << 32 | slot << 2 | socket`, so an event for
 //! a closed relay (stale generation) is ignored and the hot path never looks up a map.
+//! With `io: raw` ([`RawPath`]): the relays' sockets are watched for errors only, and ONE
+//! `recvmmsg` on the worker's raw socket reads datagrams of any of its relays, each routed
+//! by a port-indexed table to its relay, with all forwards in ONE `sendmmsg`.
 //!
 //! Never: allocates, formats or logs per packet (buffers, iovecs and headers are allocated
 //! once per worker), blocks on a send, or reads the clock more than once per wakeup.
