@@ -11,8 +11,10 @@
 //!   target selection.
 //! - [`health`]: OPTIONS-ping hysteresis and passive circuit breakers per target.
 //! - [`media`]: SDP rewriting and the sans-IO RTP relay core (media anchoring).
+//! - [`ai`]: the AI leg's sans-IO pieces (audio coding and pacing for WebSocket providers).
 //! - [`b2bua`]: the call core: two dialogs per call, failover, pinning, session timers.
 //! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS and signals.
+pub mod ai;
 pub mod b2bua;
 pub mod config;
 pub mod health;

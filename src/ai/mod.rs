@@ -1,0 +1,9 @@
+//! The AI leg: what holdfast needs to speak to AI providers that are not plain SIP
+//! endpoints (WebSocket bots and realtime model sessions), sans-IO.
+//!
+//! Does: [`audio`] — G.711 coding and the 20 ms pacer between a provider's audio bursts and
+//! the caller's RTP.
+//!
+//! Never: touches a socket, a clock or a task (the runtime drives these cores), or decides
+//! which provider a call uses (that is routing's and the call core's job).
+pub mod audio;
