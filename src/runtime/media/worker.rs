@@ -350,13 +350,7 @@ impl Worker {
             c.would_block += o.would_block as u64;
             c.failed += o.failed as u64;
         }
-        if c.would_block + c.failed > 0 {
-            // What did not go out is not forwarded (the relay's own stats still count it).
-            let lost = c.would_block + c.failed;
-            let from_rtp = lost.min(c.forwarded);
-            c.forwarded -= from_rtp;
-            c.rtcp = c.rtcp.saturating_sub(lost - from_rtp);
-        }
+        c.unsent(c.would_block + c.failed);
         while let Some((side, kind, addr)) = relay.poll_latched() {
             let _ = events.send(MediaEvent::Latched {
                 id: entry.id,
@@ -471,13 +465,9 @@ impl Worker {
         }
         let o = batch.flush(fd);
         c.would_block += o.would_block as u64;
-        if o.would_block + o.failed > 0 {
-            let lost = (o.would_block + o.failed) as u64;
-            c.failed += o.failed as u64;
-            let from_rtp = lost.min(c.forwarded);
-            c.forwarded -= from_rtp;
-            c.rtcp = c.rtcp.saturating_sub(lost - from_rtp);
-        }
+        c.failed += o.failed as u64;
+        // The IPv6-peer failures counted above were never counted as forwarded.
+        c.unsent((o.would_block + o.failed) as u64);
         add_batch(&shared.counters, &c);
     }
 
@@ -698,6 +688,16 @@ impl Worker {
                 .timeouts
                 .fetch_add(fired, Ordering::Relaxed);
         }
+    }
+}
+
+impl BatchCounts {
+    /// `n` counted forwards did not go out: they are not forwarded (the relay's own stats
+    /// still count them), taken from RTP first, then RTCP.
+    fn unsent(&mut self, n: u64) {
+        let from_rtp = n.min(self.forwarded);
+        self.forwarded -= from_rtp;
+        self.rtcp = self.rtcp.saturating_sub(n - from_rtp);
     }
 }
 
