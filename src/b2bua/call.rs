@@ -104,6 +104,9 @@ pub enum CallState {
     Answered,
     /// Both legs confirmed.
     Confirmed,
+    /// The AI leg failed mid-call: the carrier leg stays up untouched while a new AI leg is
+    /// set up to the next provider (see `Reroute`). Back to `Confirmed` once one answers.
+    Rerouting,
     /// BYE sent or received; waiting for the last transactions to finish.
     Ending,
 }
@@ -117,6 +120,52 @@ pub struct Attempt {
     /// `None` while in progress; e.g. "503 Service Unavailable", "timeout (no provisional in 1s)".
     pub outcome: Option<String>,
     pub provisional: bool,
+}
+
+/// What made holdfast re-route a call's AI leg mid-call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RerouteTrigger {
+    /// The AI leg sent BYE with an error cause (`Reason: SIP;cause=5xx`, a Q.850 failure).
+    Bye,
+    /// A re-INVITE or UPDATE to the AI leg failed: 5xx, 408, 481 or no answer.
+    Reinvite,
+    /// No RTP from the AI leg for `media.ai_timeout`.
+    MediaTimeout,
+    /// The AI leg's media address answered ICMP port unreachable: nothing listens there.
+    MediaUnreachable,
+    /// The provider's OPTIONS health turned down.
+    HealthDown,
+}
+
+impl RerouteTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RerouteTrigger::Bye => "bye",
+            RerouteTrigger::Reinvite => "reinvite",
+            RerouteTrigger::MediaTimeout => "media_timeout",
+            RerouteTrigger::MediaUnreachable => "media_unreachable",
+            RerouteTrigger::HealthDown => "health_down",
+        }
+    }
+}
+
+/// One mid-call re-route of the AI leg, as recorded on the call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reroute {
+    pub trigger: RerouteTrigger,
+    /// What exactly happened, e.g. "BYE with Reason: SIP;cause=503".
+    pub detail: String,
+    /// The provider that failed.
+    pub from: String,
+    /// The provider that took over; `None` while trying, or when none was left.
+    pub to: Option<String>,
+    /// From the trigger to the new provider's answer.
+    pub setup_ms: Option<u64>,
+    /// Measured at the carrier side: last AI audio relayed → first new AI audio relayed.
+    pub gap_ms: Option<u64>,
+    /// `None` while trying; "answered by agent-b", "no AI provider left", ...
+    pub outcome: Option<String>,
 }
 
 /// A candidate target for this call, in failover order.
@@ -163,4 +212,21 @@ pub struct Call {
     pub end_reason: Option<String>,
     /// The anchored media: ports, both legs' SDP, relay state (`None` before an offer).
     pub media: Option<super::media::CallMedia>,
+    /// Mid-call re-routes of the AI leg, oldest first.
+    pub reroutes: Vec<Reroute>,
+}
+
+impl Call {
+    /// The leg that faces the AI provider: B for an inbound call, A for an outbound one.
+    pub fn ai_side(&self) -> Side {
+        match self.direction {
+            Direction::Inbound => Side::B,
+            Direction::Outbound => Side::A,
+        }
+    }
+
+    /// Whether `target` already failed mid-call on this call (it gets no second chance).
+    pub fn failed_mid_call(&self, target: &str) -> bool {
+        self.reroutes.iter().any(|r| r.from == target)
+    }
 }

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use super::call::{Attempt, Call, CallState, Candidate, Direction, Flow, Leg, SessionTimer, Side};
+use super::call::{
+    Attempt, Call, CallState, Candidate, Direction, Flow, Leg, RerouteTrigger, SessionTimer, Side,
+};
 use super::ids::{IdGen, BRANCH_COOKIE};
 use super::media::{CallMedia, MediaError, MediaParams, ReOffer};
 use super::msg::{self, OutRequest, Req, Resp};
@@ -43,6 +45,8 @@ use crate::sip::transaction::{
 };
 use crate::sip::validate::{self, Policy, Verdict};
 use crate::sip::Transport;
+
+mod reroute;
 
 /// Methods holdfast accepts; sent in Allow (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
@@ -306,6 +310,12 @@ struct CallEntry {
     b_ack: Option<Bytes>,
     /// The status an unanswered caller gets if the call ends now (default 480).
     refuse: Option<(u16, &'static str)>,
+    /// When the re-route in progress started (for its setup time), and how many attempts
+    /// the call had made before it.
+    reroute_started: Option<(Instant, usize)>,
+    /// AI-leg media timeouts before this instant are ignored: a provider that just answered
+    /// gets a full `media.ai_timeout` to start sending.
+    ai_quiet_until: Option<Instant>,
 }
 
 /// Counters the runtime exposes; cheap to copy.
@@ -316,6 +326,9 @@ pub struct Stats {
     pub calls_answered: u64,
     pub calls_failed: u64,
     pub failovers: u64,
+    /// Mid-call re-routes of the AI leg started, and those that found no provider.
+    pub reroutes: u64,
+    pub reroutes_failed: u64,
     pub parse_errors: u64,
     /// Relay ports allocated (open, or closing until the media shell confirms).
     pub media_ports_in_use: usize,
@@ -1062,6 +1075,7 @@ impl Core {
             passthrough_headers: req.passthrough.clone(),
             end_reason: None,
             media: Some(media),
+            reroutes: Vec::new(),
         };
         info!(
             call = %id, direction = ?direction, origin = %origin_id, caller, callee,
@@ -1087,6 +1101,8 @@ impl Core {
                     counted_target: None,
                     b_ack: None,
                     refuse: None,
+                    reroute_started: None,
+                    ai_quiet_until: None,
                 },
             );
         }
@@ -1114,6 +1130,16 @@ impl Core {
     fn clear_deadline(&mut self, c: CallRef, timer: CallTimer) {
         if let Some(e) = self.calls.get_mut(&c) {
             e.deadlines.remove(&timer);
+        }
+    }
+
+    /// What a provisional or answer of call `c`'s attempt tells the breaker. An AI
+    /// provider's call can still fail mid-call, so its setup only proves the provider alive;
+    /// the call's end (`end_call`) or its mid-call failure (`reroute`) is its outcome.
+    fn progress(&self, c: CallRef, outcome: AttemptOutcome) -> AttemptOutcome {
+        match self.calls.get(&c).map(|e| e.call.direction) {
+            Some(Direction::Inbound) => AttemptOutcome::Alive,
+            _ => outcome,
         }
     }
 
@@ -1145,12 +1171,20 @@ impl Core {
                 return;
             }
             let Some(cand) = call.candidates.get(call.next_candidate).cloned() else {
+                if call.state == CallState::Rerouting {
+                    return self.reroute_exhausted(c, now);
+                }
                 return self.routing_exhausted(c, now);
             };
             let fail_open = call.fail_open;
+            let failed_mid_call = call.failed_mid_call(&cand.target);
             let target = TargetId::from(cand.target.as_str());
             if let Some(e) = self.calls.get_mut(&c) {
                 e.call.next_candidate += 1;
+            }
+            if failed_mid_call {
+                debug!(call = %self.call_name(c), target_id = %target, "skipping candidate: failed earlier in this call");
+                continue;
             }
             // Health may have changed since the plan was made (a breaker opened during the
             // previous attempt): skip targets that became unavailable, unless failing open.
@@ -1252,6 +1286,21 @@ impl Core {
         let mut headers = call.passthrough_headers.clone();
         headers.extend(tcfg.headers.iter().cloned());
         headers.push(("X-Holdfast-Call".into(), call.id.clone()));
+        if let Some(last) = call.reroutes.last() {
+            // A new AI leg of a call already in progress: tell the provider what it takes
+            // over (the carrier leg's caller and callee, and how it got here).
+            headers.push((
+                "X-Holdfast-Reroute-Count".into(),
+                call.reroutes.len().to_string(),
+            ));
+            headers.push(("X-Holdfast-Rerouted-From".into(), last.from.clone()));
+            headers.push((
+                "X-Holdfast-Reroute-Trigger".into(),
+                last.trigger.as_str().into(),
+            ));
+            headers.push(("X-Holdfast-Caller".into(), call.caller.clone()));
+            headers.push(("X-Holdfast-Callee".into(), call.callee.clone()));
+        }
         headers.push(("Allow".into(), ALLOW.into()));
         headers.push(("Supported".into(), SUPPORTED.into()));
         headers.push((
@@ -1474,16 +1523,47 @@ impl Core {
                 self.attempt_failed(call, attempt, 408, what, AttemptOutcome::Timeout, now);
             }
             Purpose::Relay { call, to, server } => {
+                let ai = self.calls.get(&call).map(|e| e.call.ai_side()) == Some(to);
+                let method = self
+                    .clients
+                    .get(&id)
+                    .map(|(k, _)| k.method.clone())
+                    .unwrap_or_default();
+                if let Some(e) = self.calls.get_mut(&call) {
+                    e.reinvite_in_progress = false;
+                }
+                if ai && matches!(method.as_str(), "INVITE" | "UPDATE") {
+                    // The AI leg never answered a re-offer: the carrier keeps its session
+                    // (500, not 408, which would end its dialog) and the AI leg is replaced.
+                    if let Some((_, e)) = self.clients.get_mut(&id) {
+                        e.purpose = Purpose::Ignore;
+                    }
+                    if let Some(&sid) = self.server_ids.get(&server) {
+                        self.respond(sid, 500, Some("AI Leg Failed"), vec![], None, now);
+                    }
+                    self.with_media(call, |m, _, out| m.offer_rejected(to.other(), out));
+                    let detail = format!("{method} {what}");
+                    if !self.reroute(call, RerouteTrigger::Reinvite, detail.clone(), now) {
+                        self.end_call(call, &detail, None, now);
+                    }
+                    return;
+                }
                 // The other side did not answer a relayed request: 408 back to the sender.
                 if let Some(&sid) = self.server_ids.get(&server) {
                     self.respond(sid, 408, None, vec![], None, now);
                 }
-                if let Some(e) = self.calls.get_mut(&call) {
-                    e.reinvite_in_progress = false;
-                }
-                let _ = to;
             }
             Purpose::Refresh { call, side } => {
+                let ai = self.calls.get(&call).map(|e| e.call.ai_side()) == Some(side);
+                if ai {
+                    if let Some((_, e)) = self.clients.get_mut(&id) {
+                        e.purpose = Purpose::Ignore;
+                    }
+                    let detail = format!("session refresh {what}");
+                    if self.reroute(call, RerouteTrigger::Reinvite, detail, now) {
+                        return;
+                    }
+                }
                 // §10: a refresh that fails with timeout ends the session.
                 warn!(call = %self.call_name(call), ?side, remote = %flow.remote, "session refresh {what}; ending the call");
                 self.end_call(call, "session refresh failed", None, now);
@@ -1533,6 +1613,16 @@ impl Core {
                             }
                         }
                         self.arm_session_timer(call, side, resp.session_expires, true, now);
+                    } else if (resp.status == 481 || resp.status == 408 || resp.status >= 500)
+                        && self.calls.get(&call).map(|e| e.call.ai_side()) == Some(side)
+                        && self.reroute(
+                            call,
+                            RerouteTrigger::Reinvite,
+                            format!("session refresh answered {} {}", resp.status, resp.reason),
+                            now,
+                        )
+                    {
+                        // The AI leg's session is gone or failing: a new provider takes over.
                     } else if resp.status == 481 || resp.status == 408 {
                         // RFC 4028 §10: the session is gone on that side.
                         self.end_call(
@@ -1633,15 +1723,16 @@ impl Core {
                 return;
             }
             let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
-            self.health
-                .handle_attempt(&target, &dest, AttemptOutcome::Provisional, now);
             let mut leg = entry.call.b.take();
+            let outcome = self.progress(c, AttemptOutcome::Provisional);
+            self.health.handle_attempt(&target, &dest, outcome, now);
             if let Some(l) = leg.as_mut() {
                 self.learn_dialog(l, &resp);
             }
             let entry = self.calls.get_mut(&c).expect("present");
             entry.call.b = leg;
-            if entry.call.cancelled {
+            // The caller of a call being re-routed hears nothing of the new leg's progress.
+            if entry.call.cancelled || entry.call.state == CallState::Rerouting {
                 return;
             }
             // Early media: the callee's SDP, anchored for the caller. One we cannot use is
@@ -1679,6 +1770,9 @@ impl Core {
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
         entry.deadlines.remove(&CallTimer::Ring(attempt));
         if (200..300).contains(&status) {
+            if entry.call.state == CallState::Rerouting {
+                return self.reroute_answered(c, attempt, resp, now);
+            }
             self.attempt_answered(c, attempt, resp, now);
             return;
         }
@@ -1736,8 +1830,12 @@ impl Core {
             return;
         };
         let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
-        self.health
-            .handle_attempt(&target, &dest, AttemptOutcome::Answered, now);
+        self.health.handle_attempt(
+            &target,
+            &dest,
+            self.progress(c, AttemptOutcome::Answered),
+            now,
+        );
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
@@ -1793,6 +1891,7 @@ impl Core {
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Answered;
         entry.b_invite = None;
+        entry.ai_quiet_until = Some(now + self.config.media.ai_timeout);
         self.stats.calls_answered += 1;
         let call_id = entry.call.id.clone();
         let sid = self.server_ids.get(&entry.a_invite).copied();
@@ -1909,6 +2008,14 @@ impl Core {
         let call_id = entry.call.id.clone();
         self.count_target(c, None);
         self.health.handle_attempt(&target, &dest, outcome, now);
+        if self
+            .calls
+            .get(&c)
+            .is_some_and(|e| e.call.state == CallState::Rerouting)
+        {
+            info!(call = %call_id, target_id = %target, "re-route attempt failed ({why}); trying the next provider");
+            return self.next_attempt(c, now);
+        }
         if cancelled {
             self.finish_call(c, "cancelled by caller");
             return;
@@ -2350,6 +2457,13 @@ impl Core {
         match req.method.as_str() {
             "BYE" => {
                 self.respond(sid, 200, None, vec![], None, now);
+                let ai = self.calls.get(&c).map(|e| e.call.ai_side()) == Some(side);
+                if let Some(cause) = reroute::failure_cause(&req.passthrough).filter(|_| ai) {
+                    let detail = format!("BYE with Reason: {cause}");
+                    if self.reroute(c, RerouteTrigger::Bye, detail, now) {
+                        return;
+                    }
+                }
                 let who = match side {
                     Side::A => "caller",
                     Side::B => "callee",
@@ -2382,7 +2496,9 @@ impl Core {
         let Some(entry) = self.calls.get(&c) else {
             return;
         };
-        if !matches!(entry.call.state, CallState::Confirmed) && req.method == "INVITE" {
+        if entry.call.state == CallState::Rerouting
+            || (!matches!(entry.call.state, CallState::Confirmed) && req.method == "INVITE")
+        {
             // §14.2: a re-INVITE while the initial one is still in progress.
             return self.respond(sid, 491, None, vec![], None, now);
         }
@@ -2489,6 +2605,14 @@ impl Core {
         now: Instant,
     ) {
         let to = from.other();
+        if self
+            .calls
+            .get(&c)
+            .is_some_and(|e| e.call.state == CallState::Rerouting)
+        {
+            // The AI leg is being replaced; nothing can reach it for the moment.
+            return self.respond(sid, 480, Some("AI Leg Re-routing"), vec![], None, now);
+        }
         let Some(mut leg) = self.leg(c, to).cloned() else {
             return self.respond(sid, 481, None, vec![], None, now);
         };
@@ -2607,6 +2731,31 @@ impl Core {
             }),
             None => None,
         };
+        let session = matches!(resp.cseq_method.as_str(), "INVITE" | "UPDATE");
+        let ai_failed = session
+            && self.calls.get(&c).map(|e| e.call.ai_side()) == Some(to)
+            && (resp.status == 408 || resp.status == 481 || resp.status >= 500);
+        if ai_failed {
+            // The AI leg failed a re-offer: the carrier's session stays as it was (a 5xx,
+            // never 408/481, which would end its dialog, RFC 3261 §14.1) and the AI leg is
+            // re-routed.
+            let status = if resp.status >= 500 { resp.status } else { 500 };
+            let reason = if resp.status >= 500 {
+                resp.reason.as_str()
+            } else {
+                "AI Leg Failed"
+            };
+            self.respond(sid, status, Some(reason), h, None, now);
+            let detail = format!(
+                "{} answered {} {}",
+                resp.cseq_method, resp.status, resp.reason
+            );
+            if !self.reroute(c, RerouteTrigger::Reinvite, detail.clone(), now) && resp.status < 500
+            {
+                self.end_call(c, &detail, None, now);
+            }
+            return;
+        }
         self.respond(sid, resp.status, Some(&resp.reason), h, body, now);
     }
 }
@@ -2632,7 +2781,25 @@ impl Core {
         let b_leg = entry.call.b.clone();
         let a_leg = entry.call.a.clone();
         let refuse = entry.refuse;
+        let completed = (entry.call.direction == Direction::Inbound
+            && matches!(state, CallState::Answered | CallState::Confirmed))
+        .then(|| entry.call.pinned.clone())
+        .flatten()
+        .zip(b_leg.as_ref().map(|b| b.flow));
         info!(call = %call_id, "ending: {why}");
+        if let Some((provider, flow)) = completed {
+            // The AI provider carried the call to its end: a success for its breaker.
+            let dest = Destination {
+                addr: flow.remote,
+                transport: flow.transport,
+            };
+            self.health.handle_attempt(
+                &TargetId::from(provider.as_str()),
+                &dest,
+                AttemptOutcome::Answered,
+                now,
+            );
+        }
         let mut byes = 0;
         match state {
             CallState::Routing | CallState::Early => {
@@ -2653,36 +2820,28 @@ impl Core {
                     }
                 }
             }
+            CallState::Rerouting => {
+                // The new AI leg is still being set up: give it up (CANCEL or, if it
+                // answers after all, ACK + BYE); the carrier leg gets its BYE.
+                if let Some(k) = b_invite {
+                    self.abandon_invite(&k, b_leg, now);
+                }
+                if from != Some(Side::A) {
+                    self.send_bye(c, a_leg, why, now);
+                    byes += 1;
+                }
+            }
             CallState::Answered | CallState::Confirmed => {
-                if let (Some(mut b), true) = (b_leg, from != Some(Side::B)) {
+                if let (Some(b), true) = (b_leg, from != Some(Side::B)) {
                     if state == CallState::Answered {
                         // We hold the callee's 2xx unacknowledged until the caller's ACK.
                         self.send_ack(&b, 1, None);
                     }
-                    let flow = b.flow;
-                    self.send_in_dialog(
-                        &mut b,
-                        "BYE",
-                        vec![reason_header(why)],
-                        None,
-                        Purpose::Bye { call: c },
-                        flow,
-                        now,
-                    );
+                    self.send_bye(c, b, why, now);
                     byes += 1;
                 }
                 if from != Some(Side::A) {
-                    let mut a = a_leg;
-                    let flow = a.flow;
-                    self.send_in_dialog(
-                        &mut a,
-                        "BYE",
-                        vec![reason_header(why)],
-                        None,
-                        Purpose::Bye { call: c },
-                        flow,
-                        now,
-                    );
+                    self.send_bye(c, a_leg, why, now);
                     byes += 1;
                 }
             }
@@ -2700,6 +2859,20 @@ impl Core {
             let at = now + self.settings.timers.t1 * 64 + Duration::from_secs(1);
             self.set_deadline(c, CallTimer::Reap, at);
         }
+    }
+
+    /// BYE on `leg` of call `c`, with `why` as its Reason; the call waits for it to finish.
+    fn send_bye(&mut self, c: CallRef, mut leg: Leg, why: &str, now: Instant) {
+        let flow = leg.flow;
+        self.send_in_dialog(
+            &mut leg,
+            "BYE",
+            vec![reason_header(why)],
+            None,
+            Purpose::Bye { call: c },
+            flow,
+            now,
+        );
     }
 
     fn bye_done(&mut self, c: CallRef) {
@@ -2881,9 +3054,29 @@ impl Core {
                 let side = leg_of(side);
                 self.with_media(c, |m, _, _| m.unreachable(id.stream, side, addr));
                 warn!(call = %name, leg = ?side, %addr, "media: peer port unreachable (ICMP)");
+                // Nothing listens where the AI agent's media should be: it is gone.
+                if self.leg_kind(c, side) == "AI agent" && self.ai_media_timeout_counts(c, now) {
+                    let detail = format!("ICMP port unreachable from its media address {addr}");
+                    self.reroute(c, RerouteTrigger::MediaUnreachable, detail, now);
+                }
+            }
+            MediaEvent::Resumed { side, gap, .. } => {
+                let side = leg_of(side);
+                if self.leg_kind(c, side) == "AI agent" {
+                    self.reroute_resumed(c, gap);
+                }
             }
             MediaEvent::Timeout { side, idle_for, .. } => {
                 let side = leg_of(side);
+                if self.leg_kind(c, side) == "AI agent" {
+                    if !self.ai_media_timeout_counts(c, now) {
+                        return;
+                    }
+                    let detail = format!("no RTP for {}ms", idle_for.as_millis());
+                    if self.reroute(c, RerouteTrigger::MediaTimeout, detail, now) {
+                        return self.after_health(now);
+                    }
+                }
                 let confirmed = self
                     .calls
                     .get(&c)
@@ -2932,6 +3125,7 @@ impl Core {
                 );
             }
         }
+        self.after_health(now);
     }
 
     /// A relay of an ended call is gone from the shell: its ports go back.
@@ -3081,8 +3275,21 @@ impl Core {
         while let Some(probe) = self.health.poll_probe(now) {
             self.send_probe(probe, now);
         }
-        while let Some(ev) = self.health.poll_event() {
-            log_health(&ev);
+        // Re-routes report outcomes to the health table, which may say more: bounded rounds.
+        for _ in 0..4 {
+            let mut down = Vec::new();
+            while let Some(ev) = self.health.poll_event() {
+                log_health(&ev);
+                if ev.dest.is_none() {
+                    down.push((ev.target, ev.to, ev.reason));
+                }
+            }
+            if down.is_empty() {
+                break;
+            }
+            for (target, to, reason) in down {
+                self.reroute_on_health(&target, to, &reason, now);
+            }
         }
         if let Some(at) = self.health.poll_timeout() {
             if self.health_armed.is_none_or(|armed| at < armed) {

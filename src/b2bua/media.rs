@@ -582,6 +582,54 @@ impl CallMedia {
         }
     }
 
+    /// The AI leg on `side` failed mid-call. What it sends is no longer relayed (the other
+    /// leg hears nothing more of a dying provider), its peer is forgotten, and the offer for
+    /// the next provider is returned: the other leg's session as negotiated (its codecs
+    /// narrowed to those the failed provider had agreed to, so the other leg never receives
+    /// a codec it did not negotiate), anchored on `side`'s existing ports. The other leg is
+    /// never asked anything. `None` when the other leg has no session description yet.
+    pub fn reroute_offer(&mut self, side: Side, out: &mut Vec<MediaCommand>) -> Option<Vec<u8>> {
+        let other = side.other();
+        for s in &self.streams {
+            out.push(MediaCommand::Update {
+                id: self.id(s.index),
+                update: RelayUpdate::SetEnabled {
+                    from: rside(side),
+                    enabled: false,
+                },
+            });
+        }
+        let agreed = self.received_info(side);
+        self.reset_peer(side, out);
+        let mut sdp = Sdp::parse_str(self.received[idx(other)].as_deref()?).ok()?;
+        if let Some(agreed) = agreed {
+            narrow_codecs(&mut sdp, &agreed);
+        }
+        self.rollback = None;
+        self.pending_offer = Some(other);
+        Some(self.anchor_for(side, &sdp, false))
+    }
+
+    /// The new provider on `side` answered [`reroute_offer`](Self::reroute_offer): relay to
+    /// it, and make the stream the other leg receives continue across the switch (same SSRC,
+    /// next sequence number, timestamp advanced by the gap). Nothing is sent to the other
+    /// leg: what holdfast last sent it stays its session description.
+    pub fn reroute_answer(
+        &mut self,
+        side: Side,
+        body: &[u8],
+        out: &mut Vec<MediaCommand>,
+    ) -> Result<(), MediaError> {
+        let other = idx(side.other());
+        let (sent, origin) = (self.sent[other].clone(), self.origin[other].clone());
+        let result = self.answer(side, body, out);
+        self.sent[other] = sent;
+        self.origin[other] = origin;
+        result?;
+        self.source_switch(side, out);
+        Ok(())
+    }
+
     /// Stops relaying: `Close` for every open stream. Ports stay allocated until the shell
     /// confirms with `Closed` ([`Self::closed`]).
     pub fn close(&mut self, out: &mut Vec<MediaCommand>) {
@@ -630,6 +678,47 @@ impl CallMedia {
         if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
             s.unreachable[idx(side)] = Some(addr);
         }
+    }
+}
+
+/// Keeps, per m-line of `sdp`, only the payload types whose codec (encoding and clock
+/// rate) `agreed` also has, plus telephone-event; an m-line that would lose every codec is
+/// left whole.
+fn narrow_codecs(sdp: &mut Sdp, agreed: &[MediaInfo]) {
+    let info = sdp.media_info();
+    for (i, m) in sdp.media.iter_mut().enumerate() {
+        let (Some(mine), Some(ok)) = (info.get(i), agreed.get(i)) else {
+            continue;
+        };
+        let keep: Vec<u8> = mine
+            .payload_types
+            .iter()
+            .filter(|p| {
+                is_event(p.encoding.as_deref())
+                    || ok.payload_types.iter().any(|q| {
+                        q.clock_rate_hz == p.clock_rate_hz
+                            && matches!((&q.encoding, &p.encoding), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
+                    })
+            })
+            .map(|p| p.pt)
+            .collect();
+        if !keep.iter().any(|pt| {
+            mine.payload_types
+                .iter()
+                .any(|p| p.pt == *pt && !is_event(p.encoding.as_deref()))
+        }) {
+            continue;
+        }
+        m.desc
+            .fmts
+            .retain(|f| f.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)));
+        m.lines.retain(|l| match &l.field {
+            sdp::Field::Attribute(sdp::Attribute::Rtpmap(r)) => keep.contains(&r.payload_type),
+            sdp::Field::Attribute(sdp::Attribute::Fmtp { payload_type, .. }) => {
+                keep.contains(payload_type)
+            }
+            _ => true,
+        });
     }
 }
 

@@ -17,10 +17,14 @@ mod ids;
 pub mod media;
 mod msg;
 
-pub use self::call::{Attempt, Call, CallState, Direction, Flow, Leg, Side};
+pub use self::call::{
+    Attempt, Call, CallState, Direction, Flow, Leg, Reroute, RerouteTrigger, Side,
+};
 pub use self::core::{Core, Listener, Received, Stats, Transmit, ACCEPT, ALLOW, SUPPORTED};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_reroute;

@@ -266,11 +266,24 @@ fn ports_come_back_on_every_way_a_call_ends() {
     });
     ports_come_back("media timeout", "", |sim| {
         confirmed_call(sim, "", "");
-        timeout(sim, R::B);
+        timeout(sim, R::A);
         for peer in [AGENT_A, CARRIER] {
             let bye = sim.last(peer, "BYE ");
             sim.recv(peer, answer(&bye, 200, "OK", "", None));
         }
+    });
+    ports_come_back("AI leg re-routed, then no provider left", "", |sim| {
+        confirmed_call(sim, "", "");
+        sim.advance_to(Duration::from_secs(2));
+        timeout(sim, R::B);
+        let bye = sim.last(AGENT_A, "BYE ");
+        sim.recv(AGENT_A, answer(&bye, 200, "OK", "", None));
+        let inv = sim.last(AGENT_B, "INVITE ");
+        sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B)));
+        sim.advance_to(Duration::from_secs(4));
+        timeout(sim, R::B);
+        let bye = sim.last(CARRIER, "BYE ");
+        sim.recv(CARRIER, answer(&bye, 200, "OK", "", None));
     });
 }
 

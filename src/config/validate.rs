@@ -577,7 +577,7 @@ impl Validator<'_> {
         let timeout =
             self.positive_duration(&raw.timeout, "media.timeout", Duration::from_secs(30))?;
         let ai_timeout =
-            self.positive_duration(&raw.ai_timeout, "media.ai_timeout", Duration::from_secs(10))?;
+            self.positive_duration(&raw.ai_timeout, "media.ai_timeout", Duration::from_secs(1))?;
         Ok(MediaSettings {
             bind,
             advertise,

@@ -75,6 +75,10 @@ pub enum AttemptOutcome {
     Answered,
     /// A provisional response (1xx): the target is alive and processing the call.
     Provisional,
+    /// The target took a call whose outcome is still open (an AI provider's answer: the
+    /// call can still fail mid-call). Closes a half-open breaker like a success, but does
+    /// not end a run of failures: only the call's end says whether it succeeded.
+    Alive,
     /// No response before the transaction timed out (RFC 3261 §17.1.1.2 Timer B).
     Timeout,
     /// A server failure response, normally 5xx (RFC 3261 §21.5).
@@ -87,7 +91,10 @@ pub enum AttemptOutcome {
 impl AttemptOutcome {
     /// Whether this outcome counts as a success for the breaker.
     pub fn is_success(self) -> bool {
-        matches!(self, AttemptOutcome::Answered | AttemptOutcome::Provisional)
+        matches!(
+            self,
+            AttemptOutcome::Answered | AttemptOutcome::Provisional | AttemptOutcome::Alive
+        )
     }
 }
 
@@ -112,7 +119,7 @@ enum FailureKind {
 impl FailureKind {
     fn from_outcome(outcome: AttemptOutcome) -> Option<Self> {
         match outcome {
-            AttemptOutcome::Answered | AttemptOutcome::Provisional => None,
+            AttemptOutcome::Answered | AttemptOutcome::Provisional | AttemptOutcome::Alive => None,
             AttemptOutcome::Timeout => Some(FailureKind::Timeout),
             AttemptOutcome::ServerError(code) => Some(FailureKind::Status(code)),
             AttemptOutcome::TransportError => Some(FailureKind::Transport),
@@ -217,6 +224,7 @@ impl CircuitBreaker {
         self.advance(now);
         let failure = FailureKind::from_outcome(outcome);
         match (self.state, failure) {
+            (BreakerState::Closed, None) if outcome == AttemptOutcome::Alive => {}
             (BreakerState::Closed, None) => self.failures.clear(),
             (BreakerState::Closed, Some(kind)) => {
                 let window = self.config.window;
@@ -343,6 +351,24 @@ mod tests {
         assert_eq!(tr.len(), 1);
         assert_eq!(tr[0].reason, "2 consecutive 503 within 30s");
         assert_eq!(b.poll_timeout(), Some(t0 + secs(40)));
+    }
+
+    #[test]
+    fn an_answered_call_that_later_fails_does_not_reset_the_run() {
+        let t0 = Instant::now();
+        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
+        b.handle_outcome(AttemptOutcome::Alive, t0);
+        b.handle_outcome(AttemptOutcome::ServerError(503), t0 + secs(5));
+        b.handle_outcome(AttemptOutcome::Alive, t0 + secs(6));
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.handle_outcome(AttemptOutcome::Timeout, t0 + secs(9));
+        assert_eq!(b.state(), BreakerState::Open, "two failed calls in a row");
+        // Half-open: an answered probe call closes it at once.
+        b.handle_timeout(t0 + secs(40));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.handle_attempt_started(t0 + secs(40));
+        b.handle_outcome(AttemptOutcome::Alive, t0 + secs(41));
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

@@ -129,6 +129,14 @@ pub enum MediaEvent {
         side: Side,
         idle_for: Duration,
     },
+    /// After a [`RelayUpdate::SourceSwitch`] of leg `side`, the first packet from its new
+    /// source was forwarded. `gap` is the time since the last packet forwarded from the old
+    /// source (`None` if none was): the silence the other leg heard.
+    Resumed {
+        id: RelayId,
+        side: Side,
+        gap: Option<Duration>,
+    },
     /// The relay stopped (after [`MediaCommand::Close`]); its final statistics per direction:
     /// `a_to_b` is built from what leg A sent, `b_to_a` from what leg B sent.
     Closed {
@@ -145,6 +153,7 @@ impl MediaEvent {
             | MediaEvent::Latched { id, .. }
             | MediaEvent::Unreachable { id, .. }
             | MediaEvent::Timeout { id, .. }
+            | MediaEvent::Resumed { id, .. }
             | MediaEvent::Closed { id, .. } => *id,
         }
     }

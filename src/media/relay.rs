@@ -300,6 +300,11 @@ pub struct StreamOut {
     /// Input SSRC the stats are tracking.
     stats_ssrc: Option<u32>,
     switch_pending: bool,
+    /// A source switch waits for its first packet, whose gap is then reported.
+    gap_pending: bool,
+    /// The gap measured at the first packet after a source switch, until polled:
+    /// `Some(None)` when nothing had been sent before the switch.
+    resumed: Option<Option<Duration>>,
     marker_pending: bool,
     seq_offset: u16,
     ts_offset: u32,
@@ -317,6 +322,8 @@ impl StreamOut {
             in_ssrc: None,
             stats_ssrc: None,
             switch_pending: false,
+            gap_pending: false,
+            resumed: None,
             marker_pending: false,
             seq_offset: 0,
             ts_offset: 0,
@@ -349,6 +356,7 @@ impl StreamOut {
     /// side switched AI provider): the next packet restarts the offsets.
     pub fn handle_source_switch(&mut self) {
         self.switch_pending = true;
+        self.gap_pending = true;
         self.stats.handle_source_switch();
         self.stats_ssrc = None;
     }
@@ -418,6 +426,9 @@ impl StreamOut {
 
     #[cold]
     fn restart_offsets(&mut self, in_seq: u16, in_ts: u32, now: Instant) {
+        if std::mem::take(&mut self.gap_pending) {
+            self.resumed = Some(self.last.map(|l| now.saturating_duration_since(l.at)));
+        }
         let (next_seq, next_ts) = match self.last {
             None => (self.cfg.initial_seq, self.cfg.initial_ts),
             Some(l) => {
@@ -735,6 +746,18 @@ impl Relay {
             }
         }
         None
+    }
+
+    /// The first packet from leg `side`'s new source after a
+    /// [`handle_source_switch`](Self::handle_source_switch) was forwarded: `(side, gap)`, the
+    /// gap being the time since the last packet forwarded before the switch (`None` when
+    /// none was). Reported once per switch; poll after each batch like
+    /// [`poll_latched`](Self::poll_latched).
+    #[inline]
+    pub fn poll_resumed(&mut self) -> Option<(Side, Option<Duration>)> {
+        [Side::A, Side::B]
+            .into_iter()
+            .find_map(|s| self.streams[s.idx()].resumed.take().map(|g| (s, g)))
     }
 
     /// Sending to `addr` from leg `side`'s socket got an ICMP destination/port unreachable.

@@ -710,6 +710,22 @@ fn far_side_switch_is_one_continuous_stream_on_the_wire(io: MediaIo) {
         2,
         "latched on provider 1, then again on provider 2"
     );
+    let gaps: Vec<Option<Duration>> = h
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Resumed {
+                side: Side::B, gap, ..
+            } => Some(*gap),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "one Resumed per switch: {gaps:?}");
+    let gap = gaps[0].expect("packets were sent before the switch");
+    assert!(
+        gap >= Duration::from_millis(200) && gap < Duration::from_secs(2),
+        "gap measured from the last old packet: {gap:?}"
+    );
 }
 
 fn closed_arrives_and_the_ports_can_be_bound_again_at_once(io: MediaIo) {

@@ -359,6 +359,13 @@ impl Worker {
                 addr,
             });
         }
+        while let Some((side, gap)) = relay.poll_resumed() {
+            let _ = events.send(MediaEvent::Resumed {
+                id: entry.id,
+                side,
+                gap,
+            });
+        }
         add_batch(counters, &c);
     }
 
@@ -457,6 +464,13 @@ impl Worker {
                     side,
                     kind,
                     addr,
+                });
+            }
+            while let Some((side, gap)) = entry.relay.poll_resumed() {
+                let _ = events.send(MediaEvent::Resumed {
+                    id: entry.id,
+                    side,
+                    gap,
                 });
             }
             if let Some((start, len, to)) = forward {

@@ -1,0 +1,402 @@
+//! Mid-call re-route of the AI leg: when the AI provider of an answered inbound call fails,
+//! the carrier leg stays exactly as it is (no re-INVITE, no BYE, nothing it can see) while a
+//! new AI leg is set up to the next healthy provider the call's regions allow.
+//!
+//! Triggers (each calls [`Core::reroute`]): a BYE from the AI leg with an error cause, a
+//! failed re-INVITE/UPDATE toward it, no RTP from it for `media.ai_timeout`, ICMP port
+//! unreachable from its media address, and its provider's OPTIONS health turning down.
+//!
+//! The new leg's INVITE offers the carrier leg's negotiated session anchored on the AI side's
+//! existing relay ports, so the carrier's RTP keeps flowing to the same holdfast port and what
+//! holdfast sends the carrier stays one stream (same SSRC, sequence and timestamps continued
+//! across the gap by the relay's source switch). Attempts reuse the initial routing machinery
+//! (attempt and ring timeouts, abandoned INVITEs cancelled or hung up), with every failure
+//! moving on to the next provider. A provider that failed mid-call is never tried again for
+//! that call. When none is left the call ends cleanly: BYE to the carrier with a Reason.
+//!
+//! Like the rest of the core this never touches a socket or the clock.
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use super::{reason_header, CallRef, CallTimer, Core, Purpose, SideKey, View, ACCEPT};
+use crate::b2bua::call::{CallState, Candidate, Direction, Reroute, RerouteTrigger, Side};
+use crate::b2bua::msg::Resp;
+use crate::health::{AttemptOutcome, Destination, State};
+use crate::routing::TargetId;
+
+/// Q.850 causes (RFC 3326 `Reason: Q.850;cause=N`) that mean the far end failed rather than
+/// hung up: destination out of order, no circuit, network out of order, temporary failure,
+/// switching congestion, resource unavailable, recovery on timer expiry, protocol error,
+/// interworking.
+const Q850_FAILURES: &[u16] = &[27, 34, 38, 41, 42, 47, 102, 111, 127];
+
+/// Whether a BYE's Reason headers say the sender failed (SIP cause 408, 480 or 5xx, or one
+/// of [`Q850_FAILURES`]); returns the Reason value that says so. A BYE without one is the
+/// agent hanging up, which ends the call.
+pub(super) fn failure_cause(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Reason"))
+        .flat_map(|(_, v)| v.split(',').map(str::trim))
+        .find(|v| {
+            let Ok(r) = crate::sip::header::Reason::parse(v) else {
+                return false;
+            };
+            match (r.protocol.to_ascii_uppercase().as_str(), r.cause) {
+                ("SIP", Some(c)) => c == 408 || c == 480 || (500..600).contains(&c),
+                ("Q.850", Some(c)) => Q850_FAILURES.contains(&c),
+                _ => false,
+            }
+        })
+        .map(str::to_string)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Core {
+    /// Re-routes the AI leg of call `c` after `trigger`. Returns `false` when the call cannot
+    /// be re-routed (an outbound call, whose AI leg is the caller; not confirmed yet; already
+    /// re-routing or ending): the caller then ends the call as it otherwise would.
+    pub(super) fn reroute(
+        &mut self,
+        c: CallRef,
+        trigger: RerouteTrigger,
+        detail: String,
+        now: Instant,
+    ) -> bool {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return false;
+        };
+        if entry.call.direction != Direction::Inbound || entry.call.state != CallState::Confirmed {
+            return false;
+        }
+        let call = &mut entry.call;
+        let old = call.b.take();
+        let from = call.pinned.take().unwrap_or_default();
+        call.state = CallState::Rerouting;
+        call.reroutes.push(Reroute {
+            trigger,
+            detail: detail.clone(),
+            from: from.clone(),
+            to: None,
+            setup_ms: None,
+            gap_ms: None,
+            outcome: None,
+        });
+        let id = call.id.clone();
+        let count = call.reroutes.len();
+        let call_attempts = call.attempts.len();
+        if entry
+            .pending_ack
+            .as_ref()
+            .is_some_and(|p| p.from == Side::B)
+        {
+            entry.pending_ack = None;
+        }
+        entry.b_ack = None;
+        entry.b_invite = None;
+        entry.reroute_started = Some((now, call_attempts));
+        entry.deadlines.remove(&CallTimer::Refresh(SideKey::B));
+        entry.deadlines.remove(&CallTimer::Expire(SideKey::B));
+        self.stats.reroutes += 1;
+        warn!(call = %id, provider = %from, trigger = trigger.as_str(), reroute = count, "AI leg failed ({detail}); re-routing");
+        self.detach_leg(c, Side::B, now);
+        if let Some(mut old) = old {
+            self.dialogs
+                .remove(&(old.call_id.clone(), old.local_tag.clone()));
+            // A failed call counts against the provider's breaker, as a failed attempt
+            // would; a provider health already took down needs no more.
+            let outcome = match trigger {
+                RerouteTrigger::MediaTimeout | RerouteTrigger::MediaUnreachable => {
+                    Some(AttemptOutcome::Timeout)
+                }
+                RerouteTrigger::Bye | RerouteTrigger::Reinvite => {
+                    Some(AttemptOutcome::ServerError(503))
+                }
+                RerouteTrigger::HealthDown => None,
+            };
+            if let Some(outcome) = outcome {
+                let dest = Destination {
+                    addr: old.flow.remote,
+                    transport: old.flow.transport,
+                };
+                self.health
+                    .handle_attempt(&TargetId::from(from.as_str()), &dest, outcome, now);
+            }
+            // Whatever is left of the old provider's session is hung up; it sent its own BYE
+            // when that is the trigger.
+            if trigger != RerouteTrigger::Bye {
+                let flow = old.flow;
+                let why = format!("re-routed: {detail}");
+                self.send_in_dialog(
+                    &mut old,
+                    "BYE",
+                    vec![reason_header(&why)],
+                    None,
+                    Purpose::Ignore,
+                    flow,
+                    now,
+                );
+            }
+        }
+        self.count_target(c, None);
+        // What the old provider sends is no longer relayed; the new one gets the carrier
+        // leg's session on the same relay ports.
+        let offer = self
+            .with_media(c, |m, _, out| m.reroute_offer(Side::B, out))
+            .flatten();
+        let candidates = self.reroute_candidates(c, now);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return true;
+        };
+        if offer.is_some() {
+            entry.call.offer_type = Some(ACCEPT.to_string());
+        }
+        entry.call.offer = offer;
+        entry.call.candidates = candidates;
+        entry.call.next_candidate = 0;
+        self.next_attempt(c, now);
+        true
+    }
+
+    /// Providers for a re-route, best first: the rule the call matches now (so a reload's
+    /// new providers count) planned on current health, kept to the regions the call was
+    /// admitted with, without those that already failed in this call.
+    fn reroute_candidates(&mut self, c: CallRef, now: Instant) -> Vec<Candidate> {
+        let Some(call) = self.calls.get(&c).map(|e| &e.call) else {
+            return Vec::new();
+        };
+        let origin = TargetId::from(call.origin.as_str());
+        let Some(rule) = self
+            .routing
+            .match_inbound(&origin, &call.callee, &call.caller)
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        let seed = self.ids.next_u64();
+        let view = View {
+            health: &self.health,
+            targets: &self.targets,
+            now,
+        };
+        let plan = self.routing.plan(&rule, &view, seed);
+        let call = &self.calls.get(&c).expect("present").call;
+        plan.targets
+            .iter()
+            .filter(|t| {
+                self.config
+                    .target(t)
+                    .is_some_and(|cfg| call.regions.contains(&cfg.region))
+                    && !call.failed_mid_call(t)
+            })
+            .map(|t| Candidate {
+                target: t.to_string(),
+            })
+            .collect()
+    }
+
+    /// The transactions still running on leg `side` of call `c` belong to a peer that is
+    /// gone: their outcome no longer matters. A request of the other leg relayed there is
+    /// answered now (500: the session stays as it was, RFC 3261 §14.1).
+    fn detach_leg(&mut self, c: CallRef, side: Side, now: Instant) {
+        let mut answer = Vec::new();
+        for (_, e) in self.clients.values_mut() {
+            match &e.purpose {
+                Purpose::Refresh { call, side: s } if *call == c && *s == side => {}
+                Purpose::Relay { call, to, server } if *call == c && *to == side => {
+                    answer.push(server.clone());
+                }
+                _ => continue,
+            }
+            e.purpose = Purpose::Ignore;
+        }
+        for server in answer {
+            if let Some(&sid) = self.server_ids.get(&server) {
+                self.respond(sid, 500, Some("AI Leg Re-routing"), vec![], None, now);
+            }
+            self.with_media(c, |m, _, out| m.offer_rejected(side.other(), out));
+        }
+        if let Some(e) = self.calls.get_mut(&c) {
+            e.reinvite_in_progress = false;
+        }
+    }
+
+    /// The new provider answered: acknowledge, relay to it, and the call is confirmed again.
+    pub(super) fn reroute_answered(
+        &mut self,
+        c: CallRef,
+        attempt: usize,
+        resp: Resp,
+        now: Instant,
+    ) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let (target, dest) = super::attempt_target(&entry.call.attempts[attempt]);
+        self.health
+            .handle_attempt(&target, &dest, AttemptOutcome::Alive, now);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(mut b) = entry.call.b.take() else {
+            return;
+        };
+        self.learn_dialog(&mut b, &resp);
+        let has_media = self.calls.get(&c).is_some_and(|e| e.call.media.is_some());
+        let applied = if resp.body.is_empty() || !super::is_sdp(resp.content_type.as_deref()) {
+            if has_media {
+                Err("answer without SDP".to_string())
+            } else {
+                Ok(())
+            }
+        } else {
+            self.with_media(c, |m, _, out| m.reroute_answer(Side::B, &resp.body, out))
+                .unwrap_or(Ok(()))
+                .map_err(|e| e.to_string())
+        };
+        let ack = self.send_ack(&b, resp.cseq, None);
+        if let Err(e) = applied {
+            // Unusable: hang that one up and try the next provider.
+            warn!(call = %self.call_name(c), target_id = %target, "re-route answer refused: {e}");
+            let flow = b.flow;
+            let mut leg = b.clone();
+            self.send_in_dialog(
+                &mut leg,
+                "BYE",
+                vec![reason_header(&e)],
+                None,
+                Purpose::Ignore,
+                flow,
+                now,
+            );
+            if let Some(entry) = self.calls.get_mut(&c) {
+                entry.call.b = Some(b);
+            }
+            let why = format!("{} {} ({e})", resp.status, resp.reason);
+            return self.attempt_failed(c, attempt, 488, &why, AttemptOutcome::Answered, now);
+        }
+        let ai_timeout = self.config.media.ai_timeout;
+        let entry = self.calls.get_mut(&c).expect("present");
+        entry.call.b = Some(b);
+        entry.b_ack = Some(ack);
+        entry.b_invite = None;
+        entry.ai_quiet_until = Some(now + ai_timeout);
+        entry.call.attempts[attempt].outcome = Some(format!("{} {}", resp.status, resp.reason));
+        entry.call.pinned = Some(target.to_string());
+        entry.call.state = CallState::Confirmed;
+        let setup = entry
+            .reroute_started
+            .take()
+            .map(|(t, _)| now.saturating_duration_since(t));
+        let id = entry.call.id.clone();
+        let mut from = String::new();
+        let mut trigger = "";
+        if let Some(r) = entry.call.reroutes.last_mut() {
+            r.to = Some(target.to_string());
+            r.setup_ms = setup.map(millis);
+            r.outcome = Some(format!("answered by {target}"));
+            from.clone_from(&r.from);
+            trigger = r.trigger.as_str();
+        }
+        info!(
+            call = %id, from = %from, to = %target, trigger,
+            setup_ms = setup.map(millis), "AI leg re-routed"
+        );
+        self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
+    }
+
+    /// No provider is left for a call being re-routed: it ends cleanly, BYE to the carrier
+    /// with a Reason naming what happened.
+    pub(super) fn reroute_exhausted(&mut self, c: CallRef, now: Instant) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let from = entry.reroute_started.take().map_or(0, |(_, n)| n);
+        let tried: Vec<String> = entry.call.attempts[from.min(entry.call.attempts.len())..]
+            .iter()
+            .map(|a| format!("{} {}", a.target, a.outcome.as_deref().unwrap_or("?")))
+            .collect();
+        let why = if tried.is_empty() {
+            "AI provider failed and no other provider is available".to_string()
+        } else {
+            format!(
+                "AI provider failed and every other provider failed: {}",
+                tried.join("; ")
+            )
+        };
+        if let Some(r) = entry.call.reroutes.last_mut() {
+            r.outcome = Some("no AI provider left".into());
+        }
+        self.stats.reroutes_failed += 1;
+        self.end_call(c, &why, None, now);
+    }
+
+    /// The relay reports the first audio of the new provider reached the carrier: the gap
+    /// the caller heard is recorded on the re-route.
+    pub(super) fn reroute_resumed(&mut self, c: CallRef, gap: Option<Duration>) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let id = entry.call.id.clone();
+        let Some(r) = entry
+            .call
+            .reroutes
+            .iter_mut()
+            .rev()
+            .find(|r| r.to.is_some() && r.gap_ms.is_none())
+        else {
+            return;
+        };
+        r.gap_ms = gap.map(millis);
+        info!(
+            call = %id, from = %r.from, to = r.to.as_deref().unwrap_or("-"),
+            trigger = r.trigger.as_str(), gap_ms = r.gap_ms, setup_ms = r.setup_ms,
+            "AI audio resumed after re-route"
+        );
+    }
+
+    /// Calls on a provider whose OPTIONS health just turned down move to another one.
+    pub(super) fn reroute_on_health(
+        &mut self,
+        target: &TargetId,
+        to: State,
+        reason: &str,
+        now: Instant,
+    ) {
+        if to != State::Down
+            || self
+                .config
+                .target(target)
+                .is_none_or(|t| t.role != crate::config::Role::AiProvider)
+        {
+            return;
+        }
+        let calls: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, e)| {
+                e.call.state == CallState::Confirmed && e.call.pinned.as_deref() == Some(&**target)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for c in calls {
+            self.reroute(
+                c,
+                RerouteTrigger::HealthDown,
+                format!("health: {reason}"),
+                now,
+            );
+        }
+    }
+
+    /// Whether an AI-leg media timeout of call `c` should count now (confirmed, and the
+    /// provider has had its full timeout since it answered).
+    pub(super) fn ai_media_timeout_counts(&self, c: CallRef, now: Instant) -> bool {
+        self.calls.get(&c).is_some_and(|e| {
+            e.call.state == CallState::Confirmed && e.ai_quiet_until.is_none_or(|t| now >= t)
+        })
+    }
+}
