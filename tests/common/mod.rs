@@ -663,6 +663,8 @@ pub struct RtpEndpoint {
     pub port: u16,
     seen: Arc<Mutex<Vec<RtpSeen>>>,
     echoed: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether received packets are sent back (an echo that can fall silent).
+    echo: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -687,9 +689,15 @@ impl RtpEndpoint {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let echoed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let echo = Arc::new(AtomicBool::new(echo));
         let thread = {
-            let (sock, seen, echoed, stop) =
-                (sock.clone(), seen.clone(), echoed.clone(), stop.clone());
+            let (sock, seen, echoed, stop, echo) = (
+                sock.clone(),
+                seen.clone(),
+                echoed.clone(),
+                stop.clone(),
+                echo.clone(),
+            );
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
@@ -712,7 +720,7 @@ impl RtpEndpoint {
                         ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
                         len: n,
                     });
-                    if echo && sock.send_to(b, from).is_ok() {
+                    if echo.load(Ordering::Relaxed) && sock.send_to(b, from).is_ok() {
                         echoed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -723,9 +731,43 @@ impl RtpEndpoint {
             port,
             seen,
             echoed,
+            echo,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Stops (or resumes) echoing; packets are still recorded.
+    pub fn set_echo(&self, on: bool) {
+        self.echo.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends `n` packets of one stream (PCMA, 20 ms each, sequence numbers from 1) to `to`
+    /// from this endpoint's socket, one every `interval`, on a thread of its own: a caller
+    /// talking while the test does other things. Join the handle to wait for the last one.
+    pub fn talk(
+        &self,
+        to: std::net::SocketAddr,
+        ssrc: u32,
+        n: usize,
+        interval: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let sock = self.sock.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for i in 0..n {
+                let mut p = vec![0u8; 12 + 160];
+                p[0] = 0x80;
+                p[1] = 8;
+                p[2..4].copy_from_slice(&(1 + i as u16).to_be_bytes());
+                p[4..8].copy_from_slice(&(160 * i as u32).to_be_bytes());
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                p[12..].fill(0xd5);
+                let _ = sock.send_to(&p, to);
+                let next = start + interval * (i as u32 + 1);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
     }
 
     /// Every packet received so far.

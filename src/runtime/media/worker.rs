@@ -528,6 +528,9 @@ impl Worker {
                     } => {
                         r.relatch(side, rtp, rtcp);
                         r.set_rtcp_mux(side, rtcp_mux);
+                        // A new peer (an answer, a re-INVITE, a new AI provider) gets a
+                        // full media timeout from now.
+                        r.restart_idle_clock(side, now);
                     }
                     RelayUpdate::SetEnabled { from, enabled } => r.set_enabled(from, enabled, now),
                     RelayUpdate::SetPtMap { from, map } => r.set_pt_map(from, map),
