@@ -6,7 +6,9 @@
 //! life of the call, relay provisional and final responses, ACK per leg, BYE/CANCEL either
 //! way, relay re-INVITE/UPDATE/INFO, answer OPTIONS, keep RFC 4028 session timers per leg,
 //! anchor every call's media (SDP rewritten on both legs, hold answered per leg, relays
-//! opened and closed through `poll_media`), and drive the OPTIONS health pinger.
+//! opened and closed through `poll_media`), re-route a failed AI leg mid-call to the next
+//! provider while the carrier leg stays untouched (`core/reroute.rs`), and drive the
+//! OPTIONS health pinger.
 //!
 //! Never: touches a socket or the clock (the runtime feeds it `now`), shows one leg's
 //! addresses, Call-ID or tags to the other leg, or sends a call outside its rule's regions.

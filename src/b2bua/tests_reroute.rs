@@ -365,3 +365,35 @@ fn a_carrier_reinvite_during_a_reroute_gets_491_and_a_failed_ai_reinvite_reroute
     );
     assert_eq!(sim.find(AGENT_B, "CANCEL ").len(), 1);
 }
+
+#[test]
+fn a_provider_health_takes_down_moves_its_calls() {
+    let yaml = format!(
+        r#"
+sip:
+  listen: ["udp:{hf}"]
+health: {{ ping_interval: 5s, ping_timeout: 1s, down_after: 1, up_after: 1 }}
+routing: {{ attempt_timeout: 1s, seed: 1 }}
+carriers:
+  - {{ id: carrier, uri: "sip:{CARRIER}", region: us, ping: false, sources: ["{CARRIER}"] }}
+ai_providers:
+  - {{ id: agent-a, kind: sip, uri: "sip:agent@{AGENT_A}", region: us, priority: 1 }}
+  - {{ id: agent-b, kind: sip, uri: "sip:agent@{AGENT_B}", region: us, priority: 2, ping: false }}
+routes:
+  inbound: [ {{ regions: [us], ai: [agent-a, agent-b] }} ]
+"#,
+        hf = super::tests::HF
+    );
+    let cfg = crate::config::parse(&yaml, "ping.yaml").expect("valid");
+    let mut sim = Sim::new("");
+    sim.core.handle_reload(std::sync::Arc::new(cfg), sim.now);
+    sim.collect();
+    confirmed_call(&mut sim, "", "");
+    assert!(sim.find(AGENT_B, "INVITE ").is_empty());
+    // agent-a stops answering its OPTIONS pings: down after one timeout.
+    sim.advance_to(Duration::from_secs(8));
+    assert!(!sim.find(AGENT_A, "OPTIONS ").is_empty(), "pinged");
+    let inv = sim.last(AGENT_B, "INVITE ");
+    assert_eq!(header(&inv, "X-Holdfast-Reroute-Trigger"), "health_down");
+    assert_eq!(call(&sim).reroutes[0].trigger, RerouteTrigger::HealthDown);
+}

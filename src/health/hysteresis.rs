@@ -67,6 +67,13 @@ impl Hysteresis {
         }
     }
 
+    /// New thresholds (a config reload); the state and the current runs are kept, so a run
+    /// already at the new threshold takes effect with the next result.
+    pub fn set_thresholds(&mut self, down_after: u32, up_after: u32) {
+        self.down_after = down_after.max(1);
+        self.up_after = up_after.max(1);
+    }
+
     /// Current state.
     pub fn state(&self) -> UpDown {
         self.state

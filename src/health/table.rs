@@ -265,11 +265,15 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         }
     }
 
-    /// New table-wide settings (a config reload). Breakers take the new thresholds now;
-    /// ping interval and timeout apply from each address's next ping.
+    /// New table-wide settings (a config reload). Breakers and up/down thresholds take the
+    /// new values now; ping interval and timeout apply from each address's next ping.
     pub fn set_settings(&mut self, settings: HealthSettings) {
         for t in self.targets.values_mut() {
             t.breaker.set_config(settings.breaker);
+            for a in &mut t.addresses {
+                a.hysteresis
+                    .set_thresholds(settings.down_after, settings.up_after);
+            }
         }
         self.settings = settings;
     }
