@@ -611,9 +611,12 @@ impl Core {
         MediaParams {
             advertise: m.advertise,
             bind: self.media_bind,
+            // `ai_timeout` is a re-route trigger, short by design. An outbound call's AI
+            // leg is its caller, which cannot be re-routed: there silence only ends the
+            // call, after the same `timeout` as a carrier's.
             timeouts: match direction {
                 Direction::Inbound => [m.timeout, m.ai_timeout],
-                Direction::Outbound => [m.ai_timeout, m.timeout],
+                Direction::Outbound => [m.timeout, m.timeout],
             },
         }
     }
