@@ -709,17 +709,22 @@ fn narrow_codecs(sdp: &mut Sdp, agreed: &[MediaInfo]) {
         }) {
             continue;
         }
-        m.desc
-            .fmts
-            .retain(|f| f.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)));
-        m.lines.retain(|l| match &l.field {
-            sdp::Field::Attribute(sdp::Attribute::Rtpmap(r)) => keep.contains(&r.payload_type),
-            sdp::Field::Attribute(sdp::Attribute::Fmtp { payload_type, .. }) => {
-                keep.contains(payload_type)
-            }
-            _ => true,
-        });
+        keep_payload_types(m, &keep);
     }
+}
+
+/// Keeps only payload types `keep` on m-line `m`: its format list and their `rtpmap`/`fmtp`.
+fn keep_payload_types(m: &mut sdp::Media, keep: &[u8]) {
+    m.desc
+        .fmts
+        .retain(|f| f.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)));
+    m.lines.retain(|l| match &l.field {
+        sdp::Field::Attribute(sdp::Attribute::Rtpmap(r)) => keep.contains(&r.payload_type),
+        sdp::Field::Attribute(sdp::Attribute::Fmtp { payload_type, .. }) => {
+            keep.contains(payload_type)
+        }
+        _ => true,
+    });
 }
 
 fn relatch(side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
@@ -771,16 +776,7 @@ pub fn answer_locally(last_sent: &Sdp, offer: &Sdp) -> Option<Sdp> {
         if k.is_empty() {
             continue;
         }
-        m.desc
-            .fmts
-            .retain(|f| f.parse::<u8>().is_ok_and(|pt| k.contains(&pt)));
-        m.lines.retain(|l| match &l.field {
-            sdp::Field::Attribute(sdp::Attribute::Rtpmap(r)) => k.contains(&r.payload_type),
-            sdp::Field::Attribute(sdp::Attribute::Fmtp { payload_type, .. }) => {
-                k.contains(payload_type)
-            }
-            _ => true,
-        });
+        keep_payload_types(m, k);
     }
     Some(answer)
 }
