@@ -1526,7 +1526,7 @@ impl Core {
                 self.attempt_failed(call, attempt, 408, what, AttemptOutcome::Timeout, now);
             }
             Purpose::Relay { call, to, server } => {
-                let ai = self.calls.get(&call).map(|e| e.call.ai_side()) == Some(to);
+                let ai = self.is_ai_leg(call, to);
                 let method = self
                     .clients
                     .get(&id)
@@ -1536,17 +1536,15 @@ impl Core {
                     e.reinvite_in_progress = false;
                 }
                 if ai && matches!(method.as_str(), "INVITE" | "UPDATE") {
-                    // The AI leg never answered a re-offer: the carrier keeps its session
-                    // (500, not 408, which would end its dialog) and the AI leg is replaced.
-                    if let Some((_, e)) = self.clients.get_mut(&id) {
-                        e.purpose = Purpose::Ignore;
-                    }
-                    if let Some(&sid) = self.server_ids.get(&server) {
-                        self.respond(sid, 500, Some("AI Leg Failed"), vec![], None, now);
-                    }
-                    self.with_media(call, |m, _, out| m.offer_rejected(to.other(), out));
+                    // The AI leg never answered a re-offer: it is replaced, and the carrier
+                    // keeps its session (the re-route answers this request 500, not 408,
+                    // which would end the carrier's dialog).
                     let detail = format!("{method} {what}");
                     if !self.reroute(call, RerouteTrigger::Reinvite, detail.clone(), now) {
+                        if let Some(&sid) = self.server_ids.get(&server) {
+                            self.respond(sid, 500, Some("AI Leg Failed"), vec![], None, now);
+                        }
+                        self.with_media(call, |m, _, out| m.offer_rejected(to.other(), out));
                         self.end_call(call, &detail, None, now);
                     }
                     return;
@@ -1557,7 +1555,7 @@ impl Core {
                 }
             }
             Purpose::Refresh { call, side } => {
-                let ai = self.calls.get(&call).map(|e| e.call.ai_side()) == Some(side);
+                let ai = self.is_ai_leg(call, side);
                 if ai {
                     if let Some((_, e)) = self.clients.get_mut(&id) {
                         e.purpose = Purpose::Ignore;
@@ -1617,7 +1615,7 @@ impl Core {
                         }
                         self.arm_session_timer(call, side, resp.session_expires, true, now);
                     } else if (resp.status == 481 || resp.status == 408 || resp.status >= 500)
-                        && self.calls.get(&call).map(|e| e.call.ai_side()) == Some(side)
+                        && self.is_ai_leg(call, side)
                         && self.reroute(
                             call,
                             RerouteTrigger::Reinvite,
@@ -2460,7 +2458,7 @@ impl Core {
         match req.method.as_str() {
             "BYE" => {
                 self.respond(sid, 200, None, vec![], None, now);
-                let ai = self.calls.get(&c).map(|e| e.call.ai_side()) == Some(side);
+                let ai = self.is_ai_leg(c, side);
                 if let Some(cause) = reroute::failure_cause(&req.passthrough).filter(|_| ai) {
                     let detail = format!("BYE with Reason: {cause}");
                     if self.reroute(c, RerouteTrigger::Bye, detail, now) {
@@ -2736,7 +2734,7 @@ impl Core {
         };
         let session = matches!(resp.cseq_method.as_str(), "INVITE" | "UPDATE");
         let ai_failed = session
-            && self.calls.get(&c).map(|e| e.call.ai_side()) == Some(to)
+            && self.is_ai_leg(c, to)
             && (resp.status == 408 || resp.status == 481 || resp.status >= 500);
         if ai_failed {
             // The AI leg failed a re-offer: the carrier's session stays as it was (a 5xx,
@@ -3058,20 +3056,20 @@ impl Core {
                 self.with_media(c, |m, _, _| m.unreachable(id.stream, side, addr));
                 warn!(call = %name, leg = ?side, %addr, "media: peer port unreachable (ICMP)");
                 // Nothing listens where the AI agent's media should be: it is gone.
-                if self.leg_kind(c, side) == "AI agent" && self.ai_media_timeout_counts(c, now) {
+                if self.is_ai_leg(c, side) && self.ai_media_timeout_counts(c, now) {
                     let detail = format!("ICMP port unreachable from its media address {addr}");
                     self.reroute(c, RerouteTrigger::MediaUnreachable, detail, now);
                 }
             }
             MediaEvent::Resumed { side, gap, .. } => {
                 let side = leg_of(side);
-                if self.leg_kind(c, side) == "AI agent" {
+                if self.is_ai_leg(c, side) {
                     self.reroute_resumed(c, gap);
                 }
             }
             MediaEvent::Timeout { side, idle_for, .. } => {
                 let side = leg_of(side);
-                if self.leg_kind(c, side) == "AI agent" {
+                if self.is_ai_leg(c, side) {
                     if !self.ai_media_timeout_counts(c, now) {
                         return;
                     }
@@ -3141,6 +3139,11 @@ impl Core {
                 self.closing.remove(&c);
             }
         }
+    }
+
+    /// Whether leg `side` of call `c` faces the AI agent.
+    fn is_ai_leg(&self, c: CallRef, side: Side) -> bool {
+        self.calls.get(&c).is_some_and(|e| e.call.ai_side() == side)
     }
 
     /// "carrier" or "AI agent": what leg `side` of call `c` faces.

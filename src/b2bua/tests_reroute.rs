@@ -397,3 +397,37 @@ routes:
     assert_eq!(header(&inv, "X-Holdfast-Reroute-Trigger"), "health_down");
     assert_eq!(call(&sim).reroutes[0].trigger, RerouteTrigger::HealthDown);
 }
+
+#[test]
+fn an_ai_leg_that_never_answers_a_relayed_reinvite_is_replaced_and_the_carrier_gets_500() {
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let sdp = super::tests::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKre1", "", Some(&sdp)),
+    );
+    assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 2, "relayed");
+    sim.advance_to(Duration::from_millis(32_100)); // Timer B: 64 × T1
+    let finals: Vec<String> = sim
+        .find(CARRIER, "SIP/2.0 ")
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.contains("CSeq: 11 INVITE") && !m.starts_with("SIP/2.0 100"))
+        .collect();
+    // One final answer (retransmitted until the carrier's ACK, which this test never sends).
+    assert!(!finals.is_empty(), "the carrier's re-INVITE is answered");
+    assert!(finals.iter().all(|m| *m == finals[0]), "{finals:?}");
+    assert!(
+        finals[0].starts_with("SIP/2.0 500"),
+        "never 408: {}",
+        finals[0]
+    );
+    let inv = sim.last(AGENT_B, "INVITE ");
+    assert_eq!(header(&inv, "X-Holdfast-Reroute-Trigger"), "reinvite");
+    sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B2)));
+    sim.advance_to(Duration::from_secs(40));
+    assert!(sim.find(CARRIER, "BYE ").is_empty());
+    assert_eq!(call(&sim).pinned.as_deref(), Some("agent-b"));
+}

@@ -705,15 +705,18 @@ impl Relay {
         }
     }
 
-    /// The peer of leg `side` changed (re-INVITE): forget its latched addresses and expect
-    /// the new SDP addresses; the next valid packets latch again.
+    /// The peer of leg `side` changed (an answer, a re-INVITE, a new AI provider): forget its
+    /// latched addresses and expect the new SDP addresses; the next valid packets latch
+    /// again. The new peer gets a full media timeout from `now`.
     pub fn relatch(
         &mut self,
         side: Side,
         rtp_peer: Option<SocketAddr>,
         rtcp_peer: Option<SocketAddr>,
+        now: Instant,
     ) {
         let leg = &mut self.legs[side.idx()];
+        leg.last_rx = now;
         leg.rtp.relatch(rtp_peer);
         leg.rtcp.relatch(rtcp_peer);
         leg.unreachable_reported = None;

@@ -128,7 +128,7 @@ fn relatch_after_reinvite_accepts_new_peer_only() {
         r.handle_rtp(Side::B, addr(new_ai), &mut buf, t0),
         Action::Drop(DropReason::WrongSource)
     );
-    r.relatch(Side::B, Some(addr(new_ai)), None);
+    r.relatch(Side::B, Some(addr(new_ai)), None, t0);
     assert_eq!(r.leg(Side::B).rtp().latched(), None);
     // Until the new peer sends, A's packets go to the new SDP address.
     let mut a = simple_rtp(0, 1, 0, 5);
@@ -454,6 +454,11 @@ fn media_inactivity_per_leg() {
             idle_for: s(6)
         })
     );
+    // A new peer (relatch) gets a full timeout from then.
+    let mut q = r.clone();
+    q.relatch(Side::B, Some(addr(AI_PEER)), None, t0 + s(8));
+    assert_eq!(q.poll_media_timeout(t0 + s(10)), None);
+    assert_eq!(q.idle_since(Side::B), t0 + s(8));
     // Dropped packets do not count as activity.
     let mut inj = simple_rtp(0, 2, 160, 1);
     r.handle_rtp(Side::B, addr(ATTACKER), &mut inj, t0 + s(10));
@@ -658,7 +663,7 @@ fn each_latch_is_polled_once_and_again_after_a_relatch() {
     let mut buf = simple_rtp(0, 3, 480, 0x1234);
     let _ = r.handle_rtp(Side::A, addr(ATTACKER), &mut buf, t0);
     assert_eq!(r.poll_latched(), None);
-    r.relatch(Side::A, Some(addr(CARRIER_SDP)), None);
+    r.relatch(Side::A, Some(addr(CARRIER_SDP)), None, t0);
     fwd(&mut r, Side::A, CARRIER_SDP, 4, 640, 0x1234, t0);
     assert_eq!(
         r.poll_latched(),
@@ -672,7 +677,7 @@ fn a_latch_undone_by_a_relatch_before_polling_is_not_reported() {
     let t0 = Instant::now();
     let mut r = Relay::new(config(), t0);
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
-    r.relatch(Side::A, None, None);
+    r.relatch(Side::A, None, None, t0);
     assert_eq!(r.poll_latched(), None);
 }
 
@@ -685,7 +690,7 @@ fn unreachable_is_reported_once_per_rtp_peer_and_again_after_relatch() {
     assert!(!r.handle_unreachable(Side::A, addr(AI_PEER)));
     assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
     assert!(!r.handle_unreachable(Side::B, addr(AI_PEER)));
-    r.relatch(Side::B, Some(addr(AI_PEER)), None);
+    r.relatch(Side::B, Some(addr(AI_PEER)), None, t0);
     assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
     // After latching a NAT address, the latched one is the destination.
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);

@@ -526,11 +526,8 @@ impl Worker {
                         rtcp,
                         rtcp_mux,
                     } => {
-                        r.relatch(side, rtp, rtcp);
+                        r.relatch(side, rtp, rtcp, now);
                         r.set_rtcp_mux(side, rtcp_mux);
-                        // A new peer (an answer, a re-INVITE, a new AI provider) gets a
-                        // full media timeout from now.
-                        r.restart_idle_clock(side, now);
                     }
                     RelayUpdate::SetEnabled { from, enabled } => r.set_enabled(from, enabled, now),
                     RelayUpdate::SetPtMap { from, map } => r.set_pt_map(from, map),
