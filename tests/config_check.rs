@@ -124,7 +124,17 @@ const BAD: &[(&str, &str, &str)] = &[
     (
         "unsupported_kind",
         "3:11: ai_providers[0].kind:",
-        "not supported yet",
+        "unknown kind `websocket`",
+    ),
+    (
+        "ws_bad_url",
+        "4:10: ai_providers[0].url:",
+        "does not start with ws:// or wss://",
+    ),
+    (
+        "missing_api_key",
+        "4:18: ai_providers[0].api_key_env:",
+        "`HOLDFAST_TEST_UNSET_KEY_VARIABLE` is not set",
     ),
     ("missing_field", "2:5: carriers[0].uri:", "missing"),
     (

@@ -56,7 +56,7 @@ impl Secret {
 }
 
 /// OpenAI Realtime session settings (`ai_providers[].realtime` in the config).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RealtimeSettings {
     /// `Authorization: Bearer` on the handshake; read from the environment variable the
     /// config names (`api_key_env`), never from the YAML.
@@ -76,7 +76,7 @@ pub struct RealtimeSettings {
 }
 
 /// How to reach a WebSocket provider and what to tell it; from the config, shared.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsProvider {
     pub kind: AiKind,
     /// `ws://` or `wss://` URL (path and query included).
@@ -87,6 +87,9 @@ pub struct WsProvider {
     pub custom_parameters: Vec<(String, String)>,
     /// Set for `openai-realtime`.
     pub realtime: Option<RealtimeSettings>,
+    /// Connect + handshake (+ `session.updated`) within this, or the attempt fails and the
+    /// next provider is tried.
+    pub setup_timeout: Duration,
 }
 
 /// Who said a transcript line.

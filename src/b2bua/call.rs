@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::ai::audio::G711;
+use crate::ai::control::{AiKind, TranscriptItem};
 use crate::sip::Transport;
 
 /// Where a leg's messages go: the transport, our local socket, and the peer's address.
@@ -136,6 +138,9 @@ pub enum RerouteTrigger {
     MediaUnreachable,
     /// The provider's OPTIONS health turned down.
     HealthDown,
+    /// A WebSocket provider's connection closed abnormally or dropped, or the provider
+    /// reported an `error` (session expiry included).
+    Websocket,
 }
 
 impl RerouteTrigger {
@@ -146,6 +151,7 @@ impl RerouteTrigger {
             RerouteTrigger::MediaTimeout => "media_timeout",
             RerouteTrigger::MediaUnreachable => "media_unreachable",
             RerouteTrigger::HealthDown => "health_down",
+            RerouteTrigger::Websocket => "websocket",
         }
     }
 }
@@ -166,6 +172,26 @@ pub struct Reroute {
     pub gap_ms: Option<u64>,
     /// `None` while trying; "answered by agent-b", "no AI provider left", ...
     pub outcome: Option<String>,
+}
+
+/// The call's AI leg when its provider speaks WebSocket (`media-stream`, `openai-realtime`):
+/// there is no SIP dialog on that side (`Call::b` is `None`); the relay's AI side talks RTP
+/// to the leg's local bridge socket instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsLeg {
+    /// The AI shell's leg id.
+    pub leg: u64,
+    pub provider: String,
+    pub kind: AiKind,
+    /// Index into `Call::attempts`.
+    pub attempt: usize,
+    /// The m-line bridged, and the caller leg's codec the bridge speaks.
+    pub stream: usize,
+    pub law: G711,
+    pub payload_type: u8,
+    pub dtmf_payload_type: Option<u8>,
+    /// The bridge's RTP address once the leg is up.
+    pub media: Option<SocketAddr>,
 }
 
 /// A candidate target for this call, in failover order.
@@ -214,6 +240,11 @@ pub struct Call {
     pub media: Option<super::media::CallMedia>,
     /// Mid-call re-routes of the AI leg, oldest first.
     pub reroutes: Vec<Reroute>,
+    /// The WebSocket AI leg (instead of `b`), when the AI provider is a WebSocket kind.
+    pub ws: Option<WsLeg>,
+    /// What was said so far (from providers that report transcripts), oldest first and
+    /// bounded: replayed into a provider that takes the call over.
+    pub transcript: Vec<TranscriptItem>,
 }
 
 impl Call {

@@ -34,6 +34,7 @@ use super::media::{CallMedia, MediaError, MediaParams, ReOffer};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::config::Config;
 use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
+use crate::ai::control::{AiCommand, AiLegId};
 use crate::media::control::{MediaCommand, MediaEvent};
 use crate::media::ports::PortAllocator;
 use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
@@ -47,6 +48,7 @@ use crate::sip::validate::{self, Policy, Verdict};
 use crate::sip::Transport;
 
 mod reroute;
+mod ws_leg;
 
 /// Methods holdfast accepts; sent in Allow (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
@@ -370,6 +372,13 @@ pub struct Core {
     /// Where relays bind (`media.bind`; fixed for the life of the process).
     media_bind: std::net::IpAddr,
     media_out: VecDeque<MediaCommand>,
+    /// Commands for the WebSocket AI shell.
+    ai_out: VecDeque<AiCommand>,
+    /// WebSocket AI legs by the shell's leg id.
+    ai_legs: HashMap<AiLegId, CallRef>,
+    /// Handshake probes of WebSocket providers in flight: the shell's id → the health
+    /// table's.
+    ai_probes: HashMap<u64, crate::health::ProbeId>,
     /// Media of calls that ended, until the shell confirms each relay closed.
     closing: HashMap<CallRef, (String, CallMedia)>,
 }
@@ -460,6 +469,9 @@ impl Core {
                 .unwrap_or_else(|_| PortAllocator::new(30000..=39999).expect("valid range")),
             media_bind: config.media.bind,
             media_out: VecDeque::new(),
+            ai_out: VecDeque::new(),
+            ai_legs: HashMap::new(),
+            ai_probes: HashMap::new(),
             closing: HashMap::new(),
             policy: Policy {
                 tag_secret: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -1079,6 +1091,8 @@ impl Core {
             end_reason: None,
             media: Some(media),
             reroutes: Vec::new(),
+            ws: None,
+            transcript: Vec::new(),
         };
         info!(
             call = %id, direction = ?direction, origin = %origin_id, caller, callee,
@@ -1224,6 +1238,9 @@ impl Core {
     }
 
     fn start_attempt(&mut self, c: CallRef, target: TargetId, dest: Destination, now: Instant) {
+        if let Some(ws) = self.config.target(&target).and_then(|t| t.ws.clone()) {
+            return self.start_ws_attempt(c, target, dest, ws, now);
+        }
         let Some(local) = self.listener_for(&dest) else {
             warn!(target_id = %target, addr = %dest.addr, "no listener for this transport/address family");
             if let Some(e) = self.calls.get_mut(&c) {
@@ -1889,27 +1906,54 @@ impl Core {
         };
         let entry = self.calls.get_mut(&c).expect("present");
         entry.call.attempts[attempt].outcome = Some(format!("{} {}", resp.status, resp.reason));
+        entry.b_invite = None;
+        // Session timer on the B leg, from the callee's 2xx (RFC 4028 §7.2): absent means
+        // the callee does not do session timers, and neither do we on that leg.
+        self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
+        self.answer_caller(
+            c,
+            &target,
+            (resp.status, &resp.reason),
+            resp.passthrough.clone(),
+            sdp,
+            now,
+        );
+    }
+
+    /// The B side answered call `c` (a SIP callee's 2xx, or a WebSocket AI leg coming up):
+    /// the call is pinned to `target` and the caller gets `status` with the anchored `sdp`,
+    /// our Contact and the A leg's session timer.
+    fn answer_caller(
+        &mut self,
+        c: CallRef,
+        target: &TargetId,
+        (status, reason): (u16, &str),
+        mut headers: Vec<(String, String)>,
+        sdp: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        let ai_timeout = self.config.media.ai_timeout;
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Answered;
-        entry.b_invite = None;
-        entry.ai_quiet_until = Some(now + self.config.media.ai_timeout);
+        entry.ai_quiet_until = Some(now + ai_timeout);
         self.stats.calls_answered += 1;
         let call_id = entry.call.id.clone();
         let sid = self.server_ids.get(&entry.a_invite).copied();
         info!(call = %call_id, target_id = %target, "answered");
-        // Session timer on the B leg, from the callee's 2xx (RFC 4028 §7.2): absent means
-        // the callee does not do session timers, and neither do we on that leg.
-        self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
         // Session timer on the A leg, as we answer it (§9).
         let a_timer = self.a_leg_session_timer(c);
-        let entry = self.calls.get_mut(&c).expect("present");
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
         let a_flow = entry.call.a.flow;
-        let mut h = resp.passthrough.clone();
-        h.push(("Contact".into(), self.contact(&a_flow)));
-        h.push(("Allow".into(), ALLOW.into()));
-        h.push(("Supported".into(), SUPPORTED.into()));
+        headers.push(("Contact".into(), self.contact(&a_flow)));
+        headers.push(("Allow".into(), ALLOW.into()));
+        headers.push(("Supported".into(), SUPPORTED.into()));
         if let Some((interval, refresher, require)) = a_timer {
-            h.push((
+            headers.push((
                 "Session-Expires".into(),
                 format!(
                     "{};refresher={}",
@@ -1918,12 +1962,12 @@ impl Core {
                 ),
             ));
             if require {
-                h.push(("Require".into(), "timer".into()));
+                headers.push(("Require".into(), "timer".into()));
             }
         }
         let body = sdp.map(|b| (ACCEPT.to_string(), b));
         if let Some(sid) = sid {
-            self.respond(sid, resp.status, Some(&resp.reason), h, body, now);
+            self.respond(sid, status, Some(reason), headers, body, now);
         }
         if let Some((interval, refresher, _)) = a_timer {
             let we_refresh = refresher == Refresher::Uas;
@@ -1997,6 +2041,10 @@ impl Core {
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
         entry.deadlines.remove(&CallTimer::Ring(attempt));
         let (target, dest) = attempt_target(&entry.call.attempts[attempt]);
+        self.drop_ws_leg(c, why);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
         let b = entry.call.b.take();
         if let Some(b) = b {
             self.dialogs
@@ -2615,6 +2663,9 @@ impl Core {
             return self.respond(sid, 480, Some("AI Leg Re-routing"), vec![], None, now);
         }
         let Some(mut leg) = self.leg(c, to).cloned() else {
+            if self.calls.get(&c).is_some_and(|e| e.call.ws.is_some()) {
+                return self.ws_in_dialog(c, from, sid, req, sdp.is_some(), now);
+            }
             return self.respond(sid, 481, None, vec![], None, now);
         };
         let server = match self.servers.get(&sid) {
@@ -2782,18 +2833,23 @@ impl Core {
         let b_leg = entry.call.b.clone();
         let a_leg = entry.call.a.clone();
         let refuse = entry.refuse;
+        let pinned_dest = match (&b_leg, &entry.call.ws) {
+            (Some(b), _) => Some(Destination {
+                addr: b.flow.remote,
+                transport: b.flow.transport,
+            }),
+            (None, Some(ws)) => entry.call.attempts.get(ws.attempt).map(|a| attempt_target(a).1),
+            (None, None) => None,
+        };
         let completed = (entry.call.direction == Direction::Inbound
             && matches!(state, CallState::Answered | CallState::Confirmed))
         .then(|| entry.call.pinned.clone())
         .flatten()
-        .zip(b_leg.as_ref().map(|b| b.flow));
+        .zip(pinned_dest);
         info!(call = %call_id, "ending: {why}");
-        if let Some((provider, flow)) = completed {
+        self.drop_ws_leg(c, why);
+        if let Some((provider, dest)) = completed {
             // The AI provider carried the call to its end: a success for its breaker.
-            let dest = Destination {
-                addr: flow.remote,
-                transport: flow.transport,
-            };
             self.health.handle_attempt(
                 &TargetId::from(provider.as_str()),
                 &dest,
@@ -2894,6 +2950,13 @@ impl Core {
             return;
         };
         let mut call = e.call;
+        self.ai_legs.retain(|_, cref| *cref != c);
+        if let Some(ws) = call.ws.take() {
+            self.ai_out.push_back(AiCommand::Close {
+                leg: ws.leg,
+                why: why.to_string(),
+            });
+        }
         if let Some(mut m) = call.media.take() {
             let mut cmds = Vec::new();
             m.close(&mut cmds);
@@ -3211,6 +3274,10 @@ impl Core {
     fn fire_call_timer(&mut self, c: CallRef, timer: CallTimer, now: Instant) {
         match timer {
             CallTimer::Attempt(n) => {
+                if let Some(timeout) = self.ws_setup_timeout(c, n) {
+                    let why = format!("timeout (not set up in {timeout:?})");
+                    return self.attempt_failed(c, n, 408, &why, AttemptOutcome::Timeout, now);
+                }
                 let secs = self.settings.attempt_timeout;
                 let Some(e) = self.calls.get_mut(&c) else {
                     return;
@@ -3306,6 +3373,9 @@ impl Core {
     }
 
     fn send_probe(&mut self, probe: crate::health::Probe<TargetId>, now: Instant) {
+        if let Some(ws) = self.config.target(&probe.target).and_then(|t| t.ws.clone()) {
+            return self.send_ws_probe(probe, ws);
+        }
         let Some(local) = self.listener_for(&probe.dest) else {
             return;
         };

@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::call::Side;
+use crate::ai::audio::G711;
 use crate::media::control::{MediaCommand, RelayId, RelayPorts, RelayUpdate};
 use crate::media::ports::{PortAllocation, PortAllocator};
 use crate::media::relay::{self, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig};
@@ -673,12 +674,101 @@ impl CallMedia {
         sdp_addr.filter(|a| *a != addr)
     }
 
+    /// Where a local peer reaches the relay's `side` RTP socket of m-line `index` (the bind
+    /// address, or loopback when it binds every address): a WebSocket AI leg's bridge.
+    pub fn relay_addr(&self, side: Side, index: usize) -> Option<SocketAddr> {
+        let s = self.stream(index)?;
+        let ip = match self.params.bind {
+            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        Some(SocketAddr::new(ip, s.ports.of(rside(side)).rtp))
+    }
+
     /// Records an unreachable peer address.
     pub fn unreachable(&mut self, index: u16, side: Side, addr: SocketAddr) {
         if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
             s.unreachable[idx(side)] = Some(addr);
         }
     }
+}
+
+/// The codec a WebSocket AI leg's bridge speaks: the first G.711 payload type of the first
+/// usable audio m-line of the offer toward the AI side (PCMU preferred when both are
+/// offered, so nothing is transcoded for providers that take μ-law), plus telephone-event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeCodec {
+    pub stream: usize,
+    pub law: G711,
+    pub payload_type: u8,
+    pub dtmf_payload_type: Option<u8>,
+}
+
+/// Picks the [`BridgeCodec`] from the anchored offer toward the AI side; `None` when it
+/// offers no G.711 audio (the leg cannot be bridged without transcoding).
+pub fn bridge_codec(offer: &[u8]) -> Option<BridgeCodec> {
+    let sdp = Sdp::parse(offer).ok()?;
+    sdp.media_info().into_iter().find_map(|m| {
+        if m.disabled || !m.media.eq_ignore_ascii_case("audio") || !anchorable(&m) {
+            return None;
+        }
+        let find = |name: &str| {
+            m.payload_types.iter().find(|p| {
+                p.clock_rate_hz == Some(8000)
+                    && p.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(name))
+            })
+        };
+        let (law, pt) = match (find("PCMU"), find("PCMA")) {
+            (Some(p), _) => (G711::Ulaw, p.pt),
+            (None, Some(p)) => (G711::Alaw, p.pt),
+            (None, None) => return None,
+        };
+        Some(BridgeCodec {
+            stream: m.index,
+            law,
+            payload_type: pt,
+            dtmf_payload_type: m.telephone_event.filter(|t| t.clock_rate_hz == 8000).map(|t| t.pt),
+        })
+    })
+}
+
+/// The session description a WebSocket AI leg's bridge answers the offer with: `codec` on
+/// its m-line at the bridge's address (`a=ptime:20`, what the bridge sends), every other
+/// m-line rejected with port 0 (RFC 3264 §6). Fed to [`CallMedia::answer`] (or
+/// [`CallMedia::reroute_answer`]) as if the AI side had answered over SIP, so the relay
+/// latches to the bridge and the caller gets an answer for exactly that codec.
+pub fn bridge_answer(offer: &[u8], codec: &BridgeCodec, bridge: SocketAddr, session: u64) -> Vec<u8> {
+    let (net, ip) = match bridge.ip() {
+        IpAddr::V4(a) => ("IP4", a.to_string()),
+        IpAddr::V6(a) => ("IP6", a.to_string()),
+    };
+    let name = match codec.law {
+        G711::Ulaw => "PCMU",
+        G711::Alaw => "PCMA",
+    };
+    let mut out = format!("v=0\r\no=holdfast-bridge {session} 1 IN {net} {ip}\r\ns=-\r\nc=IN {net} {ip}\r\nt=0 0\r\n");
+    let info = Sdp::parse(offer).map(|s| s.media_info()).unwrap_or_default();
+    for m in &info {
+        if m.index != codec.stream {
+            let fmt = m.payload_types.first().map_or(0, |p| p.pt);
+            out.push_str(&format!("m={} 0 {} {fmt}\r\n", m.media, m.proto));
+            continue;
+        }
+        let pt = codec.payload_type;
+        match codec.dtmf_payload_type {
+            Some(d) => out.push_str(&format!(
+                "m=audio {} {} {pt} {d}\r\na=rtpmap:{pt} {name}/8000\r\na=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-15\r\n",
+                bridge.port(), m.proto
+            )),
+            None => out.push_str(&format!(
+                "m=audio {} {} {pt}\r\na=rtpmap:{pt} {name}/8000\r\n",
+                bridge.port(), m.proto
+            )),
+        }
+        out.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    }
+    out.into_bytes()
 }
 
 /// Keeps, per m-line of `sdp`, only the payload types whose codec (encoding and clock

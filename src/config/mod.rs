@@ -238,6 +238,9 @@ pub struct Target {
     pub alive_codes: Vec<u16>,
     /// Extra headers on the INVITE holdfast sends to this target.
     pub headers: Vec<(String, String)>,
+    /// For WebSocket AI providers (`kind: media-stream | openai-realtime`): how to reach
+    /// and speak to them. `None` for SIP targets. `uri` then holds the URL's host and port.
+    pub ws: Option<std::sync::Arc<crate::ai::control::WsProvider>>,
 }
 
 /// Direction of a route rule.

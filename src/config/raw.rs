@@ -208,7 +208,18 @@ pub(crate) struct RawAiProvider {
     pub id: String,
     #[serde(default)]
     pub kind: Option<String>,
-    pub uri: String,
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub custom_parameters: Option<HeaderMap>,
+    #[serde(default)]
+    pub realtime: Option<RawRealtime>,
+    #[serde(default)]
+    pub setup_timeout: Option<Scalar>,
     pub region: String,
     #[serde(default)]
     pub priority: Option<Scalar>,
@@ -224,6 +235,18 @@ pub(crate) struct RawAiProvider {
     pub alive_codes: Option<Vec<Scalar>>,
     #[serde(default)]
     pub headers: Option<HeaderMap>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRealtime {
+    pub model: Option<String>,
+    pub instructions: Option<String>,
+    pub voice: Option<String>,
+    pub tools: Option<serde_json::Value>,
+    /// `off` disables input transcription; absent = the default model.
+    pub input_transcription: Option<String>,
+    pub respond_after_reroute: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,8 +17,10 @@ use super::raw::{
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
     parse_code_spec, parse_duration, parse_listen, parse_nameserver, parse_source,
-    parse_target_uri, CodeSpec, Listen, Source, Transport,
+    parse_target_uri, parse_ws_url, CodeSpec, Listen, Source, Transport,
 };
+use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
+use std::sync::Arc;
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
     HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
@@ -27,6 +29,24 @@ use super::{
 use crate::routing::dialed_number;
 
 type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The OpenAI Realtime endpoint when an `openai-realtime` provider names no `url`.
+const DEFAULT_OPENAI_URL: &str = "wss://api.openai.com/v1/realtime?model=gpt-realtime";
+/// The caller's words are transcribed (for the transcript a re-route replays) with this
+/// model unless `realtime.input_transcription` says otherwise.
+const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
+/// Connect, TLS, WebSocket handshake and (OpenAI) `session.updated` of a WebSocket provider.
+const DEFAULT_WS_SETUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn scalar_text(v: &Scalar) -> String {
+    match v {
+        Scalar::Str(s) => s.clone(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(x) => x.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Null => String::new(),
+    }
+}
 
 /// Parse + validate; the entry point behind [`super::parse`].
 pub(crate) fn parse(text: &str, file_name: &str) -> Result<Config> {
@@ -800,13 +820,7 @@ impl Validator<'_> {
                         format!("header `{name}` is managed by holdfast and cannot be set here"),
                     ));
                 }
-                let value = match value {
-                    Scalar::Str(s) => s.clone(),
-                    Scalar::Int(i) => i.to_string(),
-                    Scalar::Float(x) => x.to_string(),
-                    Scalar::Bool(b) => b.to_string(),
-                    Scalar::Null => String::new(),
-                };
+                let value = scalar_text(value);
                 if value.chars().any(|c| c.is_control() && c != '\t') {
                     return Err(self.err(&p, "header value must be a single line"));
                 }
@@ -825,6 +839,7 @@ impl Validator<'_> {
             ping,
             alive_codes,
             headers: out_headers,
+            ws: None,
         })
     }
 
@@ -864,40 +879,191 @@ impl Validator<'_> {
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
         let kind_path = join_key(path, "kind");
-        match p.kind.as_deref().map(str::trim) {
-            None | Some("sip") => {}
-            Some(k @ ("media-stream" | "openai-realtime")) => {
-                return Err(self.err(
-                    &kind_path,
-                    format!(
-                        "kind `{k}` is not supported yet; only `sip` is supported in this release"
-                    ),
-                ))
-            }
+        let kind = match p.kind.as_deref().map(str::trim) {
+            None | Some("sip") => None,
+            Some("media-stream") => Some(AiKind::MediaStream),
+            Some("openai-realtime") => Some(AiKind::OpenAiRealtime),
             Some(k) => {
                 return Err(self.err(
                     &kind_path,
-                    format!("unknown kind `{k}`; only `sip` is supported in this release"),
+                    format!(
+                        "unknown kind `{k}`; expected `sip`, `media-stream` or `openai-realtime`"
+                    ),
                 ))
             }
+        };
+        let Some(kind) = kind else {
+            for (field, set) in [
+                ("url", p.url.is_some()),
+                ("api_key_env", p.api_key_env.is_some()),
+                ("custom_parameters", p.custom_parameters.is_some()),
+                ("realtime", p.realtime.is_some()),
+                ("setup_timeout", p.setup_timeout.is_some()),
+            ] {
+                if set {
+                    return Err(self.err(
+                        &join_key(path, field),
+                        format!("`{field}` applies to WebSocket kinds only; a `sip` provider has a `uri`"),
+                    ));
+                }
+            }
+            let Some(uri) = &p.uri else {
+                return Err(self.err(path, "missing field `uri` (a SIP URI like \"sip:agent@10.0.0.5:5060\")"));
+            };
+            return self.target_common(
+                path,
+                Role::AiProvider,
+                &p.id,
+                uri,
+                &p.region,
+                &p.priority,
+                &p.weight,
+                &p.max_calls,
+                &p.sources,
+                &p.ping,
+                &p.alive_codes,
+                &p.headers,
+                health,
+                ids,
+                seen_sources,
+            );
+        };
+        if p.uri.is_some() {
+            return Err(self.err(
+                &join_key(path, "uri"),
+                format!("a `{}` provider is reached by `url` (ws:// or wss://), not a SIP `uri`", kind.as_str()),
+            ));
         }
-        self.target_common(
+        if p.sources.is_some() {
+            return Err(self.err(
+                &join_key(path, "sources"),
+                format!("`sources` identify SIP peers that send calls; a `{}` provider never does", kind.as_str()),
+            ));
+        }
+        if kind == AiKind::MediaStream && p.realtime.is_some() {
+            return Err(self.err(
+                &join_key(path, "realtime"),
+                "`realtime` settings apply to `openai-realtime` providers only",
+            ));
+        }
+        let url_path = join_key(path, "url");
+        let url = match (&p.url, kind) {
+            (Some(u), _) => u.trim().to_owned(),
+            (None, AiKind::OpenAiRealtime) => DEFAULT_OPENAI_URL.to_owned(),
+            (None, AiKind::MediaStream) => {
+                return Err(self.err(path, "missing field `url` (the bot's ws:// or wss:// URL)"))
+            }
+        };
+        let ws_uri = parse_ws_url(&url).map_err(|m| self.err(&url_path, m))?;
+        let key_path = join_key(path, "api_key_env");
+        let api_key = match &p.api_key_env {
+            Some(name) => {
+                let name = name.trim();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(self.err(&key_path, format!("expected an environment variable name; got `{name}`")));
+                }
+                match std::env::var(name) {
+                    Ok(v) if !v.trim().is_empty() => Some(Secret(v.trim().to_owned())),
+                    _ => {
+                        return Err(self.err(
+                            &key_path,
+                            format!("environment variable `{name}` is not set (or empty); it must hold the provider's API key"),
+                        ))
+                    }
+                }
+            }
+            None if kind == AiKind::OpenAiRealtime => {
+                return Err(self.err(
+                    path,
+                    "missing field `api_key_env` (the name of the environment variable holding the API key, e.g. OPENAI_API_KEY)",
+                ))
+            }
+            None => None,
+        };
+        let mut custom_parameters = Vec::new();
+        if let Some(HeaderMap(list)) = &p.custom_parameters {
+            for (name, value) in list {
+                custom_parameters.push((name.clone(), scalar_text(value)));
+            }
+        }
+        let realtime = if kind == AiKind::OpenAiRealtime {
+            let r = p.realtime.as_ref();
+            let rpath = join_key(path, "realtime");
+            let text = |v: Option<&String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+            if let Some(tools) = r.and_then(|r| r.tools.as_ref()) {
+                if !tools.is_array() {
+                    return Err(self.err(&join_key(&rpath, "tools"), "expected a list of tool definitions (the `tools` array of session.update)"));
+                }
+            }
+            let transcription = match r.and_then(|r| r.input_transcription.as_deref()).map(str::trim) {
+                None => Some(DEFAULT_TRANSCRIPTION_MODEL.to_owned()),
+                Some("" | "off" | "none") => None,
+                Some(m) => Some(m.to_owned()),
+            };
+            Some(RealtimeSettings {
+                api_key: api_key.clone().unwrap_or_default(),
+                model: text(r.and_then(|r| r.model.as_ref())),
+                instructions: text(r.and_then(|r| r.instructions.as_ref())),
+                voice: text(r.and_then(|r| r.voice.as_ref())),
+                tools: r.and_then(|r| r.tools.clone()),
+                input_transcription: transcription,
+                respond_after_reroute: r.and_then(|r| r.respond_after_reroute).unwrap_or(true),
+            })
+        } else {
+            None
+        };
+        let mut headers = Vec::new();
+        if let Some(HeaderMap(list)) = &p.headers {
+            let hpath = join_key(path, "headers");
+            for (name, value) in list {
+                let hp = join_key(&hpath, name);
+                if !is_token(name) {
+                    return Err(self.err(&hp, format!("`{name}` is not a valid HTTP header name")));
+                }
+                let value = scalar_text(value);
+                if value.chars().any(|c| c.is_control() && c != '\t') {
+                    return Err(self.err(&hp, "header value must be a single line"));
+                }
+                headers.push((name.clone(), value));
+            }
+        }
+        if let (Some(key), AiKind::MediaStream) = (&api_key, kind) {
+            headers.push(("Authorization".into(), format!("Bearer {}", key.expose())));
+        }
+        // The address part (host, port, TCP) goes through the common checks: id, region,
+        // priority, weight, capacity, ping, alive codes.
+        let mut t = self.target_common(
             path,
             Role::AiProvider,
             &p.id,
-            &p.uri,
+            &ws_uri.to_string(),
             &p.region,
             &p.priority,
             &p.weight,
             &p.max_calls,
-            &p.sources,
+            &None,
             &p.ping,
             &p.alive_codes,
-            &p.headers,
+            &None,
             health,
             ids,
             seen_sources,
-        )
+        )?;
+        let setup_timeout = self.positive_duration(
+            &p.setup_timeout,
+            &join_key(path, "setup_timeout"),
+            DEFAULT_WS_SETUP_TIMEOUT,
+        )?;
+        t.uri = ws_uri;
+        t.ws = Some(Arc::new(WsProvider {
+            kind,
+            url,
+            headers,
+            custom_parameters,
+            realtime,
+            setup_timeout,
+        }));
+        Ok(t)
     }
 
     fn prefix(&self, v: &Option<Scalar>, path: &str) -> Result<String> {

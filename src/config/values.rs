@@ -298,6 +298,73 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// Parses a WebSocket URL (`ws://` or `wss://`, RFC 6455 §3) into the address part that
+/// DNS and health work on: host, explicit port (80/443 by default), TCP. The path and query
+/// stay in the URL, which the AI shell uses for the handshake.
+pub fn parse_ws_url(s: &str) -> Result<TargetUri, String> {
+    let t = s.trim();
+    let hint = "expected a WebSocket URL like \"wss://bot.example.com/stream\"";
+    let lower = t.to_ascii_lowercase();
+    let (rest, default_port) = if let Some(r) = lower.strip_prefix("ws://") {
+        (&t[t.len() - r.len()..], 80)
+    } else if let Some(r) = lower.strip_prefix("wss://") {
+        (&t[t.len() - r.len()..], 443)
+    } else {
+        return Err(format!("{hint}; `{t}` does not start with ws:// or wss://"));
+    };
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{hint}; `{t}` contains whitespace"));
+    }
+    if rest.contains('#') {
+        return Err(format!("{hint}; fragments (`#...`) are not allowed (RFC 6455 §3)"));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(format!(
+            "{hint}; credentials in the URL are not allowed (use headers or api_key_env)"
+        ));
+    }
+    let (host, port_text) = if let Some(after) = authority.strip_prefix('[') {
+        let (h, tail) = after
+            .split_once(']')
+            .ok_or_else(|| format!("{hint}; unclosed `[` in `{authority}`"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{hint}; `{h}` is not an IPv6 address"));
+        }
+        let port = match tail {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("{hint}; junk `{p}` after `]`"))?,
+            ),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port = match port_text {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("{hint}; bad port `{p}`")),
+        },
+    };
+    let is_ip = host.parse::<IpAddr>().is_ok();
+    if !is_ip && !valid_hostname(&host) {
+        return Err(format!("{hint}; `{host}` is not a valid host name or IP"));
+    }
+    Ok(TargetUri {
+        host,
+        port: Some(port),
+        transport: Some(Transport::Tcp),
+        user: None,
+        is_ip,
+    })
+}
+
 /// Parses a minimal SIP URI: `sip:[user@]host[:port][;params]` (RFC 3261 §19.1.1).
 pub fn parse_target_uri(s: &str) -> Result<TargetUri, String> {
     let t = s.trim();

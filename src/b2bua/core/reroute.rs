@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{reason_header, CallRef, CallTimer, Core, Purpose, SideKey, View, ACCEPT};
+use crate::ai::control::AiCommand;
 use crate::b2bua::call::{CallState, Candidate, Direction, Reroute, RerouteTrigger, Side};
 use crate::b2bua::msg::Resp;
 use crate::health::{AttemptOutcome, Destination, State};
@@ -74,6 +75,7 @@ impl Core {
         }
         let call = &mut entry.call;
         let old = call.b.take();
+        let old_ws = call.ws.take();
         let from = call.pinned.take().unwrap_or_default();
         call.state = CallState::Rerouting;
         call.reroutes.push(Reroute {
@@ -103,20 +105,20 @@ impl Core {
         self.stats.reroutes += 1;
         warn!(call = %id, provider = %from, trigger = trigger.as_str(), reroute = count, "AI leg failed ({detail}); re-routing");
         self.detach_leg(c, Side::B, now);
+        // A failed call counts against the provider's breaker, as a failed attempt would; a
+        // provider health already took down needs no more.
+        let outcome = match trigger {
+            RerouteTrigger::MediaTimeout | RerouteTrigger::MediaUnreachable => {
+                Some(AttemptOutcome::Timeout)
+            }
+            RerouteTrigger::Bye | RerouteTrigger::Reinvite | RerouteTrigger::Websocket => {
+                Some(AttemptOutcome::ServerError(503))
+            }
+            RerouteTrigger::HealthDown => None,
+        };
         if let Some(mut old) = old {
             self.dialogs
                 .remove(&(old.call_id.clone(), old.local_tag.clone()));
-            // A failed call counts against the provider's breaker, as a failed attempt
-            // would; a provider health already took down needs no more.
-            let outcome = match trigger {
-                RerouteTrigger::MediaTimeout | RerouteTrigger::MediaUnreachable => {
-                    Some(AttemptOutcome::Timeout)
-                }
-                RerouteTrigger::Bye | RerouteTrigger::Reinvite => {
-                    Some(AttemptOutcome::ServerError(503))
-                }
-                RerouteTrigger::HealthDown => None,
-            };
             if let Some(outcome) = outcome {
                 let dest = Destination {
                     addr: old.flow.remote,
@@ -139,6 +141,22 @@ impl Core {
                     flow,
                     now,
                 );
+            }
+        }
+        if let Some(ws) = old_ws {
+            self.ai_legs.remove(&ws.leg);
+            self.ai_out.push_back(AiCommand::Close {
+                leg: ws.leg,
+                why: format!("re-routed: {detail}"),
+            });
+            let dest = self
+                .calls
+                .get(&c)
+                .and_then(|e| e.call.attempts.get(ws.attempt))
+                .map(|a| super::attempt_target(a).1);
+            if let (Some(dest), Some(outcome)) = (dest, outcome) {
+                self.health
+                    .handle_attempt(&TargetId::from(from.as_str()), &dest, outcome, now);
             }
         }
         self.count_target(c, None);
@@ -278,13 +296,23 @@ impl Core {
             let why = format!("{} {} ({e})", resp.status, resp.reason);
             return self.attempt_failed(c, attempt, 488, &why, AttemptOutcome::Answered, now);
         }
-        let ai_timeout = self.config.media.ai_timeout;
         let entry = self.calls.get_mut(&c).expect("present");
         entry.call.b = Some(b);
         entry.b_ack = Some(ack);
         entry.b_invite = None;
-        entry.ai_quiet_until = Some(now + ai_timeout);
         entry.call.attempts[attempt].outcome = Some(format!("{} {}", resp.status, resp.reason));
+        self.reroute_done(c, &target, now);
+        self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
+    }
+
+    /// The new AI leg (SIP or WebSocket) of call `c` to `target` is up: the call is
+    /// confirmed again and the re-route recorded.
+    pub(super) fn reroute_done(&mut self, c: CallRef, target: &TargetId, now: Instant) {
+        let ai_timeout = self.config.media.ai_timeout;
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        entry.ai_quiet_until = Some(now + ai_timeout);
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Confirmed;
         let setup = entry
@@ -305,7 +333,6 @@ impl Core {
             call = %id, from = %from, to = %target, trigger,
             setup_ms = setup.map(millis), "AI leg re-routed"
         );
-        self.arm_session_timer(c, Side::B, resp.session_expires, false, now);
     }
 
     /// No provider is left for a call being re-routed: it ends cleanly, BYE to the carrier
