@@ -32,9 +32,9 @@ use super::call::{
 use super::ids::{IdGen, BRANCH_COOKIE};
 use super::media::{CallMedia, MediaError, MediaParams, ReOffer};
 use super::msg::{self, OutRequest, Req, Resp};
+use crate::ai::control::{AiCommand, AiLegId};
 use crate::config::Config;
 use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
-use crate::ai::control::{AiCommand, AiLegId};
 use crate::media::control::{MediaCommand, MediaEvent};
 use crate::media::ports::PortAllocator;
 use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
@@ -2838,7 +2838,11 @@ impl Core {
                 addr: b.flow.remote,
                 transport: b.flow.transport,
             }),
-            (None, Some(ws)) => entry.call.attempts.get(ws.attempt).map(|a| attempt_target(a).1),
+            (None, Some(ws)) => entry
+                .call
+                .attempts
+                .get(ws.attempt)
+                .map(|a| attempt_target(a).1),
             (None, None) => None,
         };
         let completed = (entry.call.direction == Direction::Inbound

@@ -716,7 +716,9 @@ pub fn bridge_codec(offer: &[u8]) -> Option<BridgeCodec> {
         let find = |name: &str| {
             m.payload_types.iter().find(|p| {
                 p.clock_rate_hz == Some(8000)
-                    && p.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(name))
+                    && p.encoding
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(name))
             })
         };
         let (law, pt) = match (find("PCMU"), find("PCMA")) {
@@ -728,7 +730,10 @@ pub fn bridge_codec(offer: &[u8]) -> Option<BridgeCodec> {
             stream: m.index,
             law,
             payload_type: pt,
-            dtmf_payload_type: m.telephone_event.filter(|t| t.clock_rate_hz == 8000).map(|t| t.pt),
+            dtmf_payload_type: m
+                .telephone_event
+                .filter(|t| t.clock_rate_hz == 8000)
+                .map(|t| t.pt),
         })
     })
 }
@@ -738,7 +743,12 @@ pub fn bridge_codec(offer: &[u8]) -> Option<BridgeCodec> {
 /// m-line rejected with port 0 (RFC 3264 §6). Fed to [`CallMedia::answer`] (or
 /// [`CallMedia::reroute_answer`]) as if the AI side had answered over SIP, so the relay
 /// latches to the bridge and the caller gets an answer for exactly that codec.
-pub fn bridge_answer(offer: &[u8], codec: &BridgeCodec, bridge: SocketAddr, session: u64) -> Vec<u8> {
+pub fn bridge_answer(
+    offer: &[u8],
+    codec: &BridgeCodec,
+    bridge: SocketAddr,
+    session: u64,
+) -> Vec<u8> {
     let (net, ip) = match bridge.ip() {
         IpAddr::V4(a) => ("IP4", a.to_string()),
         IpAddr::V6(a) => ("IP6", a.to_string()),
@@ -747,8 +757,12 @@ pub fn bridge_answer(offer: &[u8], codec: &BridgeCodec, bridge: SocketAddr, sess
         G711::Ulaw => "PCMU",
         G711::Alaw => "PCMA",
     };
-    let mut out = format!("v=0\r\no=holdfast-bridge {session} 1 IN {net} {ip}\r\ns=-\r\nc=IN {net} {ip}\r\nt=0 0\r\n");
-    let info = Sdp::parse(offer).map(|s| s.media_info()).unwrap_or_default();
+    let mut out = format!(
+        "v=0\r\no=holdfast-bridge {session} 1 IN {net} {ip}\r\ns=-\r\nc=IN {net} {ip}\r\nt=0 0\r\n"
+    );
+    let info = Sdp::parse(offer)
+        .map(|s| s.media_info())
+        .unwrap_or_default();
     for m in &info {
         if m.index != codec.stream {
             let fmt = m.payload_types.first().map_or(0, |p| p.pt);

@@ -30,3 +30,5 @@ mod tests;
 mod tests_media;
 #[cfg(test)]
 mod tests_reroute;
+#[cfg(test)]
+mod tests_ws;

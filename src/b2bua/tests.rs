@@ -43,12 +43,18 @@ pub(super) struct Sim {
     pub(super) sent: Vec<(Duration, SocketAddr, String)>,
     /// Every command for the media shell.
     pub(super) media: Vec<crate::media::control::MediaCommand>,
+    /// Every command for the WebSocket AI shell.
+    pub(super) ai: Vec<crate::ai::control::AiCommand>,
 }
 
 impl Sim {
     pub(super) fn new(extra_health: &str) -> Sim {
+        Sim::with_config(config(extra_health))
+    }
+
+    pub(super) fn with_config(config: Arc<crate::config::Config>) -> Sim {
         let now = Instant::now();
-        let mut core = Core::new(config(extra_health), 42, now);
+        let mut core = Core::new(config, 42, now);
         while core.poll_transmit().is_some() {}
         Sim {
             core,
@@ -56,12 +62,16 @@ impl Sim {
             now,
             sent: Vec::new(),
             media: Vec::new(),
+            ai: Vec::new(),
         }
     }
 
     pub(super) fn collect(&mut self) {
         while let Some(m) = self.core.poll_media() {
             self.media.push(m);
+        }
+        while let Some(c) = self.core.poll_ai() {
+            self.ai.push(c);
         }
         while let Some(t) = self.core.poll_transmit() {
             let text = String::from_utf8_lossy(&t.data).to_string();

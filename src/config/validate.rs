@@ -19,14 +19,14 @@ use super::values::{
     parse_code_spec, parse_duration, parse_listen, parse_nameserver, parse_source,
     parse_target_uri, parse_ws_url, CodeSpec, Listen, Source, Transport,
 };
-use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
-use std::sync::Arc;
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
     HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
     Target, TargetId,
 };
+use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
 use crate::routing::dialed_number;
+use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -908,7 +908,10 @@ impl Validator<'_> {
                 }
             }
             let Some(uri) = &p.uri else {
-                return Err(self.err(path, "missing field `uri` (a SIP URI like \"sip:agent@10.0.0.5:5060\")"));
+                return Err(self.err(
+                    path,
+                    "missing field `uri` (a SIP URI like \"sip:agent@10.0.0.5:5060\")",
+                ));
             };
             return self.target_common(
                 path,
@@ -931,13 +934,19 @@ impl Validator<'_> {
         if p.uri.is_some() {
             return Err(self.err(
                 &join_key(path, "uri"),
-                format!("a `{}` provider is reached by `url` (ws:// or wss://), not a SIP `uri`", kind.as_str()),
+                format!(
+                    "a `{}` provider is reached by `url` (ws:// or wss://), not a SIP `uri`",
+                    kind.as_str()
+                ),
             ));
         }
         if p.sources.is_some() {
             return Err(self.err(
                 &join_key(path, "sources"),
-                format!("`sources` identify SIP peers that send calls; a `{}` provider never does", kind.as_str()),
+                format!(
+                    "`sources` identify SIP peers that send calls; a `{}` provider never does",
+                    kind.as_str()
+                ),
             ));
         }
         if kind == AiKind::MediaStream && p.realtime.is_some() {
@@ -989,13 +998,20 @@ impl Validator<'_> {
         let realtime = if kind == AiKind::OpenAiRealtime {
             let r = p.realtime.as_ref();
             let rpath = join_key(path, "realtime");
-            let text = |v: Option<&String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+            let text =
+                |v: Option<&String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
             if let Some(tools) = r.and_then(|r| r.tools.as_ref()) {
                 if !tools.is_array() {
-                    return Err(self.err(&join_key(&rpath, "tools"), "expected a list of tool definitions (the `tools` array of session.update)"));
+                    return Err(self.err(
+                        &join_key(&rpath, "tools"),
+                        "expected a list of tool definitions (the `tools` array of session.update)",
+                    ));
                 }
             }
-            let transcription = match r.and_then(|r| r.input_transcription.as_deref()).map(str::trim) {
+            let transcription = match r
+                .and_then(|r| r.input_transcription.as_deref())
+                .map(str::trim)
+            {
                 None => Some(DEFAULT_TRANSCRIPTION_MODEL.to_owned()),
                 Some("" | "off" | "none") => None,
                 Some(m) => Some(m.to_owned()),

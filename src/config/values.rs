@@ -316,7 +316,9 @@ pub fn parse_ws_url(s: &str) -> Result<TargetUri, String> {
         return Err(format!("{hint}; `{t}` contains whitespace"));
     }
     if rest.contains('#') {
-        return Err(format!("{hint}; fragments (`#...`) are not allowed (RFC 6455 §3)"));
+        return Err(format!(
+            "{hint}; fragments (`#...`) are not allowed (RFC 6455 §3)"
+        ));
     }
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     if authority.contains('@') {

@@ -144,7 +144,11 @@ impl Core {
     /// set up.
     pub(super) fn ws_setup_timeout(&self, c: CallRef, n: usize) -> Option<Duration> {
         let e = self.calls.get(&c)?;
-        let ws = e.call.ws.as_ref().filter(|w| w.attempt == n && w.media.is_none())?;
+        let ws = e
+            .call
+            .ws
+            .as_ref()
+            .filter(|w| w.attempt == n && w.media.is_none())?;
         let t = self.config.target(&ws.provider)?.ws.as_ref()?.setup_timeout;
         Some(t)
     }
@@ -289,12 +293,7 @@ impl Core {
 
     /// Call `c`'s WebSocket leg if it is `leg`.
     fn current_ws(&self, c: CallRef, leg: u64) -> Option<WsLeg> {
-        self.calls
-            .get(&c)?
-            .call
-            .ws
-            .clone()
-            .filter(|w| w.leg == leg)
+        self.calls.get(&c)?.call.ws.clone().filter(|w| w.leg == leg)
     }
 
     /// The shell set the leg up: answer the AI side's offer on the bridge's behalf, then
@@ -310,7 +309,8 @@ impl Core {
             return;
         };
         let attempt = ws.attempt;
-        if entry.call.attempts.len() != attempt + 1 || entry.call.attempts[attempt].outcome.is_some()
+        if entry.call.attempts.len() != attempt + 1
+            || entry.call.attempts[attempt].outcome.is_some()
         {
             return;
         }
@@ -331,7 +331,9 @@ impl Core {
         self.health
             .handle_attempt(&target, &dest, AttemptOutcome::Alive, now);
         let applied = if rerouting {
-            self.with_media(c, |m, _, out| m.reroute_answer(Side::B, &answer, out).map(|()| None))
+            self.with_media(c, |m, _, out| {
+                m.reroute_answer(Side::B, &answer, out).map(|()| None)
+            })
         } else {
             self.with_media(c, |m, _, out| m.answer(Side::B, &answer, out).map(Some))
         };
@@ -381,7 +383,13 @@ fn push_transcript(t: &mut Vec<TranscriptItem>, item: TranscriptItem) {
 /// `application/dtmf` (`5`). Anything else carries none.
 fn dtmf_from_info(content_type: Option<&str>, body: &[u8]) -> Vec<char> {
     let ct = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let text = String::from_utf8_lossy(body);
     let valid = |c: char| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D');
@@ -415,11 +423,17 @@ mod tests {
     #[test]
     fn info_digits() {
         assert_eq!(
-            dtmf_from_info(Some("application/dtmf-relay"), b"Signal=5\r\nDuration=160\r\n"),
+            dtmf_from_info(
+                Some("application/dtmf-relay"),
+                b"Signal=5\r\nDuration=160\r\n"
+            ),
             vec!['5']
         );
         assert_eq!(dtmf_from_info(Some("application/dtmf"), b"#"), vec!['#']);
-        assert_eq!(dtmf_from_info(Some("application/dtmf-relay"), b"Signal=x"), Vec::<char>::new());
+        assert_eq!(
+            dtmf_from_info(Some("application/dtmf-relay"), b"Signal=x"),
+            Vec::<char>::new()
+        );
         assert_eq!(dtmf_from_info(Some("text/plain"), b"5"), Vec::<char>::new());
         assert_eq!(dtmf_from_info(None, b"Signal=5"), Vec::<char>::new());
     }

@@ -1,0 +1,387 @@
+//! WebSocket AI legs on the virtual clock: the core opens bridge legs, answers the caller
+//! once the shell reports the leg up, fails over on setup failures, re-routes on a dropped
+//! socket without the carrier seeing anything, and hangs up when the bot closes normally.
+use super::tests::{
+    ack_from_carrier, answer, header, in_dialog_from_carrier, invite, Sim, AGENT_A, CARRIER, HF,
+    SDP_B,
+};
+use super::{CallState, RerouteTrigger};
+use crate::ai::audio::G711;
+use crate::ai::control::{AiCommand, AiEvent, OpenLeg, Speaker, TranscriptItem};
+use crate::media::control::{MediaCommand, RelayUpdate};
+use crate::media::relay::Side as R;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BOT_A: &str = "127.0.0.1:7001";
+const BOT_B: &str = "127.0.0.1:7002";
+
+fn config(extra: &str) -> Arc<crate::config::Config> {
+    let yaml = format!(
+        r#"
+sip:
+  listen: ["udp:{HF}"]
+health:
+  ping_interval: 1h
+{extra}
+routing:
+  attempt_timeout: 1s
+  seed: 1
+carriers:
+  - {{ id: carrier, uri: "sip:{CARRIER}", region: us, ping: false, sources: ["{CARRIER}"] }}
+ai_providers:
+  - {{ id: bot-a, kind: media-stream, url: "ws://{BOT_A}/a", region: us, priority: 1, ping: false,
+       custom_parameters: {{ tenant: acme }} }}
+  - {{ id: bot-b, kind: media-stream, url: "ws://{BOT_B}/b", region: us, priority: 2, ping: false }}
+  - {{ id: agent-sip, kind: sip, uri: "sip:agent@{AGENT_A}", region: us, priority: 3, ping: false }}
+routes:
+  inbound: [ {{ regions: [us], ai: [bot-a, bot-b, agent-sip] }} ]
+"#
+    );
+    Arc::new(crate::config::parse(&yaml, "test.yaml").expect("valid test config"))
+}
+
+fn opens(sim: &Sim) -> Vec<OpenLeg> {
+    sim.ai
+        .iter()
+        .filter_map(|c| match c {
+            AiCommand::Open(o) => Some((**o).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_open(sim: &Sim) -> OpenLeg {
+    opens(sim).pop().expect("an Open command")
+}
+
+fn closes(sim: &Sim) -> Vec<u64> {
+    sim.ai
+        .iter()
+        .filter_map(|c| match c {
+            AiCommand::Close { leg, .. } => Some(*leg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event(sim: &mut Sim, ev: AiEvent) {
+    sim.core.handle_ai_event(ev, sim.now);
+    sim.collect();
+}
+
+fn bridge(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn to_carrier(sim: &Sim) -> usize {
+    let carrier: SocketAddr = CARRIER.parse().unwrap();
+    sim.sent.iter().filter(|(_, r, _)| *r == carrier).count()
+}
+
+fn call(sim: &Sim) -> super::Call {
+    sim.core.calls().next().expect("the call is alive").clone()
+}
+
+/// A confirmed call on bot-a; returns the carrier's 200 OK.
+fn confirmed(sim: &mut Sim) -> String {
+    sim.recv(CARRIER, invite(""));
+    let open = last_open(sim);
+    event(
+        sim,
+        AiEvent::Up {
+            leg: open.leg,
+            media: bridge(40000),
+        },
+    );
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    sim.recv(CARRIER, ack_from_carrier(&ok));
+    assert_eq!(call(sim).state, CallState::Confirmed);
+    ok
+}
+
+#[test]
+fn a_websocket_leg_is_bridged_and_the_caller_answered_once_it_is_up() {
+    let mut sim = Sim::with_config(config(""));
+    sim.recv(CARRIER, invite(""));
+    assert!(
+        sim.find(AGENT_A, "INVITE ").is_empty(),
+        "no SIP toward a WebSocket provider"
+    );
+    let open = last_open(&sim);
+    assert_eq!(open.provider, "bot-a");
+    assert_eq!(open.dest, BOT_A.parse::<SocketAddr>().unwrap());
+    assert_eq!(open.ws.url, format!("ws://{BOT_A}/a"));
+    assert_eq!(
+        open.ws.custom_parameters,
+        vec![("tenant".to_string(), "acme".to_string())]
+    );
+    assert_eq!((open.law, open.payload_type), (G711::Ulaw, 0));
+    assert!(open.relay.ip().is_loopback(), "{}", open.relay);
+    assert_eq!(open.caller, "+15550001111");
+    assert_eq!(open.callee, "+15551230000");
+    assert!(open.reroute.is_none());
+    assert!(
+        sim.find(CARRIER, "SIP/2.0 200").is_empty(),
+        "no answer before the leg is up"
+    );
+
+    event(
+        &mut sim,
+        AiEvent::Up {
+            leg: open.leg,
+            media: bridge(40000),
+        },
+    );
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert!(ok.contains("m=audio "), "{ok}");
+    assert!(ok.contains("RTP/AVP 0"), "{ok}");
+    let relatched = sim.media.iter().any(|m| {
+        matches!(m, MediaCommand::Update { update: RelayUpdate::Relatch { side: R::B, rtp: Some(a), .. }, .. } if *a == bridge(40000))
+    });
+    assert!(relatched, "the relay's AI side points at the bridge");
+    sim.recv(CARRIER, ack_from_carrier(&ok));
+    let c = call(&sim);
+    assert_eq!(c.state, CallState::Confirmed);
+    assert_eq!(c.pinned.as_deref(), Some("bot-a"));
+    assert_eq!(c.ws.as_ref().and_then(|w| w.media), Some(bridge(40000)));
+
+    // The caller hangs up: the leg is closed.
+    let bye = in_dialog_from_carrier(&ok, "BYE", 11, "z9hG4bKbye", "", None);
+    sim.recv(CARRIER, bye);
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 11 BYE"));
+    assert_eq!(closes(&sim), vec![open.leg]);
+    assert_eq!(sim.core.stats().calls_active, 0);
+}
+
+#[test]
+fn setup_failures_fail_over_to_the_next_provider_even_a_sip_one() {
+    let mut sim = Sim::with_config(config(""));
+    sim.recv(CARRIER, invite(""));
+    let a = last_open(&sim);
+    event(
+        &mut sim,
+        AiEvent::Failed {
+            leg: a.leg,
+            status: Some(503),
+            why: "handshake refused".into(),
+        },
+    );
+    let b = last_open(&sim);
+    assert_eq!(b.provider, "bot-b");
+    // bot-b never finishes its handshake: after its setup timeout the SIP agent is tried.
+    sim.advance_to(Duration::from_millis(3100));
+    assert!(closes(&sim).contains(&b.leg), "the stuck leg is closed");
+    let inv = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&inv, 200, "OK", "", Some(SDP_B)));
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("m=audio"));
+    let c = call(&sim);
+    assert_eq!(c.pinned.as_deref(), Some("agent-sip"));
+    assert!(c.ws.is_none());
+    let outcomes: Vec<_> = c
+        .attempts
+        .iter()
+        .map(|a| a.outcome.clone().unwrap_or_default())
+        .collect();
+    assert!(outcomes[0].contains("HTTP 503"), "{outcomes:?}");
+    assert!(outcomes[1].contains("timeout"), "{outcomes:?}");
+    // A late Up from the abandoned leg changes nothing.
+    let sent = sim.sent.len();
+    event(
+        &mut sim,
+        AiEvent::Up {
+            leg: b.leg,
+            media: bridge(40001),
+        },
+    );
+    assert_eq!(sim.sent.len(), sent);
+}
+
+#[test]
+fn a_dropped_socket_reroutes_and_the_carrier_sees_nothing() {
+    let mut sim = Sim::with_config(config(""));
+    confirmed(&mut sim);
+    let a = last_open(&sim);
+    event(
+        &mut sim,
+        AiEvent::Transcript {
+            leg: a.leg,
+            item: TranscriptItem {
+                speaker: Speaker::Caller,
+                text: "I need to move my appointment".into(),
+            },
+        },
+    );
+    let carrier_msgs = to_carrier(&sim);
+    let cmds = sim.media.len();
+    sim.advance_to(Duration::from_secs(5));
+    event(
+        &mut sim,
+        AiEvent::Closed {
+            leg: a.leg,
+            failure: true,
+            why: "connection reset".into(),
+        },
+    );
+    assert_eq!(call(&sim).state, CallState::Rerouting);
+    let b = last_open(&sim);
+    assert_eq!(b.provider, "bot-b");
+    let ctx = b.reroute.clone().expect("re-route context");
+    assert_eq!(
+        (ctx.count, ctx.from.as_str(), ctx.trigger.as_str()),
+        (1, "bot-a", "websocket")
+    );
+    assert_eq!(b.transcript.len(), 1, "the conversation so far goes along");
+    assert_eq!(b.relay, a.relay, "same relay port");
+    assert!(sim.media[cmds..].iter().any(|m| matches!(
+        m,
+        MediaCommand::Update {
+            update: RelayUpdate::SetEnabled {
+                from: R::B,
+                enabled: false
+            },
+            ..
+        }
+    )));
+
+    event(
+        &mut sim,
+        AiEvent::Up {
+            leg: b.leg,
+            media: bridge(40002),
+        },
+    );
+    let c = call(&sim);
+    assert_eq!(c.state, CallState::Confirmed);
+    assert_eq!(c.pinned.as_deref(), Some("bot-b"));
+    assert_eq!(c.reroutes.len(), 1);
+    assert_eq!(c.reroutes[0].trigger, RerouteTrigger::Websocket);
+    assert_eq!(c.reroutes[0].to.as_deref(), Some("bot-b"));
+    assert!(sim.media[cmds..].iter().any(|m| matches!(
+        m,
+        MediaCommand::Update {
+            update: RelayUpdate::SourceSwitch { side: R::B },
+            ..
+        }
+    )));
+    assert_eq!(
+        to_carrier(&sim),
+        carrier_msgs,
+        "no BYE, no re-INVITE, nothing to the carrier"
+    );
+}
+
+#[test]
+fn a_bot_that_closes_normally_hangs_up_the_call() {
+    let mut sim = Sim::with_config(config(""));
+    confirmed(&mut sim);
+    let a = last_open(&sim);
+    event(
+        &mut sim,
+        AiEvent::Closed {
+            leg: a.leg,
+            failure: false,
+            why: "websocket closed 1000".into(),
+        },
+    );
+    let bye = sim.last(CARRIER, "BYE ");
+    assert!(header(&bye, "Reason").contains("hung up"), "{bye}");
+    assert_eq!(opens(&sim).len(), 1, "no re-route");
+}
+
+#[test]
+fn carrier_info_digits_reach_the_bot_and_renegotiation_is_refused() {
+    let mut sim = Sim::with_config(config(""));
+    let ok = confirmed(&mut sim);
+    let leg = last_open(&sim).leg;
+    let info = in_dialog_from_carrier(&ok, "INFO", 11, "z9hG4bKinfo", "", None).replace(
+        "Content-Length: 0\r\n\r\n",
+        "Content-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=7\r\nDuration=160\r\n",
+    );
+    sim.recv(CARRIER, info);
+    assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 11 INFO"));
+    assert!(sim.ai.contains(&AiCommand::Dtmf { leg, digit: '7' }));
+    // A re-offer of another codec cannot be followed by the bridge: 488, call unchanged.
+    let g722 = "v=0\r\no=a 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 9\r\n";
+    let reinvite = in_dialog_from_carrier(&ok, "INVITE", 12, "z9hG4bKre", "", Some(g722));
+    sim.recv(CARRIER, reinvite);
+    assert!(sim.last(CARRIER, "SIP/2.0 ").starts_with("SIP/2.0 488"));
+    assert_eq!(call(&sim).state, CallState::Confirmed);
+    // A session refresh (same SDP) is answered locally as for a SIP agent.
+    let same = in_dialog_from_carrier(&ok, "UPDATE", 13, "z9hG4bKupd", "", None);
+    sim.recv(CARRIER, same);
+    assert!(sim.last(CARRIER, "SIP/2.0 ").starts_with("SIP/2.0 200"));
+}
+
+#[test]
+fn two_handshake_failures_open_the_breaker() {
+    let mut sim = Sim::with_config(config(""));
+    for n in 1..=2u32 {
+        let inv = invite("")
+            .replace("carrier-call-1@", &format!("carrier-call-{n}@"))
+            .replace("z9hG4bKcarrier1", &format!("z9hG4bKcarrier{n}"));
+        sim.recv(CARRIER, inv);
+        let a = last_open(&sim);
+        assert_eq!(a.provider, "bot-a", "call {n} tries bot-a first");
+        event(
+            &mut sim,
+            AiEvent::Failed {
+                leg: a.leg,
+                status: None,
+                why: "connection refused".into(),
+            },
+        );
+        assert_eq!(last_open(&sim).provider, "bot-b");
+    }
+    let inv = invite("")
+        .replace("carrier-call-1@", "carrier-call-3@")
+        .replace("z9hG4bKcarrier1", "z9hG4bKcarrier3");
+    sim.recv(CARRIER, inv);
+    assert_eq!(
+        last_open(&sim).provider,
+        "bot-b",
+        "the breaker keeps bot-a out"
+    );
+}
+
+#[test]
+fn handshake_probes_take_a_provider_down() {
+    let cfg = config("").as_ref().clone();
+    let mut cfg = cfg;
+    cfg.health.ping_interval = Duration::from_secs(5);
+    for p in &mut cfg.ai_providers {
+        p.ping = p.ws.is_some();
+    }
+    let mut sim = Sim::with_config(Arc::new(cfg));
+    sim.collect();
+    for round in 0..6u64 {
+        let probes: Vec<(u64, String)> = sim
+            .ai
+            .drain(..)
+            .filter_map(|c| match c {
+                AiCommand::Probe {
+                    probe, provider, ..
+                } => Some((probe, provider)),
+                _ => None,
+            })
+            .collect();
+        assert!(!probes.is_empty(), "round {round} probes both bots");
+        for (probe, provider) in probes {
+            let status = if provider == "bot-a" { 503 } else { 200 };
+            event(
+                &mut sim,
+                AiEvent::Probe {
+                    probe,
+                    status,
+                    rtt: Some(Duration::from_millis(3)),
+                    why: String::new(),
+                },
+            );
+        }
+        sim.advance_to(Duration::from_secs(6 + round * 5));
+    }
+    sim.ai.clear();
+    sim.recv(CARRIER, invite(""));
+    assert_eq!(last_open(&sim).provider, "bot-b", "bot-a is down");
+}
