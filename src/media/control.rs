@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::filler::GapAudio;
 use super::ports::PortAllocation;
 use super::relay::{PayloadTypeMap, RelayConfig, Side, SocketKind};
 use super::stats::StreamStatsSnapshot;
@@ -95,6 +96,15 @@ pub enum RelayUpdate {
     SetPtMap { from: Side, map: PayloadTypeMap },
     /// What leg `side` sends now comes from a new source: keep the stream continuous.
     SourceSwitch { side: Side },
+    /// Gap audio toward leg `toward`'s peer (e.g. the caller while the AI leg is being
+    /// re-routed): `Some` starts (or replaces) it now — one 20 ms G.711 frame per frame time
+    /// as part of the continuous stream sent to that leg, in the payload type last
+    /// forwarded to it if that is PCMU/PCMA (otherwise nothing is sent); it stops by itself
+    /// at the first packet forwarded to that leg again. `None` stops it.
+    Fill {
+        toward: Side,
+        audio: Option<GapAudio>,
+    },
 }
 
 /// What the media shell reports to the core (rare: never per packet).

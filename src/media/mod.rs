@@ -12,6 +12,7 @@
 //! See `LIFECYCLE.md` for streams.
 
 pub mod control;
+pub mod filler;
 pub mod ports;
 pub mod relay;
 pub mod rtp;

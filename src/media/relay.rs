@@ -32,8 +32,20 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::rtp::{classify, rewrite_rtcp, PacketClass, PacketError, RtcpRewrite, RtpPacket};
+use super::filler::{law_of_payload_type, Filler, GapAudio};
+use super::rtp::{
+    classify, rewrite_rtcp, PacketClass, PacketError, RtcpRewrite, RtpPacket, RTP_FIXED_HEADER_LEN,
+};
 use super::stats::{StreamStats, StreamStatsSnapshot};
+use crate::ai::audio::{FRAME, FRAME_SAMPLES, G711};
+
+/// Bytes of one gap-audio packet: the fixed RTP header and 20 ms of G.711 at 8 kHz. A
+/// [`Relay::poll_fill`] buffer must hold at least this many.
+pub const FILL_PACKET_LEN: usize = RTP_FIXED_HEADER_LEN + FRAME_SAMPLES;
+
+/// A fill polled this late (the worker was busy) skips to the current frame instead of
+/// sending a burst the receiver's jitter buffer would have to absorb.
+const FILL_MAX_CATCH_UP: Duration = Duration::from_millis(60);
 
 /// Default media timeout for a carrier leg: no RTP for this long means the call is dead.
 pub const DEFAULT_CARRIER_MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -308,9 +320,54 @@ pub struct StreamOut {
     marker_pending: bool,
     seq_offset: u16,
     ts_offset: u32,
-    /// The highest (newest) packet sent so far.
+    /// The highest (newest) packet sent so far (forwarded or gap audio).
     last: Option<LastSent>,
+    /// When the newest forwarded packet (from a source, never gap audio) was sent: the
+    /// start of a source-switch gap.
+    last_source_at: Option<Instant>,
+    /// Payload type (after mapping) of the last forwarded RTP packet.
+    last_pt: Option<u8>,
+    /// Gap audio being sent in this stream, if any.
+    fill: Option<Fill>,
+    /// Gap-audio packets sent in this stream, ever.
+    fill_packets: u64,
     stats: StreamStats,
+}
+
+/// Gap audio in progress in one outgoing stream.
+#[derive(Debug, Clone)]
+struct Fill {
+    filler: Filler,
+    /// When the next frame is due (a 20 ms grid from the start).
+    next_at: Instant,
+    /// Frames sent in this fill (the first carries the marker).
+    sent: u64,
+}
+
+/// What [`Relay::handle_fill`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillStatus {
+    /// Gap audio started (or its audio was replaced) in this law; the first frame is due
+    /// now.
+    Started(G711),
+    /// Gap audio stopped (or none was running).
+    Stopped,
+    /// Not started: the last packet sent to that leg had this payload type, not PCMU (0)
+    /// or PCMA (8), and holdfast never sends a codec the peer did not negotiate.
+    NotG711(u8),
+    /// Not started: nothing was sent to that leg yet, so its codec is unknown.
+    NothingSentYet,
+}
+
+/// One gap-audio packet from [`Relay::poll_fill`]: send `buf[..len]` to `to` from `via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillPacket {
+    /// The leg's RTP peer.
+    pub to: SocketAddr,
+    /// Bytes written ([`FILL_PACKET_LEN`]).
+    pub len: usize,
+    /// Always the RTP socket of the leg the audio goes to.
+    pub via: LocalSocket,
 }
 
 impl StreamOut {
@@ -328,6 +385,10 @@ impl StreamOut {
             seq_offset: 0,
             ts_offset: 0,
             last: None,
+            last_source_at: None,
+            last_pt: None,
+            fill: None,
+            fill_packets: 0,
             stats: StreamStats::new(cfg.clock_rate_hz, now),
         }
     }
@@ -390,6 +451,9 @@ impl StreamOut {
         let in_ssrc = pkt.ssrc();
         let in_seq = pkt.sequence_number();
         let in_ts = pkt.timestamp();
+        // Audio flows again: gap audio ends here (a fill that sent frames left
+        // `switch_pending` set, so this packet continues right after its last frame).
+        self.fill = None;
         if self.switch_pending || self.in_ssrc != Some(in_ssrc) {
             self.restart_offsets(in_seq, in_ts, now);
             self.in_ssrc = Some(in_ssrc);
@@ -405,6 +469,7 @@ impl StreamOut {
         if mapped != pt {
             pkt.set_payload_type(mapped);
         }
+        self.last_pt = Some(mapped);
         if self.marker_pending {
             pkt.set_marker(true);
             self.marker_pending = false;
@@ -421,26 +486,129 @@ impl StreamOut {
                 ts: out_ts,
                 at: now,
             });
+            self.last_source_at = Some(now);
         }
     }
 
     #[cold]
     fn restart_offsets(&mut self, in_seq: u16, in_ts: u32, now: Instant) {
         if std::mem::take(&mut self.gap_pending) {
-            self.resumed = Some(self.last.map(|l| now.saturating_duration_since(l.at)));
+            // From the old source's last packet: gap audio is not the source's audio.
+            self.resumed = Some(
+                self.last_source_at
+                    .map(|at| now.saturating_duration_since(at)),
+            );
         }
         let (next_seq, next_ts) = match self.last {
             None => (self.cfg.initial_seq, self.cfg.initial_ts),
             Some(l) => {
-                let gap = now.saturating_duration_since(l.at);
-                let ticks = (gap.as_micros() * u128::from(self.cfg.clock_rate_hz) / 1_000_000)
-                    .max(1) as u32;
                 self.marker_pending = true;
-                (l.seq.wrapping_add(1), l.ts.wrapping_add(ticks))
+                self.next_after(l, now)
             }
         };
         self.seq_offset = next_seq.wrapping_sub(in_seq);
         self.ts_offset = next_ts.wrapping_sub(in_ts);
+    }
+
+    /// Sequence number and timestamp of a packet sent at `now` right after `l`: seq + 1,
+    /// ts advanced by the wall-clock time between them (at least one tick) — RFC 3550
+    /// §5.1's "increments monotonically and linearly" across a pause.
+    #[inline]
+    fn next_after(&self, l: LastSent, now: Instant) -> (u16, u32) {
+        let gap = now.saturating_duration_since(l.at);
+        let ticks =
+            (gap.as_micros() * u128::from(self.cfg.clock_rate_hz) / 1_000_000).max(1) as u32;
+        (l.seq.wrapping_add(1), l.ts.wrapping_add(ticks))
+    }
+
+    /// Start (`Some`) or stop (`None`) gap audio in this stream at `now`. See
+    /// [`Relay::handle_fill`].
+    pub fn handle_fill(&mut self, audio: Option<GapAudio>, now: Instant) -> FillStatus {
+        let Some(audio) = audio else {
+            self.fill = None;
+            return FillStatus::Stopped;
+        };
+        let Some(pt) = self.last_pt else {
+            return FillStatus::NothingSentYet;
+        };
+        let Some(law) = law_of_payload_type(pt) else {
+            self.fill = None;
+            return FillStatus::NotG711(pt);
+        };
+        // A different noise per gap of this stream; deterministic from its SSRC.
+        let seed = u64::from(self.cfg.ssrc) ^ self.fill_packets.rotate_left(32);
+        let filler = Filler::new(audio, law, seed);
+        match &mut self.fill {
+            // Replacing the audio of a running fill keeps its frame grid and marker.
+            Some(f) => f.filler = filler,
+            None => {
+                self.fill = Some(Fill {
+                    filler,
+                    next_at: now,
+                    sent: 0,
+                })
+            }
+        }
+        FillStatus::Started(law)
+    }
+
+    /// Whether gap audio is running in this stream.
+    pub fn is_filling(&self) -> bool {
+        self.fill.is_some()
+    }
+
+    /// When the next gap-audio frame is due, if gap audio is running.
+    pub fn next_fill_at(&self) -> Option<Instant> {
+        self.fill.as_ref().map(|f| f.next_at)
+    }
+
+    /// Gap-audio packets sent in this stream so far.
+    pub fn fill_packets(&self) -> u64 {
+        self.fill_packets
+    }
+
+    /// The next gap-audio packet if one is due at `now`: written to `buf` as one RTP packet
+    /// of this stream (our SSRC, next seq, ts on the 20 ms grid, marker on the first frame
+    /// of a fill); returns its length. A frame whose time passed while nothing could be
+    /// sent (direction disabled, `to_peer` false, `buf` too short) is skipped, not queued.
+    fn poll_fill(&mut self, now: Instant, buf: &mut [u8], to_peer: bool) -> Option<usize> {
+        let fill = self.fill.as_mut()?;
+        if fill.next_at > now {
+            return None;
+        }
+        let behind = now.saturating_duration_since(fill.next_at);
+        if behind > FILL_MAX_CATCH_UP {
+            let skip = (behind.as_nanos() / FRAME.as_nanos()) as u32;
+            fill.next_at += FRAME * skip;
+        }
+        let at = fill.next_at;
+        fill.next_at += FRAME;
+        if !self.enabled || !to_peer || buf.len() < FILL_PACKET_LEN {
+            return None;
+        }
+        let last = self.last?;
+        let (seq, ts) = self.next_after(last, at);
+        let fill = self.fill.as_mut()?;
+        let marker = fill.sent == 0;
+        let n = fill
+            .filler
+            .next_frame(&mut buf[RTP_FIXED_HEADER_LEN..FILL_PACKET_LEN]);
+        if n != FRAME_SAMPLES {
+            return None;
+        }
+        // RFC 3550 §5.1: V=2, no padding, no extension, no CSRC.
+        buf[0] = 0x80;
+        buf[1] = (u8::from(marker) << 7) | fill.filler.payload_type();
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.cfg.ssrc.to_be_bytes());
+        fill.sent += 1;
+        self.fill_packets += 1;
+        self.last = Some(LastSent { seq, ts, at });
+        // The next forwarded packet continues after this frame (seq + 1, ts by the time
+        // since it, marker), whatever its source.
+        self.switch_pending = true;
+        Some(FILL_PACKET_LEN)
     }
 }
 
@@ -815,17 +983,83 @@ impl Relay {
         self.legs[side.idx()].last_rx
     }
 
-    /// The earliest instant at which [`poll_media_timeout`](Self::poll_media_timeout) can
-    /// report something; `None` when both directions are disabled.
+    /// The earliest instant at which [`poll_media_timeout`](Self::poll_media_timeout) or
+    /// [`poll_fill`](Self::poll_fill) can have something; `None` when both directions are
+    /// disabled and no gap audio runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [Side::A, Side::B]
+        let media = [Side::A, Side::B]
             .into_iter()
             .filter(|s| self.streams[s.idx()].enabled)
             .map(|s| {
                 let l = &self.legs[s.idx()];
                 l.last_rx + l.media_timeout
             })
+            .min();
+        match (media, self.next_fill_at()) {
+            (Some(m), Some(f)) => Some(m.min(f)),
+            (m, f) => m.or(f),
+        }
+    }
+
+    /// Start (`Some`) or stop (`None`) gap audio toward leg `toward`'s peer at `now` (e.g.
+    /// comfort noise to the caller while the AI leg is re-routed).
+    ///
+    /// The frames are part of the stream sent to that leg — same SSRC, next sequence
+    /// numbers, timestamps on a 20 ms wall-clock grid, marker on the first — in the payload
+    /// type last forwarded to that leg, which must be PCMU (0) or PCMA (8). The fill ends by
+    /// itself when a packet is forwarded to that leg again (from the new source), which
+    /// then continues right after the last frame (seq + 1, ts by the elapsed time, marker).
+    /// The source-switch gap ([`poll_resumed`](Self::poll_resumed)) is still measured from
+    /// the old source's last packet. `Some` while a fill runs replaces its audio.
+    pub fn handle_fill(
+        &mut self,
+        toward: Side,
+        audio: Option<GapAudio>,
+        now: Instant,
+    ) -> FillStatus {
+        self.streams[toward.other().idx()].handle_fill(audio, now)
+    }
+
+    /// The next due gap-audio packet, written into `buf` (at least [`FILL_PACKET_LEN`]
+    /// bytes). Poll until `None` whenever [`next_fill_at`](Self::next_fill_at) has passed;
+    /// a frame due while the leg has no peer address or the direction is disabled is
+    /// skipped.
+    pub fn poll_fill(&mut self, now: Instant, buf: &mut [u8]) -> Option<FillPacket> {
+        for toward in [Side::A, Side::B] {
+            let to = self.legs[toward.idx()].rtp.destination();
+            let stream = &mut self.streams[toward.other().idx()];
+            while stream.next_fill_at().is_some_and(|at| at <= now) {
+                if let Some(len) = stream.poll_fill(now, buf, to.is_some()) {
+                    return Some(FillPacket {
+                        to: to?,
+                        len,
+                        via: LocalSocket {
+                            side: toward,
+                            kind: SocketKind::Rtp,
+                        },
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// When the next gap-audio frame is due (either leg), if gap audio runs.
+    pub fn next_fill_at(&self) -> Option<Instant> {
+        self.streams
+            .iter()
+            .filter_map(StreamOut::next_fill_at)
             .min()
+    }
+
+    /// Whether gap audio runs toward leg `toward`'s peer.
+    pub fn is_filling(&self, toward: Side) -> bool {
+        self.streams[toward.other().idx()].is_filling()
+    }
+
+    /// Gap-audio packets sent toward leg `toward`'s peer so far.
+    pub fn fill_packets(&self, toward: Side) -> u64 {
+        self.streams[toward.other().idx()].fill_packets()
     }
 
     /// A leg whose peer has sent no RTP for its media timeout, if any (A first).

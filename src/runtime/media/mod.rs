@@ -81,6 +81,8 @@ pub struct MediaCounters {
     pub timeouts: u64,
     /// Commands applied (Open, Update, Close), a progress marker for tests and debugging.
     pub commands: u64,
+    /// Gap-audio packets (comfort noise / prompt during a re-route) handed to the kernel.
+    pub fill_packets: u64,
 }
 
 impl MediaCounters {
@@ -114,6 +116,7 @@ impl MediaCounters {
         self.icmp_errors += g(&c.icmp_errors);
         self.timeouts += g(&c.timeouts);
         self.commands += g(&c.commands);
+        self.fill_packets += g(&c.fill_packets);
     }
 }
 
@@ -133,6 +136,7 @@ pub(crate) struct WorkerCounters {
     icmp_errors: AtomicU64,
     timeouts: AtomicU64,
     commands: AtomicU64,
+    fill_packets: AtomicU64,
 }
 
 /// What the engine and one worker share.

@@ -26,7 +26,9 @@ use super::raw::{self, parse_udp4, PortOwners, RawBatch, RawSocket};
 use super::sys::{self, Epoll};
 use super::{Msg, Shared, SCAN_INTERVAL};
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
-use crate::media::relay::{Action, DropReason, Relay, RelayConfig, Side, SocketKind};
+use crate::media::relay::{
+    Action, DropReason, FillStatus, Relay, RelayConfig, Side, SocketKind, FILL_PACKET_LEN,
+};
 use crate::media::rtp::{classify, PacketClass};
 use crate::runtime::batch_udp::{recv_batch, RecvBatch, SendQueue};
 
@@ -179,6 +181,13 @@ pub(super) struct Worker {
     ep_events: Box<[libc::epoll_event; MAX_EVENTS]>,
     next_scan: Instant,
     raw: Option<RawPath>,
+    /// Relays with gap audio running, as `(slot, generation)` (a handful at most: only
+    /// calls in a re-route gap).
+    filling: Vec<(usize, u32)>,
+    /// The earliest gap-audio frame due among `filling`.
+    next_fill: Option<Instant>,
+    /// One gap-audio packet (the frames are generated into it, one at a time).
+    fill_buf: [u8; FILL_PACKET_LEN],
 }
 
 impl Worker {
@@ -202,6 +211,9 @@ impl Worker {
             ep_events: Box::new([libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]),
             next_scan: Instant::now() + SCAN_INTERVAL,
             raw,
+            filling: Vec::new(),
+            next_fill: None,
+            fill_buf: [0; FILL_PACKET_LEN],
         }
     }
 
@@ -210,8 +222,10 @@ impl Worker {
         let mut now = Instant::now();
         loop {
             // From the previous wakeup's clock: at worst the wait ends a little late.
-            let wait = self
-                .next_scan
+            let wake_at = self
+                .next_fill
+                .map_or(self.next_scan, |f| f.min(self.next_scan));
+            let wait = wake_at
                 .saturating_duration_since(now)
                 .as_micros()
                 .div_ceil(1000)
@@ -233,6 +247,9 @@ impl Worker {
             }
             if woken && !self.handle_commands(now) {
                 return;
+            }
+            if self.next_fill.is_some_and(|f| f <= now) {
+                self.send_fills(now);
             }
             if now >= self.next_scan {
                 self.scan_timeouts(now);
@@ -532,6 +549,19 @@ impl Worker {
                     RelayUpdate::SetEnabled { from, enabled } => r.set_enabled(from, enabled, now),
                     RelayUpdate::SetPtMap { from, map } => r.set_pt_map(from, map),
                     RelayUpdate::SourceSwitch { side } => r.handle_source_switch(side, now),
+                    RelayUpdate::Fill { toward, audio } => {
+                        let status = r.handle_fill(toward, audio, now);
+                        tracing::debug!(relay = %id, ?toward, ?audio, ?status, "gap audio");
+                        if matches!(status, FillStatus::Started(_)) {
+                            let slot = self.by_id[&id];
+                            let key = (slot, self.slots[slot].generation);
+                            if !self.filling.contains(&key) {
+                                self.filling.push(key);
+                            }
+                            // The first frame is due now: sent in this wakeup.
+                            self.next_fill = Some(now);
+                        }
+                    }
                 }
             }
             MediaCommand::Close { id } => self.close(id),
@@ -676,6 +706,65 @@ impl Worker {
             a_to_b: entry.relay.stats(Side::A),
             b_to_a: entry.relay.stats(Side::B),
         });
+    }
+
+    /// Sends every gap-audio frame due at `now` from the leg's RTP socket (also for relays of
+    /// the raw path: the socket is bound to the same address and port the raw forwards
+    /// carry as source, and sending from it is unaffected by its discard-all receive
+    /// filter). One `sendto` per frame: fills run only during re-route gaps, 50 frames/s
+    /// per relay. Forgets relays whose fill ended (a packet was forwarded again, `None`,
+    /// closed) and recomputes the next deadline.
+    fn send_fills(&mut self, now: Instant) {
+        let Worker {
+            slots,
+            filling,
+            fill_buf,
+            shared,
+            ..
+        } = self;
+        let (mut sent, mut would_block, mut failed) = (0u64, 0u64, 0u64);
+        let mut next: Option<Instant> = None;
+        filling.retain(|&(slot, generation)| {
+            let Some(Slot {
+                generation: g,
+                entry: Some(entry),
+            }) = slots.get_mut(slot)
+            else {
+                return false;
+            };
+            if *g != generation {
+                return false;
+            }
+            while let Some(p) = entry.relay.poll_fill(now, fill_buf) {
+                let Some(sock) = &entry.socks[sock_index(p.via.side, p.via.kind)] else {
+                    failed += 1;
+                    continue;
+                };
+                match sock.send_to(&fill_buf[..p.len], p.to) {
+                    Ok(_) => sent += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => would_block += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            match entry.relay.next_fill_at() {
+                Some(at) => {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    true
+                }
+                None => false,
+            }
+        });
+        self.next_fill = next;
+        let c = &shared.counters;
+        for (a, v) in [
+            (&c.fill_packets, sent),
+            (&c.send_would_block, would_block),
+            (&c.send_failed, failed),
+        ] {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
     }
 
     fn scan_timeouts(&mut self, now: Instant) {
