@@ -245,6 +245,10 @@ pub struct Call {
     /// What was said so far (from providers that report transcripts), oldest first and
     /// bounded: replayed into a provider that takes the call over.
     pub transcript: Vec<TranscriptItem>,
+    /// Set when no AI provider was left and the call was transferred to this number
+    /// through the carrier routing (`ai.no_provider.action: transfer`): the B leg then faces
+    /// a carrier, not an AI agent, and is never re-routed.
+    pub transfer_to: Option<String>,
 }
 
 impl Call {
@@ -254,6 +258,11 @@ impl Call {
             Direction::Inbound => Side::B,
             Direction::Outbound => Side::A,
         }
+    }
+
+    /// Whether leg `side` faces an AI agent (that can be re-routed).
+    pub fn is_ai_leg(&self, side: Side) -> bool {
+        self.ai_side() == side && self.transfer_to.is_none()
     }
 
     /// Whether `target` already failed mid-call on this call (it gets no second chance).

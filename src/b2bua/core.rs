@@ -257,6 +257,8 @@ enum CallTimer {
     Expire(SideKey),
     /// An ending call that still has nothing to wait for is dropped at this point.
     Reap,
+    /// The no-provider prompt has played: hang up.
+    PromptDone,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -374,6 +376,8 @@ pub struct Core {
     media_out: VecDeque<MediaCommand>,
     /// Commands for the WebSocket AI shell.
     ai_out: VecDeque<AiCommand>,
+    /// Events for the user's webhook (`ai.webhook`), as JSON.
+    webhooks: VecDeque<serde_json::Value>,
     /// WebSocket AI legs by the shell's leg id.
     ai_legs: HashMap<AiLegId, CallRef>,
     /// Handshake probes of WebSocket providers in flight: the shell's id → the health
@@ -470,6 +474,7 @@ impl Core {
             media_bind: config.media.bind,
             media_out: VecDeque::new(),
             ai_out: VecDeque::new(),
+            webhooks: VecDeque::new(),
             ai_legs: HashMap::new(),
             ai_probes: HashMap::new(),
             closing: HashMap::new(),
@@ -1093,6 +1098,7 @@ impl Core {
             reroutes: Vec::new(),
             ws: None,
             transcript: Vec::new(),
+            transfer_to: None,
         };
         info!(
             call = %id, direction = ?direction, origin = %origin_id, caller, callee,
@@ -1286,7 +1292,12 @@ impl Core {
             Some(p) => format!("{}:{p}", tcfg.uri.host),
             None => tcfg.uri.host.clone(),
         };
-        let ruri_user = tcfg.uri.user.clone().unwrap_or_else(|| call.callee.clone());
+        // A transfer (no AI provider left) dials its own number.
+        let callee = call
+            .transfer_to
+            .clone()
+            .unwrap_or_else(|| call.callee.clone());
+        let ruri_user = tcfg.uri.user.clone().unwrap_or_else(|| callee.clone());
         let transport_param = match tcfg.uri.transport {
             Some(Transport::Tcp) => ";transport=tcp",
             _ => "",
@@ -1302,7 +1313,7 @@ impl Core {
             .map(|d| format!("{d} "))
             .unwrap_or_default();
         let from_uri = format!("{display}<sip:{}@{host}>", call.caller);
-        let to_uri = format!("<sip:{}@{target_host}>", call.callee);
+        let to_uri = format!("<sip:{callee}@{target_host}>");
         let mut headers = call.passthrough_headers.clone();
         headers.extend(tcfg.headers.iter().cloned());
         headers.push(("X-Holdfast-Call".into(), call.id.clone()));
@@ -3210,7 +3221,7 @@ impl Core {
 
     /// Whether leg `side` of call `c` faces the AI agent.
     fn is_ai_leg(&self, c: CallRef, side: Side) -> bool {
-        self.calls.get(&c).is_some_and(|e| e.call.ai_side() == side)
+        self.calls.get(&c).is_some_and(|e| e.call.is_ai_leg(side))
     }
 
     /// "carrier" or "AI agent": what leg `side` of call `c` faces.
@@ -3335,6 +3346,17 @@ impl Core {
                 let side: Side = side.into();
                 warn!(call = %self.call_name(c), ?side, "session expired without refresh");
                 self.end_call(c, "session timer expired", None, now);
+            }
+            CallTimer::PromptDone => {
+                let why = self
+                    .calls
+                    .get(&c)
+                    .and_then(|e| e.call.end_reason.clone())
+                    .unwrap_or_else(|| "no AI provider left".into());
+                if let Some(e) = self.calls.get_mut(&c) {
+                    e.call.end_reason = None;
+                }
+                self.end_call(c, &why, None, now);
             }
             CallTimer::Reap => {
                 let why = self

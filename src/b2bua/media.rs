@@ -674,6 +674,26 @@ impl CallMedia {
         sdp_addr.filter(|a| *a != addr)
     }
 
+    /// Gap audio toward `toward`'s peer on every stream (`None` stops it): the relay plays
+    /// it in the stream's G.711 codec, continuous with what it sent before, until the next
+    /// packet it forwards that way.
+    pub fn fill(
+        &self,
+        toward: Side,
+        audio: Option<crate::media::filler::GapAudio>,
+        out: &mut Vec<MediaCommand>,
+    ) {
+        for s in &self.streams {
+            out.push(MediaCommand::Update {
+                id: self.id(s.index),
+                update: RelayUpdate::Fill {
+                    toward: rside(toward),
+                    audio,
+                },
+            });
+        }
+    }
+
     /// Where a local peer reaches the relay's `side` RTP socket of m-line `index` (the bind
     /// address, or loopback when it binds every address): a WebSocket AI leg's bridge.
     pub fn relay_addr(&self, side: Side, index: usize) -> Option<SocketAddr> {

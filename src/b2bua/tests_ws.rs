@@ -385,3 +385,144 @@ fn handshake_probes_take_a_provider_down() {
     sim.recv(CARRIER, invite(""));
     assert_eq!(last_open(&sim).provider, "bot-b", "bot-a is down");
 }
+
+/// A confirmed bot-a call whose bot-b and agent-sip alternatives are both unusable, so the
+/// re-route after bot-a drops finds no provider.
+fn drop_with_no_provider_left(sim: &mut Sim) {
+    confirmed(sim);
+    let a = last_open(sim);
+    sim.advance_to(Duration::from_secs(5));
+    event(
+        sim,
+        AiEvent::Closed {
+            leg: a.leg,
+            failure: true,
+            why: "connection reset".into(),
+        },
+    );
+    let b = last_open(sim);
+    assert_eq!(b.provider, "bot-b");
+    event(
+        sim,
+        AiEvent::Failed {
+            leg: b.leg,
+            status: None,
+            why: "connection refused".into(),
+        },
+    );
+    let inv = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&inv, 503, "Service Unavailable", "", None));
+}
+
+fn fills(sim: &Sim) -> Vec<Option<crate::media::filler::GapAudio>> {
+    sim.media
+        .iter()
+        .filter_map(|m| match m {
+            MediaCommand::Update {
+                update:
+                    RelayUpdate::Fill {
+                        toward: R::A,
+                        audio,
+                    },
+                ..
+            } => Some(*audio),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn comfort_noise_fills_the_gap_by_default() {
+    let mut sim = Sim::with_config(config(""));
+    confirmed(&mut sim);
+    assert!(fills(&sim).is_empty());
+    let a = last_open(&sim);
+    event(
+        &mut sim,
+        AiEvent::Closed {
+            leg: a.leg,
+            failure: true,
+            why: "reset".into(),
+        },
+    );
+    assert_eq!(
+        fills(&sim),
+        vec![Some(crate::media::filler::GapAudio::ComfortNoise)]
+    );
+}
+
+#[test]
+fn no_provider_left_plays_the_prompt_then_hangs_up() {
+    use crate::media::filler::{AfterPrompt, GapAudio};
+    let mut cfg = config("").as_ref().clone();
+    let prompt = GapAudio::prompt(vec![1000; 16000], AfterPrompt::Silence); // 2 s
+    cfg.ai.no_provider = crate::config::NoProvider::Prompt(prompt);
+    let mut sim = Sim::with_config(Arc::new(cfg));
+    drop_with_no_provider_left(&mut sim);
+    assert_eq!(fills(&sim).last(), Some(&Some(prompt)));
+    assert!(
+        sim.find(CARRIER, "BYE ").is_empty(),
+        "the prompt plays first"
+    );
+    sim.advance_to(Duration::from_millis(5000 + 2000 + 200));
+    assert!(sim.find(CARRIER, "BYE ").is_empty());
+    sim.advance_to(Duration::from_millis(5000 + 2000 + 400));
+    let bye = sim.last(CARRIER, "BYE ");
+    assert!(header(&bye, "Reason").contains("agent-sip 503"), "{bye}");
+}
+
+#[test]
+fn no_provider_left_transfers_to_the_fallback_number_through_a_carrier_in_region() {
+    let outbound = "  outbound: [ { regions: [us], carriers: [carrier] } ]";
+    let cfg = crate::config::parse(
+        &format!(
+            r#"
+sip:
+  listen: ["udp:{HF}"]
+health:
+  ping_interval: 1h
+routing:
+  attempt_timeout: 1s
+  seed: 1
+carriers:
+  - {{ id: carrier, uri: "sip:{CARRIER}", region: us, ping: false, sources: ["{CARRIER}"] }}
+ai_providers:
+  - {{ id: bot-a, kind: media-stream, url: "ws://{BOT_A}/a", region: us, priority: 1, ping: false }}
+  - {{ id: bot-b, kind: media-stream, url: "ws://{BOT_B}/b", region: us, priority: 2, ping: false }}
+  - {{ id: agent-sip, kind: sip, uri: "sip:agent@{AGENT_A}", region: us, priority: 3, ping: false }}
+routes:
+  inbound: [ {{ regions: [us], ai: [bot-a, bot-b, agent-sip] }} ]
+{outbound}
+ai:
+  no_provider: {{ action: transfer, transfer_to: "+15559990000" }}
+  webhook: {{ url: "http://127.0.0.1:9/hook" }}
+"#
+        ),
+        "t.yaml",
+    )
+    .expect("valid");
+    let mut sim = Sim::with_config(Arc::new(cfg));
+    drop_with_no_provider_left(&mut sim);
+    let carrier_before = sim.find(CARRIER, "INVITE ");
+    assert_eq!(carrier_before.len(), 1, "the transfer goes to the carrier");
+    let inv = &carrier_before[0].1;
+    assert!(inv.starts_with("INVITE sip:+15559990000@"), "{inv}");
+    assert!(sim.find(CARRIER, "BYE ").is_empty());
+    sim.recv(CARRIER, answer(inv, 200, "OK", "", Some(SDP_B)));
+    let c = call(&sim);
+    assert_eq!(c.state, CallState::Confirmed);
+    assert_eq!(c.transfer_to.as_deref(), Some("+15559990000"));
+    assert!(c.reroutes[0]
+        .outcome
+        .as_deref()
+        .unwrap_or("")
+        .contains("transferred to +15559990000"));
+    // The transferred leg faces a person: its silence is no AI failure to re-route.
+    assert!(!c.is_ai_leg(super::Side::B));
+    let hooks: Vec<_> = std::iter::from_fn(|| sim.core.poll_webhook()).collect();
+    assert_eq!(hooks.len(), 1, "one event per re-route: {hooks:?}");
+    assert_eq!(hooks[0]["event"], "call.ai_rerouted");
+    assert_eq!(hooks[0]["transferred_to"], "+15559990000");
+    assert_eq!(hooks[0]["from"], "bot-a");
+    assert_eq!(hooks[0]["to"], "carrier");
+}

@@ -293,6 +293,46 @@ pub struct Routes {
     pub outbound: Vec<RouteRule>,
 }
 
+/// What the caller hears while the AI leg is re-routed, and what happens when no provider
+/// is left (`ai:` section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AiSettings {
+    /// Played toward the caller during a re-route gap; `None` = silence.
+    pub gap_audio: Option<crate::media::filler::GapAudio>,
+    pub no_provider: NoProvider,
+    /// Where `call.ai_rerouted` events are POSTed.
+    pub webhook: Option<WebhookSettings>,
+}
+
+impl Default for AiSettings {
+    fn default() -> Self {
+        AiSettings {
+            gap_audio: Some(crate::media::filler::GapAudio::ComfortNoise),
+            no_provider: NoProvider::Hangup,
+            webhook: None,
+        }
+    }
+}
+
+/// A mid-call re-route that finds no allowed provider (`ai.no_provider.action`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoProvider {
+    /// BYE to the caller at once, with a Reason.
+    Hangup,
+    /// Play this prompt to the caller, then hang up.
+    Prompt(crate::media::filler::GapAudio),
+    /// Dial this number through the outbound carrier routing (within the call's regions)
+    /// and connect the caller to it; hang up if no carrier takes it.
+    Transfer { number: String },
+}
+
+/// `ai.webhook`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub url: String,
+    pub timeout: std::time::Duration,
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -306,6 +346,7 @@ pub struct Config {
     pub carriers: Vec<Target>,
     pub ai_providers: Vec<Target>,
     pub routes: Routes,
+    pub ai: AiSettings,
 }
 
 impl Config {

@@ -113,6 +113,30 @@ pub(crate) struct RawConfig {
     pub carriers: Vec<RawCarrier>,
     pub ai_providers: Vec<RawAiProvider>,
     pub routes: RawRoutes,
+    pub ai: RawAi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAi {
+    pub gap_audio: Option<String>,
+    pub no_provider: Option<RawNoProvider>,
+    pub webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawNoProvider {
+    pub action: Option<String>,
+    pub prompt: Option<String>,
+    pub transfer_to: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawWebhook {
+    pub url: Option<String>,
+    pub timeout: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

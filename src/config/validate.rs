@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::raw::{
-    HeaderMap, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia, RawRoutes,
+    HeaderMap, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia, RawRoutes,
     RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
@@ -19,12 +19,14 @@ use super::values::{
     parse_code_spec, parse_duration, parse_listen, parse_nameserver, parse_source,
     parse_target_uri, parse_ws_url, CodeSpec, Listen, Source, Transport,
 };
+use super::{AiSettings, NoProvider, WebhookSettings};
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
     HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
     Target, TargetId,
 };
 use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
+use crate::media::filler::{load_wav, AfterPrompt, GapAudio};
 use crate::routing::dialed_number;
 use std::sync::Arc;
 
@@ -358,6 +360,7 @@ impl Validator<'_> {
             })
             .collect();
         let routes = self.routes(&raw.routes, &known)?;
+        let ai = self.ai(&raw.ai, file_name)?;
         Ok(Config {
             file_name: file_name.to_owned(),
             sip,
@@ -368,6 +371,117 @@ impl Validator<'_> {
             carriers,
             ai_providers,
             routes,
+            ai,
+        })
+    }
+
+    fn ai(&self, raw: &RawAi, file_name: &str) -> Result<AiSettings> {
+        // Prompt files are found relative to the configuration file, like an include.
+        let base = std::path::Path::new(file_name)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let load = |path: &str, field: &str, then: AfterPrompt| -> Result<GapAudio> {
+            let p = std::path::Path::new(path.trim());
+            let full = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            let bytes = std::fs::read(&full).map_err(|e| {
+                self.err(
+                    field,
+                    format!("cannot read prompt `{}`: {e}", full.display()),
+                )
+            })?;
+            let pcm = load_wav(&bytes)
+                .map_err(|e| self.err(field, format!("prompt `{}`: {e}", full.display())))?;
+            Ok(GapAudio::prompt(pcm, then))
+        };
+        let gap_audio = match raw.gap_audio.as_deref().map(str::trim) {
+            None | Some("comfort-noise") => Some(GapAudio::ComfortNoise),
+            Some("silence") => None,
+            Some(path) => Some(load(path, "ai.gap_audio", AfterPrompt::ComfortNoise)?),
+        };
+        let np = raw.no_provider.as_ref();
+        let action_path = "ai.no_provider.action";
+        let no_provider = match np.and_then(|n| n.action.as_deref()).map(str::trim) {
+            None | Some("hangup") => NoProvider::Hangup,
+            Some("prompt") => {
+                let Some(path) = np.and_then(|n| n.prompt.as_deref()) else {
+                    return Err(self.err(
+                        action_path,
+                        "action `prompt` needs `prompt:` (a WAV file, 8 kHz mono)",
+                    ));
+                };
+                NoProvider::Prompt(load(path, "ai.no_provider.prompt", AfterPrompt::Silence)?)
+            }
+            Some("transfer") => {
+                let number = match np.and_then(|n| n.transfer_to.as_ref()) {
+                    Some(Scalar::Str(s)) => dialed_number(s),
+                    Some(_) => {
+                        return Err(self.err(
+                            "ai.no_provider.transfer_to",
+                            "expected a quoted number like \"+442071234567\"",
+                        ))
+                    }
+                    None => {
+                        return Err(self.err(
+                            action_path,
+                            "action `transfer` needs `transfer_to:` (the number to dial through the carrier routing)",
+                        ))
+                    }
+                };
+                let body = number.strip_prefix('+').unwrap_or(&number);
+                if body.is_empty()
+                    || !body
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'*' || b == b'#')
+                {
+                    return Err(self.err(
+                        "ai.no_provider.transfer_to",
+                        format!("`{number}` is not a dialable number"),
+                    ));
+                }
+                NoProvider::Transfer { number }
+            }
+            Some(a) => {
+                return Err(self.err(
+                    action_path,
+                    format!("unknown action `{a}`; expected `hangup`, `prompt` or `transfer`"),
+                ))
+            }
+        };
+        let webhook = match raw.webhook.as_ref() {
+            None => None,
+            Some(w) => {
+                let Some(url) = w.url.as_deref().map(str::trim) else {
+                    return Err(self.err("ai.webhook", "missing field `url` (http:// or https://)"));
+                };
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("http://") || lower.starts_with("https://"))
+                    || url.len() < 10
+                {
+                    return Err(self.err(
+                        "ai.webhook.url",
+                        format!("expected an http:// or https:// URL; got `{url}`"),
+                    ));
+                }
+                let timeout = self.positive_duration(
+                    &w.timeout,
+                    "ai.webhook.timeout",
+                    Duration::from_secs(2),
+                )?;
+                Some(WebhookSettings {
+                    url: url.to_owned(),
+                    timeout,
+                })
+            }
+        };
+        Ok(AiSettings {
+            gap_audio,
+            no_provider,
+            webhook,
         })
     }
 

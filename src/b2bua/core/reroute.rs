@@ -22,6 +22,7 @@ use super::{reason_header, CallRef, CallTimer, Core, Purpose, SideKey, View, ACC
 use crate::ai::control::AiCommand;
 use crate::b2bua::call::{CallState, Candidate, Direction, Reroute, RerouteTrigger, Side};
 use crate::b2bua::msg::Resp;
+use crate::config::NoProvider;
 use crate::health::{AttemptOutcome, Destination, State};
 use crate::routing::TargetId;
 
@@ -52,6 +53,9 @@ pub(super) fn failure_cause(headers: &[(String, String)]) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Left after the no-provider prompt before the BYE, so its last frames reach the caller.
+const PROMPT_TAIL: Duration = Duration::from_millis(300);
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -70,7 +74,10 @@ impl Core {
         let Some(entry) = self.calls.get_mut(&c) else {
             return false;
         };
-        if entry.call.direction != Direction::Inbound || entry.call.state != CallState::Confirmed {
+        if entry.call.direction != Direction::Inbound
+            || entry.call.state != CallState::Confirmed
+            || entry.call.transfer_to.is_some()
+        {
             return false;
         }
         let call = &mut entry.call;
@@ -162,8 +169,16 @@ impl Core {
         self.count_target(c, None);
         // What the old provider sends is no longer relayed; the new one gets the carrier
         // leg's session on the same relay ports.
+        let gap_audio = self.config.ai.gap_audio;
         let offer = self
-            .with_media(c, |m, _, out| m.reroute_offer(Side::B, out))
+            .with_media(c, |m, _, out| {
+                // The caller hears comfort noise (or the configured prompt) until the new
+                // provider's first audio, not dead air.
+                if gap_audio.is_some() {
+                    m.fill(Side::A, gap_audio, out);
+                }
+                m.reroute_offer(Side::B, out)
+            })
             .flatten();
         let candidates = self.reroute_candidates(c, now);
         let Some(entry) = self.calls.get_mut(&c) else {
@@ -325,7 +340,10 @@ impl Core {
         if let Some(r) = entry.call.reroutes.last_mut() {
             r.to = Some(target.to_string());
             r.setup_ms = setup.map(millis);
-            r.outcome = Some(format!("answered by {target}"));
+            r.outcome = Some(match &entry.call.transfer_to {
+                Some(n) => format!("no AI provider left; transferred to {n} via {target}"),
+                None => format!("answered by {target}"),
+            });
             from.clone_from(&r.from);
             trigger = r.trigger.as_str();
         }
@@ -333,6 +351,42 @@ impl Core {
             call = %id, from = %from, to = %target, trigger,
             setup_ms = setup.map(millis), "AI leg re-routed"
         );
+        self.notify_reroute(c);
+    }
+
+    /// `call.ai_rerouted` for the user's webhook (when configured): the call, the failed
+    /// and the new provider (or the outcome when none took over), and what happened.
+    pub(super) fn notify_reroute(&mut self, c: CallRef) {
+        if self.config.ai.webhook.is_none() {
+            return;
+        }
+        let Some(call) = self.calls.get(&c).map(|e| &e.call) else {
+            return;
+        };
+        let Some(r) = call.reroutes.last() else {
+            return;
+        };
+        self.webhooks.push_back(serde_json::json!({
+            "event": "call.ai_rerouted",
+            "call_id": call.id,
+            "caller": call.caller,
+            "callee": call.callee,
+            "rule": call.rule,
+            "regions": call.regions,
+            "reroute_count": call.reroutes.len(),
+            "trigger": r.trigger.as_str(),
+            "detail": r.detail,
+            "from": r.from,
+            "to": r.to,
+            "setup_ms": r.setup_ms,
+            "outcome": r.outcome,
+            "transferred_to": call.transfer_to,
+        }));
+    }
+
+    /// The next event for the user's webhook (JSON); the runtime adds the time and POSTs it.
+    pub fn poll_webhook(&mut self) -> Option<serde_json::Value> {
+        self.webhooks.pop_front()
     }
 
     /// No provider is left for a call being re-routed: it ends cleanly, BYE to the carrier
@@ -357,8 +411,87 @@ impl Core {
         if let Some(r) = entry.call.reroutes.last_mut() {
             r.outcome = Some("no AI provider left".into());
         }
-        self.stats.reroutes_failed += 1;
+        let transferring = entry.call.transfer_to.is_some();
+        if !transferring {
+            self.stats.reroutes_failed += 1;
+        }
+        match self.config.ai.no_provider.clone() {
+            NoProvider::Transfer { number } if !transferring => {
+                if self.reroute_transfer(c, &number, &why, now) {
+                    return;
+                }
+            }
+            NoProvider::Prompt(audio) if !transferring => {
+                info!(call = %self.call_name(c), "{why}; playing the no-provider prompt, then hanging up");
+                self.with_media(c, |m, _, out| m.fill(Side::A, Some(audio), out));
+                if let Some(e) = self.calls.get_mut(&c) {
+                    e.call.end_reason = Some(why);
+                }
+                let at = now + audio.prompt_duration() + PROMPT_TAIL;
+                self.set_deadline(c, CallTimer::PromptDone, at);
+                self.notify_reroute(c);
+                return;
+            }
+            _ => {}
+        }
+        self.notify_reroute(c);
         self.end_call(c, &why, None, now);
+    }
+
+    /// No AI provider is left: dial `number` through the outbound carrier routing, within
+    /// the call's regions, as the call's new B leg. `false` when no carrier may take it.
+    fn reroute_transfer(&mut self, c: CallRef, number: &str, why: &str, now: Instant) -> bool {
+        let Some(call) = self.calls.get(&c).map(|e| &e.call) else {
+            return false;
+        };
+        let origin = TargetId::from(
+            call.reroutes
+                .last()
+                .map_or(call.origin.as_str(), |r| r.from.as_str()),
+        );
+        let Some(rule) = self
+            .routing
+            .match_outbound(&origin, number, &call.caller)
+            .cloned()
+        else {
+            warn!(call = %call.id, number, "{why}; no outbound route for the transfer number");
+            return false;
+        };
+        let seed = self.ids.next_u64();
+        let view = View {
+            health: &self.health,
+            targets: &self.targets,
+            now,
+        };
+        let plan = self.routing.plan(&rule, &view, seed);
+        let call = &self.calls.get(&c).expect("present").call;
+        let candidates: Vec<Candidate> = plan
+            .targets
+            .iter()
+            .filter(|t| {
+                self.config
+                    .target(t)
+                    .is_some_and(|cfg| call.regions.contains(&cfg.region))
+            })
+            .map(|t| Candidate {
+                target: t.to_string(),
+            })
+            .collect();
+        if candidates.is_empty() {
+            warn!(call = %call.id, number, "{why}; no carrier in the call's regions for the transfer");
+            return false;
+        }
+        info!(call = %call.id, number, carriers = ?candidates.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(), "{why}; transferring the caller");
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return false;
+        };
+        let attempts = entry.call.attempts.len();
+        entry.reroute_started = Some((now, attempts));
+        entry.call.transfer_to = Some(number.to_string());
+        entry.call.candidates = candidates;
+        entry.call.next_candidate = 0;
+        self.next_attempt(c, now);
+        true
     }
 
     /// The relay reports the first audio of the new provider reached the carrier: the gap
