@@ -416,10 +416,10 @@ impl Core {
             self.stats.reroutes_failed += 1;
         }
         match self.config.ai.no_provider.clone() {
-            NoProvider::Transfer { number } if !transferring => {
-                if self.reroute_transfer(c, &number, &why, now) {
-                    return;
-                }
+            NoProvider::Transfer { number }
+                if !transferring && self.reroute_transfer(c, &number, &why, now) =>
+            {
+                return;
             }
             NoProvider::Prompt(audio) if !transferring => {
                 info!(call = %self.call_name(c), "{why}; playing the no-provider prompt, then hanging up");
