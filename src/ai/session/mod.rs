@@ -67,6 +67,8 @@ pub struct SessionStats {
     pub bad_json: u64,
     /// Provider audio whose base64 did not decode.
     pub bad_base64: u64,
+    /// Provider audio bytes dropped because [`MAX_QUEUED_AUDIO`] was already queued.
+    pub audio_overflow_bytes: u64,
     /// Provider messages of an unknown type (or for another stream).
     pub ignored_messages: u64,
     /// RTP packets emitted toward the relay (speech and silence).
@@ -78,6 +80,10 @@ pub struct SessionStats {
 /// How late `poll_rtp` may be before the clock skips ahead instead of catching up with a
 /// burst of packets (the same bound as the pacer's).
 const MAX_LAG: Duration = Duration::from_millis(60);
+
+/// The most provider audio queued toward the caller (5 minutes of 8 kHz G.711): a bot that
+/// sends far faster than real time must not grow the queue without bound.
+pub const MAX_QUEUED_AUDIO: usize = 8000 * 300;
 
 /// Size of one emitted RTP packet: header + one 20 ms G.711 frame.
 pub const RTP_PACKET_LEN: usize = rtp::HEADER_LEN + FRAME_SAMPLES;
@@ -431,6 +437,14 @@ impl Session {
     fn push_audio(&mut self, mut ulaw: Vec<u8>, now: Instant) {
         if ulaw.is_empty() {
             return;
+        }
+        let room = MAX_QUEUED_AUDIO.saturating_sub(self.pacer.queued());
+        if ulaw.len() > room {
+            self.stats.audio_overflow_bytes += (ulaw.len() - room) as u64;
+            ulaw.truncate(room);
+            if ulaw.is_empty() {
+                return;
+            }
         }
         G711::Ulaw.transcode(self.law, &mut ulaw);
         self.pacer.push(&ulaw, now);

@@ -914,3 +914,19 @@ fn realtime_alaw_leg() {
     assert!(f.0);
     assert!(f.4.iter().all(|&b| b == 0xd5));
 }
+
+#[test]
+fn provider_audio_queue_is_bounded() {
+    let t0 = Instant::now();
+    let mut s = open_ms(G711::Ulaw, t0);
+    let chunk = vec![1u8; MAX_QUEUED_AUDIO / 2 + 1000];
+    s.handle_text(&bot_media(&s, &chunk), t0);
+    s.handle_text(&bot_media(&s, &chunk), t0);
+    assert_eq!(s.stats().audio_overflow_bytes, 2000);
+    s.handle_text(&bot_media(&s, &[1u8; 10]), t0);
+    assert_eq!(s.stats().audio_overflow_bytes, 2010);
+    // A mark after the cut is still echoed once the (kept) audio has played.
+    s.handle_text(&bot_mark(&s, "end"), t0);
+    frame(&mut s, t0).unwrap();
+    assert!(texts(&mut s).is_empty());
+}
