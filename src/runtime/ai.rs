@@ -314,7 +314,6 @@ async fn run_leg(
         status: None,
         why: format!("setup timed out after {:?} ({stage})", leg.setup_timeout),
     };
-    let mut session = Session::new(&leg, started);
     // Digits the core sends while we connect reach the session once it is open.
     let mut early_dtmf = Vec::new();
 
@@ -380,6 +379,7 @@ async fn run_leg(
     debug!(leg = id, provider = %leg.provider, %host, %media, "AI leg connected");
 
     let now = Instant::now();
+    let mut session = Session::new(&leg, now);
     session.handle_open(now);
     for d in early_dtmf {
         session.handle_dtmf(d, now);
