@@ -357,15 +357,13 @@ async fn accept_loop(
     }
 }
 
-/// The handshake as recorded by the accept callback.
-struct Handshake {
-    path: String,
-    headers: Vec<(String, String)>,
-}
-
 async fn serve(tcp: TcpStream, flavor: Flavor, shared: Arc<Shared>) {
     let knobs = shared.knobs();
-    let mut seen: Option<Handshake> = None;
+    // The connection is registered in the callback, before the 101 goes out, so a client
+    // that completed its handshake always finds the record.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tx = Some(tx);
+    let mut registered: Option<usize> = None;
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let headers: Vec<(String, String)> = req
             .headers()
@@ -378,6 +376,8 @@ async fn serve(tcp: TcpStream, flavor: Flavor, shared: Arc<Shared>) {
             })
             .collect();
         let refuse = |code: u16| {
+            // Counted before the response goes out, so a client that saw it sees the count.
+            shared.update(|s| s.refused += 1);
             let mut r = ErrorResponse::new(Some(format!("refused with {code}")));
             *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             Err(r)
@@ -395,35 +395,29 @@ async fn serve(tcp: TcpStream, flavor: Flavor, shared: Arc<Shared>) {
                 return refuse(401);
             }
         }
-        seen = Some(Handshake {
-            path: req.uri().to_string(),
-            headers,
+        // The channel and the record get the same index: both pushed under the channel
+        // list's lock (taken before the state's, as everywhere).
+        let mut txs = shared.conn_tx.lock().unwrap();
+        txs.extend(tx.take());
+        registered = Some(txs.len() - 1);
+        shared.update(|s| {
+            s.conns.push(ConnRecord {
+                path: req.uri().to_string(),
+                headers,
+                ..ConnRecord::default()
+            })
         });
         Ok(resp)
     };
     let ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await;
-    let mut ws = match ws {
-        Ok(ws) => ws,
-        Err(_) => {
-            shared.update(|s| s.refused += 1);
+    let (mut ws, conn) = match (ws, registered) {
+        (Ok(ws), Some(conn)) => (ws, conn),
+        (Err(e), Some(conn)) => {
+            shared.update(|s| s.conns[conn].ended = Some(PeerEnd::Error(e.to_string())));
             return;
         }
-    };
-    let Some(hs) = seen else { return };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let conn = {
-        // Register the channel and the record under both locks in the same order everywhere.
-        let mut txs = shared.conn_tx.lock().unwrap();
-        txs.push(tx);
-        let idx = txs.len() - 1;
-        shared.update(|s| {
-            s.conns.push(ConnRecord {
-                path: hs.path,
-                headers: hs.headers,
-                ..ConnRecord::default()
-            })
-        });
-        idx
+        // Refused (counted above) or not a WebSocket handshake.
+        _ => return,
     };
     let mut proto = Proto::new(flavor);
     let mut out: Vec<Value> = Vec::new();
