@@ -21,6 +21,11 @@
 //! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
 //! the stream sent to the other leg continuous); an SSRC change alone is detected here.
 //!
+//! During the re-route gap, [`Relay::handle_fill`] starts gap audio toward a leg (comfort
+//! noise or a prompt, `media::filler`): [`Relay::poll_fill`] yields one G.711 frame per
+//! 20 ms as part of that leg's outgoing stream until a packet is forwarded to it again;
+//! [`Relay::poll_timeout`] includes the next frame's deadline.
+//!
 //! For the I/O shell (`runtime::media`), without allocating: [`Relay::poll_latched`] says
 //! which socket latched onto which peer, [`Relay::handle_unreachable`] decides whether an
 //! ICMP error is news (once per RTP peer), and [`Relay::restart_idle_clock`] makes a media

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 pub mod dns;
 pub mod scenarios;
+pub mod ws;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

@@ -737,3 +737,321 @@ fn rtcp_mux_can_be_switched_on_a_running_leg() {
     assert!(r.leg(Side::B).rtcp_mux());
     assert_eq!(to_b(&mut r, &mut rr), (addr(AI_PEER), SocketKind::Rtp));
 }
+
+// ---- Gap audio (RelayUpdate::Fill) ----
+
+use crate::ai::audio::G711;
+use crate::media::filler::{AfterPrompt, GapAudio};
+
+/// Forward one packet of payload type `pt` from leg `side` and return the rewritten header.
+fn fwd_pt(r: &mut Relay, side: Side, pt: u8, seq: u16, ssrc: u32, now: Instant) -> Out {
+    let mut buf = simple_rtp(pt, seq, 160 * u32::from(seq), ssrc);
+    match r.handle_rtp(
+        side,
+        addr(if side == Side::B {
+            AI_PEER
+        } else {
+            CARRIER_SDP
+        }),
+        &mut buf,
+        now,
+    ) {
+        Action::Forward { .. } => parse_out(&buf),
+        other => panic!("expected Forward, got {other:?}"),
+    }
+}
+
+/// Poll one gap-audio packet; returns (header, payload, packet).
+fn poll_one(r: &mut Relay, now: Instant) -> Option<(Out, Vec<u8>, FillPacket)> {
+    let mut buf = [0u8; 1500];
+    let p = r.poll_fill(now, &mut buf)?;
+    assert_eq!(p.len, FILL_PACKET_LEN);
+    let pkt = RtpPacket::new_checked(&buf[..p.len]).unwrap();
+    assert_eq!(pkt.version(), 2);
+    assert!(!pkt.padding() && !pkt.extension() && pkt.csrc_count() == 0);
+    Some((parse_out(&buf[..p.len]), pkt.payload().to_vec(), p))
+}
+
+/// The AI leg (B) sent 5 PCMU packets at t0, t0+20ms, …, t0+80ms; they reached A.
+fn relay_after_ai_talked(t0: Instant, pt: u8) -> (Relay, Out) {
+    let mut r = Relay::new(config(), t0);
+    let mut last = None;
+    for i in 0..5u16 {
+        last = Some(fwd_pt(
+            &mut r,
+            Side::B,
+            pt,
+            1000 + i,
+            0xaaaa,
+            t0 + ms(20 * u64::from(i)),
+        ));
+    }
+    (r, last.unwrap())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn fill_sends_a_frame_every_20ms_then_the_new_source_continues_seamlessly() {
+    let t0 = Instant::now();
+    let (mut r, last) = relay_after_ai_talked(t0, 0);
+    // The provider dies; the core switches B's source and starts comfort noise toward A.
+    let start = t0 + ms(200);
+    r.handle_source_switch(Side::B, start);
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), start),
+        FillStatus::Started(G711::Ulaw)
+    );
+    assert!(r.is_filling(Side::A) && !r.is_filling(Side::B));
+    assert_eq!(r.next_fill_at(), Some(start));
+    assert_eq!(
+        r.poll_timeout(),
+        Some(start),
+        "the fill deadline is the relay's timer"
+    );
+    assert!(
+        r.poll_fill(start - ms(1), &mut [0u8; 200]).is_none(),
+        "not due yet"
+    );
+
+    let mut fill = Vec::new();
+    for k in 0..6u64 {
+        let now = start + ms(20 * k);
+        let (o, payload, p) = poll_one(&mut r, now).expect("a frame every 20 ms");
+        assert_eq!(
+            p,
+            FillPacket {
+                to: addr(CARRIER_SDP),
+                len: FILL_PACKET_LEN,
+                via: LocalSocket {
+                    side: Side::A,
+                    kind: SocketKind::Rtp
+                }
+            }
+        );
+        assert!(
+            payload.iter().any(|&c| c != 0xff),
+            "comfort noise, not silence"
+        );
+        assert!(poll_one(&mut r, now).is_none(), "one frame per frame time");
+        assert!(poll_one(&mut r, now + ms(19)).is_none());
+        assert_eq!(r.next_fill_at(), Some(now + ms(20)));
+        fill.push(o);
+    }
+    assert_eq!(r.fill_packets(Side::A), 6);
+    // Continuous with what the old provider sent: same SSRC, seq + 1, ts by the 120 ms
+    // since its last packet, marker on the first fill packet only; then 160 per frame.
+    assert_eq!(fill[0].ssrc, SSRC_TO_A);
+    assert_eq!(fill[0].seq, last.seq.wrapping_add(1));
+    assert_eq!(fill[0].ts.wrapping_sub(last.ts), 120 * 8);
+    assert_eq!((fill[0].marker, fill[0].pt), (true, 0));
+    for w in fill.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+        assert_eq!(w[1].ts.wrapping_sub(w[0].ts), 160);
+        assert!(!w[1].marker && w[1].ssrc == SSRC_TO_A && w[1].pt == 0);
+    }
+    // The new provider's first packet, 10 ms after the last frame, stops the fill and
+    // continues the same stream.
+    let first = fwd_pt(&mut r, Side::B, 0, 7, 0xbbbb, start + ms(110));
+    let lf = fill.last().unwrap();
+    assert_eq!(first.ssrc, SSRC_TO_A);
+    assert_eq!(first.seq, lf.seq.wrapping_add(1));
+    assert_eq!(first.ts.wrapping_sub(lf.ts), 80);
+    assert!(first.marker);
+    assert!(!r.is_filling(Side::A));
+    assert_eq!(r.next_fill_at(), None);
+    assert!(
+        poll_one(&mut r, start + ms(200)).is_none(),
+        "the fill is over"
+    );
+    let next = fwd_pt(&mut r, Side::B, 0, 8, 0xbbbb, start + ms(130));
+    assert_eq!(
+        (next.seq, next.ts),
+        (first.seq.wrapping_add(1), first.ts.wrapping_add(160))
+    );
+    assert!(!next.marker);
+    // The gap is still "old source's last packet → new source's first": 80 ms → 310 ms.
+    assert_eq!(r.poll_resumed(), Some((Side::B, Some(ms(230)))));
+    // Fill packets are not forwarded packets of the stream.
+    assert_eq!(r.stats(Side::B).packets_forwarded, 7);
+    assert_eq!(r.fill_packets(Side::A), 6);
+}
+
+#[test]
+fn no_fill_without_g711_or_before_anything_was_sent() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        FillStatus::NothingSentYet
+    );
+    assert_eq!((r.next_fill_at(), r.is_filling(Side::A)), (None, false));
+    for pt in [18u8, 9, 101] {
+        fwd_pt(&mut r, Side::B, pt, 5, 0xaaaa, t0);
+        assert_eq!(
+            r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+            FillStatus::NotG711(pt)
+        );
+        assert!(poll_one(&mut r, t0 + ms(100)).is_none());
+    }
+    // What counts is the payload type the peer receives (after mapping): 96 → 8 is PCMA.
+    r.set_pt_map(Side::B, PayloadTypeMap::identity().with(96, 8));
+    fwd_pt(&mut r, Side::B, 96, 6, 0xaaaa, t0);
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        FillStatus::Started(G711::Alaw)
+    );
+    assert_eq!(poll_one(&mut r, t0).unwrap().0.pt, 8);
+    // A non-G.711 packet afterwards ends the fill like any forwarded packet; a new fill
+    // is then refused.
+    fwd_pt(&mut r, Side::B, 18, 7, 0xaaaa, t0 + ms(5));
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0 + ms(10)),
+        FillStatus::NotG711(18)
+    );
+    assert!(poll_one(&mut r, t0 + ms(100)).is_none());
+    assert_eq!(r.fill_packets(Side::A), 1);
+}
+
+#[test]
+fn fill_stops_on_none_and_the_stream_resumes_after_it() {
+    let t0 = Instant::now();
+    let (mut r, _) = relay_after_ai_talked(t0, 0);
+    let start = t0 + ms(100);
+    r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), start);
+    let a = poll_one(&mut r, start).unwrap().0;
+    let b = poll_one(&mut r, start + ms(20)).unwrap().0;
+    assert_eq!(
+        r.handle_fill(Side::A, None, start + ms(30)),
+        FillStatus::Stopped
+    );
+    assert_eq!(r.next_fill_at(), None);
+    assert!(poll_one(&mut r, start + ms(40)).is_none());
+    // Even without a source switch (same provider came back), the next packet follows the
+    // fill frames rather than colliding with their sequence numbers.
+    let c = fwd_pt(&mut r, Side::B, 0, 1005, 0xaaaa, start + ms(60));
+    assert_eq!(b.seq, a.seq.wrapping_add(1));
+    assert_eq!(c.seq, b.seq.wrapping_add(1));
+    assert_eq!(c.ts.wrapping_sub(b.ts), 40 * 8);
+    assert!(c.marker);
+    assert_eq!(r.poll_resumed(), None, "no source switch, no Resumed");
+    // Stopping when nothing runs is harmless.
+    assert_eq!(r.handle_fill(Side::A, None, start), FillStatus::Stopped);
+}
+
+#[test]
+fn prompt_plays_then_noise_in_the_stream_law() {
+    let t0 = Instant::now();
+    // PCMA toward the caller this time.
+    let (mut r, _) = relay_after_ai_talked(t0, 8);
+    // 30 ms of a loud prompt: one and a half frames.
+    let audio = GapAudio::prompt(vec![12_000; 240], AfterPrompt::ComfortNoise);
+    let start = t0 + ms(100);
+    assert_eq!(
+        r.handle_fill(Side::A, Some(audio), start),
+        FillStatus::Started(G711::Alaw)
+    );
+    let loud = G711::Alaw.encode(12_000);
+    let (o1, p1, _) = poll_one(&mut r, start).unwrap();
+    assert_eq!((o1.pt, o1.marker), (8, true));
+    assert_eq!(p1, vec![loud; 160]);
+    let (_, p2, _) = poll_one(&mut r, start + ms(20)).unwrap();
+    assert_eq!(p2[..80], [loud; 80]);
+    assert!(p2[80..].iter().all(|&c| c != loud));
+    for k in 2..5 {
+        let (_, p, _) = poll_one(&mut r, start + ms(20 * k)).unwrap();
+        assert!(
+            p.iter().all(|&c| G711::Alaw.decode(c).abs() < 100),
+            "quiet noise"
+        );
+        assert!(p.iter().any(|&c| c != p[0]), "noise, not a constant");
+    }
+    // μ-law on a PCMU stream: the same prompt gives the μ-law codes.
+    let (mut u, _) = relay_after_ai_talked(t0, 0);
+    assert_eq!(
+        u.handle_fill(Side::A, Some(audio), start),
+        FillStatus::Started(G711::Ulaw)
+    );
+    let (o, p, _) = poll_one(&mut u, start).unwrap();
+    assert_eq!(o.pt, 0);
+    assert_eq!(p, vec![G711::Ulaw.encode(12_000); 160]);
+    assert_ne!(p, p1);
+}
+
+#[test]
+fn late_polls_skip_frames_and_keep_timestamps_on_the_wall_clock() {
+    let t0 = Instant::now();
+    let (mut r, _) = relay_after_ai_talked(t0, 0);
+    let start = t0 + ms(100);
+    r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), start);
+    let a = poll_one(&mut r, start).unwrap().0;
+    // Polled 40 ms late: the frames due at +20, +40 and +60 go out (a small catch-up)...
+    let b = poll_one(&mut r, start + ms(60)).unwrap().0;
+    let b2 = poll_one(&mut r, start + ms(60)).unwrap().0;
+    let c = poll_one(&mut r, start + ms(60)).unwrap().0;
+    assert!(poll_one(&mut r, start + ms(60)).is_none());
+    assert_eq!(
+        [b.ts, b2.ts, c.ts].map(|t| t.wrapping_sub(a.ts)),
+        [160, 320, 480]
+    );
+    // ...but 500 ms late, one frame on the current slot, not a burst of 25.
+    let d = poll_one(&mut r, start + ms(560)).unwrap().0;
+    assert!(poll_one(&mut r, start + ms(560)).is_none());
+    assert_eq!(d.seq, c.seq.wrapping_add(1));
+    assert_eq!(d.ts.wrapping_sub(a.ts), 560 * 8);
+    assert_eq!(r.next_fill_at(), Some(start + ms(580)));
+}
+
+#[test]
+fn fill_is_per_direction_and_skips_frames_while_disabled() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    // The carrier (A) talked toward B; fill toward B uses stream a_to_b.
+    let last = fwd_pt(&mut r, Side::A, 0, 1, 0x1111, t0);
+    assert_eq!(
+        r.handle_fill(Side::B, Some(GapAudio::ComfortNoise), t0 + ms(20)),
+        FillStatus::Started(G711::Ulaw)
+    );
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        FillStatus::NothingSentYet
+    );
+    let (o, _, p) = poll_one(&mut r, t0 + ms(20)).unwrap();
+    assert_eq!((p.to, p.via.side), (addr(AI_PEER), Side::B));
+    assert_eq!((o.ssrc, o.seq), (SSRC_TO_B, last.seq.wrapping_add(1)));
+    // On hold, frames are due but nothing goes out; resumed, the grid continues.
+    r.set_enabled(Side::A, false, t0 + ms(30));
+    assert!(poll_one(&mut r, t0 + ms(40)).is_none());
+    assert_eq!(r.next_fill_at(), Some(t0 + ms(60)));
+    r.set_enabled(Side::A, true, t0 + ms(50));
+    let (o2, _, _) = poll_one(&mut r, t0 + ms(60)).unwrap();
+    assert_eq!(o2.seq, o.seq.wrapping_add(1));
+    assert_eq!(o2.ts.wrapping_sub(o.ts), 40 * 8);
+    assert_eq!(r.fill_packets(Side::B), 2);
+    // Too short a buffer gets nothing (and skips that frame rather than spinning).
+    assert!(r
+        .poll_fill(t0 + ms(80), &mut [0u8; FILL_PACKET_LEN - 1])
+        .is_none());
+    assert_eq!(r.next_fill_at(), Some(t0 + ms(100)));
+}
+
+#[test]
+fn fill_without_a_peer_address_sends_nothing() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.a.rtp_peer = None;
+    let mut r = Relay::new(cfg, t0);
+    // A latches by sending; then its address is forgotten by a relatch to "unknown".
+    fwd_pt(&mut r, Side::A, 0, 1, 0x1111, t0);
+    fwd_pt(&mut r, Side::B, 0, 1, 0x2222, t0);
+    r.relatch(Side::A, None, None, t0);
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        FillStatus::Started(G711::Ulaw)
+    );
+    assert!(poll_one(&mut r, t0 + ms(100)).is_none());
+    assert_eq!(r.fill_packets(Side::A), 0);
+    assert!(r.next_fill_at().unwrap() > t0 + ms(100));
+}

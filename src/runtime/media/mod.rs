@@ -7,7 +7,8 @@
 //! level-triggered epoll loop binds relay sockets (`IP_RECVERR`), hands each datagram to
 //! the relay with one `Instant` per wakeup, sends the forwards with `sendmmsg` straight
 //! from the receive buffers, reads ICMP errors from the error queue, scans media timeouts
-//! every [`SCAN_INTERVAL`], and reports [`MediaEvent`]s to the tokio side through an
+//! every [`SCAN_INTERVAL`], sends gap audio (`RelayUpdate::Fill`) from a leg's RTP socket
+//! when its next 20 ms frame is due (the epoll wait ends then), and reports [`MediaEvent`]s to the tokio side through an
 //! unbounded channel. Counters are relaxed atomics updated once per batch.
 //!
 //! Two I/O paths ([`MediaIo`]), chosen once at start:

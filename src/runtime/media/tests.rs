@@ -9,6 +9,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::{EngineOptions, MediaCounters, MediaEngine, MediaIo};
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use crate::media::filler::GapAudio;
 use crate::media::ports::PortAllocation;
 use crate::media::relay::{
     DropReason, LegConfig, PayloadTypeMap, RelayConfig, Side, SocketKind, StreamConfig,
@@ -728,6 +729,147 @@ fn far_side_switch_is_one_continuous_stream_on_the_wire(io: MediaIo) {
     );
 }
 
+/// A re-route with gap audio: while provider 1 is gone, the carrier receives comfort
+/// noise from the relay's A socket, one frame per 20 ms, continuing the stream it already
+/// had; provider 2's first packet ends the fill and continues right after it.
+fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
+    let mut h = Harness::new(1, io);
+    let (carrier, ai1, ai2) = (peer(), peer(), peer());
+    let ports = relay_ports(false);
+    h.open(
+        id(13),
+        ports,
+        config(Some(addr(&carrier)), Some(addr(&ai1)), 13),
+    );
+    h.settle();
+    let rb = at(ports.b.rtp);
+    let mut before = Vec::new();
+    for i in 0..3u16 {
+        ai1.send_to(&simple_rtp(0, 500 + i, 160 * u32::from(i), 0xaaaa), rb)
+            .unwrap();
+        before.push(recv_rtp(&carrier));
+    }
+    let old_last_sent = Instant::now();
+    h.update(
+        id(13),
+        RelayUpdate::Relatch {
+            side: Side::B,
+            rtp: Some(addr(&ai2)),
+            rtcp: None,
+            rtcp_mux: false,
+        },
+    );
+    h.update(id(13), RelayUpdate::SourceSwitch { side: Side::B });
+    h.update(
+        id(13),
+        RelayUpdate::Fill {
+            toward: Side::A,
+            audio: Some(GapAudio::ComfortNoise),
+        },
+    );
+    // Ten fill frames, from holdfast's A port.
+    let mut fill = Vec::new();
+    let mut buf = [0u8; 2048];
+    let first_at = Instant::now();
+    for _ in 0..10 {
+        let (n, from) = carrier.recv_from(&mut buf).expect("a fill frame");
+        assert_eq!(from, at(ports.a.rtp), "sent from the relay's A socket");
+        let p = RtpPacket::new_checked(&buf[..n]).unwrap();
+        assert_eq!(p.payload().len(), 160);
+        assert!(
+            p.payload().iter().any(|&c| c != 0xff),
+            "noise, not the AI's audio"
+        );
+        fill.push((
+            p.marker(),
+            p.sequence_number(),
+            p.timestamp(),
+            p.ssrc(),
+            p.payload_type(),
+        ));
+    }
+    let took = first_at.elapsed();
+    // Frames 2..10 are paced at 20 ms: at least ~160 ms for 9 intervals (epoll's ms
+    // rounding aside), and not a burst; bounded generously for a loaded machine.
+    assert!(
+        took >= Duration::from_millis(150),
+        "paced, not a burst: {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let last = before[2];
+    assert_eq!((fill[0].0, fill[0].3, fill[0].4), (true, last.3, 0));
+    assert_eq!(fill[0].1, last.1.wrapping_add(1));
+    for w in fill.windows(2) {
+        assert_eq!(w[1].1, w[0].1.wrapping_add(1), "seq continuous: {fill:?}");
+        assert_eq!(
+            w[1].2.wrapping_sub(w[0].2),
+            160,
+            "ts on the 20 ms grid: {fill:?}"
+        );
+        assert!(!w[1].0 && w[1].3 == last.3);
+    }
+    // Provider 2 speaks: the fill ends, its packets continue right after the last frame.
+    ai2.send_to(&simple_rtp(0, 9, 90, 0xbbbb), rb).unwrap();
+    let mut prev = *fill.last().unwrap();
+    let mut fill_received = fill.len() as u64;
+    let first = loop {
+        let (n, _) = carrier
+            .recv_from(&mut buf)
+            .expect("fill frames, then provider 2");
+        let p = RtpPacket::new_checked(&buf[..n]).unwrap();
+        let hdr = (
+            p.marker(),
+            p.sequence_number(),
+            p.timestamp(),
+            p.ssrc(),
+            p.payload_type(),
+        );
+        assert_eq!(
+            hdr.1,
+            prev.1.wrapping_add(1),
+            "seq continuous into provider 2"
+        );
+        assert_eq!(hdr.3, last.3, "one SSRC");
+        if p.payload().iter().all(|&c| c == 0xff) {
+            break (hdr, prev);
+        }
+        fill_received += 1;
+        prev = hdr;
+    };
+    let ((marker, _, ts, _, _), last_fill) = first;
+    assert!(marker, "marker on provider 2's first packet");
+    let advance = ts.wrapping_sub(last_fill.2);
+    assert!(
+        (1..=800).contains(&advance),
+        "ts by the time since the last frame: {advance}"
+    );
+    // Every fill frame sent was received before provider 2's packet, and no more follow.
+    let c = h.counters_until(|c| c.fill_packets > 0);
+    ai2.send_to(&simple_rtp(0, 10, 250, 0xbbbb), rb).unwrap();
+    let next = recv_rtp(&carrier);
+    assert_eq!(
+        next.1,
+        first.0 .1.wrapping_add(1),
+        "no fill frame after provider 2"
+    );
+    assert_eq!(
+        c.fill_packets, fill_received,
+        "every frame sent was received"
+    );
+    assert_eq!(h.engine.counters().fill_packets, c.fill_packets);
+    let (ev, _) = h.wait_for(WAIT, |e| matches!(e, MediaEvent::Resumed { .. }));
+    let MediaEvent::Resumed { gap: Some(gap), .. } = ev else {
+        panic!("{ev:?}")
+    };
+    // From provider 1's last packet, not from the last fill frame.
+    assert!(gap >= took, "gap {gap:?} covers the fill ({took:?})");
+    assert!(
+        gap <= old_last_sent.elapsed() + Duration::from_millis(50),
+        "{gap:?}"
+    );
+    h.close(id(13));
+}
+
 fn closed_arrives_and_the_ports_can_be_bound_again_at_once(io: MediaIo) {
     let mut h = Harness::new(2, io);
     let ports = relay_ports(true);
@@ -804,10 +946,10 @@ macro_rules! per_io {
 
 mod socket {
     use super::MediaIo;
-    per_io!(MediaIo::Socket; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+    per_io!(MediaIo::Socket; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }
 
 mod raw {
     use super::MediaIo;
-    per_io!(MediaIo::Raw; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+    per_io!(MediaIo::Raw; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }
