@@ -203,6 +203,27 @@ impl Pacer {
         Some(FRAME_SAMPLES)
     }
 
+    /// The next frame into `out` (at least [`FRAME_SAMPLES`] bytes) regardless of the
+    /// pacer's own clock, for a caller that runs a continuous frame clock of its own (the
+    /// WebSocket session's RTP clock). Returns how many of the frame's bytes are queued audio:
+    /// 0 when nothing was queued (the frame is silence), less than [`FRAME_SAMPLES`] for the
+    /// silence-padded last frame of a burst. Writes nothing when `out` is too short.
+    pub fn pull_frame(&mut self, out: &mut [u8]) -> usize {
+        if out.len() < FRAME_SAMPLES {
+            return 0;
+        }
+        let n = self.queue.len().min(FRAME_SAMPLES);
+        for (o, b) in out.iter_mut().zip(self.queue.drain(..n)) {
+            *o = b;
+        }
+        out[n..FRAME_SAMPLES].fill(self.law.silence());
+        self.played += n as u64;
+        if self.queue.is_empty() {
+            self.next = None;
+        }
+        n
+    }
+
     /// Drops everything queued (barge-in: the caller started talking). Returns the
     /// milliseconds of the current response the caller has heard, for the provider's
     /// truncate message.
@@ -328,6 +349,26 @@ mod tests {
         p.poll(late, &mut out).unwrap();
         assert_eq!(p.next_deadline(), Some(late + FRAME));
         assert_eq!(p.poll(late, &mut out), None);
+    }
+
+    #[test]
+    fn pull_frame_ignores_the_clock_and_pads_with_silence() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(G711::Alaw);
+        let mut out = [0u8; FRAME_SAMPLES];
+        assert_eq!(p.pull_frame(&mut out), 0, "nothing queued");
+        assert!(out.iter().all(|&b| b == 0xd5), "A-law silence");
+        p.push(&[3u8; FRAME_SAMPLES + 10], t0);
+        assert_eq!(p.pull_frame(&mut out), FRAME_SAMPLES);
+        assert_eq!(p.pull_frame(&mut out), 10);
+        assert_eq!(&out[..10], &[3u8; 10]);
+        assert!(out[10..].iter().all(|&b| b == 0xd5));
+        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.played_ms(), (FRAME_SAMPLES as u64 + 10) / 8);
+        let mut short = [0u8; 10];
+        p.push(&[1u8; 5], t0);
+        assert_eq!(p.pull_frame(&mut short), 0, "too short: nothing taken");
+        assert_eq!(p.queued(), 5);
     }
 
     #[test]
