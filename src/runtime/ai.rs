@@ -256,8 +256,6 @@ async fn finish_close(ws: &mut Ws) {
 struct Ended {
     failure: bool,
     why: String,
-    /// Whether we should still send a close frame (the provider did not end it itself).
-    send_close: bool,
 }
 
 fn ended_by_close_frame(kind: AiKind, frame: Option<&CloseFrame>) -> Ended {
@@ -265,17 +263,14 @@ fn ended_by_close_frame(kind: AiKind, frame: Option<&CloseFrame>) -> Ended {
         Some(f) if f.code == CloseCode::Normal && kind == AiKind::MediaStream => Ended {
             failure: false,
             why: "the bot hung up (websocket closed 1000)".into(),
-            send_close: false,
         },
         Some(f) => Ended {
             failure: true,
             why: format!("websocket closed {} '{}'", u16::from(f.code), f.reason),
-            send_close: false,
         },
         None => Ended {
             failure: true,
             why: "websocket closed without a status code".into(),
-            send_close: false,
         },
     }
 }
@@ -291,11 +286,7 @@ fn ended_by_error(e: &tungstenite::Error) -> Ended {
         }
         other => format!("websocket error: {other}"),
     };
-    Ended {
-        failure: true,
-        why,
-        send_close: false,
-    }
+    Ended { failure: true, why }
 }
 
 /// One leg's task: setup, then the bridge loop. Reports at most one of Up/Failed, and
@@ -408,16 +399,7 @@ async fn run_leg(
                     }
                 }
                 SessionEvent::Failed { why } => {
-                    report_end(
-                        &events,
-                        id,
-                        up,
-                        Ended {
-                            failure: true,
-                            why,
-                            send_close: true,
-                        },
-                    );
+                    report_end(&events, id, up, Ended { failure: true, why });
                     // Send what the session queued before failing, then close.
                     let _ = flush(&mut session, &mut ws, &udp, &mut send_buf).await;
                     close_quietly(&mut ws, CloseCode::Normal).await;
@@ -469,7 +451,6 @@ async fn run_leg(
                 None => Ended {
                     failure: true,
                     why: "connection closed without a close frame".into(),
-                    send_close: false,
                 },
             },
             r = udp.recv(&mut recv_buf) => {
@@ -494,11 +475,8 @@ async fn run_leg(
                 return;
             }
         };
-        let send_close = ended.send_close;
+        // The connection is gone (error or end of stream): nothing left to close.
         report_end(&events, id, up, ended);
-        if send_close {
-            close_quietly(&mut ws, CloseCode::Normal).await;
-        }
         return;
     }
 }

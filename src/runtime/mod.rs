@@ -9,5 +9,6 @@ pub mod batch_udp;
 pub mod dns;
 pub mod media;
 mod server;
+pub mod webhook;
 
 pub use server::{run, RunOptions};

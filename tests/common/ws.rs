@@ -357,6 +357,8 @@ async fn accept_loop(
     }
 }
 
+// The callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+#[allow(clippy::result_large_err)]
 async fn serve(tcp: TcpStream, flavor: Flavor, shared: Arc<Shared>) {
     let knobs = shared.knobs();
     // The connection is registered in the callback, before the 101 goes out, so a client
