@@ -145,6 +145,7 @@ fn media_stream(url: String) -> Arc<WsProvider> {
         headers: vec![("X-Tenant".into(), "acme".into())],
         custom_parameters: vec![("campaign".into(), "spring".into())],
         realtime: None,
+        setup_timeout: std::time::Duration::from_secs(3),
     })
 }
 
@@ -163,6 +164,7 @@ fn realtime(url: String, key: &str) -> Arc<WsProvider> {
             input_transcription: Some("whisper-1".into()),
             respond_after_reroute: false,
         }),
+        setup_timeout: std::time::Duration::from_secs(3),
     })
 }
 

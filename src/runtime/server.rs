@@ -19,13 +19,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::ai::control::AiEvent;
 use crate::b2bua::{Core, Received, Transmit};
 use crate::config::{self, Config};
 use crate::health::Destination;
 use crate::media::control::MediaEvent;
 use crate::routing::TargetId;
+use crate::runtime::ai::AiEngine;
 use crate::runtime::dns::{Resolver, SipTarget};
 use crate::runtime::media::{EngineOptions, MediaEngine};
+use crate::runtime::webhook::Webhook;
 use crate::sip::framing;
 use crate::sip::Transport;
 
@@ -54,6 +57,10 @@ struct Shell {
     max_message_size: usize,
     dns_tasks: Vec<JoinHandle<()>>,
     media: MediaEngine,
+    /// WebSocket AI legs and handshake probes.
+    ai: AiEngine,
+    /// The user's webhook (`ai.webhook`), with the URL it was started for.
+    webhook: Option<(String, Webhook)>,
 }
 
 /// Runs holdfast until SIGINT, or until SIGTERM's drain finishes.
@@ -61,6 +68,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let config = Arc::new(config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?);
     let (tx, mut rx) = mpsc::channel::<Input>(8192);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaEvent>();
+    let (ai_tx, mut ai_rx) = mpsc::unbounded_channel::<AiEvent>();
     let media_options = EngineOptions {
         threads: config.media.threads,
         io: config.media.io,
@@ -82,7 +90,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         max_message_size: config.sip.max_message_size,
         dns_tasks: Vec::new(),
         media,
+        ai: AiEngine::new(ai_tx),
+        webhook: None,
     };
+    shell.set_webhook(&config);
     for l in &config.sip.listen {
         match l.transport {
             Transport::Udp => {
@@ -133,6 +144,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ => wake,
         };
         tokio::select! {
+            Some(ev) = ai_rx.recv() => {
+                let now = Instant::now();
+                core.handle_ai_event(ev, now);
+                for _ in 0..256 {
+                    match ai_rx.try_recv() {
+                        Ok(ev) => core.handle_ai_event(ev, now),
+                        Err(_) => break,
+                    }
+                }
+            }
             Some(ev) = media_rx.recv() => {
                 let now = Instant::now();
                 core.handle_media_event(ev, now);
@@ -166,6 +187,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                         let new = Arc::new(new);
                         core.handle_reload(new.clone(), Instant::now());
                         shell.start_dns(&new, &core);
+                        shell.set_webhook(&new);
                         if new.sip.listen != config.sip.listen {
                             warn!("sip.listen changed: listeners are only rebound on restart");
                         }
@@ -205,9 +227,38 @@ impl Shell {
         while let Some(cmd) = core.poll_media() {
             self.media.handle(cmd);
         }
+        while let Some(cmd) = core.poll_ai() {
+            self.ai.handle(cmd);
+        }
+        while let Some(mut event) = core.poll_webhook() {
+            if let Some((_, hook)) = &self.webhook {
+                if let Some(obj) = event.as_object_mut() {
+                    obj.insert("at".into(), serde_json::Value::from(unix_time_rfc3339()));
+                }
+                hook.send(event);
+            }
+        }
         while let Some(t) = core.poll_transmit() {
             self.send(t).await;
         }
+    }
+
+    /// Starts (or keeps, or replaces after a reload) the poster for `ai.webhook`.
+    fn set_webhook(&mut self, config: &Config) {
+        let want = config.ai.webhook.as_ref();
+        if self.webhook.as_ref().map(|(u, _)| u.as_str()) == want.map(|w| w.url.as_str()) {
+            return;
+        }
+        self.webhook = want.and_then(|w| match Webhook::start(&w.url, w.timeout) {
+            Ok(h) => {
+                info!(url = %w.url, "webhook ready");
+                Some((w.url.clone(), h))
+            }
+            Err(e) => {
+                error!(url = %w.url, "webhook disabled: {e}");
+                None
+            }
+        });
     }
 
     async fn send(&mut self, t: Transmit) {
@@ -450,4 +501,43 @@ fn spawn_connection(
         }
         conns.remove(&remote);
     });
+}
+
+/// Now as an RFC 3339 UTC timestamp with milliseconds (for webhook events).
+fn unix_time_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_shape() {
+        let t = super::unix_time_rfc3339();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
+    }
 }

@@ -84,6 +84,12 @@ pub struct Holdfast {
 impl Holdfast {
     /// Starts holdfast on `yaml` (which must listen on `port`) and waits until it listens.
     pub fn start(yaml: &str, port: u16) -> Holdfast {
+        Holdfast::start_with_env(yaml, port, &[])
+    }
+
+    /// As [`Holdfast::start`], with extra environment variables (API keys named in the
+    /// config).
+    pub fn start_with_env(yaml: &str, port: u16, env: &[(&str, &str)]) -> Holdfast {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("holdfast.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
@@ -97,6 +103,7 @@ impl Holdfast {
                 "--config",
             ])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -655,6 +662,8 @@ pub struct RtpSeen {
     pub ts: u32,
     pub ssrc: u32,
     pub len: usize,
+    /// The first payload byte (after a plain 12-byte header): tells silence from audio.
+    pub first: u8,
 }
 
 /// A test-owned RTP endpoint on 127.0.0.1: a thread records every RTP packet that arrives
@@ -720,6 +729,7 @@ impl RtpEndpoint {
                         ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
                         ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
                         len: n,
+                        first: b.get(12).copied().unwrap_or(0),
                     });
                     if echo.load(Ordering::Relaxed) && sock.send_to(b, from).is_ok() {
                         echoed.fetch_add(1, Ordering::Relaxed);
@@ -753,6 +763,19 @@ impl RtpEndpoint {
         n: usize,
         interval: Duration,
     ) -> std::thread::JoinHandle<()> {
+        self.talk_with(to, ssrc, n, interval, 0xd5)
+    }
+
+    /// As [`RtpEndpoint::talk`], every payload byte `byte` (0xd5 is A-law silence; anything
+    /// else is a tone a test can recognise after a round trip).
+    pub fn talk_with(
+        &self,
+        to: std::net::SocketAddr,
+        ssrc: u32,
+        n: usize,
+        interval: Duration,
+        byte: u8,
+    ) -> std::thread::JoinHandle<()> {
         let sock = self.sock.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
@@ -763,7 +786,7 @@ impl RtpEndpoint {
                 p[2..4].copy_from_slice(&(1 + i as u16).to_be_bytes());
                 p[4..8].copy_from_slice(&(160 * i as u32).to_be_bytes());
                 p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                p[12..].fill(0xd5);
+                p[12..].fill(byte);
                 let _ = sock.send_to(&p, to);
                 let next = start + interval * (i as u32 + 1);
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));

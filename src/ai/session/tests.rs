@@ -29,6 +29,7 @@ fn provider(kind: AiKind) -> WsProvider {
             input_transcription: Some("gpt-4o-transcribe".into()),
             respond_after_reroute: true,
         }),
+        setup_timeout: std::time::Duration::from_secs(3),
     }
 }
 
