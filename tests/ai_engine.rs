@@ -669,10 +669,18 @@ fn realtime_error_after_up_closes_with_failure() {
             leg: 23,
             failure: true,
             why,
-        }) => assert!(!why.is_empty()),
+        }) => assert!(why.contains("The server had an error"), "{why}"),
         other => panic!("expected Closed failure, got {other:?}"),
     }
-    assert!(ai.wait_ended(0, WAIT).is_some());
+    // The engine closed the socket itself, normally, and reported nothing more.
+    assert!(matches!(
+        ai.wait_ended(0, WAIT),
+        Some(PeerEnd::Close {
+            code: Some(1000),
+            ..
+        })
+    ));
+    assert_eq!(h.next_event(Duration::from_millis(200)), None);
 }
 
 #[test]
@@ -779,4 +787,40 @@ fn wss_speaks_tls_first() {
         other => panic!("expected a TLS failure, got {other:?}"),
     }
     assert_eq!(bot.connections(), 0);
+}
+
+#[test]
+fn realtime_without_session_updated_times_out() {
+    let ai = FakeRealtime::start("sk-test");
+    ai.ignore_session_update(true);
+    let mut h = Harness::new();
+    let relay = h.relay_addr();
+    let mut l = leg(
+        26,
+        realtime(ai.url("/v1/realtime"), "sk-test"),
+        ai.addr(),
+        relay,
+    );
+    l.setup_timeout = Duration::from_millis(400);
+    h.open(l);
+    match h.next_event(WAIT) {
+        Some(AiEvent::Failed {
+            leg: 26,
+            status: None,
+            why,
+        }) => assert_eq!(
+            why,
+            "setup timed out after 400ms (waiting for session.updated)"
+        ),
+        other => panic!("expected a setup timeout, got {other:?}"),
+    }
+    // The session.update was sent; the socket was closed normally afterwards.
+    assert!(ai.messages(0).iter().any(|m| m["type"] == "session.update"));
+    assert!(matches!(
+        ai.wait_ended(0, WAIT),
+        Some(PeerEnd::Close {
+            code: Some(1000),
+            ..
+        })
+    ));
 }
