@@ -824,3 +824,37 @@ fn realtime_without_session_updated_times_out() {
         })
     ));
 }
+
+#[test]
+fn media_stream_mark_is_echoed_after_playback_and_clear_cuts_the_audio() {
+    let bot = MediaStreamBot::start();
+    let mut h = Harness::new();
+    up_media_stream(&mut h, &bot, 33);
+    assert!(bot
+        .wait_message(0, |m| event_is(m, "start"), WAIT)
+        .is_some());
+
+    // Three frames, then a mark: it comes back once they have been played.
+    bot.send_audio(0, &[0x44; 480]);
+    bot.send_mark(0, "greeting");
+    let mark = bot
+        .wait_message(0, |m| event_is(m, "mark"), WAIT)
+        .expect("mark echoed");
+    assert_eq!(mark["mark"]["name"], "greeting");
+
+    // Two seconds of audio, then clear: far fewer than 100 voiced frames reach the relay.
+    bot.send_audio(0, &[0x45; 16_000]);
+    let first = h.recv_rtp_until(WAIT, |ps| ps.iter().any(|p| p.payload[0] == 0x45));
+    assert!(first.iter().any(|p| p.payload[0] == 0x45), "audio started");
+    bot.send_clear(0);
+    let after = h.recv_rtp_until(Duration::from_millis(600), |_| false);
+    let voiced = first
+        .iter()
+        .chain(after.iter())
+        .filter(|p| p.payload[0] == 0x45)
+        .count();
+    assert!(voiced < 60, "{voiced} voiced frames after clear");
+    // The tail of the window is silence.
+    assert!(after.iter().rev().take(5).all(|p| p.payload[0] == 0xff));
+    h.close(33);
+}
