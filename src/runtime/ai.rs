@@ -300,10 +300,16 @@ async fn run_leg(
     let host = url_host(&leg.ws.url).to_string();
     let started = Instant::now();
     let setup_deadline = tokio::time::Instant::from_std(started + leg.setup_timeout);
+    let timed_out_why =
+        |stage: &str| format!("setup timed out after {:?} ({stage})", leg.setup_timeout);
     let timed_out = |stage: &str| AiEvent::Failed {
         leg: id,
         status: None,
-        why: format!("setup timed out after {:?} ({stage})", leg.setup_timeout),
+        why: timed_out_why(stage),
+    };
+    let waiting_for = match leg.ws.kind {
+        AiKind::MediaStream => "waiting for the session to start",
+        AiKind::OpenAiRealtime => "waiting for session.updated",
     };
     // Digits the core sends while we connect reach the session once it is open.
     let mut early_dtmf = Vec::new();
@@ -370,7 +376,8 @@ async fn run_leg(
     debug!(leg = id, provider = %leg.provider, %host, %media, "AI leg connected");
 
     let now = Instant::now();
-    let mut session = Session::new(&leg, now);
+    // Started when the leg did, so the session's own setup timer agrees with ours.
+    let mut session = Session::new(&leg, started);
     session.handle_open(now);
     for d in early_dtmf {
         session.handle_dtmf(d, now);
@@ -379,13 +386,13 @@ async fn run_leg(
     let mut up = false;
     let mut recv_buf = vec![0u8; RTP_RECV_MAX];
     let mut send_buf = vec![0u8; RTP_SEND_MAX];
-    loop {
+    'bridge: loop {
         // Outputs of the last input.
         match flush(&mut session, &mut ws, &udp, &mut send_buf).await {
             Ok(()) => {}
             Err(e) => {
                 report_end(&events, id, up, ended_by_error(&e));
-                return;
+                break 'bridge;
             }
         }
         while let Some(ev) = session.poll_event() {
@@ -399,11 +406,17 @@ async fn run_leg(
                     }
                 }
                 SessionEvent::Failed { why } => {
+                    // The session keeps the same setup deadline; say so the same way.
+                    let why = if !up && tokio::time::Instant::now() >= setup_deadline {
+                        timed_out_why(waiting_for)
+                    } else {
+                        why
+                    };
                     report_end(&events, id, up, Ended { failure: true, why });
                     // Send what the session queued before failing, then close.
                     let _ = flush(&mut session, &mut ws, &udp, &mut send_buf).await;
                     close_quietly(&mut ws, CloseCode::Normal).await;
-                    return;
+                    break 'bridge;
                 }
                 SessionEvent::Transcript(item) => {
                     let _ = events.send(AiEvent::Transcript { leg: id, item });
@@ -423,14 +436,14 @@ async fn run_leg(
                     session.close(Instant::now());
                     let _ = flush(&mut session, &mut ws, &udp, &mut send_buf).await;
                     close_quietly(&mut ws, CloseCode::Normal).await;
-                    return;
+                    break 'bridge;
                 }
                 // The engine was dropped: nobody listens for events any more.
                 None => {
                     session.close(Instant::now());
                     let _ = flush(&mut session, &mut ws, &udp, &mut send_buf).await;
                     close_quietly(&mut ws, CloseCode::Normal).await;
-                    return;
+                    break 'bridge;
                 }
             },
             m = ws.next() => match m {
@@ -445,7 +458,7 @@ async fn run_leg(
                     let e = ended_by_close_frame(leg.ws.kind, frame.as_ref());
                     report_end(&events, id, up, e);
                     finish_close(&mut ws).await;
-                    return;
+                    break 'bridge;
                 }
                 Some(Err(e)) => ended_by_error(&e),
                 None => Ended {
@@ -467,18 +480,16 @@ async fn run_leg(
                 continue;
             }
             _ = tokio::time::sleep_until(setup_deadline), if !up => {
-                let _ = events.send(timed_out(match leg.ws.kind {
-                    AiKind::MediaStream => "waiting for the session to start",
-                    AiKind::OpenAiRealtime => "waiting for session.updated",
-                }));
+                let _ = events.send(timed_out(waiting_for));
                 close_quietly(&mut ws, CloseCode::Normal).await;
-                return;
+                break 'bridge;
             }
         };
         // The connection is gone (error or end of stream): nothing left to close.
         report_end(&events, id, up, ended);
-        return;
+        break 'bridge;
     }
+    debug!(leg = id, stats = ?session.stats(), "AI leg ended");
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -116,12 +116,20 @@ impl Target {
             let (h, after) = v6
                 .split_once(']')
                 .ok_or_else(|| bad("unclosed '[' in host"))?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("no valid IPv6 address in brackets"));
+            }
             (h, after.strip_prefix(':'))
         } else {
-            match authority.rsplit_once(':') {
+            let (h, p) = match authority.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (authority, None),
+            };
+            // An IPv6 address must be bracketed (RFC 3986 §3.2.2).
+            if h.contains(':') {
+                return Err(bad("an IPv6 host must be in brackets"));
             }
+            (h, p)
         };
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(bad("no valid host"));
@@ -489,6 +497,7 @@ mod tests {
             "http://u:p@h/",
             "http://[::1/",
             "http://h/a b",
+            "http://::1/",
         ] {
             assert!(
                 matches!(Target::parse(bad), Err(WebhookError::Url { .. })),

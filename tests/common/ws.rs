@@ -105,6 +105,8 @@ struct Knobs {
     expected_key: Option<String>,
     /// FakeRealtime: answer `session.update` with an `error` carrying this message.
     update_error: Option<String>,
+    /// FakeRealtime: do not answer `session.update` at all (a provider that never gets ready).
+    update_silent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -549,6 +551,7 @@ impl Proto {
                 }
             }
             Flavor::Realtime => match v["type"].as_str().unwrap_or("") {
+                "session.update" if knobs.update_silent => {}
                 "session.update" => {
                     let ev = match &knobs.update_error {
                         Some(msg) => json!({
@@ -668,6 +671,11 @@ impl FakeRealtime {
     /// normally again).
     pub fn fail_session_update(&self, message: Option<&str>) {
         self.0.shared.knobs.lock().unwrap().update_error = message.map(str::to_string);
+    }
+
+    /// Leave `session.update` unanswered (`true`), so the client never becomes ready.
+    pub fn ignore_session_update(&self, on: bool) {
+        self.0.shared.knobs.lock().unwrap().update_silent = on;
     }
 
     /// `response.output_audio.delta` carrying `ulaw` (base64) for `item_id`, in one delta.

@@ -68,9 +68,11 @@ pub struct MediaCounters {
     pub rtcp_forwarded: u64,
     /// Datagrams the relay core dropped, by reason (field names = `DropReason::as_str`).
     pub drops: DropCounts,
-    /// Forwards dropped because the sending socket's buffer was full.
+    /// Forwards (and gap-audio packets) dropped because the sending socket's buffer was
+    /// full.
     pub send_would_block: u64,
-    /// Forwards the kernel refused (no route, bad address family, ...).
+    /// Forwards (and gap-audio packets) the kernel refused (no route, bad address family,
+    /// ...).
     pub send_failed: u64,
     /// Relays currently open.
     pub relays_open: u64,

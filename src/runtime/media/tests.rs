@@ -770,7 +770,7 @@ fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
     // Ten fill frames, from holdfast's A port.
     let mut fill = Vec::new();
     let mut buf = [0u8; 2048];
-    let first_at = Instant::now();
+    let mut first_at = None;
     for _ in 0..10 {
         let (n, from) = carrier.recv_from(&mut buf).expect("a fill frame");
         assert_eq!(from, at(ports.a.rtp), "sent from the relay's A socket");
@@ -780,6 +780,7 @@ fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
             p.payload().iter().any(|&c| c != 0xff),
             "noise, not the AI's audio"
         );
+        first_at.get_or_insert_with(Instant::now);
         fill.push((
             p.marker(),
             p.sequence_number(),
@@ -788,11 +789,12 @@ fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
             p.payload_type(),
         ));
     }
-    let took = first_at.elapsed();
-    // Frames 2..10 are paced at 20 ms: at least ~160 ms for 9 intervals (epoll's ms
-    // rounding aside), and not a burst; bounded generously for a loaded machine.
+    let took = first_at.unwrap().elapsed();
+    // Frames 2..10 are paced at 20 ms: 9 intervals = 180 ms, never early (epoll rounds its
+    // wait up); a worker held up by a loaded machine may send up to 3 late frames at once
+    // (the catch-up limit), so at least 6 intervals remain. A burst would take ~0 ms.
     assert!(
-        took >= Duration::from_millis(150),
+        took >= Duration::from_millis(115),
         "paced, not a burst: {took:?}"
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
@@ -840,7 +842,8 @@ fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
     assert!(marker, "marker on provider 2's first packet");
     let advance = ts.wrapping_sub(last_fill.2);
     assert!(
-        (1..=800).contains(&advance),
+        // Normally ≤ 20 ms (160 ticks); up to 1 s for a loaded machine.
+        (1..=8000).contains(&advance),
         "ts by the time since the last frame: {advance}"
     );
     // Every fill frame sent was received before provider 2's packet, and no more follow.
