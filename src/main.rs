@@ -49,7 +49,14 @@ enum Command {
 
 fn init_logs(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+        // tungstenite traces whole handshake requests, Authorization (API keys) included:
+        // never below debug, whatever the filter says.
+        .add_directive(
+            "tungstenite::handshake::client=debug"
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

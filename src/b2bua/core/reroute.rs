@@ -172,12 +172,14 @@ impl Core {
         let gap_audio = self.config.ai.gap_audio;
         let offer = self
             .with_media(c, |m, _, out| {
+                let offer = m.reroute_offer(Side::B, out);
                 // The caller hears comfort noise (or the configured prompt) until the new
-                // provider's first audio, not dead air.
+                // provider's first audio, not dead air. After the old provider is cut off:
+                // any packet relayed to the caller ends the fill.
                 if gap_audio.is_some() {
                     m.fill(Side::A, gap_audio, out);
                 }
-                m.reroute_offer(Side::B, out)
+                offer
             })
             .flatten();
         let candidates = self.reroute_candidates(c, now);
