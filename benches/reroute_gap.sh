@@ -5,7 +5,7 @@
 # "AI audio resumed after re-route" log line's gap_ms), and the re-route's setup time
 # (trigger → new agent's 200 OK, setup_ms). p50/p99 per trigger kind.
 #
-# usage: benches/reroute_gap.sh [CALLS=200] [CONCURRENT=10] [TRIGGERS="bye media_unreachable media_timeout"]
+# usage: benches/reroute_gap.sh [CALLS=200] [CONCURRENT=10] [TRIGGERS="bye media_unreachable media_timeout websocket"]
 #
 # Topology (all 127.0.0.1): SIPp carrier (UAC, ../shared/peers' uac_pcap_rr scenario: plays
 # SIPp's G.711 recording, 50 pps) → holdfast → agent-a (SIPp UAS; its media is a per-call
@@ -13,14 +13,18 @@
 # dies 1 s into the call, by trigger kind:
 #   bye                agent-a's SIPp sends BYE with Reason: SIP;cause=503 (its echo goes on);
 #   media_unreachable  agent-a's echo socket for that call closes (ICMP port unreachable);
-#   media_timeout      agent-a's echo for that call falls silent (media.ai_timeout = 1 s).
+#   media_timeout      agent-a's echo for that call falls silent (media.ai_timeout = 1 s);
+#   websocket          the agents are media-stream bots (Python, Twilio protocol, echoing the
+#                      caller): bot-a drops each call's connection (no close frame) 1 s in,
+#                      bot-b takes over.
 # Every load is bounded by SIPp's -m and -timeout; processes are stopped by PID.
-# Needs: sip-tester, python3.
+# Needs: sip-tester, python3 (and the `websockets` package for the websocket trigger; installed
+# with pip --user when missing).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${PEERS:-$ROOT/../shared/peers}
-CALLS=${1:-200}; CONC=${2:-10}; TRIGGERS=${3:-"bye media_unreachable media_timeout"}
+CALLS=${1:-200}; CONC=${2:-10}; TRIGGERS=${3:-"bye media_unreachable media_timeout websocket"}
 OUT=${OUT:-$(mktemp -d -t holdfast-reroute-XXXX)}; mkdir -p "$OUT"
 cargo build --release -q || exit 1
 BIN=$ROOT/target/release/holdfast
@@ -152,9 +156,59 @@ while live and time.time() < deadline:
 PY
 }
 
+# A media-stream bot: echoes the caller's audio; with `drop`, aborts each connection (no close
+# frame) after 50 media messages (1 s).
+bot_py() {
+  cat <<'PY'
+import asyncio, json, sys
+import websockets
+port, mode, deadline = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+async def handle(ws):
+    sid, n = None, 0
+    async for raw in ws:
+        m = json.loads(raw)
+        if m.get("event") == "start":
+            sid = m.get("streamSid")
+        elif m.get("event") == "media":
+            n += 1
+            if mode == "drop" and n > 50:
+                ws.transport.abort()
+                return
+            await ws.send(json.dumps({"event": "media", "streamSid": sid,
+                                      "media": {"payload": m["media"]["payload"]}}))
+async def main():
+    async with websockets.serve(handle, "127.0.0.1", port):
+        await asyncio.sleep(deadline)
+asyncio.run(main())
+PY
+}
+
+run_ws() {
+  local dir=$OUT/websocket budget=$1; mkdir -p "$dir"
+  python3 -c "import websockets" 2>/dev/null || python3 -m pip install --user -q websockets || return 1
+  sed -e 's/- { id: agent-a, kind: sip, uri: "sip:agent@127.0.0.1:5281"/- { id: agent-a, kind: media-stream, url: "ws:\/\/127.0.0.1:5291\/"/' \
+      -e 's/- { id: agent-b, kind: sip, uri: "sip:agent@127.0.0.1:5282"/- { id: agent-b, kind: media-stream, url: "ws:\/\/127.0.0.1:5292\/"/' \
+      "$OUT/holdfast.yaml" > "$dir/holdfast.yaml"
+  grep -q 5292 "$dir/holdfast.yaml" || { echo "could not write the websocket config" >&2; return 1; }
+  bot_py > "$dir/bot.py"
+  python3 "$dir/bot.py" 5291 drop "$budget" > "$dir/bot_a.out" 2>&1 & PIDS+=($!)
+  python3 "$dir/bot.py" 5292 echo "$budget" > "$dir/bot_b.out" 2>&1 & PIDS+=($!)
+  sleep 1
+  "$BIN" --log-format json run --config "$dir/holdfast.yaml" > "$dir/holdfast.log" 2>&1 & PIDS+=($!)
+  sleep 1
+  local rc
+  (cd "$dir" && sipp 127.0.0.1:5260 -sf "$OUT/carrier.xml" -i 127.0.0.1 -p 5270 -mi 127.0.0.1 -mp 48000 \
+     -r "$CONC" -rp 6000 -l "$CONC" -m "$CALLS" -nostdin -timeout "$budget" -timeout_error \
+     -trace_stat -stf carrier_stat.csv -trace_err > carrier.out 2>&1); rc=$?
+  sleep 1.5
+  stopall
+  echo "== websocket: carrier SIPp rc=$rc" | tee "$dir/summary.txt"
+}
+
 run() {
   local trig=$1 dir=$OUT/$1; mkdir -p "$dir"
   local budget=$((CALLS * 6 / CONC + 120))
+  [ "$trig" = websocket ] && { run_ws "$budget"; return; }
   agent_a_scenario "$trig" > "$dir/agent_a.xml"
   echo_py > "$dir/echo.py"
   python3 "$dir/echo.py" "$trig" "$CALLS" "$dir/ports.csv" "$budget" & PIDS+=($!)
