@@ -298,6 +298,45 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// Splits `host[:port]` (IPv6 in brackets) and checks both; `hint` starts every error.
+/// Returns the host (IPv6 without brackets), the port if given, and whether the host is an
+/// IP literal.
+fn split_host_port(hostport: &str, hint: &str) -> Result<(String, Option<u16>, bool), String> {
+    let (host, port_text) = if let Some(after) = hostport.strip_prefix('[') {
+        let (h, tail) = after
+            .split_once(']')
+            .ok_or_else(|| format!("{hint}; unclosed `[` in `{hostport}`"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{hint}; `{h}` is not an IPv6 address"));
+        }
+        let port = match tail {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("{hint}; junk `{p}` after `]`"))?,
+            ),
+        };
+        (h.to_owned(), port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (hostport.to_owned(), None),
+        }
+    };
+    let port = match port_text {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(format!("{hint}; bad port `{p}`")),
+        },
+    };
+    let is_ip = host.parse::<IpAddr>().is_ok();
+    if !is_ip && !valid_hostname(&host) {
+        return Err(format!("{hint}; `{host}` is not a valid host name or IP"));
+    }
+    Ok((host, port, is_ip))
+}
+
 /// Parses a WebSocket URL (`ws://` or `wss://`, RFC 6455 §3) into the address part that
 /// DNS and health work on: host, explicit port (80/443 by default), TCP. The path and query
 /// stay in the URL, which the AI shell uses for the handshake.
@@ -326,38 +365,8 @@ pub fn parse_ws_url(s: &str) -> Result<TargetUri, String> {
             "{hint}; credentials in the URL are not allowed (use headers or api_key_env)"
         ));
     }
-    let (host, port_text) = if let Some(after) = authority.strip_prefix('[') {
-        let (h, tail) = after
-            .split_once(']')
-            .ok_or_else(|| format!("{hint}; unclosed `[` in `{authority}`"))?;
-        if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{hint}; `{h}` is not an IPv6 address"));
-        }
-        let port = match tail {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("{hint}; junk `{p}` after `]`"))?,
-            ),
-        };
-        (h.to_owned(), port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (authority.to_owned(), None),
-        }
-    };
-    let port = match port_text {
-        None => default_port,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(format!("{hint}; bad port `{p}`")),
-        },
-    };
-    let is_ip = host.parse::<IpAddr>().is_ok();
-    if !is_ip && !valid_hostname(&host) {
-        return Err(format!("{hint}; `{host}` is not a valid host name or IP"));
-    }
+    let (host, port, is_ip) = split_host_port(authority, hint)?;
+    let port = port.unwrap_or(default_port);
     Ok(TargetUri {
         host,
         port: Some(port),
@@ -395,38 +404,7 @@ pub fn parse_target_uri(s: &str) -> Result<TargetUri, String> {
         }
         None => (None, hostport_user),
     };
-    let (host, port_text) = if let Some(after) = hostport.strip_prefix('[') {
-        let (h, tail) = after
-            .split_once(']')
-            .ok_or_else(|| format!("{hint}; unclosed `[` in `{hostport}`"))?;
-        if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{hint}; `{h}` is not an IPv6 address"));
-        }
-        let port = match tail {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("{hint}; junk `{p}` after `]`"))?,
-            ),
-        };
-        (h.to_owned(), port)
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (hostport.to_owned(), None),
-        }
-    };
-    let port = match port_text {
-        None => None,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => return Err(format!("{hint}; bad port `{p}`")),
-        },
-    };
-    let is_ip = host.parse::<IpAddr>().is_ok();
-    if !is_ip && !valid_hostname(&host) {
-        return Err(format!("{hint}; `{host}` is not a valid host name or IP"));
-    }
+    let (host, port, is_ip) = split_host_port(hostport, hint)?;
     let mut transport = None;
     for param in params.into_iter().flat_map(|p| p.split(';')) {
         let (name, value) = param.split_once('=').unwrap_or((param, ""));

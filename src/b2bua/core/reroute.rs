@@ -211,14 +211,27 @@ impl Core {
         else {
             return Vec::new();
         };
+        self.plan_in_regions(c, &rule, now)
+    }
+
+    /// `rule` planned on current health, kept to the regions call `c` was admitted with,
+    /// without the providers that already failed in this call.
+    fn plan_in_regions(
+        &mut self,
+        c: CallRef,
+        rule: &crate::config::RouteRule,
+        now: Instant,
+    ) -> Vec<Candidate> {
         let seed = self.ids.next_u64();
         let view = View {
             health: &self.health,
             targets: &self.targets,
             now,
         };
-        let plan = self.routing.plan(&rule, &view, seed);
-        let call = &self.calls.get(&c).expect("present").call;
+        let plan = self.routing.plan(rule, &view, seed);
+        let Some(call) = self.calls.get(&c).map(|e| &e.call) else {
+            return Vec::new();
+        };
         plan.targets
             .iter()
             .filter(|t| {
@@ -459,26 +472,10 @@ impl Core {
             warn!(call = %call.id, number, "{why}; no outbound route for the transfer number");
             return false;
         };
-        let seed = self.ids.next_u64();
-        let view = View {
-            health: &self.health,
-            targets: &self.targets,
-            now,
+        let candidates = self.plan_in_regions(c, &rule, now);
+        let Some(call) = self.calls.get(&c).map(|e| &e.call) else {
+            return false;
         };
-        let plan = self.routing.plan(&rule, &view, seed);
-        let call = &self.calls.get(&c).expect("present").call;
-        let candidates: Vec<Candidate> = plan
-            .targets
-            .iter()
-            .filter(|t| {
-                self.config
-                    .target(t)
-                    .is_some_and(|cfg| call.regions.contains(&cfg.region))
-            })
-            .map(|t| Candidate {
-                target: t.to_string(),
-            })
-            .collect();
         if candidates.is_empty() {
             warn!(call = %call.id, number, "{why}; no carrier in the call's regions for the transfer");
             return false;
