@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::audio::{Pacer, FRAME, FRAME_SAMPLES, G711};
 use super::control::{AiKind, OpenLeg, RerouteContext, TranscriptItem, WsProvider};
+use crate::media::rtp::{RtpPacket, TelephoneEvent};
 
 pub mod media_stream;
 pub mod realtime;
@@ -231,7 +232,7 @@ impl Session {
 
     /// A datagram from the relay (the caller's RTP, RFC 4733 digits included).
     pub fn handle_rtp(&mut self, packet: &[u8], now: Instant) {
-        let p = match rtp::parse(packet) {
+        let p = match RtpPacket::new_checked(packet) {
             Ok(p) => p,
             Err(e) => {
                 self.stats.rtp_malformed += 1;
@@ -243,35 +244,35 @@ impl Session {
             self.stats.rtp_ignored += 1;
             return;
         }
-        if p.payload_type == self.payload_type {
-            if p.payload.is_empty() {
+        if p.payload_type() == self.payload_type {
+            if p.payload().is_empty() {
                 self.stats.rtp_ignored += 1;
                 return;
             }
             // Providers take μ-law only (media-stream `audio/x-mulaw`, realtime `audio/pcmu`).
-            let mut ulaw = p.payload.to_vec();
+            let mut ulaw = p.payload().to_vec();
             self.law.transcode(G711::Ulaw, &mut ulaw);
             self.stats.audio_sent += 1;
             match self.kind {
                 AiKind::MediaStream => self.ms_send_audio(&ulaw, now),
                 AiKind::OpenAiRealtime => self.rt_send_audio(&ulaw),
             }
-        } else if Some(p.payload_type) == self.dtmf_payload_type {
-            let Some(event) = rtp::TelephoneEvent::parse(p.payload) else {
+        } else if Some(p.payload_type()) == self.dtmf_payload_type {
+            let Ok(event) = TelephoneEvent::parse(p.payload()) else {
                 self.stats.rtp_ignored += 1;
                 return;
             };
             // RFC 4733 §2.5.1: every packet of one event (updates, the E bit and its
             // retransmissions) carries the event's start timestamp, so it identifies the
             // event; report the first packet seen of each.
-            if self.dtmf_seen.contains(&p.timestamp) {
+            if self.dtmf_seen.contains(&p.timestamp()) {
                 return;
             }
             if self.dtmf_seen.len() == DTMF_MEMORY {
                 self.dtmf_seen.pop_front();
             }
-            self.dtmf_seen.push_back(p.timestamp);
-            match event.digit() {
+            self.dtmf_seen.push_back(p.timestamp());
+            match event.dtmf_char() {
                 Some(digit) => self.send_digit(digit, now),
                 None => self.stats.rtp_ignored += 1,
             }

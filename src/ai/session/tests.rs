@@ -106,14 +106,14 @@ fn bot_mark(s: &Session, name: &str) -> String {
 fn frame(s: &mut Session, at: Instant) -> Option<(bool, u16, u32, u32, Vec<u8>)> {
     let mut out = [0u8; 1500];
     let n = s.poll_rtp(at, &mut out)?;
-    let p = rtp::parse(&out[..n]).unwrap();
-    assert_eq!(p.payload.len(), FRAME_SAMPLES);
+    let p = crate::media::rtp::RtpPacket::new_checked(&out[..n]).unwrap();
+    assert_eq!(p.payload().len(), FRAME_SAMPLES);
     Some((
-        p.marker,
-        p.sequence_number,
-        p.timestamp,
-        p.ssrc,
-        p.payload.to_vec(),
+        p.marker(),
+        p.sequence_number(),
+        p.timestamp(),
+        p.ssrc(),
+        p.payload().to_vec(),
     ))
 }
 
@@ -253,9 +253,9 @@ fn alaw_legs_are_transcoded_both_ways() {
     s.handle_text(&bot_media(&s, &[0xff; 160]), t0);
     let mut out = [0u8; 1500];
     let n = s.poll_rtp(t0 + FRAME, &mut out).unwrap();
-    let p = rtp::parse(&out[..n]).unwrap();
-    assert_eq!(p.payload_type, 8);
-    assert!(p.payload.iter().all(|&b| b == alaw_encode(0)));
+    let p = crate::media::rtp::RtpPacket::new_checked(&out[..n]).unwrap();
+    assert_eq!(p.payload_type(), 8);
+    assert!(p.payload().iter().all(|&b| b == alaw_encode(0)));
 }
 
 // ----- media-stream messages -----
