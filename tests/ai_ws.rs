@@ -6,14 +6,11 @@
 //! SIPp scenario fails on any BYE or re-INVITE, and its RTP stays one stream.
 mod common;
 
-use common::scenarios as sc;
 use common::ws::{b64_decode, FakeRealtime, MediaStreamBot};
 use common::*;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-const TRACE: &[&str] = &["-trace_logs", "-trace_msg"];
 /// A-law code the caller talks with (a loud sample; 0xd5 would be silence).
 const TONE_ALAW: u8 = 0xaa;
 /// μ-law code the bots talk with (0xff is μ-law silence).
@@ -43,24 +40,6 @@ fn config(hp: u16, trunk: u16, providers: &[String]) -> TestConfig {
         media_ports(8)
     );
     c
-}
-
-/// A carrier call up through holdfast; returns (the SIPp UAC, its Call-ID, the address of
-/// holdfast's carrier-side media).
-fn place_call(hp: u16, trunk: u16, carrier: &RtpEndpoint) -> (Sipp, String, SocketAddr) {
-    let uac = Sipp::uac(
-        "trunk",
-        &sc::uac_media_call(carrier.port),
-        trunk,
-        &format!("127.0.0.1:{hp}"),
-        "+15551230000",
-        1,
-        TRACE,
-    );
-    let call_id = uac.expect_value("ANSWER_CALLID", WAIT);
-    uac.expect_value("CONFIRMED", WAIT);
-    let port: u16 = uac.expect_value("ANSWER_PORT", WAIT).parse().unwrap();
-    (uac, call_id, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Packets at the carrier carrying audio (not the bridge's silence frames).
@@ -118,7 +97,7 @@ fn media_stream_bot_talks_both_ways_and_a_dropped_socket_moves_the_call_to_the_n
     );
     let carrier = RtpEndpoint::bind();
     let hf = Holdfast::start(&c.yaml(), hp);
-    let (uac, call_id, holdfast_a) = place_call(hp, trunk, &carrier);
+    let (uac, call_id, holdfast_a) = carrier_media_call(hp, trunk, &carrier, WAIT);
 
     let start = bot1
         .wait_message(0, |m| m["event"] == "start", WAIT)
@@ -204,7 +183,7 @@ fn media_stream_marks_come_back_after_playout_and_clear_drops_queued_audio() {
     );
     let carrier = RtpEndpoint::bind();
     let hf = Holdfast::start(&c.yaml(), hp);
-    let (uac, call_id, _) = place_call(hp, trunk, &carrier);
+    let (uac, call_id, _) = carrier_media_call(hp, trunk, &carrier, WAIT);
     bot.wait_message(0, |m| m["event"] == "start", WAIT)
         .unwrap_or_else(|| panic!("no start; logs:\n{}", hf.dump_logs()));
 
@@ -269,7 +248,7 @@ fn openai_realtime_session_barge_in_and_transcript_replay_after_a_dropped_sessio
     );
     let carrier = RtpEndpoint::bind();
     let hf = Holdfast::start_with_env(&c.yaml(), hp, &[(API_KEY_ENV, key)]);
-    let (uac, call_id, holdfast_a) = place_call(hp, trunk, &carrier);
+    let (uac, call_id, holdfast_a) = carrier_media_call(hp, trunk, &carrier, WAIT);
 
     let update = rt1
         .wait_message(0, |m| m["type"] == "session.update", WAIT)

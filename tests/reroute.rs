@@ -7,7 +7,6 @@ mod common;
 
 use common::scenarios as sc;
 use common::*;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -62,19 +61,7 @@ fn agent_dies_mid_call(death: Death) {
         TRACE,
     );
     let hf = Holdfast::start(&c.yaml(), hp);
-    let uac = Sipp::uac(
-        "trunk",
-        &sc::uac_media_call(carrier.port),
-        trunk,
-        &format!("127.0.0.1:{hp}"),
-        "+15551230000",
-        1,
-        TRACE,
-    );
-    let call_id = uac.expect_value("ANSWER_CALLID", WAIT);
-    uac.expect_value("CONFIRMED", WAIT);
-    let a_port: u16 = uac.expect_value("ANSWER_PORT", WAIT).parse().unwrap();
-    let holdfast_a = SocketAddr::from(([127, 0, 0, 1], a_port));
+    let (uac, call_id, holdfast_a) = carrier_media_call(hp, trunk, &carrier, WAIT);
 
     // The caller talks for 6 s: 300 packets, one every 20 ms.
     let talking = carrier.talk(holdfast_a, 0x1234_5678, 300, Duration::from_millis(20));

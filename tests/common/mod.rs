@@ -653,6 +653,34 @@ impl Sipp {
     }
 }
 
+/// A carrier call up through holdfast on `hp`: a SIPp UAC on `trunk` (SIPp traces on) calls
+/// +15551230000 with media at `carrier`, and the call is confirmed. Returns the UAC, its
+/// Call-ID (for [`Sipp::poke`]) and holdfast's carrier-side media address.
+pub fn carrier_media_call(
+    hp: u16,
+    trunk: u16,
+    carrier: &RtpEndpoint,
+    timeout: Duration,
+) -> (Sipp, String, std::net::SocketAddr) {
+    let uac = Sipp::uac(
+        "trunk",
+        &scenarios::uac_media_call(carrier.port),
+        trunk,
+        &format!("127.0.0.1:{hp}"),
+        "+15551230000",
+        1,
+        &["-trace_logs", "-trace_msg"],
+    );
+    let call_id = uac.expect_value("ANSWER_CALLID", timeout);
+    uac.expect_value("CONFIRMED", timeout);
+    let port: u16 = uac.expect_value("ANSWER_PORT", timeout).parse().unwrap();
+    (
+        uac,
+        call_id,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    )
+}
+
 /// One RTP packet a [`RtpEndpoint`] received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtpSeen {
