@@ -526,3 +526,22 @@ ai:
     assert_eq!(hooks[0]["from"], "bot-a");
     assert_eq!(hooks[0]["to"], "carrier");
 }
+
+#[test]
+fn a_provider_removed_by_a_reload_during_setup_still_times_out_as_a_setup_failure() {
+    let mut sim = Sim::with_config(config(""));
+    sim.recv(CARRIER, invite(""));
+    let a = last_open(&sim);
+    let mut cfg = config("").as_ref().clone();
+    cfg.ai_providers.retain(|p| &*p.id != "bot-a");
+    cfg.routes.inbound[0].targets.retain(|t| &**t != "bot-a");
+    sim.core.handle_reload(Arc::new(cfg), sim.now);
+    sim.collect();
+    // The timer armed with the provider's setup_timeout (3 s) fires as a setup failure.
+    sim.advance_to(Duration::from_millis(3100));
+    assert!(closes(&sim).contains(&a.leg), "the stuck leg is closed");
+    let c = call(&sim);
+    let outcome = c.attempts[0].outcome.clone().unwrap_or_default();
+    assert!(outcome.contains("not set up"), "{outcome}");
+    assert_eq!(last_open(&sim).provider, "bot-b");
+}

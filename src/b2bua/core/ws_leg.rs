@@ -85,7 +85,6 @@ impl Core {
         }
         let leg = self.new_id();
         let seed = self.ids.next_u64();
-        let bind = self.media_bind;
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
@@ -111,11 +110,9 @@ impl Core {
             payload_type: codec.payload_type,
             dtmf_payload_type: codec.dtmf_payload_type,
             relay,
-            bind: if bind.is_unspecified() {
-                relay.ip()
-            } else {
-                bind
-            },
+            // The relay's own address (loopback when it binds every address): the bridge
+            // stays on the host, beside the relay.
+            bind: relay.ip(),
             caller: call.caller.clone(),
             callee: call.callee.clone(),
             reroute: call.reroutes.last().map(|r| RerouteContext {
@@ -149,8 +146,14 @@ impl Core {
             .ws
             .as_ref()
             .filter(|w| w.attempt == n && w.media.is_none())?;
-        let t = self.config.target(&ws.provider)?.ws.as_ref()?.setup_timeout;
-        Some(t)
+        // A reload may have removed the provider meanwhile: its timer still fires as a
+        // setup timeout.
+        Some(
+            self.config
+                .target(&ws.provider)
+                .and_then(|t| t.ws.as_ref())
+                .map_or(self.settings.attempt_timeout, |w| w.setup_timeout),
+        )
     }
 
     /// Forgets call `c`'s WebSocket leg and tells the shell to close it (a no-op there when
