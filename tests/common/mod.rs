@@ -3,12 +3,13 @@
 //! on drop, so a failing test leaves nothing running.
 #![allow(dead_code)]
 pub mod dns;
+pub mod http;
 pub mod scenarios;
 pub mod ws;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -71,6 +72,15 @@ pub fn media_ports(ports: u16) -> String {
 /// A log line from holdfast's JSON log.
 pub type LogLine = serde_json::Value;
 
+/// Whether [`Holdfast::start_with_env`] gives every instance an admin API section of its
+/// own (a free loopback port) when the test's YAML has none: tests run in parallel and the
+/// admin API's default port (127.0.0.1:9090) can only be had once. Set false only to run
+/// the older tests against a build whose config parser does not know `admin:` yet.
+pub const ADMIN_KEYS: bool = true;
+
+/// The admin API's listen address when the config does not say (ADMIN_API.md).
+pub const ADMIN_DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+
 /// A running holdfast.
 pub struct Holdfast {
     child: Child,
@@ -79,6 +89,66 @@ pub struct Holdfast {
     pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<(Instant, LogLine)>>>,
     pub started: Instant,
+    /// Where the admin API listens: the section the harness added, or the test's own
+    /// `admin.listen`; None for `listen: off` (or with [`ADMIN_KEYS`] false and no section).
+    pub admin: Option<SocketAddr>,
+    /// The `admin:` section the harness appended to the test's YAML, appended again on
+    /// every rewrite of the file so a reload keeps the admin API where it is.
+    admin_section: Option<String>,
+}
+
+/// The `admin:` section to append to `yaml` (None when the YAML has its own) and where the
+/// admin API will listen.
+fn admin_for(yaml: &str) -> (Option<String>, Option<SocketAddr>) {
+    match admin_listen(yaml) {
+        Some(listen) => (None, listen),
+        None if ADMIN_KEYS => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            (Some(format!("admin:\n  listen: {addr}\n")), Some(addr))
+        }
+        None => (None, None),
+    }
+}
+
+/// `yaml` with the harness's admin section (if any) appended.
+fn with_admin(yaml: &str, section: Option<&str>) -> String {
+    match section {
+        Some(s) if yaml.ends_with('\n') || yaml.is_empty() => format!("{yaml}{s}"),
+        Some(s) => format!("{yaml}\n{s}"),
+        None => yaml.to_string(),
+    }
+}
+
+/// The admin API address a YAML file asks for: None when it has no top-level `admin:` key,
+/// Some(None) for `listen: off` (or an address this helper cannot read), the default when
+/// the section has no `listen`. Reads block style (`admin:` then indented keys) and flow
+/// style (`admin: { listen: ..., token_env: ... }`).
+pub fn admin_listen(yaml: &str) -> Option<Option<SocketAddr>> {
+    let mut lines = yaml.lines();
+    let first = lines.by_ref().find(|l| {
+        l.strip_prefix("admin:")
+            .is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '{', '#']))
+    })?;
+    let clean = |v: &str| {
+        let v = v.split(" #").next().unwrap_or("").trim();
+        v.trim_matches(|c| c == '"' || c == '\'').to_string()
+    };
+    let inline = first["admin:".len()..].trim();
+    let value = if inline.starts_with('{') {
+        inline
+            .trim_start_matches('{')
+            .split(['}', ','])
+            .find_map(|kv| kv.trim().strip_prefix("listen:").map(clean))
+    } else {
+        lines
+            .take_while(|l| l.starts_with([' ', '\t']) || l.trim().is_empty())
+            .find_map(|l| l.trim().strip_prefix("listen:").map(clean))
+    };
+    let value = value.unwrap_or_else(|| ADMIN_DEFAULT_LISTEN.to_string());
+    if value == "off" {
+        return Some(None);
+    }
+    Some(value.parse().ok())
 }
 
 impl Holdfast {
@@ -92,7 +162,9 @@ impl Holdfast {
     pub fn start_with_env(yaml: &str, port: u16, env: &[(&str, &str)]) -> Holdfast {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("holdfast.yaml");
-        std::fs::write(&config_path, yaml).expect("write config");
+        let (admin_section, admin) = admin_for(yaml);
+        std::fs::write(&config_path, with_admin(yaml, admin_section.as_deref()))
+            .expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
             .args([
                 "--log-format",
@@ -130,6 +202,8 @@ impl Holdfast {
             config_path,
             logs,
             started: Instant::now(),
+            admin,
+            admin_section,
         };
         hf.wait_log(Duration::from_secs(20), |l| msg(l) == "holdfast is up")
             .unwrap_or_else(|| panic!("holdfast did not start; logs:\n{}", hf.dump_logs()));
@@ -200,8 +274,24 @@ impl Holdfast {
 
     /// Rewrites the config file and sends SIGHUP.
     pub fn reload(&self, yaml: &str) {
-        std::fs::write(&self.config_path, yaml).expect("write config");
+        self.write_config(yaml);
         signal(self.child.id(), "HUP");
+    }
+
+    /// Rewrites the config file (with the harness's admin section, as at start) without
+    /// telling holdfast: for `POST /reload`.
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(
+            &self.config_path,
+            with_admin(yaml, self.admin_section.as_deref()),
+        )
+        .expect("write config");
+    }
+
+    /// The admin API's address; panics when the config turned it off.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .expect("this holdfast has no admin API (admin.listen: off?)")
     }
 }
 
