@@ -32,6 +32,8 @@ mod tests;
 #[cfg(test)]
 mod tests_media;
 #[cfg(test)]
+mod tests_ops;
+#[cfg(test)]
 mod tests_reroute;
 #[cfg(test)]
 mod tests_ws;

@@ -432,7 +432,19 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 /// For `holdfast check FILE`: loads the file and renders the resolved routing table.
 pub fn check_file(path: &Path) -> Result<String, ConfigError> {
     let config = load(path)?;
-    Ok(crate::routing::RoutingTable::new(&config).render())
+    let mut out = crate::routing::RoutingTable::new(&config).render();
+    let admin = match (&config.admin.listen, &config.admin.token_env) {
+        (None, _) => "off".to_string(),
+        (Some(a), Some(env)) => format!("http://{a} (bearer token from ${env})"),
+        (Some(a), None) => format!("http://{a} (no token: loopback only)"),
+    };
+    let records = match &config.records {
+        RecordsSettings::Off => "off".to_string(),
+        RecordsSettings::Stdout => "stdout".to_string(),
+        RecordsSettings::File(p) => p.display().to_string(),
+    };
+    out.push_str(&format!("\nadmin API: {admin}\ncall records: {records}\n"));
+    Ok(out)
 }
 
 #[cfg(test)]
