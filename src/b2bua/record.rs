@@ -32,6 +32,12 @@ pub struct CallRecord {
     pub answered: Option<Instant>,
     #[serde(skip)]
     pub ended: Instant,
+    /// Wall-clock `started`, `answered`, `ended` (RFC 3339, UTC), set by the shell that
+    /// writes the record.
+    pub start: Option<String>,
+    #[serde(rename = "answered")]
+    pub answered_at: Option<String>,
+    pub end: Option<String>,
     /// INVITE → answer.
     pub setup_ms: Option<u64>,
     /// Answer → end; 0 when never answered.

@@ -158,7 +158,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     info!(config = %opts.config_path.display(), "holdfast is up");
     loop {
         shell.flush(&mut core).await;
-        if shell.drain_deadline.is_some() && core.stats().calls_active == 0 {
+        // Drained: no call left, and the last ones' records have their media statistics.
+        if shell.drain_deadline.is_some()
+            && core.stats().calls_active == 0
+            && !core.records_waiting()
+        {
             info!("drained: no calls left; exiting");
             shell.exit(&mut core).await;
             return Ok(());
@@ -268,9 +272,6 @@ impl Shell {
     }
 
     fn write_record(&self, r: &CallRecord) {
-        let Ok(mut v) = serde_json::to_value(r) else {
-            return;
-        };
         let wall = |i: Instant| {
             let (mono, sys) = self.clock;
             let t = if i >= mono {
@@ -280,17 +281,14 @@ impl Shell {
             };
             rfc3339(t)
         };
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("start".into(), wall(r.started).into());
-            obj.insert(
-                "answered".into(),
-                r.answered
-                    .map(wall)
-                    .map_or(serde_json::Value::Null, Into::into),
-            );
-            obj.insert("end".into(), wall(r.ended).into());
+        let mut r = r.clone();
+        r.start = Some(wall(r.started));
+        r.answered_at = r.answered.map(wall);
+        r.end = Some(wall(r.ended));
+        match serde_json::to_string(&r) {
+            Ok(line) => self.records.write(line),
+            Err(e) => warn!(call = %r.id, "call record not serialized: {e}"),
         }
-        self.records.write(v.to_string());
     }
 
     /// Before the process exits: the records still waiting for media statistics are

@@ -492,6 +492,11 @@ impl Core {
         self.records.pop_front()
     }
 
+    /// Whether records wait for their relays' final statistics.
+    pub fn records_waiting(&self) -> bool {
+        !self.records_pending.is_empty()
+    }
+
     /// At exit: the records still waiting for their relays' statistics, as they are.
     pub fn take_pending_records(&mut self) -> Vec<CallRecord> {
         let mut v: Vec<CallRecord> = self.records.drain(..).collect();
@@ -529,6 +534,9 @@ impl Core {
             started: now,
             answered: None,
             ended: now,
+            start: None,
+            answered_at: None,
+            end: None,
             setup_ms: None,
             duration_ms: 0,
             outcome: "refused",
@@ -585,6 +593,9 @@ impl Core {
             started: e.started,
             answered: e.answered_at,
             ended,
+            start: None,
+            answered_at: None,
+            end: None,
             setup_ms: e.answered_at.map(|t| millis_since(t, e.started)),
             duration_ms: e.answered_at.map_or(0, |t| millis_since(ended, t)),
             outcome,
