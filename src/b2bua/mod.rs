@@ -18,16 +18,21 @@ mod core;
 mod ids;
 pub mod media;
 mod msg;
+pub mod record;
 
 pub use self::call::{
     Attempt, Call, CallState, Direction, Flow, Leg, Reroute, RerouteTrigger, Side,
 };
-pub use self::core::{Core, Listener, Received, Stats, Transmit, ACCEPT, ALLOW, SUPPORTED};
+pub use self::core::{
+    CallView, Core, Listener, Received, Stats, TargetView, Transmit, ACCEPT, ALLOW, SUPPORTED,
+};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_media;
+#[cfg(test)]
+mod tests_ops;
 #[cfg(test)]
 mod tests_reroute;
 #[cfg(test)]

@@ -307,3 +307,41 @@ fn unknown_media_key_is_refused_with_its_path() {
     );
     assert!(e.message.contains("unknown key `rtp_timeout`"), "{e}");
 }
+
+#[test]
+fn admin_and_records() {
+    let cfg = parse("", "/etc/holdfast/t.yaml").unwrap();
+    assert_eq!(cfg.admin.listen, Some(DEFAULT_ADMIN_LISTEN));
+    assert!(cfg.admin.token.is_none());
+    assert_eq!(cfg.records, RecordsSettings::Off);
+    let cfg = parse(
+        "admin:\n  listen: \"off\"\nrecords:\n  path: calls.jsonl\n",
+        "/etc/holdfast/t.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.admin.listen, None);
+    assert_eq!(
+        cfg.records,
+        RecordsSettings::File("/etc/holdfast/calls.jsonl".into())
+    );
+    let cfg = parse("records:\n  path: \"-\"\n", "t.yaml").unwrap();
+    assert_eq!(cfg.records, RecordsSettings::Stdout);
+
+    // Open to the network without a token: refused, pointing at the line.
+    let e = err("sip:\n  t1: 500ms\nadmin:\n  listen: 0.0.0.0:9090\n");
+    assert_eq!((e.line, e.path.as_str()), (4, "admin.listen"), "{e}");
+    assert!(e.message.contains("token_env"), "{e}");
+    let e = err("admin:\n  listen: nine\n");
+    assert_eq!(e.path, "admin.listen", "{e}");
+    let e = err("admin:\n  token_env: HOLDFAST_TEST_SURELY_UNSET_VAR\n");
+    assert_eq!(e.path, "admin.token_env", "{e}");
+    assert!(e.message.contains("not set"), "{e}");
+    // With a token from the environment, a wildcard listener is allowed.
+    std::env::set_var("HOLDFAST_TEST_ADMIN_TOKEN_CFG", "t0ken");
+    let cfg = parse(
+        "admin:\n  listen: 0.0.0.0:9090\n  token_env: HOLDFAST_TEST_ADMIN_TOKEN_CFG\n",
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.admin.token.as_ref().map(|t| t.expose()), Some("t0ken"));
+}

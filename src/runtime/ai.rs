@@ -38,6 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::Instrument as _;
 use tracing::{debug, info, warn};
 
 use crate::ai::control::{AiCommand, AiEvent, AiKind, AiLegId, OpenLeg, WsProvider};
@@ -101,7 +102,9 @@ impl AiEngine {
                         why: "replaced".into(),
                     });
                 }
-                tokio::spawn(run_leg(leg, rx, self.events.clone()));
+                // Every line the leg's task logs carries the call's id.
+                let span = tracing::info_span!("call", call = %leg.call);
+                tokio::spawn(run_leg(leg, rx, self.events.clone()).instrument(span));
             }
             AiCommand::Close { leg, why } => {
                 if let Some(h) = self.legs.remove(&leg) {
