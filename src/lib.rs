@@ -14,9 +14,12 @@
 //! - [`ai`]: the AI leg's sans-IO pieces (audio coding and pacing for WebSocket providers).
 //! - [`b2bua`]: the call core: two dialogs per call, failover, pinning, session timers.
 //! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS and signals.
+//! - [`drill`]: `holdfast drill`, the game-day command (synthetic calls, injected failures,
+//!   a survival report).
 pub mod ai;
 pub mod b2bua;
 pub mod config;
+pub mod drill;
 pub mod health;
 pub mod media;
 pub mod routing;
