@@ -122,7 +122,10 @@ not json
         assert_eq!(ev.len(), 2, "{ev:?}");
         assert_eq!(ev[0].at, Duration::from_millis(2250));
         assert!(ev[1].text.contains("agent-a health: 2 pings failed"));
-        assert_eq!(seconds_of_day("2025-01-01T23:59:59.5+00:00"), Some(86_399.5));
+        assert_eq!(
+            seconds_of_day("2025-01-01T23:59:59.5+00:00"),
+            Some(86_399.5)
+        );
         assert_eq!(seconds_of_day("garbage"), None);
     }
 }

@@ -32,7 +32,13 @@ pub fn split_url(url: &str) -> Result<(String, String)> {
 }
 
 /// The request bytes.
-pub fn build_request(method: &str, host: &str, path: &str, token: Option<&str>, body: &str) -> String {
+pub fn build_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> String {
     let mut r = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: holdfast-drill\r\nAccept: application/json\r\n"
     );
@@ -65,7 +71,11 @@ pub fn parse_response(raw: &[u8]) -> Result<(u16, String)> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -97,8 +107,10 @@ pub async fn request(
         let mut s = TcpStream::connect(&host)
             .await
             .with_context(|| format!("connect {host}"))?;
-        s.write_all(build_request(method, &host, &format!("{prefix}{path}"), token, body).as_bytes())
-            .await?;
+        s.write_all(
+            build_request(method, &host, &format!("{prefix}{path}"), token, body).as_bytes(),
+        )
+        .await?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await?;
         parse_response(&raw)
@@ -128,7 +140,9 @@ mod tests {
         assert!(r.contains("Authorization: Bearer tok\r\n"));
         assert!(r.contains("Content-Length: 0\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
-        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}").unwrap();
+        let (s, b) =
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}")
+                .unwrap();
         assert_eq!((s, b.as_str()), (200, "{\"a\":1}"));
         let (s, b) = parse_response(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!((s, b.as_str()), (404, "abcde"));

@@ -132,7 +132,10 @@ pub enum PeerRoleArg {
 
 /// Entry point of `holdfast peer`.
 pub fn peer_main(args: PeerArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("peer: {e}");
@@ -280,8 +283,13 @@ pub fn plan(layer: FailLayer, calls: u16, whole_layer: bool) -> Plan {
 }
 
 fn unix_now() -> (u64, f64) {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    (d.as_secs(), (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_micros()) / 1e6)
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (
+        d.as_secs(),
+        (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_micros()) / 1e6,
+    )
 }
 
 fn default_report_path(stamp: &str) -> PathBuf {
@@ -290,7 +298,10 @@ fn default_report_path(stamp: &str) -> PathBuf {
 
 /// Writes the postmortem and prints the table (unless `--json`) and where the report is.
 fn finish(args: &DrillArgs, report: &Report, stamp: &str) -> Result<()> {
-    let path = args.report.clone().unwrap_or_else(|| default_report_path(stamp));
+    let path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| default_report_path(stamp));
     std::fs::write(&path, report::render_markdown(report))
         .with_context(|| format!("write {}", path.display()))?;
     if !args.json {
@@ -306,8 +317,7 @@ fn finish(args: &DrillArgs, report: &Report, stamp: &str) -> Result<()> {
 fn run_local(args: &DrillArgs) -> Result<Report> {
     let exe = std::env::current_exe().context("current_exe")?;
     let dir = TempDir::new(args.keep_dir)?;
-    let (unix, t0_sod) = unix_now();
-    let (started_utc, stamp) = report::utc_stamps(unix);
+    let (started_utc, stamp) = report::utc_stamps(unix_now().0);
     let plan = plan(args.fail, args.calls, args.whole_layer);
 
     // Peers, each its own process (so it can be SIGKILLed), reporting its own port.
@@ -336,8 +346,11 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         peers: peer_addrs,
     };
     let config_path = dir.path.join("drill.yaml");
-    std::fs::write(&config_path, topology::config_yaml(&topo, topology::admin_supported()))
-        .context("write the drill config")?;
+    std::fs::write(
+        &config_path,
+        topology::config_yaml(&topo, topology::admin_supported()),
+    )
+    .context("write the drill config")?;
     let token = format!("{:032x}", rand::random::<u128>());
     let log_path = dir.path.join("holdfast.log");
     let mut holdfast = procs::spawn_holdfast(
@@ -346,11 +359,16 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         &log_path,
         &[(topology::TOKEN_ENV, token.as_str())],
     )?;
-    if !args.json {
+    {
+        let mut pids: Vec<String> = PEERS
+            .iter()
+            .filter_map(|(n, _)| peers.get(*n).map(|c| format!("{n} {}", c.pid())))
+            .collect();
+        pids.sort();
         eprintln!(
-            "drill: holdfast (pid {}) on udp:{sip}, {} peers, {} calls, failing {}{}; logs in {}",
+            "drill: holdfast (pid {}) on udp:{sip}, peers (pid {}), {} calls, failing {}{}; logs in {}",
             holdfast.pid(),
-            PEERS.len(),
+            pids.join(", "),
             args.calls,
             plan.kill.join(" + "),
             if args.whole_layer { " (whole layer)" } else { "" },
@@ -363,6 +381,7 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         .build()
         .context("runtime")?;
     let t0 = Instant::now();
+    let t0_sod = unix_now().1;
     let outcome = rt.block_on(async {
         tokio::select! {
             r = drive(args, &plan, caller_in, caller_out, sip, &mut peers, t0) => r,
@@ -374,14 +393,17 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
 
     let mut notes = Vec::new();
     if let Some(status) = holdfast.try_exited() {
-        notes.push(format!("holdfast exited during the drill ({status}): see its log"));
+        notes.push(format!(
+            "holdfast exited during the drill ({status}): see its log"
+        ));
     }
     holdfast.kill()?;
     drop(peers);
 
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     let (reroutes, log_events) = holdfast_log::read(&log_text, t0_sod, &ctx.failed);
-    timeline.extend(log_events);
+    // Health news from before the failure is start-up noise.
+    timeline.extend(log_events.into_iter().filter(|e| e.at >= ctx.failure_at));
     timeline.extend(report::reroute_events(&results, &ctx));
     timeline.sort_by_key(|e| e.at);
 
@@ -394,7 +416,11 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
             .collect();
         if !triggers.is_empty() {
             let t = format!("re-routed on {}", triggers.join(", "));
-            row.note = if row.note.is_empty() { t } else { format!("{}; {t}", row.note) };
+            row.note = if row.note.is_empty() {
+                t
+            } else {
+                format!("{}; {t}", row.note)
+            };
         }
     }
     let summary = report::summarize(&rows, &results);
@@ -422,11 +448,7 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         ));
     }
     let report = Report {
-        scenario: format!(
-            "{} (SIGKILL {})",
-            args.fail.as_str(),
-            plan.kill.join(" + ")
-        ),
+        scenario: format!("{} (SIGKILL {})", args.fail.as_str(), plan.kill.join(" + ")),
         started_utc,
         rows,
         summary,
@@ -582,7 +604,9 @@ async fn drive(
 
 /// For unit tests and `admin`: where a report goes when no `--report` is given.
 pub fn report_path(args: &DrillArgs, stamp: &str) -> PathBuf {
-    args.report.clone().unwrap_or_else(|| default_report_path(stamp))
+    args.report
+        .clone()
+        .unwrap_or_else(|| default_report_path(stamp))
 }
 
 #[cfg(test)]

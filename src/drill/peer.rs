@@ -68,7 +68,9 @@ async fn rtp_echo(sock: UdpSocket, peer_index: u8) {
             // ICMP errors surface here on Linux; keep serving.
             continue;
         };
-        let Some(pkt) = buf.get_mut(..n) else { continue };
+        let Some(pkt) = buf.get_mut(..n) else {
+            continue;
+        };
         if classify(pkt) != PacketClass::Rtp {
             continue;
         }
@@ -268,7 +270,11 @@ pub async fn ws_bot(index: u8) -> Result<()> {
                             "streamSid": sid,
                             "media": {"payload": base64::engine::general_purpose::STANDARD.encode(&audio)},
                         });
-                        if ws.send(WsMessage::Text(out.to_string().into())).await.is_err() {
+                        if ws
+                            .send(WsMessage::Text(out.to_string().into()))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }

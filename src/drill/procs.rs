@@ -68,8 +68,15 @@ impl Drop for Child {
 }
 
 /// Spawns `holdfast peer <role> --index <i>` and reads its `READY <addr>` line.
-pub fn spawn_peer(exe: &Path, name: &str, role: &str, index: u8, log: &Path) -> Result<(Child, SocketAddr)> {
-    let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+pub fn spawn_peer(
+    exe: &Path,
+    name: &str,
+    role: &str,
+    index: u8,
+    log: &Path,
+) -> Result<(Child, SocketAddr)> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
     let mut child = Command::new(exe)
         .args(["peer", role, "--index", &index.to_string(), "--name", name])
         .stdin(Stdio::piped())
@@ -107,15 +114,28 @@ pub fn spawn_peer(exe: &Path, name: &str, role: &str, index: u8, log: &Path) -> 
 }
 
 /// Spawns holdfast on `config` with JSON logs into `log`, and waits until it is up.
-pub fn spawn_holdfast(exe: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Result<Child> {
-    let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+pub fn spawn_holdfast(
+    exe: &Path,
+    config: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Result<Child> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.args(["--log-format", "json", "--log-level", "info", "run", "--config"])
-        .arg(config)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file));
+    cmd.args([
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+        "run",
+        "--config",
+    ])
+    .arg(config)
+    .envs(env.iter().copied())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(log_file));
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt as _;

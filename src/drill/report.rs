@@ -118,8 +118,15 @@ pub fn analyze(c: &CallResult, ctx: &Context) -> Row {
                 .rev()
                 .find(|(t, _)| *t < ctx.failure_at)
                 .map_or("-".into(), |(_, p)| ctx.peer(*p));
-            let after = last.map_or("-".into(), |(_, p)| ctx.peer(p));
-            (before, after, gap_after(&c.echoes, ctx.failure_at, ctx.end_at))
+            // Only who answers after the failure counts as "after".
+            let after = last
+                .filter(|(t, _)| *t >= ctx.failure_at)
+                .map_or("-".into(), |(_, p)| ctx.peer(p));
+            (
+                before,
+                after,
+                gap_after(&c.echoes, ctx.failure_at, ctx.end_at),
+            )
         }
     };
     let on_failed = ctx.failed.contains(&before);
@@ -153,7 +160,8 @@ pub fn analyze(c: &CallResult, ctx: &Context) -> Row {
         callee: c.callee.clone(),
         call_id: c.call_id.clone(),
         survived,
-        gap,
+        // A dropped call has no re-route gap, only silence.
+        gap: gap.filter(|_| survived),
         before,
         after,
         on_failed,
@@ -163,7 +171,11 @@ pub fn analyze(c: &CallResult, ctx: &Context) -> Row {
 
 /// The longest silence between consecutive tagged echoes that ends after `failure_at`; a
 /// stream that stopped for good counts up to `end_at`.
-pub fn gap_after(echoes: &[(Duration, u8)], failure_at: Duration, end_at: Duration) -> Option<Duration> {
+pub fn gap_after(
+    echoes: &[(Duration, u8)],
+    failure_at: Duration,
+    end_at: Duration,
+) -> Option<Duration> {
     let mut gap = echoes
         .windows(2)
         .filter(|w| w[1].0 >= failure_at)
@@ -421,7 +433,11 @@ pub fn render_markdown(r: &Report) -> String {
             row.index,
             row.kind.label(),
             row.callee,
-            if row.survived { "survived" } else { "**dropped**" },
+            if row.survived {
+                "survived"
+            } else {
+                "**dropped**"
+            },
             ms(row.gap),
             row.before,
             row.after,
@@ -505,7 +521,12 @@ mod tests {
         Context {
             failure_at: d(2000),
             end_at: d(6000),
-            peers: vec!["-".into(), "agent-a".into(), "agent-b".into(), "carrier-b".into()],
+            peers: vec![
+                "-".into(),
+                "agent-a".into(),
+                "agent-b".into(),
+                "carrier-b".into(),
+            ],
             primary_carrier: "carrier-a".into(),
             failed: vec!["agent-a".into()],
         }
@@ -539,7 +560,10 @@ mod tests {
         e.extend(stream(2350, 6000, 2));
         let row = analyze(&call(1, e), &ctx());
         assert!(row.survived, "{row:?}");
-        assert_eq!((row.before.as_str(), row.after.as_str()), ("agent-a", "agent-b"));
+        assert_eq!(
+            (row.before.as_str(), row.after.as_str()),
+            ("agent-a", "agent-b")
+        );
         assert_eq!(row.gap, Some(d(350)));
         assert!(row.on_failed);
         assert_eq!(row.note, "");
@@ -554,7 +578,13 @@ mod tests {
         let row = analyze(&hung, &c);
         assert!(!row.survived);
         assert_eq!(row.note, "hung up by holdfast at t+3.100s");
-        assert_eq!(row.gap, Some(d(4000)), "silent from the failure to the end");
+        assert_eq!(row.gap, None, "a dropped call has no gap");
+        assert_eq!(row.after, "-");
+        assert_eq!(
+            gap_after(&hung.echoes, c.failure_at, c.end_at),
+            Some(d(4000)),
+            "silent from the failure to the end"
+        );
 
         let silent = analyze(&call(3, stream(200, 4000, 1)), &c);
         assert!(!silent.survived);
@@ -585,7 +615,10 @@ mod tests {
         cx.failed = vec!["carrier-a".into()];
         let row = analyze(&c, &cx);
         assert!(row.survived);
-        assert_eq!((row.before.as_str(), row.after.as_str()), ("carrier-a", "carrier-b"));
+        assert_eq!(
+            (row.before.as_str(), row.after.as_str()),
+            ("carrier-a", "carrier-b")
+        );
         assert_eq!(row.gap, Some(d(1012)));
         assert!(row.on_failed);
     }
@@ -605,17 +638,23 @@ mod tests {
         let rows: Vec<Row> = results.iter().map(|r| analyze(r, &c)).collect();
         let s = summarize(&rows, &results);
         assert_eq!((s.placed, s.survived, s.dropped), (5, 4, 1));
-        assert_eq!((s.on_failed, s.on_failed_survived, s.on_failed_dropped), (5, 4, 1));
-        assert_eq!(s.gap_p50, Some(d(300)));
-        assert_eq!(s.gap_max, Some(d(4000)));
-        assert_eq!(s.gap_p99, Some(d(4000)));
+        assert_eq!(
+            (s.on_failed, s.on_failed_survived, s.on_failed_dropped),
+            (5, 4, 1)
+        );
+        assert_eq!(s.gap_p50, Some(d(200)));
+        assert_eq!(s.gap_max, Some(d(400)));
+        assert_eq!(s.gap_p99, Some(d(400)), "the dropped call has no gap");
         assert_eq!(s.setup_max, Some(d(15)));
         assert_eq!(percentile(&[d(1)], 99), Some(d(1)));
         assert_eq!(percentile(&[], 50), None);
 
         let ev = reroute_events(&results, &c);
         assert_eq!(ev.len(), 5);
-        assert!(ev[0].text.contains("audio from agent-b (was agent-a)"), "{ev:?}");
+        assert!(
+            ev[0].text.contains("audio from agent-b (was agent-a)"),
+            "{ev:?}"
+        );
         let report = Report {
             scenario: "ai-provider (SIGKILL agent-a)".into(),
             started_utc: "2025-01-01 00:00:00".into(),
@@ -627,10 +666,16 @@ mod tests {
         };
         assert!(!report.passed());
         let md = render_markdown(&report);
-        for section in ["## Timeline", "## Blast radius", "## Figures", "## Calls", "## Notes"] {
+        for section in [
+            "## Timeline",
+            "## Blast radius",
+            "## Figures",
+            "## Calls",
+            "## Notes",
+        ] {
             assert!(md.contains(section), "{section} missing:\n{md}");
         }
-        assert!(md.contains("| re-route gap p50 (ms) | 300 |"), "{md}");
+        assert!(md.contains("| re-route gap p50 (ms) | 200 |"), "{md}");
         let table = render_table(&report);
         assert_eq!(table.matches("  survived  ").count(), 4, "{table}");
         assert_eq!(table.matches("DROPPED").count(), 1);

@@ -193,7 +193,11 @@ impl Leg<'_> {
             .unwrap_or_default();
         routes.reverse();
         let sdp = Sdp::parse(r.body).map_err(|e| format!("2xx SDP: {e}"))?;
-        let port = sdp.media.first().map(|m| m.desc.port).ok_or("2xx SDP without m=")?;
+        let port = sdp
+            .media
+            .first()
+            .map(|m| m.desc.port)
+            .ok_or("2xx SDP without m=")?;
         let ip = sdp
             .effective_connection(0)
             .and_then(|c| c.address.ip())
@@ -216,9 +220,12 @@ impl Leg<'_> {
         let src = self.sip.server;
         let b = ResponseBuilder::for_request(req, 200, None).stamp_received(src);
         let b = match req.method {
-            Method::Invite | Method::Update if !req.body.is_empty() || req.method == Method::Invite => b
-                .header("Contact", &self.contact)
-                .body("application/sdp", self.sdp.clone().into_bytes()),
+            Method::Invite | Method::Update
+                if !req.body.is_empty() || req.method == Method::Invite =>
+            {
+                b.header("Contact", &self.contact)
+                    .body("application/sdp", self.sdp.clone().into_bytes())
+            }
             _ => b,
         };
         if req.method != Method::Ack {
@@ -260,7 +267,9 @@ pub async fn run_call(
             return res;
         }
     };
-    let rtp_addr = rtp.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9)));
+    let rtp_addr = rtp
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9)));
     let mut rx = sip.register(&call_id);
     let leg = Leg {
         sip: &sip,
@@ -269,7 +278,17 @@ pub async fn run_call(
         contact: format!("<sip:drill@{}>", sip.local),
         sdp: sdp(rtp_addr, u64::from(spec.index)),
     };
-    connected_call(&spec, &leg, &rtp, &mut rx, t0, &progress, &mut hangup, &mut res).await;
+    connected_call(
+        &spec,
+        &leg,
+        &rtp,
+        &mut rx,
+        t0,
+        &progress,
+        &mut hangup,
+        &mut res,
+    )
+    .await;
     sip.unregister(&call_id);
     if res.setup.is_none() || res.remote_bye_at.is_some() {
         let _ = progress.send(Progress::Over(spec.index));
