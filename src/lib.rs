@@ -13,9 +13,12 @@
 //! - [`media`]: SDP rewriting and the sans-IO RTP relay core (media anchoring).
 //! - [`ai`]: the AI leg's sans-IO pieces (audio coding and pacing for WebSocket providers).
 //! - [`b2bua`]: the call core: two dialogs per call, failover, pinning, session timers.
-//! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS and signals.
+//! - [`admin`]: the admin API's routes and replies, and the Prometheus metric primitives.
+//! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS, signals, the admin
+//!   HTTP server and the call-record writer.
 //! - [`drill`]: `holdfast drill`, the game-day command (synthetic calls, injected failures,
 //!   a survival report).
+pub mod admin;
 pub mod ai;
 pub mod b2bua;
 pub mod config;

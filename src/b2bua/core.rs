@@ -47,7 +47,10 @@ use crate::sip::transaction::{
 use crate::sip::validate::{self, Policy, Verdict};
 use crate::sip::Transport;
 
+mod ops;
 mod reroute;
+
+pub use ops::{CallView, TargetView};
 mod ws_leg;
 
 /// Methods holdfast accepts; sent in Allow (RFC 3261 §20.5).
@@ -320,6 +323,14 @@ struct CallEntry {
     /// AI-leg media timeouts before this instant are ignored: a provider that just answered
     /// gets a full `media.ai_timeout` to start sending.
     ai_quiet_until: Option<Instant>,
+    /// When the caller's INVITE arrived, and when the call was answered (call records).
+    started: Instant,
+    answered_at: Option<Instant>,
+    /// The final status the caller's INVITE got.
+    final_status: Option<u16>,
+    /// Which leg ended the call (`None`: holdfast did), and when it started ending.
+    ended_by: Option<Side>,
+    ended_at: Option<Instant>,
 }
 
 /// Counters the runtime exposes; cheap to copy.
@@ -385,12 +396,23 @@ pub struct Core {
     ai_probes: HashMap<u64, crate::health::ProbeId>,
     /// Media of calls that ended, until the shell confirms each relay closed.
     closing: HashMap<CallRef, (String, CallMedia)>,
+    /// The first health round is done (latched; `/ready`).
+    first_round_done: bool,
+    /// Targets an operator cordoned (admin API): no new calls.
+    cordoned: std::collections::HashSet<TargetId>,
+    /// Counters and histograms for `/metrics`.
+    metrics: ops::CoreMetrics,
+    /// Records of ended calls waiting for their relays' final statistics.
+    records_pending: HashMap<CallRef, super::record::CallRecord>,
+    /// Finished call records, for the shell to write.
+    records: VecDeque<super::record::CallRecord>,
 }
 
 /// What routing sees of health and load at one instant.
 struct View<'a> {
     health: &'a HealthTable<TargetId>,
     targets: &'a HashMap<TargetId, TargetState>,
+    cordoned: &'a std::collections::HashSet<TargetId>,
     now: Instant,
 }
 
@@ -404,6 +426,9 @@ impl AvailabilityView for View<'_> {
     }
     fn active_calls(&self, id: &TargetId) -> u32 {
         self.targets.get(id).map_or(0, |t| t.active_calls)
+    }
+    fn is_cordoned(&self, id: &TargetId) -> bool {
+        self.cordoned.contains(id)
     }
 }
 
@@ -478,6 +503,11 @@ impl Core {
             ai_legs: HashMap::new(),
             ai_probes: HashMap::new(),
             closing: HashMap::new(),
+            first_round_done: false,
+            cordoned: Default::default(),
+            metrics: ops::CoreMetrics::default(),
+            records_pending: HashMap::new(),
+            records: VecDeque::new(),
             policy: Policy {
                 tag_secret: seed ^ 0x9e37_79b9_7f4a_7c15,
                 max_message_size: config.sip.max_message_size,
@@ -874,11 +904,19 @@ impl Core {
         body: Option<(String, Vec<u8>)>,
         now: Instant,
     ) {
-        let Some((_, e)) = self.servers.get_mut(&sid) else {
+        let Some((key, e)) = self.servers.get_mut(&sid) else {
             return;
         };
         if e.finished {
             return;
+        }
+        if status >= 200 {
+            // The caller's INVITE got its final answer: kept for the call record.
+            if let Some(entry) = e.call.and_then(|c| self.calls.get_mut(&c)) {
+                if entry.a_invite == *key {
+                    entry.final_status.get_or_insert(status);
+                }
+            }
         }
         headers.push(("Server".into(), self.settings.user_agent.clone()));
         let to_tag = if status > 100 { e.to_tag.clone() } else { None };
@@ -954,6 +992,12 @@ impl Core {
         // 100 Trying at once (§17.2.1): the caller stops retransmitting while we route.
         self.respond(sid, 100, None, vec![], None, now);
         if self.draining {
+            let direction = match self.routing.classify_source(flow.remote) {
+                Some(Origin::AiProvider(_)) => "outbound",
+                Some(Origin::Carrier(_)) => "inbound",
+                None => "unknown",
+            };
+            self.metrics.calls.inc((direction, "refused"));
             return self.reject(sid, 503, "Draining", "holdfast is draining", now);
         }
         // Max-Forwards (§16.3 step 3): we forward this request, so 0 cannot go further.
@@ -991,6 +1035,7 @@ impl Core {
             ),
             None => {
                 info!(remote = %flow.remote, callee, "INVITE from an unknown source");
+                self.metrics.calls.inc(("unknown", "refused"));
                 return self.reject(
                     sid,
                     403,
@@ -1002,6 +1047,8 @@ impl Core {
         };
         let Some(rule) = rule else {
             info!(remote = %flow.remote, callee, origin = %origin_id, "no route");
+            let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
+            self.refused(None, direction, &o, cc, None, 404, "no route", now);
             return self.reject(sid, 404, "Not Found", "no route for the number", now);
         };
         let seed = self.settings.seed.map_or_else(
@@ -1011,6 +1058,7 @@ impl Core {
         let view = View {
             health: &self.health,
             targets: &self.targets,
+            cordoned: &self.cordoned,
             now,
         };
         let plan = self.routing.plan(&rule, &view, seed);
@@ -1023,6 +1071,18 @@ impl Core {
                 .unwrap_or_else(|| "no candidate available".into());
             info!(call = %id, callee, rule = %rule.name(), "refused: {reason}");
             self.stats.calls_failed += 1;
+            let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
+            let r = (rule.name(), rule.regions.clone());
+            self.refused(
+                Some(&id),
+                direction,
+                &o,
+                cc,
+                Some((&r.0, &r.1)),
+                503,
+                &reason,
+                now,
+            );
             return self.reject(sid, 503, "Service Unavailable", &reason, now);
         }
         let cref = self.new_id();
@@ -1031,6 +1091,19 @@ impl Core {
         if !req.body.is_empty() {
             if !is_sdp(req.content_type.as_deref()) {
                 self.stats.calls_failed += 1;
+                let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
+                let r = (rule.name(), rule.regions.clone());
+                let why = "the offer is not application/sdp";
+                self.refused(
+                    Some(&id),
+                    direction,
+                    &o,
+                    cc,
+                    Some((&r.0, &r.1)),
+                    415,
+                    why,
+                    now,
+                );
                 let h = vec![("Accept".to_string(), ACCEPT.to_string())];
                 return self.respond(sid, 415, None, h, None, now);
             }
@@ -1044,6 +1117,19 @@ impl Core {
                     let (status, reason) = e.status();
                     info!(call = %id, callee, "refused: {e}");
                     self.stats.calls_failed += 1;
+                    let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
+                    let r = (rule.name(), rule.regions.clone());
+                    let why = e.to_string();
+                    self.refused(
+                        Some(&id),
+                        direction,
+                        &o,
+                        cc,
+                        Some((&r.0, &r.1)),
+                        status,
+                        &why,
+                        now,
+                    );
                     return self.reject(sid, status, reason, &e.to_string(), now);
                 }
             }
@@ -1126,6 +1212,11 @@ impl Core {
                     refuse: None,
                     reroute_started: None,
                     ai_quiet_until: None,
+                    started: now,
+                    answered_at: None,
+                    final_status: None,
+                    ended_by: None,
+                    ended_at: None,
                 },
             );
         }
@@ -1464,7 +1555,7 @@ impl Core {
         if let Some(sid) = sid {
             self.reject(sid, 503, "Service Unavailable", &why, now);
         }
-        self.finish_call(c, &why);
+        self.finish_call(c, &why, now);
     }
 }
 
@@ -1534,7 +1625,7 @@ impl Core {
                     if let Some((key, e)) = self.clients.remove(&id) {
                         self.client_ids.remove(&key);
                         if let Purpose::Bye { call } = e.purpose {
-                            self.bye_done(call);
+                            self.bye_done(call, now);
                         }
                     }
                 }
@@ -1601,7 +1692,7 @@ impl Core {
                 if let Some((_, e)) = self.clients.get_mut(&id) {
                     e.purpose = Purpose::Ignore;
                 }
-                self.bye_done(call);
+                self.bye_done(call, now);
             }
             // The health table times probes out itself, after ping_timeout.
             Purpose::Ignore | Purpose::Abandoned { .. } | Purpose::Probe { .. } => {}
@@ -1673,13 +1764,16 @@ impl Core {
                     if let Some((_, e)) = self.clients.get_mut(&id) {
                         e.purpose = Purpose::Ignore;
                     }
-                    self.bye_done(call);
+                    self.bye_done(call, now);
                 }
             }
             Purpose::Ignore => {}
             Purpose::Probe { probe } => {
                 if resp.status >= 200 {
-                    self.health.handle_probe_response(probe, resp.status, now);
+                    let sent = self.health.probe_in_flight(probe);
+                    if self.health.handle_probe_response(probe, resp.status, now) {
+                        self.metrics.probe_rtt(sent, now);
+                    }
                 }
             }
         }
@@ -1912,7 +2006,7 @@ impl Core {
                 if let Some(sid) = sid {
                     self.reject(sid, status, reason, &e.to_string(), now);
                 }
-                return self.finish_call(c, &format!("callee's SDP refused: {e}"));
+                return self.finish_call(c, &format!("callee's SDP refused: {e}"), now);
             }
         };
         let entry = self.calls.get_mut(&c).expect("present");
@@ -1950,7 +2044,9 @@ impl Core {
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Answered;
         entry.ai_quiet_until = Some(now + ai_timeout);
+        entry.answered_at = Some(now);
         self.stats.calls_answered += 1;
+        self.metrics.attempts.inc((target.to_string(), "answered"));
         let call_id = entry.call.id.clone();
         let sid = self.server_ids.get(&entry.a_invite).copied();
         info!(call = %call_id, target_id = %target, "answered");
@@ -2074,15 +2170,26 @@ impl Core {
             .is_some_and(|e| e.call.state == CallState::Rerouting)
         {
             info!(call = %call_id, target_id = %target, "re-route attempt failed ({why}); trying the next provider");
+            self.metrics.attempts.inc((target.to_string(), "failed"));
+            self.metrics
+                .failovers
+                .inc((target.to_string(), ops::failover_reason(status, outcome)));
             return self.next_attempt(c, now);
         }
         if cancelled {
-            self.finish_call(c, "cancelled by caller");
+            self.finish_call(c, "cancelled by caller", now);
             return;
         }
         let failover = !early && (status == 408 || self.routing.should_failover(status));
+        self.metrics.attempts.inc((
+            target.to_string(),
+            if failover { "failed" } else { "rejected" },
+        ));
         if failover {
             self.stats.failovers += 1;
+            self.metrics
+                .failovers
+                .inc((target.to_string(), ops::failover_reason(status, outcome)));
             info!(call = %call_id, target_id = %target, "attempt failed ({why}); failing over");
             self.next_attempt(c, now);
         } else {
@@ -2099,7 +2206,7 @@ impl Core {
             if let Some(sid) = sid {
                 self.respond(sid, status, reason.as_deref(), vec![], None, now);
             }
-            self.finish_call(c, why);
+            self.finish_call(c, why, now);
         }
     }
 }
@@ -2479,7 +2586,7 @@ impl Core {
         if let Some(k) = b_key {
             self.abandon_invite(&k, b_leg, now);
         }
-        self.finish_call(c, "cancelled by caller");
+        self.finish_call(c, "cancelled by caller", now);
     }
 
     fn on_in_dialog(
@@ -2837,6 +2944,8 @@ impl Core {
         let state = entry.call.state;
         entry.call.state = CallState::Ending;
         entry.call.end_reason = Some(why.to_string());
+        entry.ended_by = from;
+        entry.ended_at = Some(now);
         entry.pending_ack = None;
         let call_id = entry.call.id.clone();
         let a_sid = self.server_ids.get(&entry.a_invite).copied();
@@ -2925,7 +3034,7 @@ impl Core {
             e.deadlines.clear();
         }
         if byes == 0 {
-            self.finish_call(c, why);
+            self.finish_call(c, why, now);
         } else {
             // Whatever happens to the BYEs, the call is gone after Timer F.
             let at = now + self.settings.timers.t1 * 64 + Duration::from_secs(1);
@@ -2947,23 +3056,24 @@ impl Core {
         );
     }
 
-    fn bye_done(&mut self, c: CallRef) {
+    fn bye_done(&mut self, c: CallRef, now: Instant) {
         let Some(e) = self.calls.get_mut(&c) else {
             return;
         };
         e.byes_outstanding = e.byes_outstanding.saturating_sub(1);
         if e.byes_outstanding == 0 {
             let why = e.call.end_reason.clone().unwrap_or_default();
-            self.finish_call(c, &why);
+            self.finish_call(c, &why, now);
         }
     }
 
     /// Forgets a call. Transactions still running finish on their own.
-    fn finish_call(&mut self, c: CallRef, why: &str) {
+    fn finish_call(&mut self, c: CallRef, why: &str, now: Instant) {
         self.count_target(c, None);
         let Some(e) = self.calls.remove(&c) else {
             return;
         };
+        let record = self.call_record(&e, why, now);
         let mut call = e.call;
         self.ai_legs.retain(|_, cref| *cref != c);
         if let Some(ws) = call.ws.take() {
@@ -2979,6 +3089,12 @@ impl Core {
             if !m.streams.is_empty() {
                 self.closing.insert(c, (call.id.clone(), m));
             }
+        }
+        if self.closing.contains_key(&c) {
+            // Written once the relays report their final statistics.
+            self.records_pending.insert(c, record);
+        } else {
+            self.records.push_back(record);
         }
         self.dialogs
             .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
@@ -3190,6 +3306,9 @@ impl Core {
                 }
             }
             MediaEvent::Closed { a_to_b, b_to_a, .. } => {
+                if let Some(r) = self.records_pending.get_mut(&c) {
+                    r.add_stream(&a_to_b, &b_to_a);
+                }
                 self.media_gone(c, id.stream, None);
                 info!(
                     call = %name, stream = id.stream,
@@ -3215,6 +3334,9 @@ impl Core {
             }
             if m.closed(stream, &mut self.ports) {
                 self.closing.remove(&c);
+                if let Some(r) = self.records_pending.remove(&c) {
+                    self.records.push_back(r);
+                }
             }
         }
     }
@@ -3364,7 +3486,7 @@ impl Core {
                     .get(&c)
                     .and_then(|e| e.call.end_reason.clone())
                     .unwrap_or_default();
-                self.finish_call(c, &why);
+                self.finish_call(c, &why, now);
             }
         }
     }
@@ -3379,6 +3501,7 @@ impl Core {
             let mut down = Vec::new();
             while let Some(ev) = self.health.poll_event() {
                 log_health(&ev);
+                self.metrics.health_event(&ev);
                 if ev.dest.is_none() {
                     down.push((ev.target, ev.to, ev.reason));
                 }

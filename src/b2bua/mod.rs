@@ -18,11 +18,14 @@ mod core;
 mod ids;
 pub mod media;
 mod msg;
+pub mod record;
 
 pub use self::call::{
     Attempt, Call, CallState, Direction, Flow, Leg, Reroute, RerouteTrigger, Side,
 };
-pub use self::core::{Core, Listener, Received, Stats, Transmit, ACCEPT, ALLOW, SUPPORTED};
+pub use self::core::{
+    CallView, Core, Listener, Received, Stats, TargetView, Transmit, ACCEPT, ALLOW, SUPPORTED,
+};
 
 #[cfg(test)]
 mod tests;

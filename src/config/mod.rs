@@ -347,6 +347,47 @@ pub struct Config {
     pub ai_providers: Vec<Target>,
     pub routes: Routes,
     pub ai: AiSettings,
+    pub admin: AdminSettings,
+    pub records: RecordsSettings,
+}
+
+/// `admin:` section: the admin HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where the API listens; `None` = `listen: off`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token every route but `/live` requires, read from the environment
+    /// variable `token_env` names; `None` = no authentication (loopback listeners only).
+    pub token: Option<crate::ai::control::Secret>,
+    /// The variable's name, for messages.
+    pub token_env: Option<String>,
+}
+
+/// The admin API's address when the file names none.
+pub const DEFAULT_ADMIN_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9090),
+);
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: Some(DEFAULT_ADMIN_LISTEN),
+            token: None,
+            token_env: None,
+        }
+    }
+}
+
+/// `records:` section: one JSON line per finished call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RecordsSettings {
+    /// No call records (no `records:` section, or no `path`).
+    #[default]
+    Off,
+    /// `path: "-"`.
+    Stdout,
+    /// Appended to this file (relative paths are relative to the config file).
+    File(std::path::PathBuf),
 }
 
 impl Config {

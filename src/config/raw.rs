@@ -114,6 +114,21 @@ pub(crate) struct RawConfig {
     pub ai_providers: Vec<RawAiProvider>,
     pub routes: RawRoutes,
     pub ai: RawAi,
+    pub admin: RawAdmin,
+    pub records: RawRecords,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdmin {
+    pub listen: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRecords {
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

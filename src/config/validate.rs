@@ -11,15 +11,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::raw::{
-    HeaderMap, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia, RawRoutes,
-    RawRouting, RawSip, Scalar,
+    HeaderMap, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia,
+    RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
     parse_code_spec, parse_duration, parse_listen, parse_nameserver, parse_source,
     parse_target_uri, parse_ws_url, CodeSpec, Listen, Source, Transport,
 };
-use super::{AiSettings, NoProvider, WebhookSettings};
+use super::{AdminSettings, AiSettings, NoProvider, RecordsSettings, WebhookSettings};
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
     HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
@@ -361,6 +361,8 @@ impl Validator<'_> {
             .collect();
         let routes = self.routes(&raw.routes, &known)?;
         let ai = self.ai(&raw.ai, file_name)?;
+        let admin = self.admin(&raw.admin)?;
+        let records = self.records(&raw.records, file_name)?;
         Ok(Config {
             file_name: file_name.to_owned(),
             sip,
@@ -372,6 +374,81 @@ impl Validator<'_> {
             ai_providers,
             routes,
             ai,
+            admin,
+            records,
+        })
+    }
+
+    fn admin(&self, raw: &RawAdmin) -> Result<AdminSettings> {
+        let listen = match raw.listen.as_deref().map(str::trim) {
+            None => Some(super::DEFAULT_ADMIN_LISTEN),
+            Some("off") => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    "admin.listen",
+                    format!("expected IP:PORT (e.g. 127.0.0.1:9090) or `off`; got `{s}`"),
+                )
+            })?),
+        };
+        let token = match raw.token_env.as_deref().map(str::trim) {
+            None => None,
+            Some(name) => {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(self.err(
+                        "admin.token_env",
+                        format!("expected an environment variable name; got `{name}`"),
+                    ));
+                }
+                match std::env::var(name) {
+                    Ok(v) if !v.trim().is_empty() => Some((name.to_owned(), Secret(v.trim().to_owned()))),
+                    _ => {
+                        return Err(self.err(
+                            "admin.token_env",
+                            format!("environment variable `{name}` is not set (or empty); it must hold the admin API's bearer token"),
+                        ))
+                    }
+                }
+            }
+        };
+        if let (Some(addr), None) = (listen, &token) {
+            if !addr.ip().is_loopback() {
+                return Err(self.err(
+                    "admin.listen",
+                    format!("{addr} is not a loopback address: set `admin.token_env` (the API would be open to the network without a token) or listen on 127.0.0.1"),
+                ));
+            }
+        }
+        let (token_env, token) = match token {
+            Some((n, t)) => (Some(n), Some(t)),
+            None => (None, None),
+        };
+        Ok(AdminSettings {
+            listen,
+            token,
+            token_env,
+        })
+    }
+
+    fn records(&self, raw: &RawRecords, file_name: &str) -> Result<RecordsSettings> {
+        Ok(match raw.path.as_deref().map(str::trim) {
+            None => RecordsSettings::Off,
+            Some("") => {
+                return Err(self.err("records.path", "expected a file path or `-` (stdout)"))
+            }
+            Some("-") => RecordsSettings::Stdout,
+            Some(p) => {
+                let p = std::path::Path::new(p);
+                if p.is_absolute() {
+                    RecordsSettings::File(p.to_path_buf())
+                } else {
+                    let base = std::path::Path::new(file_name)
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default();
+                    RecordsSettings::File(base.join(p))
+                }
+            }
         })
     }
 

@@ -234,11 +234,7 @@ pub fn plan(layer: FailLayer, calls: u16, whole_layer: bool) -> Plan {
             CallKind::InboundWs => topology::INBOUND_WS_PREFIX,
             CallKind::Outbound => topology::OUTBOUND_PREFIX,
         };
-        CallSpec {
-            index,
-            kind,
-            callee: format!("{prefix}{index:04}"),
-        }
+        CallSpec::new(index, kind, format!("{prefix}{index:04}"))
     };
     let (sip, ws, out) = match layer {
         FailLayer::AiProvider => (calls, 0, 0),
@@ -491,6 +487,7 @@ async fn place(
                 done += 1;
             }
             Ok(Some(Progress::Over(_))) => done += 1,
+            Ok(Some(Progress::Connected(_))) => {}
             Ok(None) | Err(_) => break,
         }
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// Whether holdfast's config parser knows the `admin` and `records` sections (issue 5). The
 /// drill emits them only then; flipped to `true` when the admin API is merged.
 pub const fn admin_supported() -> bool {
-    false
+    true
 }
 
 /// The environment variable the generated config names for the admin API's bearer token.
@@ -178,8 +178,13 @@ mod tests {
         assert!(!y.contains("admin:"));
         if admin_supported() {
             let y = config_yaml(&topo(), true);
-            crate::config::parse(&y, "drill.yaml").unwrap_or_else(|e| panic!("{e}\n{y}"));
             assert!(y.contains("token_env: HOLDFAST_DRILL_TOKEN"));
+            assert!(y.contains("path: \"/tmp/x/calls.jsonl\""), "{y}");
+            // The token variable is set on the child only; any set variable shows the rest
+            // of the file is valid.
+            let y = y.replace(TOKEN_ENV, "PATH");
+            let cfg = crate::config::parse(&y, "drill.yaml").unwrap_or_else(|e| panic!("{e}\n{y}"));
+            assert!(cfg.target("agent-a").is_some());
         }
     }
 

@@ -121,6 +121,19 @@ pub struct CallSpec {
     pub index: u16,
     pub kind: CallKind,
     pub callee: String,
+    /// The Call-ID of the INVITE (unique per drill and call, so parallel drills never mix).
+    pub call_id: String,
+}
+
+impl CallSpec {
+    pub fn new(index: u16, kind: CallKind, callee: String) -> CallSpec {
+        CallSpec {
+            index,
+            kind,
+            callee,
+            call_id: format!("drill-{}-{index}", rand_hex()),
+        }
+    }
 }
 
 /// Progress reports to the drill's orchestrator.
@@ -128,6 +141,8 @@ pub struct CallSpec {
 pub enum Progress {
     /// The call heard its first tagged echo: up, audio both ways.
     Audio(u16),
+    /// The call was answered (200 OK, ACKed).
+    Connected(u16),
     /// The call will never get there (refused, timed out, hung up).
     Over(u16),
 }
@@ -244,7 +259,7 @@ pub async fn run_call(
     progress: mpsc::UnboundedSender<Progress>,
     mut hangup: watch::Receiver<bool>,
 ) -> CallResult {
-    let call_id = format!("drill-{}-{}", rand_hex(), spec.index);
+    let call_id = spec.call_id.clone();
     let mut res = CallResult {
         index: spec.index,
         kind: spec.kind,
@@ -369,6 +384,7 @@ async fn connected_call(
     };
     res.setup = Some(start.elapsed());
     sip.send(&dialog.ack).await;
+    let _ = progress.send(Progress::Connected(spec.index));
 
     // Confirmed: talk until told to hang up.
     let payload = caller_payload(spec.index);
@@ -447,16 +463,17 @@ async fn connected_call(
             m = rx.recv() => {
                 let Some(b) = m else { return };
                 match parse(&b) {
-                    Ok(Message::Response(r)) if r.headers.cseq().ok().map(|c| c.method) == Some(Method::Bye) => {
-                        if r.status >= 200 {
-                            res.bye_status = Some(r.status);
-                            return;
-                        }
+                    Ok(Message::Response(r))
+                        if r.status >= 200
+                            && r.headers.cseq().ok().map(|c| c.method) == Some(Method::Bye) =>
+                    {
+                        res.bye_status = Some(r.status);
+                        return;
                     }
                     Ok(Message::Request(req)) => {
-                        if leg.answer(&req).await {
-                            res.remote_bye_at = Some(t0.elapsed());
-                        }
+                        // A BYE crossing ours: holdfast hung up first.
+                        let bye = leg.answer(&req).await;
+                        res.remote_bye_at = res.remote_bye_at.or(bye.then(|| t0.elapsed()));
                     }
                     _ => {}
                 }

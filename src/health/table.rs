@@ -595,6 +595,24 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         up.chain(down).map(|a| a.dest).collect()
     }
 
+    /// The target and send time of probe `probe` while it is in flight (for RTT metrics).
+    pub fn probe_in_flight(&self, probe: ProbeId) -> Option<(K, Instant)> {
+        self.in_flight
+            .get(&probe)
+            .map(|f| (f.target.clone(), f.sent_at))
+    }
+
+    /// Whether every address of every pinged target has had at least one ping answered or
+    /// failed: the first health round is done (targets not resolved yet have no addresses
+    /// and do not hold it up).
+    pub fn first_round_done(&self) -> bool {
+        self.targets
+            .values()
+            .filter(|t| t.config.ping)
+            .flat_map(|t| t.addresses.iter())
+            .all(|a| a.last_rtt.is_some() || !a.failure_run.is_empty())
+    }
+
     /// A snapshot of a target, `None` if unknown.
     pub fn status(&self, target: &K) -> Option<TargetStatus> {
         let t = self.targets.get(target)?;

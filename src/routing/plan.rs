@@ -17,6 +17,11 @@ use crate::config::{AllDownPolicy, Direction, Target};
 pub trait AvailabilityView {
     fn is_healthy(&self, id: &TargetId) -> bool;
     fn active_calls(&self, id: &TargetId) -> u32;
+    /// An operator cordoned the target: it gets no new calls at all (not even under
+    /// `all_down: fail_open`); calls already on it are not affected.
+    fn is_cordoned(&self, _id: &TargetId) -> bool {
+        false
+    }
 }
 
 /// Ordered candidates for one call.
@@ -86,6 +91,11 @@ impl RoutingTable {
             .filter_map(|id| self.target(id))
             .filter(|t| rule.regions.contains(&t.region))
             .collect();
+        let configured = in_region.len();
+        let in_region: Vec<&Target> = in_region
+            .into_iter()
+            .filter(|t| !view.is_cordoned(&t.id))
+            .collect();
         let not_full = |t: &&Target| t.max_calls.is_none_or(|max| view.active_calls(&t.id) < max);
         let available: Vec<&Target> = in_region
             .iter()
@@ -102,8 +112,13 @@ impl RoutingTable {
             };
         }
         if in_region.is_empty() {
+            let why = if configured > 0 {
+                format!("every {noun} in regions [{regions}] is cordoned")
+            } else {
+                format!("no {noun} configured in regions [{regions}]")
+            };
             return Plan {
-                reason: Some(format!("no {noun} configured in regions [{regions}]")),
+                reason: Some(why),
                 ..Plan::default()
             };
         }

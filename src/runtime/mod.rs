@@ -4,6 +4,7 @@
 //! in with `Instant::now()`, sends what the core emits, sleeps until the core's next
 //! deadline, resolves target hosts (RFC 3263) and reloads the config on SIGHUP. It makes no
 //! protocol decision of its own.
+pub mod admin;
 pub mod ai;
 pub mod batch_udp;
 pub mod dns;

@@ -19,12 +19,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use crate::admin::api::{AdminOp, Reply, TargetAction, PROMETHEUS_TEXT};
+use crate::admin::metrics::Exposition;
 use crate::ai::control::AiEvent;
+use crate::b2bua::record::{CallRecord, MediaRecord};
 use crate::b2bua::{Core, Received, Transmit};
 use crate::config::{self, Config};
 use crate::health::Destination;
 use crate::media::control::MediaEvent;
 use crate::routing::TargetId;
+use crate::runtime::admin::{AdminRequest, RecordSink, Records};
 use crate::runtime::ai::AiEngine;
 use crate::runtime::dns::{Resolver, SipTarget};
 use crate::runtime::media::{EngineOptions, MediaEngine};
@@ -61,6 +65,17 @@ struct Shell {
     ai: AiEngine,
     /// The user's webhook (`ai.webhook`), with the URL it was started for.
     webhook: Option<(String, Webhook)>,
+    /// The call-record writer (`records.path`).
+    records: Records,
+    /// `Instant` ↔ wall clock, for call records' timestamps.
+    clock: (Instant, std::time::SystemTime),
+    /// The configuration in force and where it came from.
+    config: Arc<Config>,
+    config_path: PathBuf,
+    /// Reloads by result, for `/metrics`.
+    reloads: (u64, u64),
+    drain_timeout: Duration,
+    drain_deadline: Option<tokio::time::Instant>,
 }
 
 /// Runs holdfast until SIGINT, or until SIGTERM's drain finishes.
@@ -92,6 +107,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         media,
         ai: AiEngine::new(ai_tx),
         webhook: None,
+        records: Records::start(record_sink(&config)),
+        clock: (Instant::now(), std::time::SystemTime::now()),
+        config: config.clone(),
+        config_path: opts.config_path.clone(),
+        reloads: (0, 0),
+        drain_timeout: opts.drain_timeout,
+        drain_deadline: None,
     };
     shell.set_webhook(&config);
     for l in &config.sip.listen {
@@ -121,25 +143,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         info!(transport = %l.transport.as_str(), addr = %l.addr, "listening");
     }
+    let (admin_tx, mut admin_rx) = mpsc::channel::<AdminRequest>(64);
+    if let Some(addr) = config.admin.listen {
+        let listener = crate::runtime::admin::bind(addr).await?;
+        crate::runtime::admin::spawn(listener, config.admin.token.clone(), admin_tx.clone());
+        info!(%addr, auth = config.admin.token_env.as_deref().unwrap_or("none (loopback only)"), "admin API listening");
+    }
     let seed: u64 = rand::random();
     let mut core = Core::new(config.clone(), seed, Instant::now());
     shell.start_dns(&config, &core);
 
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
     info!(config = %opts.config_path.display(), "holdfast is up");
     loop {
         shell.flush(&mut core).await;
-        if drain_deadline.is_some() && core.stats().calls_active == 0 {
+        if shell.drain_deadline.is_some() && core.stats().calls_active == 0 {
             info!("drained: no calls left; exiting");
+            shell.exit(&mut core).await;
             return Ok(());
         }
         let wake = core
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        let wake = match drain_deadline {
+        let wake = match shell.drain_deadline {
             Some(d) if d < wake => d,
             _ => wake,
         };
@@ -174,38 +202,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     }
                 }
             }
+            Some((op, reply)) = admin_rx.recv() => {
+                shell.admin(&mut core, op, reply);
+            }
             _ = tokio::time::sleep_until(wake) => {
-                if drain_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                if shell.drain_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
                     warn!(calls = core.stats().calls_active, "drain timeout; exiting with calls up");
+                    shell.exit(&mut core).await;
                     return Ok(());
                 }
                 core.handle_timeout(Instant::now());
             }
             _ = sighup.recv() => {
-                match config::load(&opts.config_path) {
-                    Ok(new) => {
-                        let new = Arc::new(new);
-                        core.handle_reload(new.clone(), Instant::now());
-                        shell.start_dns(&new, &core);
-                        shell.set_webhook(&new);
-                        if new.sip.listen != config.sip.listen {
-                            warn!("sip.listen changed: listeners are only rebound on restart");
-                        }
-                    }
-                    Err(e) => error!("reload refused, keeping the running configuration: {e}"),
-                }
+                let _ = shell.reload(&mut core, "SIGHUP");
             }
             _ = sigterm.recv() => {
-                if drain_deadline.is_some() {
+                if shell.drain_deadline.is_some() {
                     info!("second SIGTERM: exiting now");
+                    shell.exit(&mut core).await;
                     return Ok(());
                 }
-                info!(calls = core.stats().calls_active, timeout = ?opts.drain_timeout, "SIGTERM: draining");
-                core.set_draining(true);
-                drain_deadline = Some(tokio::time::Instant::now() + opts.drain_timeout);
+                shell.drain(&mut core, "SIGTERM");
             }
             _ = tokio::signal::ctrl_c() => {
                 info!("SIGINT: exiting");
+                shell.exit(&mut core).await;
                 return Ok(());
             }
         }
@@ -241,6 +262,254 @@ impl Shell {
         while let Some(t) = core.poll_transmit() {
             self.send(t).await;
         }
+        while let Some(r) = core.poll_record() {
+            self.write_record(&r);
+        }
+    }
+
+    fn write_record(&self, r: &CallRecord) {
+        let Ok(mut v) = serde_json::to_value(r) else {
+            return;
+        };
+        let wall = |i: Instant| {
+            let (mono, sys) = self.clock;
+            let t = if i >= mono {
+                sys + (i - mono)
+            } else {
+                sys - (mono - i)
+            };
+            rfc3339(t)
+        };
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("start".into(), wall(r.started).into());
+            obj.insert(
+                "answered".into(),
+                r.answered
+                    .map(wall)
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+            obj.insert("end".into(), wall(r.ended).into());
+        }
+        self.records.write(v.to_string());
+    }
+
+    /// Before the process exits: the records still waiting for media statistics are
+    /// written as they are, and the writer is flushed.
+    async fn exit(&mut self, core: &mut Core) {
+        self.flush(core).await;
+        for r in core.take_pending_records() {
+            self.write_record(&r);
+        }
+        self.records.flush().await;
+    }
+
+    /// Parses and validates the whole file, then swaps it in; a bad file changes nothing.
+    fn reload(&mut self, core: &mut Core, by: &str) -> Result<(), String> {
+        match config::load(&self.config_path) {
+            Ok(new) => {
+                let new = Arc::new(new);
+                core.handle_reload(new.clone(), Instant::now());
+                self.start_dns(&new, core);
+                self.set_webhook(&new);
+                if new.sip.listen != self.config.sip.listen {
+                    warn!("sip.listen changed: listeners are only rebound on restart");
+                }
+                if new.admin != self.config.admin {
+                    warn!("admin changed: the admin API is only rebound on restart");
+                }
+                self.records.reopen(record_sink(&new));
+                self.config = new;
+                self.reloads.0 += 1;
+                info!(by, config = %self.config_path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.reloads.1 += 1;
+                error!(by, "reload refused, keeping the running configuration: {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// 503 to new calls; exit once the calls are gone or at the deadline.
+    fn drain(&mut self, core: &mut Core, by: &str) {
+        if self.drain_deadline.is_none() {
+            info!(by, calls = core.stats().calls_active, timeout = ?self.drain_timeout, "draining");
+            core.set_draining(true);
+            self.drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+        }
+    }
+
+    /// Answers an admin API operation (see `admin::api`).
+    fn admin(&mut self, core: &mut Core, op: AdminOp, reply: tokio::sync::oneshot::Sender<Reply>) {
+        let now = Instant::now();
+        let answer = match op {
+            AdminOp::Live => Reply::text(200, "ok"),
+            AdminOp::Ready => {
+                if core.is_ready() {
+                    Reply::text(200, "ready")
+                } else if core.is_draining() {
+                    Reply::text(503, "draining")
+                } else {
+                    Reply::text(503, "not ready: the first health round is not done")
+                }
+            }
+            AdminOp::Metrics => Reply {
+                status: 200,
+                content_type: PROMETHEUS_TEXT,
+                body: self.metrics(core),
+            },
+            AdminOp::Calls | AdminOp::Call(_) => {
+                let one = match &op {
+                    AdminOp::Call(id) => Some(id.clone()),
+                    _ => None,
+                };
+                let views = match &one {
+                    Some(id) => core.call_view(id, now).into_iter().collect(),
+                    None => core.call_views(now),
+                };
+                if one.is_some() && views.is_empty() {
+                    Reply::error(404, format!("no call {}", one.unwrap_or_default()))
+                } else {
+                    // Live media counters come from the workers, off the main loop.
+                    let query = self.media.relay_stats_query(Duration::from_millis(500));
+                    tokio::spawn(async move {
+                        let stats = tokio::task::spawn_blocking(query).await.unwrap_or_default();
+                        let mut views = views;
+                        for v in &mut views {
+                            let mut m = MediaRecord::default();
+                            let mut any = false;
+                            for s in stats.iter().filter(|s| s.id.call == v.relay_call) {
+                                any = true;
+                                let (carrier, ai) = if v.direction == "inbound" {
+                                    (&s.a_to_b, &s.b_to_a)
+                                } else {
+                                    (&s.b_to_a, &s.a_to_b)
+                                };
+                                m.carrier.add(carrier);
+                                m.ai.add(ai);
+                            }
+                            v.media = any.then_some(m);
+                        }
+                        let r = match one {
+                            Some(_) => Reply::json(200, &views[0]),
+                            None => Reply::json(200, &Calls { calls: &views }),
+                        };
+                        let _ = reply.send(r);
+                    });
+                    return;
+                }
+            }
+            AdminOp::Targets => Reply::json(
+                200,
+                &Targets {
+                    targets: &core.target_views(now),
+                },
+            ),
+            AdminOp::Target(id) => match core.target_view(&id, now) {
+                Some(t) => Reply::json(200, &t),
+                None => Reply::error(404, format!("unknown target {id}")),
+            },
+            AdminOp::TargetAction(id, action) => {
+                let view = match action {
+                    TargetAction::Cordon => core.set_cordoned(&id, true, now),
+                    TargetAction::Uncordon => core.set_cordoned(&id, false, now),
+                    TargetAction::Fail => core.set_failed(&id, true, now),
+                    TargetAction::Restore => core.set_failed(&id, false, now),
+                };
+                match view {
+                    Some(t) => Reply::json(200, &t),
+                    None => Reply::error(404, format!("unknown target {id}")),
+                }
+            }
+            AdminOp::Reload => match self.reload(core, "admin API") {
+                Ok(()) => Reply::json(200, &serde_json::json!({ "reloaded": true })),
+                Err(e) => Reply::error(422, e),
+            },
+            AdminOp::Drain => {
+                self.drain(core, "admin API");
+                Reply::json(
+                    202,
+                    &serde_json::json!({
+                        "draining": true,
+                        "calls": core.stats().calls_active,
+                        "timeout_s": self.drain_timeout.as_secs(),
+                    }),
+                )
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// The Prometheus exposition: the core's families, then the media workers' and the
+    /// shell's own.
+    fn metrics(&self, core: &Core) -> String {
+        let mut out = Exposition::new();
+        out.gauge(
+            "holdfast_build_info",
+            "holdfast's version.",
+            [(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        );
+        core.render_metrics(&mut out);
+        let m = self.media.counters();
+        out.counter1(
+            "holdfast_rtp_packets_total",
+            "RTP packets relayed (forwarded to the other leg).",
+            m.packets_forwarded,
+        );
+        out.counter1(
+            "holdfast_rtp_bytes_total",
+            "Octets of RTP relayed.",
+            m.bytes_forwarded,
+        );
+        out.counter1(
+            "holdfast_rtp_received_total",
+            "Datagrams read from relay sockets.",
+            m.packets_received,
+        );
+        out.counter1(
+            "holdfast_rtcp_packets_total",
+            "RTCP packets relayed.",
+            m.rtcp_forwarded,
+        );
+        let mut drops: Vec<(Vec<(&str, &str)>, u64)> = m
+            .drops_by_reason()
+            .iter()
+            .map(|(r, v)| (vec![("reason", *r)], *v))
+            .collect();
+        drops.push((vec![("reason", "send_would_block")], m.send_would_block));
+        drops.push((vec![("reason", "send_failed")], m.send_failed));
+        out.counter(
+            "holdfast_rtp_drops_total",
+            "Media datagrams dropped, by reason.",
+            drops,
+        );
+        out.gauge1(
+            "holdfast_media_relays_open",
+            "Relays (anchored streams) open.",
+            m.relays_open as f64,
+        );
+        out.counter(
+            "holdfast_config_reloads_total",
+            "Configuration reloads, by result.",
+            [
+                (vec![("result", "ok")], self.reloads.0),
+                (vec![("result", "refused")], self.reloads.1),
+            ],
+        );
+        if let Some((_, hook)) = &self.webhook {
+            let c = hook.counters();
+            out.counter(
+                "holdfast_webhook_events_total",
+                "Webhook events, by result.",
+                [
+                    (vec![("result", "delivered")], c.delivered),
+                    (vec![("result", "failed")], c.failed),
+                    (vec![("result", "dropped")], c.dropped),
+                ],
+            );
+        }
+        out.finish()
     }
 
     /// Starts (or keeps, or replaces after a reload) the poster for `ai.webhook`.
@@ -503,11 +772,35 @@ fn spawn_connection(
     });
 }
 
+/// `GET /calls` (a struct, so fields keep their declared order).
+#[derive(serde::Serialize)]
+struct Calls<'a> {
+    calls: &'a [crate::b2bua::CallView],
+}
+
+/// `GET /targets`.
+#[derive(serde::Serialize)]
+struct Targets<'a> {
+    targets: &'a [crate::b2bua::TargetView],
+}
+
+/// Where `records.path` sends call records.
+fn record_sink(config: &Config) -> Option<RecordSink> {
+    match &config.records {
+        config::RecordsSettings::Off => None,
+        config::RecordsSettings::Stdout => Some(RecordSink::Stdout),
+        config::RecordsSettings::File(p) => Some(RecordSink::File(p.clone())),
+    }
+}
+
 /// Now as an RFC 3339 UTC timestamp with milliseconds (for webhook events).
 fn unix_time_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `t` as an RFC 3339 UTC timestamp with milliseconds.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).

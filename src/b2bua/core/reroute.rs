@@ -110,6 +110,7 @@ impl Core {
         entry.deadlines.remove(&CallTimer::Refresh(SideKey::B));
         entry.deadlines.remove(&CallTimer::Expire(SideKey::B));
         self.stats.reroutes += 1;
+        self.metrics.reroutes.inc(trigger.as_str());
         warn!(call = %id, provider = %from, trigger = trigger.as_str(), reroute = count, "AI leg failed ({detail}); re-routing");
         self.detach_leg(c, Side::B, now);
         // A failed call counts against the provider's breaker, as a failed attempt would; a
@@ -226,6 +227,7 @@ impl Core {
         let view = View {
             health: &self.health,
             targets: &self.targets,
+            cordoned: &self.cordoned,
             now,
         };
         let plan = self.routing.plan(rule, &view, seed);
@@ -510,6 +512,9 @@ impl Core {
             return;
         };
         r.gap_ms = gap.map(millis);
+        if let Some(g) = gap {
+            self.metrics.reroute_gap.observe(g.as_secs_f64());
+        }
         info!(
             call = %id, from = %r.from, to = r.to.as_deref().unwrap_or("-"),
             trigger = r.trigger.as_str(), gap_ms = r.gap_ms, setup_ms = r.setup_ms,

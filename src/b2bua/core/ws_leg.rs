@@ -288,7 +288,10 @@ impl Core {
                     return;
                 };
                 debug!(probe, status, ?rtt, "websocket probe: {why}");
-                self.health.handle_probe_response(id, status, now);
+                let sent = self.health.probe_in_flight(id);
+                if self.health.handle_probe_response(id, status, now) {
+                    self.metrics.probe_rtt(sent, now);
+                }
             }
         }
         self.after_health(now);

@@ -163,7 +163,17 @@ impl Shared {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Cmd(MediaCommand),
+    /// Live statistics of every relay of the worker (for the admin API; rare).
+    Stats(mpsc::Sender<Vec<RelayStats>>),
     Shutdown,
+}
+
+/// One relay's live statistics: `a_to_b` is built from what leg A sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RelayStats {
+    pub id: crate::media::control::RelayId,
+    pub a_to_b: crate::media::stats::StreamStatsSnapshot,
+    pub b_to_a: crate::media::stats::StreamStatsSnapshot,
 }
 
 struct WorkerHandle {
@@ -304,6 +314,35 @@ impl MediaEngine {
         let w = &self.workers[(cmd.id().call % n) as usize];
         if w.tx.send(Msg::Cmd(cmd)).is_ok() {
             w.shared.wake();
+        }
+    }
+
+    /// Live statistics of every open relay. Asks each worker between two batches and
+    /// waits for the answers (blocking: call it from a blocking context, e.g.
+    /// `spawn_blocking`, with the returned closure); a worker that does not answer within
+    /// `timeout` is left out.
+    pub fn relay_stats_query(
+        &self,
+        timeout: Duration,
+    ) -> impl FnOnce() -> Vec<RelayStats> + Send + 'static {
+        let mut waits = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            let (tx, rx) = mpsc::channel();
+            if w.tx.send(Msg::Stats(tx)).is_ok() {
+                w.shared.wake();
+                waits.push(rx);
+            }
+        }
+        move || {
+            let deadline = std::time::Instant::now() + timeout;
+            let mut out = Vec::new();
+            for rx in waits {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if let Ok(v) = rx.recv_timeout(left) {
+                    out.extend(v);
+                }
+            }
+            out
         }
     }
 

@@ -516,6 +516,19 @@ impl Worker {
                         .commands
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(Msg::Stats(reply)) => {
+                    let stats = self
+                        .slots
+                        .iter()
+                        .filter_map(|s| s.entry.as_ref())
+                        .map(|e| super::RelayStats {
+                            id: e.id,
+                            a_to_b: e.relay.stats(Side::A),
+                            b_to_a: e.relay.stats(Side::B),
+                        })
+                        .collect();
+                    let _ = reply.send(stats);
+                }
                 Ok(Msg::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
