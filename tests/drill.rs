@@ -205,3 +205,150 @@ fn bad_arguments_exit_2_without_running() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--sip needs --admin");
 }
+
+/// A child killed and reaped on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `holdfast peer sip-agent` (stdin kept open: a peer exits on EOF) and its address.
+fn sip_agent(name: &str, index: u8) -> (Proc, String) {
+    use std::io::BufRead as _;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args([
+            "peer",
+            "sip-agent",
+            "--index",
+            &index.to_string(),
+            "--name",
+            name,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("READY ")
+        .expect("READY line")
+        .to_string();
+    (Proc(c), addr)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_admin_mode_fails_a_provider_of_a_running_holdfast_and_restores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a) = sip_agent("agent-a", 3);
+    let (_b, b) = sip_agent("agent-b", 4);
+    let (sip, admin, from) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "sip: {{ listen: [\"udp:127.0.0.1:{sip}\"] }}\n\
+         media: {{ bind: 127.0.0.1, io: socket, threads: 1, ai_timeout: 1s, ports: \"{}-{}\" }}\n\
+         health: {{ ping_interval: 1s, ping_timeout: 500ms, down_after: 2, up_after: 2 }}\n\
+         admin: {{ listen: \"127.0.0.1:{admin}\", token_env: DRILL_TEST_TOKEN }}\n\
+         carriers:\n  - {{ id: trunk, uri: \"sip:127.0.0.1:9\", region: us, ping: false, sources: [\"127.0.0.1:{from}\"] }}\n\
+         ai_providers:\n  - {{ id: agent-a, uri: \"sip:agent@{a}\", region: us, priority: 1 }}\n  - {{ id: agent-b, uri: \"sip:agent@{b}\", region: us, priority: 2 }}\n\
+         routes:\n  inbound:\n    - {{ regions: [us], ai: [agent-a, agent-b] }}\n",
+        24000 + (std::process::id() % 2000) * 2,
+        24000 + (std::process::id() % 2000) * 2 + 63,
+    );
+    let cfg = dir.path().join("hf.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let log = std::fs::File::create(dir.path().join("hf.log")).unwrap();
+    let _hf = Proc(
+        Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&cfg)
+            .env("DRILL_TEST_TOKEN", "s3cret")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(dir.path().join("hf.log"))
+        .unwrap_or_default()
+        .contains("holdfast is up")
+    {
+        assert!(Instant::now() < deadline, "holdfast did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = dir.path().join("admin.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["drill", "--admin", &format!("http://127.0.0.1:{admin}")])
+        .args(["--token-env", "DRILL_TEST_TOKEN"])
+        .args(["--sip", &format!("127.0.0.1:{sip}")])
+        .args(["--from", &format!("127.0.0.1:{from}")])
+        .args([
+            "--to",
+            "+15551230000",
+            "--calls",
+            "3",
+            "--hold",
+            "3s",
+            "--json",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .env("DRILL_TEST_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(out.status.code(), Some(0), "{j:#}\n{stderr}");
+    assert_eq!(j["summary"]["survived"], 3, "{j:#}");
+    assert!(
+        j["scenario"].as_str().unwrap().contains("fail agent-a"),
+        "the provider serving the calls is picked: {j:#}"
+    );
+    for c in j["calls"].as_array().unwrap() {
+        assert_eq!(
+            (c["before"].as_str(), c["after"].as_str()),
+            (Some("agent-a"), Some("agent-b")),
+            "{c}"
+        );
+        assert!(c["note"].as_str().unwrap().contains("health_down"), "{c}");
+    }
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        md.contains("POST /targets/agent-a/fail") && md.contains("POST /targets/agent-a/restore"),
+        "{md}"
+    );
+    // Restored: agent-a is no longer failed.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = rt
+        .block_on(holdfast::drill::http::request(
+            &format!("http://127.0.0.1:{admin}"),
+            "GET",
+            "/targets/agent-a",
+            Some("s3cret"),
+            "",
+        ))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["failed"], false, "{v}");
+}
