@@ -34,6 +34,8 @@ pub struct CallInfo {
     pub state: String,
     /// `legs.carrier.call_id`: for an inbound call, the Call-ID of the carrier's INVITE.
     pub carrier_call_id: Option<String>,
+    /// `legs.ai.call_id`: for an outbound call, the Call-ID of the AI agent's INVITE.
+    pub ai_call_id: Option<String>,
     pub carrier: Option<String>,
     pub ai_provider: Option<String>,
     pub reroutes: Vec<RerouteInfo>,
@@ -68,6 +70,7 @@ pub fn parse_calls(body: &str) -> Result<Vec<CallInfo>> {
                 id: s(&c["id"])?,
                 state: s(&c["state"]).unwrap_or_default(),
                 carrier_call_id: s(&c["legs"]["carrier"]["call_id"]),
+                ai_call_id: s(&c["legs"]["ai"]["call_id"]),
                 carrier: s(&c["carrier"]),
                 ai_provider: s(&c["ai_provider"]),
                 reroutes: c["reroutes"]
@@ -88,12 +91,17 @@ pub fn parse_calls(body: &str) -> Result<Vec<CallInfo>> {
         .collect())
 }
 
-/// The drill's calls among all calls, by the Call-ID of its INVITEs.
+/// The drill's calls among all calls, by the Call-ID of its INVITEs: on the carrier leg for
+/// inbound calls, on the AI leg for outbound ones (`--fail carrier`, sent from an AI
+/// provider's source).
 pub fn ours<'a>(all: &'a [CallInfo], call_ids: &[String]) -> HashMap<String, &'a CallInfo> {
     all.iter()
         .filter_map(|c| {
-            let cid = c.carrier_call_id.as_ref()?;
-            call_ids.contains(cid).then(|| (cid.clone(), c))
+            [&c.carrier_call_id, &c.ai_call_id]
+                .into_iter()
+                .flatten()
+                .find(|cid| call_ids.contains(cid))
+                .map(|cid| (cid.clone(), c))
         })
         .collect()
 }
@@ -450,13 +458,15 @@ mod tests {
        "legs": {"carrier": {"call_id": "drill-bb-2"}, "ai": null}, "reroutes": []},
       {"id": "hf-3", "state": "confirmed", "ai_provider": "agent-a",
        "legs": {"carrier": {"call_id": "someone-else"}}, "reroutes": []},
+      {"id": "hf-4", "direction": "outbound", "state": "confirmed", "carrier": "carrier-b",
+       "legs": {"carrier": {"call_id": "hf-made"}, "ai": {"call_id": "drill-cc-3"}}, "reroutes": []},
       {"state": "no id: skipped"}
     ]}"#;
 
     #[test]
     fn call_views_are_parsed_and_matched_by_call_id() {
         let all = parse_calls(SAMPLE).unwrap();
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 4);
         assert_eq!(
             all[0].reroutes,
             vec![RerouteInfo {
@@ -471,6 +481,11 @@ mod tests {
         let o = ours(&all, &ids);
         assert_eq!(o.len(), 2);
         assert_eq!(o["drill-bb-2"].id, "hf-2");
+        let out = ours(&all, &["drill-cc-3".to_string()]);
+        assert_eq!(
+            out["drill-cc-3"].id, "hf-4",
+            "outbound: matched on the AI leg"
+        );
         // agent-a and agent-b serve one drill call each: the tie goes to agent-a.
         assert_eq!(
             pick_target(&o, FailLayer::AiProvider).as_deref(),

@@ -100,10 +100,11 @@ pub struct DrillArgs {
     /// With --admin: holdfast's SIP address (UDP).
     #[arg(long, value_name = "HOST:PORT", requires = "admin")]
     pub sip: Option<SocketAddr>,
-    /// With --admin: the local address to send calls from; must be in a carrier's `sources`.
+    /// With --admin: the local address to send calls from; must be in a carrier's `sources`
+    /// (in an AI provider's `sources` with --fail carrier: the calls are then outbound).
     #[arg(long, value_name = "IP:PORT", requires = "admin")]
     pub from: Option<SocketAddr>,
-    /// With --admin: the number to call (each call appends nothing; all calls dial it).
+    /// With --admin: the number every synthetic call dials.
     #[arg(long, value_name = "NUMBER", requires = "admin")]
     pub to: Option<String>,
     /// With --admin: the target to fail [default: the AI provider serving most drill calls].
