@@ -16,10 +16,13 @@
 //! - [`admin`]: the admin API's routes and replies, and the Prometheus metric primitives.
 //! - [`runtime`]: the thin tokio shell that owns sockets, timers, DNS, signals, the admin
 //!   HTTP server and the call-record writer.
+//! - [`drill`]: `holdfast drill`, the game-day command (synthetic calls, injected failures,
+//!   a survival report).
 pub mod admin;
 pub mod ai;
 pub mod b2bua;
 pub mod config;
+pub mod drill;
 pub mod health;
 pub mod media;
 pub mod routing;

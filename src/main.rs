@@ -1,4 +1,5 @@
-//! The `holdfast` command: `run` the B2BUA on a config file, or `check` a config file.
+//! The `holdfast` command: `run` the B2BUA on a config file, `check` a config file, or
+//! `drill` (game day: prove calls survive failures).
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,14 @@ enum Command {
         /// The YAML configuration file.
         file: PathBuf,
     },
+    /// Game day in one command: start holdfast with its own carriers and AI providers on
+    /// loopback, place synthetic calls with audio both ways, SIGKILL one layer, and report
+    /// which calls survived, the re-route gaps and a Markdown postmortem. Exits 1 if any
+    /// call dropped. With --admin, drills a running holdfast through its admin API.
+    Drill(holdfast::drill::DrillArgs),
+    /// One endpoint of a drill (a SIP agent or a WebSocket bot), run by `drill`.
+    #[command(hide = true)]
+    Peer(holdfast::drill::PeerArgs),
 }
 
 fn init_logs(format: LogFormat, level: &str) {
@@ -69,6 +78,8 @@ fn init_logs(format: LogFormat, level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Drill(args) => holdfast::drill::drill_main(args),
+        Command::Peer(args) => holdfast::drill::peer_main(args),
         Command::Check { file } => match holdfast::config::check_file(&file) {
             Ok(table) => {
                 print!("{table}");
