@@ -1,4 +1,4 @@
-//! The admin HTTP API (ADMIN_API.md) end to end: bearer-token auth on every route but
+//! The admin HTTP API (README metrics) end to end: bearer-token auth on every route but
 //! `/live`, refusal to start an unauthenticated API on a public address, what each route
 //! answers while real SIPp calls go through holdfast, and cordon/uncordon/fail/restore
 //! steering new calls (and, for `fail`, re-routing live ones) between two SIPp AI agents.
@@ -461,12 +461,9 @@ fn every_route_reports_a_live_call() {
         Some("counter"),
         "{m}"
     );
-    let up = wait_metric(
-        admin,
-        "holdfast_targets_up",
-        &[("target", "agent-a")],
-        |v| v == 1.0,
-    );
+    let up = wait_metric(admin, "holdfast_target_up", &[("target", "agent-a")], |v| {
+        v == 1.0
+    });
 
     let calls = get(admin, "/calls", None);
     assert_eq!(calls.status, 200);
@@ -639,9 +636,9 @@ fn every_route_reports_a_live_call() {
     );
     // Checked last so a wrong name does not hide the rest.
     assert_eq!(
-        http::metric(&up, "holdfast_targets_up", &[("target", "agent-a")]),
+        http::metric(&up, "holdfast_target_up", &[("target", "agent-a")]),
         Some(1.0),
-        "holdfast_targets_up{{target=\"agent-a\"}} (ADMIN_API.md):\n{up}"
+        "holdfast_target_up{{target=\"agent-a\"}} (README metrics):\n{up}"
     );
 }
 
@@ -806,7 +803,7 @@ fn fail_reroutes_live_calls_and_restore_brings_the_target_back() {
         "a new call avoids the failed agent"
     );
     let m = metrics(admin);
-    let up_while_failed = http::metric(&m, "holdfast_targets_up", &[("target", "agent-a")]);
+    let up_while_failed = http::metric(&m, "holdfast_target_up", &[("target", "agent-a")]);
     let metrics_while_failed = m.clone();
     assert_eq!(
         http::metric(&m, "holdfast_reroutes_total", &[("trigger", "health_down")]),
@@ -853,6 +850,6 @@ fn fail_reroutes_live_calls_and_restore_brings_the_target_back() {
     assert_eq!(
         up_while_failed,
         Some(0.0),
-        "holdfast_targets_up{{target=\"agent-a\"}} while failed (ADMIN_API.md):\n{metrics_while_failed}"
+        "holdfast_target_up{{target=\"agent-a\"}} while failed (README metrics):\n{metrics_while_failed}"
     );
 }

@@ -473,8 +473,8 @@ fn the_record_of_a_failover_call_lists_every_attempt() {
     media_stats_shape(&rec["media"]["ai"], "ai");
     // Checked last so a wording difference does not hide the rest.
     assert_eq!(
-        attempts[1]["outcome"], "answered",
-        "the attempt that took the call (ADMIN_API.md): {rec}"
+        attempts[1]["outcome"], "200 OK",
+        "the attempt that took the call: its final response (README call records): {rec}"
     );
     drop(hf);
 }

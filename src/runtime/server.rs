@@ -332,7 +332,7 @@ impl Shell {
     /// 503 to new calls; exit once the calls are gone or at the deadline.
     fn drain(&mut self, core: &mut Core, by: &str) {
         if self.drain_deadline.is_none() {
-            info!(by, calls = core.stats().calls_active, timeout = ?self.drain_timeout, "draining");
+            info!(calls = core.stats().calls_active, timeout = ?self.drain_timeout, "{by}: draining");
             core.set_draining(true);
             self.drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
         }
