@@ -1047,9 +1047,24 @@ impl Core {
         };
         let Some(rule) = rule else {
             info!(remote = %flow.remote, callee, origin = %origin_id, "no route");
-            let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
-            self.refused(None, direction, &o, cc, None, 404, "no route", now);
+            let origin = origin_id.to_string();
+            let refusal = ops::Refusal {
+                direction,
+                origin: &origin,
+                caller: &caller,
+                callee: &callee,
+                rule: None,
+            };
+            self.refused(None, &refusal, 404, "no route", now);
             return self.reject(sid, 404, "Not Found", "no route for the number", now);
+        };
+        let (origin, rule_name) = (origin_id.to_string(), rule.name());
+        let refusal = ops::Refusal {
+            direction,
+            origin: &origin,
+            caller: &caller,
+            callee: &callee,
+            rule: Some((&rule_name, &rule.regions)),
         };
         let seed = self.settings.seed.map_or_else(
             || self.ids.next_u64(),
@@ -1071,18 +1086,7 @@ impl Core {
                 .unwrap_or_else(|| "no candidate available".into());
             info!(call = %id, callee, rule = %rule.name(), "refused: {reason}");
             self.stats.calls_failed += 1;
-            let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
-            let r = (rule.name(), rule.regions.clone());
-            self.refused(
-                Some(&id),
-                direction,
-                &o,
-                cc,
-                Some((&r.0, &r.1)),
-                503,
-                &reason,
-                now,
-            );
+            self.refused(Some(&id), &refusal, 503, &reason, now);
             return self.reject(sid, 503, "Service Unavailable", &reason, now);
         }
         let cref = self.new_id();
@@ -1091,19 +1095,8 @@ impl Core {
         if !req.body.is_empty() {
             if !is_sdp(req.content_type.as_deref()) {
                 self.stats.calls_failed += 1;
-                let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
-                let r = (rule.name(), rule.regions.clone());
                 let why = "the offer is not application/sdp";
-                self.refused(
-                    Some(&id),
-                    direction,
-                    &o,
-                    cc,
-                    Some((&r.0, &r.1)),
-                    415,
-                    why,
-                    now,
-                );
+                self.refused(Some(&id), &refusal, 415, why, now);
                 let h = vec![("Accept".to_string(), ACCEPT.to_string())];
                 return self.respond(sid, 415, None, h, None, now);
             }
@@ -1117,19 +1110,7 @@ impl Core {
                     let (status, reason) = e.status();
                     info!(call = %id, callee, "refused: {e}");
                     self.stats.calls_failed += 1;
-                    let (o, cc) = (origin_id.to_string(), (caller.as_str(), callee.as_str()));
-                    let r = (rule.name(), rule.regions.clone());
-                    let why = e.to_string();
-                    self.refused(
-                        Some(&id),
-                        direction,
-                        &o,
-                        cc,
-                        Some((&r.0, &r.1)),
-                        status,
-                        &why,
-                        now,
-                    );
+                    self.refused(Some(&id), &refusal, status, &e.to_string(), now);
                     return self.reject(sid, status, reason, &e.to_string(), now);
                 }
             }

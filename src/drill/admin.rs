@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::http::request;
 use super::report::{self, CallKind, CallResult, Event, Report, Row};
-use super::uac::{self, CallSpec, Progress, SipSocket};
+use super::uac::{CallSpec, SipSocket};
 use super::{finish, unix_now, DrillArgs, FailLayer};
 
 /// What the drill needs from one `CallView` of `GET /calls`.
@@ -316,7 +316,6 @@ async fn drive(
     let t0 = Instant::now();
     let sip_sock = SipSocket::start(sock, sip)?;
     let (hangup_tx, hangup) = watch::channel(false);
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     let kind = if args.fail == FailLayer::Carrier {
         CallKind::Outbound
@@ -327,35 +326,20 @@ async fn drive(
         at: t0.elapsed(),
         text: format!("placing {} calls to {to} via {sip}", args.calls),
     }];
-    let mut specs_ids = Vec::new();
-    for i in 1..=args.calls {
-        let spec = CallSpec::new(i, kind, to.to_string());
-        specs_ids.push(spec.call_id.clone());
-        tasks.push(tokio::spawn(uac::run_call(
-            spec,
-            sip_sock.clone(),
-            t0,
-            tx.clone(),
-            hangup.clone(),
-        )));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    drop(tx);
-    // Up = answered (a real agent's audio carries no marker).
-    let mut up = 0;
-    let mut done = 0;
-    let deadline = tokio::time::Instant::now() + uac::SETUP_LIMIT + Duration::from_secs(2);
-    while done < args.calls {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Progress::Connected(_))) => {
-                up += 1;
-                done += 1;
-            }
-            Ok(Some(Progress::Over(_))) => done += 1,
-            Ok(Some(Progress::Audio(_))) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let specs: Vec<CallSpec> = (1..=args.calls)
+        .map(|i| CallSpec::new(i, kind, to.to_string()))
+        .collect();
+    let specs_ids: Vec<String> = specs.iter().map(|s| s.call_id.clone()).collect();
+    let sock = |_| sip_sock.clone();
+    let up = super::place(
+        &specs,
+        sock,
+        t0,
+        &hangup,
+        &mut tasks,
+        super::UpWhen::Answered,
+    )
+    .await;
     timeline.push(Event {
         at: t0.elapsed(),
         text: format!("{up} of {} calls answered", args.calls),

@@ -457,13 +457,24 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Places calls, waits until each is up (or over), `limit` at most.
-async fn place(
+/// When a placed call counts as up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpWhen {
+    /// Its peer's marked audio came back (the drill's own peers echo it).
+    Audio,
+    /// It was answered (a real agent's audio carries no marker).
+    Answered,
+}
+
+/// Places calls (paced 10 ms apart), then waits until each is up or over, for at most
+/// the setup limit. Returns how many are up.
+pub(crate) async fn place(
     specs: &[CallSpec],
     sock: impl Fn(CallKind) -> Arc<SipSocket>,
     t0: Instant,
     hangup: &watch::Receiver<bool>,
     tasks: &mut Vec<tokio::task::JoinHandle<CallResult>>,
+    up_when: UpWhen,
 ) -> usize {
     let (tx, mut rx) = mpsc::unbounded_channel();
     for s in specs {
@@ -483,12 +494,16 @@ async fn place(
     let deadline = tokio::time::Instant::now() + uac::SETUP_LIMIT + Duration::from_secs(2);
     while done < specs.len() {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Progress::Audio(_))) => {
+            Ok(Some(Progress::Audio(_))) if up_when == UpWhen::Audio => {
+                up += 1;
+                done += 1;
+            }
+            Ok(Some(Progress::Connected(_))) if up_when == UpWhen::Answered => {
                 up += 1;
                 done += 1;
             }
             Ok(Some(Progress::Over(_))) => done += 1,
-            Ok(Some(Progress::Connected(_))) => {}
+            Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
@@ -527,7 +542,7 @@ async fn drive(
             at: t0.elapsed(),
             text: format!("placing {} calls", plan.before.len()),
         });
-        let up = place(&plan.before, pick, t0, &hangup, &mut tasks).await;
+        let up = place(&plan.before, pick, t0, &hangup, &mut tasks, UpWhen::Audio).await;
         timeline.push(Event {
             at: t0.elapsed(),
             text: format!(
@@ -560,7 +575,7 @@ async fn drive(
             at: t0.elapsed(),
             text: format!("placing {} outbound calls", plan.after.len()),
         });
-        let up = place(&plan.after, pick, t0, &hangup, &mut tasks).await;
+        let up = place(&plan.after, pick, t0, &hangup, &mut tasks, UpWhen::Audio).await;
         timeline.push(Event {
             at: t0.elapsed(),
             text: format!(

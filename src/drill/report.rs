@@ -491,18 +491,9 @@ pub fn to_json(r: &Report) -> Value {
 /// `YYYY-MM-DD HH:MM:SS` and `YYYYMMDD-HHMMSS` for seconds since the Unix epoch (UTC), by
 /// the civil-from-days algorithm (no time-zone database needed).
 pub fn utc_stamps(unix_secs: u64) -> (String, String) {
-    let days = (unix_secs / 86_400) as i64;
     let sod = unix_secs % 86_400;
     let (h, mi, se) = (sod / 3600, sod % 3600 / 60, sod % 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::runtime::wallclock::civil_from_days((unix_secs / 86_400) as i64);
     (
         format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{se:02}"),
         format!("{y:04}{m:02}{d:02}-{h:02}{mi:02}{se:02}"),

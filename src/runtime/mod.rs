@@ -10,6 +10,7 @@ pub mod batch_udp;
 pub mod dns;
 pub mod media;
 mod server;
+pub mod wallclock;
 pub mod webhook;
 
 pub use server::{run, RunOptions};

@@ -32,6 +32,7 @@ use crate::runtime::admin::{AdminRequest, RecordSink, Records};
 use crate::runtime::ai::AiEngine;
 use crate::runtime::dns::{Resolver, SipTarget};
 use crate::runtime::media::{EngineOptions, MediaEngine};
+use crate::runtime::wallclock::rfc3339;
 use crate::runtime::webhook::Webhook;
 use crate::sip::framing;
 use crate::sip::Transport;
@@ -794,30 +795,6 @@ fn record_sink(config: &Config) -> Option<RecordSink> {
 /// Now as an RFC 3339 UTC timestamp with milliseconds (for webhook events).
 fn unix_time_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())
-}
-
-/// `t` as an RFC 3339 UTC timestamp with milliseconds.
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
 }
 
 #[cfg(test)]

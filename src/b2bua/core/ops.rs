@@ -82,6 +82,16 @@ impl CoreMetrics {
     }
 }
 
+/// What is known of a call refused before it existed.
+pub(super) struct Refusal<'a> {
+    pub direction: Direction,
+    pub origin: &'a str,
+    pub caller: &'a str,
+    pub callee: &'a str,
+    /// The rule's name and regions, once a rule matched.
+    pub rule: Option<(&'a str, &'a [String])>,
+}
+
 /// The `reason` label of a failover.
 pub(super) fn failover_reason(status: u16, outcome: AttemptOutcome) -> String {
     match outcome {
@@ -504,19 +514,18 @@ impl Core {
         v
     }
 
-    /// A call that was refused before it existed (no capacity, no candidate, a bad offer).
-    #[allow(clippy::too_many_arguments)]
+    /// A call that was refused before it existed (no route, no candidate, a bad offer):
+    /// counted, and recorded when it already had an id.
     pub(super) fn refused(
         &mut self,
         id: Option<&str>,
-        direction: Direction,
-        origin: &str,
-        (caller, callee): (&str, &str),
-        rule: Option<(&str, &[String])>,
+        r: &Refusal<'_>,
         status: u16,
         why: &str,
         now: Instant,
     ) {
+        let (direction, origin, caller, callee, rule) =
+            (r.direction, r.origin, r.caller, r.callee, r.rule);
         let dir = match direction {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
