@@ -347,6 +347,7 @@ impl Core {
         entry.ai_quiet_until = Some(now + ai_timeout);
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Confirmed;
+        self.metrics.attempts.inc((target.to_string(), "answered"));
         let setup = entry
             .reroute_started
             .take()
