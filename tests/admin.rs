@@ -131,27 +131,6 @@ fn call(hp: u16, media: &RtpEndpoint) -> (Sipp, String) {
     (uac, call_id)
 }
 
-/// The caller hangs up; its scenario fails on any BYE or re-INVITE it got from holdfast
-/// before, so success also says the carrier leg was never disturbed.
-fn hang_up(uac: Sipp, call_id: &str) -> SippResult {
-    uac.poke(call_id);
-    let r = uac.wait(WAIT);
-    assert!(
-        r.success(),
-        "the carrier side of {call_id} failed (a BYE or re-INVITE from holdfast?): {}\n{}\n{}",
-        r.output,
-        r.errors,
-        r.messages
-    );
-    assert_eq!(
-        r.messages.matches("INVITE sip:").count(),
-        1,
-        "the carrier saw one INVITE (its own):\n{}",
-        r.messages
-    );
-    r
-}
-
 /// Waits until `GET /calls` lists no call (every BYE went through).
 fn wait_no_calls(admin: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -586,7 +565,7 @@ fn every_route_reports_a_live_call() {
     assert_eq!(target(admin, None, "agent-b")["active_calls"], 0);
 
     talking.join().unwrap();
-    hang_up(uac, &call_id);
+    carrier_hang_up(uac, &call_id);
     let completed = [("direction", "inbound"), ("outcome", "completed")];
     let m = wait_metric(admin, "holdfast_calls_total", &completed, |v| v == 1.0);
     let r = agent.stop();
@@ -717,7 +696,7 @@ fn cordon_steers_new_calls_away_and_spares_live_ones() {
     }
 
     for (uac, id) in [(uac1, id1), (uac2, id2), (uac3, id3)] {
-        hang_up(uac, &id);
+        carrier_hang_up(uac, &id);
     }
     let a = agent_a.wait(WAIT);
     assert!(a.success(), "agent-a: {}\n{}", a.output, a.errors);
@@ -824,7 +803,7 @@ fn fail_reroutes_live_calls_and_restore_brings_the_target_back() {
     assert_eq!(target(admin, None, "agent-b")["active_calls"], 2);
 
     for (uac, id) in [(uac1, id1), (uac2, id2), (uac3, id3)] {
-        hang_up(uac, &id);
+        carrier_hang_up(uac, &id);
     }
     wait_no_calls(admin);
     let a = agent_a.stop();

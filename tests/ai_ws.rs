@@ -58,24 +58,6 @@ fn wait_voiced(carrier: &RtpEndpoint, n: usize) -> usize {
     voiced(carrier)
 }
 
-/// Hangs the carrier up and checks it saw nothing of the AI side's troubles.
-fn hang_up_cleanly(uac: Sipp, call_id: &str) {
-    uac.poke(call_id);
-    let r = uac.wait(WAIT);
-    assert!(
-        r.success(),
-        "carrier side failed: {}\n{}",
-        r.output,
-        r.errors
-    );
-    assert_eq!(
-        r.messages.matches("INVITE sip:").count(),
-        1,
-        "the carrier saw one INVITE (its own):\n{}",
-        r.messages
-    );
-}
-
 #[test]
 fn media_stream_bot_talks_both_ways_and_a_dropped_socket_moves_the_call_to_the_next_bot() {
     let (hp, trunk) = (free_port(), free_port());
@@ -158,7 +140,7 @@ fn media_stream_bot_talks_both_ways_and_a_dropped_socket_moves_the_call_to_the_n
     );
     talking.join().unwrap();
 
-    hang_up_cleanly(uac, &call_id);
+    carrier_hang_up(uac, &call_id);
     assert!(
         bot2.wait_message(0, |m| m["event"] == "stop", WAIT)
             .is_some(),
@@ -222,7 +204,7 @@ fn media_stream_marks_come_back_after_playout_and_clear_drops_queued_audio() {
         after_clear,
         voiced(&carrier)
     );
-    hang_up_cleanly(uac, &call_id);
+    carrier_hang_up(uac, &call_id);
 }
 
 #[test]
@@ -346,6 +328,6 @@ fn openai_realtime_session_barge_in_and_transcript_replay_after_a_dropped_sessio
         "the caller hears the new session"
     );
     talking.join().unwrap();
-    hang_up_cleanly(uac, &call_id);
+    carrier_hang_up(uac, &call_id);
     assert_one_stream("holdfast → carrier", &carrier.seen());
 }

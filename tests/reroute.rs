@@ -102,20 +102,7 @@ fn agent_dies_mid_call(death: Death) {
     talking.join().unwrap();
 
     // The caller hangs up; its scenario fails on any BYE or re-INVITE from holdfast.
-    uac.poke(&call_id);
-    let r = uac.wait(WAIT);
-    assert!(
-        r.success(),
-        "carrier side failed: {}\n{}",
-        r.output,
-        r.errors
-    );
-    assert_eq!(
-        r.messages.matches("INVITE sip:").count(),
-        1,
-        "the carrier saw one INVITE (its own):\n{}",
-        r.messages
-    );
+    carrier_hang_up(uac, &call_id);
     let b = agent2.wait(WAIT);
     assert!(b.success(), "agent 2 failed: {}\n{}", b.output, b.errors);
     assert!(

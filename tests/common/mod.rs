@@ -771,6 +771,27 @@ pub fn carrier_media_call(
     )
 }
 
+/// Hangs the carrier's SIPp UAC up (poke) and checks its call was never disturbed: its
+/// scenario fails on any BYE or re-INVITE from holdfast, and it saw one INVITE, its own.
+pub fn carrier_hang_up(uac: Sipp, call_id: &str) -> SippResult {
+    uac.poke(call_id);
+    let r = uac.wait(Duration::from_secs(30));
+    assert!(
+        r.success(),
+        "the carrier side of {call_id} failed (a BYE or re-INVITE from holdfast?): {}\n{}\n{}",
+        r.output,
+        r.errors,
+        r.messages
+    );
+    assert_eq!(
+        r.messages.matches("INVITE sip:").count(),
+        1,
+        "the carrier saw one INVITE (its own):\n{}",
+        r.messages
+    );
+    r
+}
+
 /// One RTP packet a [`RtpEndpoint`] received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtpSeen {
