@@ -164,6 +164,9 @@ pub enum AiCommand {
     Close { leg: AiLegId, why: String },
     /// A DTMF digit the caller sent as SIP INFO (RFC 4733 digits reach the bridge as RTP).
     Dtmf { leg: AiLegId, digit: char },
+    /// A liveness check of a leg whose provider went silent: a WebSocket ping, answered
+    /// with [`AiEvent::Check`] (a pong within `timeout`, or not).
+    Check { leg: AiLegId, timeout: Duration },
     /// A handshake health probe: connect and complete the handshake (and for
     /// `openai-realtime`, receive `session.created`), then close. Reported as
     /// [`AiEvent::Probe`].
@@ -199,6 +202,8 @@ pub enum AiEvent {
     },
     /// A finished utterance (openai-realtime transcripts).
     Transcript { leg: AiLegId, item: TranscriptItem },
+    /// The result of [`AiCommand::Check`]: whether the pong came in time.
+    Check { leg: AiLegId, alive: bool },
     /// The result of [`AiCommand::Probe`]: `status` is 200 for a good handshake, the HTTP
     /// status of a refused one, 503 when the provider could not be reached in time.
     Probe {

@@ -130,10 +130,13 @@ pub struct Attempt {
 pub enum RerouteTrigger {
     /// The AI leg sent BYE with an error cause (`Reason: SIP;cause=5xx`, a Q.850 failure).
     Bye,
-    /// A re-INVITE or UPDATE to the AI leg failed: 5xx, 408, 481 or no answer.
+    /// A re-INVITE or UPDATE to the AI leg (relayed, or a session refresh) failed: 5xx,
+    /// 408, 481 or no answer.
     Reinvite,
-    /// No RTP from the AI leg for `media.ai_timeout`.
-    MediaTimeout,
+    /// The AI leg fell silent (no RTP or RTCP for `media.ai_timeout`) and its liveness
+    /// check failed: the OPTIONS went unanswered by an agent known to answer, an in-dialog
+    /// check got 481, a WebSocket ping got no pong, or the check hit a transport error.
+    Liveness,
     /// The AI leg's media address answered ICMP port unreachable: nothing listens there.
     MediaUnreachable,
     /// The provider's OPTIONS health turned down.
@@ -148,7 +151,7 @@ impl RerouteTrigger {
         match self {
             RerouteTrigger::Bye => "bye",
             RerouteTrigger::Reinvite => "reinvite",
-            RerouteTrigger::MediaTimeout => "media_timeout",
+            RerouteTrigger::Liveness => "liveness",
             RerouteTrigger::MediaUnreachable => "media_unreachable",
             RerouteTrigger::HealthDown => "health_down",
             RerouteTrigger::Websocket => "websocket",
@@ -172,6 +175,12 @@ pub struct Reroute {
     pub gap_ms: Option<u64>,
     /// `None` while trying; "answered by agent-b", "no AI provider left", ...
     pub outcome: Option<String>,
+    /// Whether the failed leg was confirmed gone (ICMP, a failed check, its BYE…): it was
+    /// cut off at once. `false` (its provider's health turned down, it refused a
+    /// renegotiation): it kept the call until the new provider answered, and keeps it when
+    /// none does.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 /// The call's AI leg when its provider speaks WebSocket (`media-stream`, `openai-realtime`):

@@ -47,6 +47,7 @@ use crate::sip::transaction::{
 use crate::sip::validate::{self, Policy, Verdict};
 use crate::sip::Transport;
 
+mod liveness;
 mod ops;
 mod reroute;
 
@@ -226,6 +227,12 @@ enum Purpose {
     },
     /// A session refresh we originated on `side`.
     Refresh { call: CallRef, side: Side },
+    /// A liveness check (OPTIONS, in or outside the dialog) of the silent leg `side`.
+    Check {
+        call: CallRef,
+        side: Side,
+        in_dialog: bool,
+    },
     /// A BYE we sent; the call is removed when the last one finishes.
     Bye { call: CallRef },
     /// CANCEL, ACK-less non-INVITE bookkeeping: nothing to do with the response.
@@ -262,6 +269,8 @@ enum CallTimer {
     Reap,
     /// The no-provider prompt has played: hang up.
     PromptDone,
+    /// The liveness check of this leg got no answer in `media.check_timeout`.
+    Check(SideKey),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -320,9 +329,14 @@ struct CallEntry {
     /// When the re-route in progress started (for its setup time), and how many attempts
     /// the call had made before it.
     reroute_started: Option<(Instant, usize)>,
-    /// AI-leg media timeouts before this instant are ignored: a provider that just answered
-    /// gets a full `media.ai_timeout` to start sending.
-    ai_quiet_until: Option<Instant>,
+    /// The AI leg a re-route is replacing while it still works (make before break): kept
+    /// until the new provider answers, and given the call back when none does.
+    kept: Option<liveness::KeptLeg>,
+    /// Liveness of leg A and leg B: silence makes a leg suspect, a check decides.
+    liveness: [liveness::LegLiveness; 2],
+    /// A confirmed failure of the AI leg between its answer and the caller's ACK: the call
+    /// is re-routed once confirmed.
+    early_failure: Option<(RerouteTrigger, String)>,
     /// When the caller's INVITE arrived, and when the call was answered (call records).
     started: Instant,
     answered_at: Option<Instant>,
@@ -404,6 +418,9 @@ pub struct Core {
     metrics: ops::CoreMetrics,
     /// Records of ended calls waiting for their relays' final statistics.
     records_pending: HashMap<CallRef, super::record::CallRecord>,
+    /// Targets whose legs answered a liveness check (OPTIONS): one of their legs that
+    /// leaves a check unanswered is gone, not just a user agent that ignores OPTIONS.
+    check_answered: std::collections::HashSet<TargetId>,
     /// Finished call records, for the shell to write.
     records: VecDeque<super::record::CallRecord>,
 }
@@ -507,6 +524,7 @@ impl Core {
             cordoned: Default::default(),
             metrics: ops::CoreMetrics::default(),
             records_pending: HashMap::new(),
+            check_answered: Default::default(),
             records: VecDeque::new(),
             policy: Policy {
                 tag_secret: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -658,12 +676,11 @@ impl Core {
         MediaParams {
             advertise: m.advertise,
             bind: self.media_bind,
-            // `ai_timeout` is a re-route trigger, short by design. An outbound call's AI
-            // leg is its caller, which cannot be re-routed: there silence only ends the
-            // call, after the same `timeout` as a carrier's.
+            // The silence after which each leg's liveness check runs: `ai_timeout` on the
+            // AI agent's leg (B inbound, A outbound), `timeout` on the carrier's.
             timeouts: match direction {
                 Direction::Inbound => [m.timeout, m.ai_timeout],
-                Direction::Outbound => [m.timeout, m.timeout],
+                Direction::Outbound => [m.ai_timeout, m.timeout],
             },
         }
     }
@@ -1192,7 +1209,9 @@ impl Core {
                     b_ack: None,
                     refuse: None,
                     reroute_started: None,
-                    ai_quiet_until: None,
+                    kept: None,
+                    liveness: Default::default(),
+                    early_failure: None,
                     started: now,
                     answered_at: None,
                     final_status: None,
@@ -1340,11 +1359,12 @@ impl Core {
         let Some(tcfg) = self.config.target(&target).cloned() else {
             return self.next_attempt(c, now);
         };
-        // A previous attempt's callee may have sent SDP or packets: the new one latches afresh.
+        // A previous attempt's callee may have sent SDP or packets: the new one latches afresh
+        // (unless a re-route keeps the old AI leg, whose media still flows there).
         if self
             .calls
             .get(&c)
-            .is_some_and(|e| !e.call.attempts.is_empty())
+            .is_some_and(|e| !e.call.attempts.is_empty() && e.kept.is_none())
         {
             self.with_media(c, |m, _, out| m.reset_peer(Side::B, out));
         }
@@ -1640,7 +1660,7 @@ impl Core {
                     // keeps its session (the re-route answers this request 500, not 408,
                     // which would end the carrier's dialog).
                     let detail = format!("{method} {what}");
-                    if !self.reroute(call, RerouteTrigger::Reinvite, detail.clone(), now) {
+                    if !self.reroute(call, RerouteTrigger::Reinvite, detail.clone(), true, now) {
                         if let Some(&sid) = self.server_ids.get(&server) {
                             self.respond(sid, 500, Some("AI Leg Failed"), vec![], None, now);
                         }
@@ -1655,13 +1675,14 @@ impl Core {
                 }
             }
             Purpose::Refresh { call, side } => {
+                self.check_done(call, side);
                 let ai = self.is_ai_leg(call, side);
                 if ai {
                     if let Some((_, e)) = self.clients.get_mut(&id) {
                         e.purpose = Purpose::Ignore;
                     }
                     let detail = format!("session refresh {what}");
-                    if self.reroute(call, RerouteTrigger::Reinvite, detail, now) {
+                    if self.reroute(call, RerouteTrigger::Reinvite, detail, true, now) {
                         return;
                     }
                 }
@@ -1674,6 +1695,16 @@ impl Core {
                     e.purpose = Purpose::Ignore;
                 }
                 self.bye_done(call, now);
+            }
+            Purpose::Check { call, side, .. } => {
+                if let Some((_, e)) = self.clients.get_mut(&id) {
+                    e.purpose = Purpose::Ignore;
+                }
+                // A timeout is the check's own deadline's business (it comes first); a
+                // transport error (ICMP, a refused or reset connection) is a confirmed one.
+                if what != "timeout" {
+                    self.check_failed(call, side, &format!("its OPTIONS check: {what}"), now);
+                }
             }
             // The health table times probes out itself, after ping_timeout.
             Purpose::Ignore | Purpose::Abandoned { .. } | Purpose::Probe { .. } => {}
@@ -1699,6 +1730,7 @@ impl Core {
             Purpose::Relay { call, to, server } => self.relay_response(call, to, server, resp, now),
             Purpose::Refresh { call, side } => {
                 if resp.status >= 200 {
+                    self.check_done(call, side);
                     if (200..300).contains(&resp.status) {
                         if resp.cseq_method == "INVITE" {
                             if let Some(leg) = self.leg(call, side).cloned() {
@@ -1720,6 +1752,9 @@ impl Core {
                             call,
                             RerouteTrigger::Reinvite,
                             format!("session refresh answered {} {}", resp.status, resp.reason),
+                            // A 5xx comes from a user agent still there: it keeps the call
+                            // until another provider takes it.
+                            resp.status < 500,
                             now,
                         )
                     {
@@ -1749,6 +1784,18 @@ impl Core {
                 }
             }
             Purpose::Ignore => {}
+            Purpose::Check {
+                call,
+                side,
+                in_dialog,
+            } => {
+                if resp.status >= 200 {
+                    if let Some((_, e)) = self.clients.get_mut(&id) {
+                        e.purpose = Purpose::Ignore;
+                    }
+                    self.check_answered(call, side, in_dialog, resp.status, &resp.reason, now);
+                }
+            }
             Purpose::Probe { probe } => {
                 if resp.status >= 200 {
                     let sent = self.health.probe_in_flight(probe);
@@ -2018,13 +2065,11 @@ impl Core {
         sdp: Option<Vec<u8>>,
         now: Instant,
     ) {
-        let ai_timeout = self.config.media.ai_timeout;
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Answered;
-        entry.ai_quiet_until = Some(now + ai_timeout);
         entry.answered_at = Some(now);
         self.stats.calls_answered += 1;
         self.metrics.attempts.inc((target.to_string(), "answered"));
@@ -2334,6 +2379,13 @@ impl Core {
                 }
             }
             info!(call = %self.call_name(c), "confirmed");
+            // The AI leg was confirmed gone between its answer and this ACK.
+            if let Some((trigger, detail)) =
+                self.calls.get_mut(&c).and_then(|e| e.early_failure.take())
+            {
+                let side = self.calls.get(&c).map_or(Side::B, |e| e.call.ai_side());
+                self.confirmed_failure(c, side, trigger, detail, now);
+            }
             return;
         }
         // The ACK for a re-INVITE's 2xx (answered locally or relayed).
@@ -2589,6 +2641,10 @@ impl Core {
             e.call = Some(c);
             e.to_tag = req.to_tag.clone();
         }
+        // The AI leg a re-route is replacing, still in the call until the new one answers.
+        if side == Side::B && self.is_kept_dialog(c, &req.call_id) {
+            return self.on_kept_request(c, sid, req, now);
+        }
         // §12.2.2: CSeq must grow within a dialog.
         let Some(leg) = self.leg_mut(c, side) else {
             return self.respond(sid, 481, None, vec![], None, now);
@@ -2608,7 +2664,7 @@ impl Core {
                 let ai = self.is_ai_leg(c, side);
                 if let Some(cause) = reroute::failure_cause(&req.passthrough).filter(|_| ai) {
                     let detail = format!("BYE with Reason: {cause}");
-                    if self.reroute(c, RerouteTrigger::Bye, detail, now) {
+                    if self.reroute(c, RerouteTrigger::Bye, detail, true, now) {
                         return;
                     }
                 }
@@ -2789,6 +2845,11 @@ impl Core {
                 e.reinvite_in_progress = true;
             }
         }
+        if req.method == "INVITE" {
+            // RFC 3261 §17.2.1: the other leg may take its time; the originator must not
+            // retransmit into silence meanwhile.
+            self.respond(sid, 100, None, vec![], None, now);
+        }
         let flow = leg.flow;
         self.send_in_dialog(
             &mut leg,
@@ -2901,8 +2962,10 @@ impl Core {
                 "{} answered {} {}",
                 resp.cseq_method, resp.status, resp.reason
             );
-            if !self.reroute(c, RerouteTrigger::Reinvite, detail.clone(), now) && resp.status < 500
-            {
+            // A 5xx comes from a user agent still there (the session stays as it was, RFC
+            // 3261 §14.1): it keeps the call until another provider takes it.
+            let gone = resp.status < 500;
+            if !self.reroute(c, RerouteTrigger::Reinvite, detail.clone(), gone, now) && gone {
                 self.end_call(c, &detail, None, now);
             }
             return;
@@ -2952,7 +3015,12 @@ impl Core {
         .flatten()
         .zip(pinned_dest);
         info!(call = %call_id, "ending: {why}");
+        // Nothing more goes to either leg but the BYEs: relayed requests, refreshes and
+        // checks in flight stop (their originator's request is answered 487).
+        self.stop_transactions(c, None, (487, "Request Terminated"), now);
         self.drop_ws_leg(c, why);
+        // The leg a re-route was replacing goes too.
+        self.retire_kept(c, why, true, now);
         if let Some((provider, dest)) = completed {
             // The AI provider carried the call to its end: a success for its breaker.
             self.health.handle_attempt(
@@ -3230,11 +3298,7 @@ impl Core {
                 let side = leg_of(side);
                 self.with_media(c, |m, _, _| m.unreachable(id.stream, side, addr));
                 warn!(call = %name, leg = ?side, %addr, "media: peer port unreachable (ICMP)");
-                // Nothing listens where the AI agent's media should be: it is gone.
-                if self.is_ai_leg(c, side) && self.ai_media_timeout_counts(c, now) {
-                    let detail = format!("ICMP port unreachable from its media address {addr}");
-                    self.reroute(c, RerouteTrigger::MediaUnreachable, detail, now);
-                }
+                self.on_media_unreachable(c, side, addr, now);
             }
             MediaEvent::Resumed { side, gap, .. } => {
                 let side = leg_of(side);
@@ -3243,30 +3307,9 @@ impl Core {
                 }
             }
             MediaEvent::Timeout { side, idle_for, .. } => {
-                let side = leg_of(side);
-                if self.is_ai_leg(c, side) {
-                    if !self.ai_media_timeout_counts(c, now) {
-                        return;
-                    }
-                    let detail = format!("no RTP for {}ms", idle_for.as_millis());
-                    if self.reroute(c, RerouteTrigger::MediaTimeout, detail, now) {
-                        return self.after_health(now);
-                    }
-                }
-                let confirmed = self
-                    .calls
-                    .get(&c)
-                    .is_some_and(|e| e.call.state == CallState::Confirmed);
-                // Before the answer there is no media to expect (a callee may ring a long
-                // time without early media); the relay reports again after another timeout.
-                if confirmed {
-                    let who = self.leg_kind(c, side);
-                    let why = format!(
-                        "media timeout: no RTP from the {who} for {}s",
-                        idle_for.as_secs()
-                    );
-                    self.end_call(c, &why, None, now);
-                }
+                // Silence makes the leg suspect, never more: its liveness check decides.
+                let why = format!("no RTP or RTCP for {}ms", idle_for.as_millis());
+                self.start_check(c, leg_of(side), &why, now);
             }
             MediaEvent::OpenFailed { port, error, .. } => {
                 warn!(call = %name, port, "media: {error}; port taken out of the range until restart");
@@ -3461,6 +3504,7 @@ impl Core {
                 }
                 self.end_call(c, &why, None, now);
             }
+            CallTimer::Check(side) => self.check_unanswered(c, side.into(), now),
             CallTimer::Reap => {
                 let why = self
                     .calls

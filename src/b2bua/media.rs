@@ -130,6 +130,10 @@ pub struct CallMedia {
     /// What the offer in flight replaced (offerer's received SDP, answerer's sent SDP), put
     /// back if the offer is rejected: the session stays as it was (RFC 3264 §8).
     rollback: Option<[Option<String>; 2]>,
+    /// What the AI leg a re-route keeps last got from us (SDP, `o=`), given back if no
+    /// provider takes over.
+    #[serde(default)]
+    kept: Option<(Option<String>, OriginState)>,
     seed: u64,
 }
 
@@ -213,6 +217,7 @@ impl CallMedia {
             pending_offer: None,
             bad_port: None,
             rollback: None,
+            kept: None,
             seed,
         }
     }
@@ -583,25 +588,31 @@ impl CallMedia {
         }
     }
 
-    /// The AI leg on `side` failed mid-call. What it sends is no longer relayed (the other
-    /// leg hears nothing more of a dying provider), its peer is forgotten, and the offer for
-    /// the next provider is returned: the other leg's session as negotiated (its codecs
-    /// narrowed to those the failed provider had agreed to, so the other leg never receives
-    /// a codec it did not negotiate), anchored on `side`'s existing ports. The other leg is
-    /// never asked anything. `None` when the other leg has no session description yet.
-    pub fn reroute_offer(&mut self, side: Side, out: &mut Vec<MediaCommand>) -> Option<Vec<u8>> {
+    /// The AI leg on `side` is being replaced mid-call; the offer for the next provider is
+    /// returned: the other leg's session as negotiated (its codecs narrowed to those the
+    /// failed provider had agreed to, so the other leg never receives a codec it did not
+    /// negotiate), anchored on `side`'s existing ports. The other leg is never asked
+    /// anything. `None` when the other leg has no session description yet.
+    ///
+    /// A leg that is gone (`keep` false) is cut off: what it sends is no longer relayed (the
+    /// other leg hears nothing more of a dying provider) and its peer is forgotten. A kept
+    /// leg (`keep`) goes on relaying until the new provider answers
+    /// ([`reroute_answer`](Self::reroute_answer)), or gets its session back
+    /// ([`reroute_abandoned`](Self::reroute_abandoned)).
+    pub fn reroute_offer(
+        &mut self,
+        side: Side,
+        keep: bool,
+        out: &mut Vec<MediaCommand>,
+    ) -> Option<Vec<u8>> {
         let other = side.other();
-        for s in &self.streams {
-            out.push(MediaCommand::Update {
-                id: self.id(s.index),
-                update: RelayUpdate::SetEnabled {
-                    from: rside(side),
-                    enabled: false,
-                },
-            });
-        }
         let agreed = self.received_info(side);
-        self.reset_peer(side, out);
+        if keep {
+            self.kept = Some((self.sent[idx(side)].clone(), self.origin[idx(side)].clone()));
+        } else {
+            self.mute(side, true, out);
+            self.reset_peer(side, out);
+        }
         let mut sdp = Sdp::parse_str(self.received[idx(other)].as_deref()?).ok()?;
         if let Some(agreed) = agreed {
             narrow_codecs(&mut sdp, &agreed);
@@ -609,6 +620,34 @@ impl CallMedia {
         self.rollback = None;
         self.pending_offer = Some(other);
         Some(self.anchor_for(side, &sdp, false))
+    }
+
+    /// No provider took over from the leg on `side` that a re-route kept: its session is
+    /// as it was (what we last sent it, our `o=` toward it), and its media peer is the one
+    /// its SDP names again (a failed candidate's packets may have latched meanwhile).
+    pub fn reroute_abandoned(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
+        if let Some((sent, origin)) = self.kept.take() {
+            self.sent[idx(side)] = sent;
+            self.origin[idx(side)] = origin;
+        }
+        self.pending_offer = None;
+        let info = self.received_info(side).unwrap_or_default();
+        let mux = self.sent_info(side).unwrap_or_default();
+        for s in &self.streams {
+            let i = usize::from(s.index);
+            let muxed =
+                info.get(i).is_some_and(|m| m.rtcp_mux) && mux.get(i).is_some_and(|m| m.rtcp_mux);
+            out.push(MediaCommand::Update {
+                id: self.id(s.index),
+                update: relatch(side, info.get(i), muxed),
+            });
+        }
+        self.mute(side, false, out);
+    }
+
+    fn sent_info(&self, side: Side) -> Option<Vec<MediaInfo>> {
+        let text = self.sent[idx(side)].as_deref()?;
+        Sdp::parse_str(text).ok().map(|s| s.media_info())
     }
 
     /// The new provider on `side` answered [`reroute_offer`](Self::reroute_offer): relay to
@@ -627,7 +666,9 @@ impl CallMedia {
         self.sent[other] = sent;
         self.origin[other] = origin;
         result?;
+        self.kept = None;
         self.source_switch(side, out);
+        self.mute(side, false, out);
         Ok(())
     }
 
@@ -683,13 +724,59 @@ impl CallMedia {
         audio: Option<crate::media::filler::GapAudio>,
         out: &mut Vec<MediaCommand>,
     ) {
+        // What the leg agreed to, for a stream that has not carried audio to it yet.
+        let agreed = |sdp: &Option<String>| {
+            sdp.as_deref()
+                .and_then(|t| Sdp::parse_str(t).ok())
+                .map(|s| s.media_info())
+                .unwrap_or_default()
+        };
+        let (sent, received) = (
+            agreed(&self.sent[idx(toward)]),
+            agreed(&self.received[idx(toward)]),
+        );
         for s in &self.streams {
+            let i = usize::from(s.index);
+            let negotiated = [sent.get(i), received.get(i)]
+                .into_iter()
+                .flatten()
+                .find_map(|m| {
+                    m.payload_types
+                        .iter()
+                        .find(|p| crate::media::filler::law_of_payload_type(p.pt).is_some())
+                        .map(|p| p.pt)
+                });
             out.push(MediaCommand::Update {
                 id: self.id(s.index),
                 update: RelayUpdate::Fill {
                     toward: rside(toward),
                     audio,
+                    negotiated,
                 },
+            });
+        }
+    }
+
+    /// Hold back (or release) what `side` sends on every stream, whatever the SDP says.
+    pub fn mute(&self, side: Side, muted: bool, out: &mut Vec<MediaCommand>) {
+        for s in &self.streams {
+            out.push(MediaCommand::Update {
+                id: self.id(s.index),
+                update: RelayUpdate::Mute {
+                    from: rside(side),
+                    muted,
+                },
+            });
+        }
+    }
+
+    /// An empty datagram to `side`'s media peer on every stream, to draw an ICMP error
+    /// if nothing listens there (a liveness check).
+    pub fn probe(&self, side: Side, out: &mut Vec<MediaCommand>) {
+        for s in &self.streams {
+            out.push(MediaCommand::Update {
+                id: self.id(s.index),
+                update: RelayUpdate::Probe { side: rside(side) },
             });
         }
     }

@@ -148,6 +148,20 @@ fn timeout(sim: &mut Sim, side: R) {
     sim.collect();
 }
 
+/// ICMP port unreachable from leg `side`'s media peer (SDP_B's address for the AI leg).
+fn unreachable(sim: &mut Sim, side: R) {
+    let id = opens(sim)[0].0;
+    sim.core.handle_media_event(
+        MediaEvent::Unreachable {
+            id,
+            side,
+            addr: "192.0.2.20:5000".parse().unwrap(),
+        },
+        sim.now,
+    );
+    sim.collect();
+}
+
 #[test]
 fn an_exhausted_port_range_refuses_the_next_call_until_the_shell_confirms_closes() {
     // Four ports: one call's worth (a pair per leg).
@@ -264,9 +278,14 @@ fn ports_come_back_on_every_way_a_call_ends() {
         sim.advance_to(Duration::from_secs(400));
         assert!(!sim.find(AGENT_A, "BYE ").is_empty());
     });
-    ports_come_back("media timeout", "", |sim| {
+    ports_come_back("silent carrier whose refresh gets 481", "", |sim| {
         confirmed_call(sim, "", "");
         timeout(sim, R::A);
+        let refresh = sim.last(CARRIER, "INVITE ");
+        sim.recv(
+            CARRIER,
+            answer(&refresh, 481, "Call Does Not Exist", "", None),
+        );
         for peer in [AGENT_A, CARRIER] {
             let bye = sim.last(peer, "BYE ");
             sim.recv(peer, answer(&bye, 200, "OK", "", None));
@@ -275,13 +294,13 @@ fn ports_come_back_on_every_way_a_call_ends() {
     ports_come_back("AI leg re-routed, then no provider left", "", |sim| {
         confirmed_call(sim, "", "");
         sim.advance_to(Duration::from_secs(2));
-        timeout(sim, R::B);
+        unreachable(sim, R::B);
         let bye = sim.last(AGENT_A, "BYE ");
         sim.recv(AGENT_A, answer(&bye, 200, "OK", "", None));
         let inv = sim.last(AGENT_B, "INVITE ");
         sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B)));
         sim.advance_to(Duration::from_secs(4));
-        timeout(sim, R::B);
+        unreachable(sim, R::B);
         let bye = sim.last(CARRIER, "BYE ");
         sim.recv(CARRIER, answer(&bye, 200, "OK", "", None));
     });
@@ -366,7 +385,7 @@ fn late_offer_from_the_callee_is_anchored_and_the_ack_answer_too() {
 }
 
 #[test]
-fn media_timeout_ends_a_confirmed_call_but_not_a_ringing_one() {
+fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_call() {
     let mut sim = Sim::new("");
     sim.recv(CARRIER, invite(""));
     let b = sim.last(AGENT_A, "INVITE ");
@@ -383,16 +402,44 @@ fn media_timeout_ends_a_confirmed_call_but_not_a_ringing_one() {
     assert_eq!(sim.core.stats().calls_active, 1);
     assert!(closes(&sim).is_empty());
 
+    // A confirmed call's silent carrier is checked with a session refresh (a re-INVITE
+    // with the SDP it already has: it does not allow UPDATE): silence alone ends nothing.
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
+    let sent = sim.sent.len();
     timeout(&mut sim, R::A);
+    let refresh = sim.last(CARRIER, "INVITE ");
+    assert_eq!(
+        sim.sent.len(),
+        sent + 1,
+        "only the refresh: {:#?}",
+        &sim.sent[sent..]
+    );
+    assert!(
+        header(&refresh, "To").contains("tag="),
+        "in the dialog: {refresh}"
+    );
+    // While the check runs, another silence report sends nothing more.
+    timeout(&mut sim, R::A);
+    assert_eq!(sim.sent.len(), sent + 1);
+    // The carrier is there: the call stays.
+    sim.recv(
+        CARRIER,
+        answer(&refresh, 200, "OK", "", Some(super::tests::SDP_A)),
+    );
+    assert!(sim.find(CARRIER, "BYE ").is_empty());
+    assert_eq!(sim.core.stats().calls_active, 1);
+    // Silent again, and this time its dialog is gone: the call ends.
+    timeout(&mut sim, R::A);
+    let refresh = sim.last(CARRIER, "INVITE ");
+    sim.recv(
+        CARRIER,
+        answer(&refresh, 481, "Call Does Not Exist", "", None),
+    );
     for peer in [AGENT_A, CARRIER] {
         let bye = sim.last(peer, "BYE ");
         let reason = header(&bye, "Reason");
-        assert!(
-            reason.contains("media timeout") && reason.contains("carrier"),
-            "{peer}: {bye}"
-        );
+        assert!(reason.contains("refresh answered 481"), "{peer}: {bye}");
     }
     assert_eq!(closes(&sim).len(), 0, "closed once the BYEs are answered");
     // A second timeout report while ending changes nothing.

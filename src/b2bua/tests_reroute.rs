@@ -66,27 +66,70 @@ fn call(sim: &Sim) -> super::Call {
     sim.core.calls().next().expect("the call is alive").clone()
 }
 
+/// The OPTIONS holdfast sent the agent at `agent` to check on it (the last one).
+fn check_options(sim: &Sim, agent: &str) -> String {
+    sim.last(agent, "OPTIONS ")
+}
+
+fn ai_gone(sim: &mut Sim) {
+    let id = relay(sim);
+    media_event(
+        sim,
+        MediaEvent::Unreachable {
+            id,
+            side: R::B,
+            addr: "192.0.2.20:5000".parse().unwrap(),
+        },
+    );
+}
+
 #[test]
-fn silent_ai_leg_moves_to_the_next_provider_and_the_carrier_sees_nothing() {
+fn a_silent_ai_leg_is_checked_kept_while_it_answers_and_moved_once_it_stops() {
     let mut sim = Sim::new("");
     let first = confirmed_call(&mut sim, "", "");
     let carrier_msgs = to_carrier(&sim);
     let cmds = sim.media.len();
-    // Right after the answer the provider has its full timeout to start sending.
+    // Silence makes the leg suspect: an OPTIONS outside the dialog to the agent's Contact,
+    // on the dialog's flow, and an empty datagram to its media port. Nothing else.
     ai_silent(&mut sim);
+    let opt = check_options(&sim, AGENT_A);
+    assert!(
+        opt.starts_with("OPTIONS sip:agent@127.0.0.1:5081 SIP/2.0"),
+        "{opt}"
+    );
+    assert_ne!(
+        header(&opt, "Call-ID"),
+        header(&first, "Call-ID"),
+        "outside the dialog"
+    );
+    assert!(!header(&opt, "To").contains("tag="), "{opt}");
+    assert!(
+        updates_since(&sim, cmds).contains(&RelayUpdate::Probe { side: R::B }),
+        "a datagram to draw ICMP if nothing listens"
+    );
+    // It answers (405 is as good as 200: the user agent is there): the call stays.
+    sim.recv(AGENT_A, answer(&opt, 405, "Method Not Allowed", "", None));
+    sim.advance_to(Duration::from_secs(10));
+    assert!(sim.find(AGENT_B, "INVITE ").is_empty());
+    assert!(sim.find(AGENT_A, "BYE ").is_empty());
+    assert_eq!(call(&sim).state, super::CallState::Confirmed);
+    // Silent again, and this time (having answered before) it does not answer: gone.
+    let cmds = sim.media.len();
+    ai_silent(&mut sim);
+    assert_eq!(sim.find(AGENT_A, "OPTIONS ").len(), 2);
+    sim.advance_to(Duration::from_millis(11_900));
     assert!(
         sim.find(AGENT_B, "INVITE ").is_empty(),
-        "too early to count"
+        "waits media.check_timeout"
     );
-    sim.advance_to(Duration::from_secs(2));
-    ai_silent(&mut sim);
+    sim.advance_to(Duration::from_millis(12_100));
 
     let bye = sim.last(AGENT_A, "BYE ");
     assert!(header(&bye, "Reason").contains("re-routed"), "{bye}");
     let inv = sim.last(AGENT_B, "INVITE ");
     assert_eq!(header(&inv, "X-Holdfast-Reroute-Count"), "1");
     assert_eq!(header(&inv, "X-Holdfast-Rerouted-From"), "agent-a");
-    assert_eq!(header(&inv, "X-Holdfast-Reroute-Trigger"), "media_timeout");
+    assert_eq!(header(&inv, "X-Holdfast-Reroute-Trigger"), "liveness");
     assert_eq!(header(&inv, "X-Holdfast-Caller"), "+15550001111");
     assert_eq!(header(&inv, "X-Holdfast-Callee"), "+15551230000");
     assert_eq!(
@@ -102,18 +145,18 @@ fn silent_ai_leg_moves_to_the_next_provider_and_the_carrier_sees_nothing() {
     );
     let ups = updates_since(&sim, cmds);
     assert!(
-        ups.contains(&RelayUpdate::SetEnabled {
+        ups.contains(&RelayUpdate::Mute {
             from: R::B,
-            enabled: false
+            muted: true
         }),
-        "the dying provider's audio is no longer relayed: {ups:?}"
+        "the dead provider's audio is no longer relayed: {ups:?}"
     );
     assert!(!ups.contains(&RelayUpdate::SourceSwitch { side: R::B }));
     assert_eq!(call(&sim).state, super::CallState::Rerouting);
 
     let cmds = sim.media.len();
     sim.recv(AGENT_B, answer(&inv, 180, "Ringing", "", None));
-    sim.advance_to(Duration::from_millis(2100));
+    sim.advance_to(Duration::from_millis(12_200));
     sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B2)));
     assert_eq!(sim.find(AGENT_B, "ACK ").len(), 1);
     let ups = updates_since(&sim, cmds);
@@ -121,9 +164,9 @@ fn silent_ai_leg_moves_to_the_next_provider_and_the_carrier_sees_nothing() {
         ups.contains(&RelayUpdate::SourceSwitch { side: R::B }),
         "{ups:?}"
     );
-    assert!(ups.contains(&RelayUpdate::SetEnabled {
+    assert!(ups.contains(&RelayUpdate::Mute {
         from: R::B,
-        enabled: true
+        muted: false
     }));
     assert!(ups.iter().any(|u| matches!(
         u,
@@ -138,12 +181,13 @@ fn silent_ai_leg_moves_to_the_next_provider_and_the_carrier_sees_nothing() {
     assert_eq!(c.state, super::CallState::Confirmed);
     assert_eq!(c.pinned.as_deref(), Some("agent-b"));
     let r = &c.reroutes[0];
-    assert_eq!(r.trigger, RerouteTrigger::MediaTimeout);
+    assert_eq!(r.trigger, RerouteTrigger::Liveness);
+    assert!(r.confirmed);
     assert_eq!(
         (r.from.as_str(), r.to.as_deref()),
         ("agent-a", Some("agent-b"))
     );
-    assert_eq!(r.setup_ms, Some(100));
+    assert_eq!(r.setup_ms, Some(200));
     assert_eq!(sim.core.stats().reroutes, 1);
 
     // The relay reports the new provider's first audio reaching the carrier.
@@ -320,7 +364,7 @@ routes:
         .handle_reload(eu("eu, us", "agent-a, agent-b"), sim.now);
     sim.collect();
     sim.advance_to(Duration::from_secs(2));
-    ai_silent(&mut sim);
+    ai_gone(&mut sim);
     assert!(sim.find(AGENT_B, "INVITE ").is_empty(), "never to the US");
     let bye = sim.last(CARRIER, "BYE ");
     assert!(

@@ -237,9 +237,9 @@ fn a_dropped_socket_reroutes_and_the_carrier_sees_nothing() {
     assert!(sim.media[cmds..].iter().any(|m| matches!(
         m,
         MediaCommand::Update {
-            update: RelayUpdate::SetEnabled {
+            update: RelayUpdate::Mute {
                 from: R::B,
-                enabled: false
+                muted: true
             },
             ..
         }
@@ -423,6 +423,7 @@ fn fills(sim: &Sim) -> Vec<Option<crate::media::filler::GapAudio>> {
                     RelayUpdate::Fill {
                         toward: R::A,
                         audio,
+                        ..
                     },
                 ..
             } => Some(*audio),

@@ -96,10 +96,51 @@ pub struct MediaSettings {
     pub threads: usize,
     /// How relay datagrams reach the workers.
     pub io: MediaIo,
-    /// No RTP from a carrier leg for this long ends the call.
+    /// No RTP or RTCP from a carrier leg for this long: its liveness check runs (silence
+    /// alone never ends a call).
     pub timeout: Duration,
-    /// No RTP from an AI leg for this long ends the call (AI agents stream continuously).
+    /// No RTP or RTCP from an AI leg for this long: its liveness check runs (silence alone
+    /// never moves or ends a call).
     pub ai_timeout: Duration,
+    /// How long a liveness check (OPTIONS, WebSocket ping) waits for its answer.
+    pub check_timeout: Duration,
+}
+
+/// How holdfast checks on a leg whose peer went silent (`liveness` of a carrier or AI
+/// provider). Silence makes a leg suspect; only the check's failure (or another confirmed
+/// failure: ICMP unreachable, a transport error, a BYE with an error cause, a failed
+/// refresh, the WebSocket dropping) moves or ends the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Liveness {
+    /// An OPTIONS outside the dialog to the peer's Contact, on the dialog's flow, plus an
+    /// empty datagram to its media port: any response means the user agent is alive. The
+    /// default for SIP AI providers.
+    Options,
+    /// An OPTIONS inside the dialog: 481 (or no answer) means the dialog is gone. For
+    /// peers known to accept it; some user agents end a call on an unexpected in-dialog
+    /// request.
+    InDialogOptions,
+    /// A session refresh (UPDATE, or a re-INVITE with the same SDP; RFC 4028): a 481, 408
+    /// or no answer means the session is gone. The default for carriers.
+    Refresh,
+    /// A WebSocket ping: no pong means the connection is gone. The default (and only check)
+    /// for WebSocket providers.
+    Ping,
+    /// No check: only confirmed failures move or end the call.
+    Off,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Options => "options",
+            Liveness::InDialogOptions => "in-dialog-options",
+            Liveness::Refresh => "refresh",
+            Liveness::Ping => "ping",
+            Liveness::Off => "off",
+        }
+    }
 }
 
 /// How relay datagrams reach the workers (`media.io`).
@@ -241,6 +282,8 @@ pub struct Target {
     /// For WebSocket AI providers (`kind: media-stream | openai-realtime`): how to reach
     /// and speak to them. `None` for SIP targets. `uri` then holds the URL's host and port.
     pub ws: Option<std::sync::Arc<crate::ai::control::WsProvider>>,
+    /// How a silent leg to or from this target is checked.
+    pub liveness: Liveness,
 }
 
 /// Direction of a route rule.

@@ -187,6 +187,7 @@ pub(crate) struct RawMedia {
     pub io: Option<String>,
     pub timeout: Option<Scalar>,
     pub ai_timeout: Option<Scalar>,
+    pub check_timeout: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +240,8 @@ pub(crate) struct RawCarrier {
     pub alive_codes: Option<Vec<Scalar>>,
     #[serde(default)]
     pub headers: Option<HeaderMap>,
+    #[serde(default)]
+    pub liveness: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +277,8 @@ pub(crate) struct RawAiProvider {
     pub alive_codes: Option<Vec<Scalar>>,
     #[serde(default)]
     pub headers: Option<HeaderMap>,
+    #[serde(default)]
+    pub liveness: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -162,7 +162,8 @@ fn media_defaults_follow_the_sip_listener() {
     assert_eq!(cfg.media.advertise, ip, "advertise defaults to bind");
     assert_eq!(cfg.media.ports, 16384..=32767);
     assert_eq!(cfg.media.timeout, Duration::from_secs(30));
-    assert_eq!(cfg.media.ai_timeout, Duration::from_secs(1));
+    assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.media.check_timeout, Duration::from_secs(2));
     assert!(cfg.media.threads >= 1);
     assert_eq!(cfg.media.io, crate::config::MediaIo::Auto);
 }

@@ -19,7 +19,7 @@ use super::values::{
     parse_code_spec, parse_duration, parse_listen, parse_nameserver, parse_source,
     parse_target_uri, parse_ws_url, CodeSpec, Listen, Source, Transport,
 };
-use super::{AdminSettings, AiSettings, NoProvider, RecordsSettings, WebhookSettings};
+use super::{AdminSettings, AiSettings, Liveness, NoProvider, RecordsSettings, WebhookSettings};
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
     HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
@@ -788,7 +788,12 @@ impl Validator<'_> {
         let timeout =
             self.positive_duration(&raw.timeout, "media.timeout", Duration::from_secs(30))?;
         let ai_timeout =
-            self.positive_duration(&raw.ai_timeout, "media.ai_timeout", Duration::from_secs(1))?;
+            self.positive_duration(&raw.ai_timeout, "media.ai_timeout", Duration::from_secs(5))?;
+        let check_timeout = self.positive_duration(
+            &raw.check_timeout,
+            "media.check_timeout",
+            Duration::from_secs(2),
+        )?;
         Ok(MediaSettings {
             bind,
             advertise,
@@ -797,6 +802,7 @@ impl Validator<'_> {
             io,
             timeout,
             ai_timeout,
+            check_timeout,
         })
     }
 
@@ -929,6 +935,7 @@ impl Validator<'_> {
         ping: &Option<Scalar>,
         alive_codes: &Option<Vec<Scalar>>,
         headers: &Option<HeaderMap>,
+        liveness: &Option<String>,
         health: &HealthSettings,
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
@@ -1018,6 +1025,16 @@ impl Validator<'_> {
                 out_headers.push((name.clone(), value));
             }
         }
+        let default_liveness = match role {
+            Role::Carrier => Liveness::Refresh,
+            Role::AiProvider => Liveness::Options,
+        };
+        let liveness = self.liveness(
+            liveness,
+            &join_key(path, "liveness"),
+            default_liveness,
+            false,
+        )?;
         Ok(Target {
             id: TargetId::from(id),
             role,
@@ -1031,7 +1048,49 @@ impl Validator<'_> {
             alive_codes,
             headers: out_headers,
             ws: None,
+            liveness,
         })
+    }
+
+    /// `liveness`: the check a silent leg gets. `websocket` selects the kinds a WebSocket
+    /// provider can use (ping, off) instead of the SIP ones.
+    fn liveness(
+        &self,
+        v: &Option<String>,
+        path: &str,
+        default: Liveness,
+        websocket: bool,
+    ) -> Result<Liveness> {
+        let Some(v) = v else { return Ok(default) };
+        let l = match v.trim() {
+            "options" => Liveness::Options,
+            "in-dialog-options" => Liveness::InDialogOptions,
+            "refresh" => Liveness::Refresh,
+            "ping" => Liveness::Ping,
+            "off" | "none" => Liveness::Off,
+            other => {
+                return Err(self.err(
+                    path,
+                    format!("`{other}`: expected options, in-dialog-options, refresh, ping or off"),
+                ))
+            }
+        };
+        match (websocket, l) {
+            (true, Liveness::Ping | Liveness::Off)
+            | (false, Liveness::Options | Liveness::InDialogOptions | Liveness::Refresh)
+            | (false, Liveness::Off) => Ok(l),
+            (true, _) => Err(self.err(
+                path,
+                format!(
+                    "`{}` is a SIP check; a WebSocket provider is checked with `ping` (or `off`)",
+                    l.as_str()
+                ),
+            )),
+            (false, _) => Err(self.err(
+                path,
+                "`ping` is a WebSocket check; a SIP target is checked with options, in-dialog-options or refresh (or off)",
+            )),
+        }
     }
 
     fn carrier(
@@ -1055,6 +1114,7 @@ impl Validator<'_> {
             &c.ping,
             &c.alive_codes,
             &c.headers,
+            &c.liveness,
             health,
             ids,
             seen_sources,
@@ -1117,6 +1177,7 @@ impl Validator<'_> {
                 &p.ping,
                 &p.alive_codes,
                 &p.headers,
+                &p.liveness,
                 health,
                 ids,
                 seen_sources,
@@ -1252,9 +1313,16 @@ impl Validator<'_> {
             &p.ping,
             &p.alive_codes,
             &None,
+            &None,
             health,
             ids,
             seen_sources,
+        )?;
+        t.liveness = self.liveness(
+            &p.liveness,
+            &join_key(path, "liveness"),
+            Liveness::Ping,
+            true,
         )?;
         let setup_timeout = self.positive_duration(
             &p.setup_timeout,

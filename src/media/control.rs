@@ -100,11 +100,21 @@ pub enum RelayUpdate {
     /// re-routed): `Some` starts (or replaces) it now — one 20 ms G.711 frame per frame time
     /// as part of the continuous stream sent to that leg, in the payload type last
     /// forwarded to it if that is PCMU/PCMA (otherwise nothing is sent); it stops by itself
-    /// at the first packet forwarded to that leg again. `None` stops it.
+    /// at the first packet forwarded to that leg again. `None` stops it. `negotiated` is the
+    /// G.711 payload type that leg's SDP agreed to, used when nothing was forwarded to it
+    /// yet (an agent that never spoke).
     Fill {
         toward: Side,
         audio: Option<GapAudio>,
+        negotiated: Option<u8>,
     },
+    /// Hold back (`true`) or release what leg `from` sends, whatever the SDP says: the
+    /// source is being replaced mid-call (not a hold: the time counts as switch gap).
+    Mute { from: Side, muted: bool },
+    /// Send one empty datagram from leg `side`'s RTP socket to its peer: harmless to a live
+    /// receiver, it draws an ICMP port unreachable (reported as
+    /// [`MediaEvent::Unreachable`]) when nothing listens there any more.
+    Probe { side: Side },
 }
 
 /// What the media shell reports to the core (rare: never per packet).
@@ -132,8 +142,8 @@ pub enum MediaEvent {
         side: Side,
         addr: SocketAddr,
     },
-    /// No RTP from leg `side`'s peer for its media timeout. Reported once per silence: the
-    /// leg's clock restarts when reported.
+    /// No RTP and no RTCP from leg `side`'s peer for its media timeout (on hold too).
+    /// Reported once per silence: the leg's clock restarts when reported.
     Timeout {
         id: RelayId,
         side: Side,

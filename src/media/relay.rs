@@ -312,6 +312,11 @@ struct LastSent {
 pub struct StreamOut {
     cfg: StreamConfig,
     enabled: bool,
+    /// Held back by the core (the source is being replaced mid-call), whatever the SDP says.
+    muted: bool,
+    /// When the direction was disabled (hold), so the time on hold is not counted as a
+    /// source-switch gap.
+    disabled_at: Option<Instant>,
     /// Input SSRC the offsets were computed for.
     in_ssrc: Option<u32>,
     /// Input SSRC the stats are tracking.
@@ -381,6 +386,8 @@ impl StreamOut {
         StreamOut {
             cfg,
             enabled: true,
+            muted: false,
+            disabled_at: None,
             in_ssrc: None,
             stats_ssrc: None,
             switch_pending: false,
@@ -405,7 +412,7 @@ impl StreamOut {
 
     /// Whether packets in this direction are forwarded.
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.enabled && !self.muted
     }
 
     /// The configuration.
@@ -528,12 +535,17 @@ impl StreamOut {
 
     /// Start (`Some`) or stop (`None`) gap audio in this stream at `now`. See
     /// [`Relay::handle_fill`].
-    pub fn handle_fill(&mut self, audio: Option<GapAudio>, now: Instant) -> FillStatus {
+    pub fn handle_fill(
+        &mut self,
+        audio: Option<GapAudio>,
+        negotiated: Option<u8>,
+        now: Instant,
+    ) -> FillStatus {
         let Some(audio) = audio else {
             self.fill = None;
             return FillStatus::Stopped;
         };
-        let Some(pt) = self.last_pt else {
+        let Some(pt) = self.last_pt.or(negotiated) else {
             return FillStatus::NothingSentYet;
         };
         let Some(law) = law_of_payload_type(pt) else {
@@ -591,8 +603,11 @@ impl StreamOut {
         if !self.enabled || !to_peer || buf.len() < FILL_PACKET_LEN {
             return None;
         }
-        let last = self.last?;
-        let (seq, ts) = self.next_after(last, at);
+        // Nothing sent in this stream yet (an agent that never spoke): the fill opens it.
+        let (seq, ts) = match self.last {
+            Some(last) => self.next_after(last, at),
+            None => (self.cfg.initial_seq, self.cfg.initial_ts),
+        };
         let fill = self.fill.as_mut()?;
         let marker = fill.sent == 0;
         let n = fill
@@ -770,7 +785,7 @@ impl Relay {
     fn rtp_path(&mut self, side: Side, from: SocketAddr, buf: &mut [u8], now: Instant) -> Action {
         match classify(buf) {
             PacketClass::Rtp => {}
-            PacketClass::Rtcp => return self.rtcp_path(side, from, buf, true),
+            PacketClass::Rtcp => return self.rtcp_path(side, from, buf, true, now),
             _ => return Action::Drop(DropReason::NotRtp),
         }
         let len = buf.len();
@@ -788,7 +803,7 @@ impl Relay {
         leg.last_rx = now;
         let stream = &mut self.streams[i];
         stream.observe(pkt.ssrc(), pkt.sequence_number(), pkt.timestamp(), len, now);
-        if !stream.enabled {
+        if !stream.enabled || stream.muted {
             return Action::Drop(DropReason::Disabled);
         }
         let Some(to) = self.legs[o].rtp.destination() else {
@@ -812,10 +827,10 @@ impl Relay {
         side: Side,
         from: SocketAddr,
         buf: &mut [u8],
-        _now: Instant,
+        now: Instant,
     ) -> Action {
         let action = match classify(buf) {
-            PacketClass::Rtcp => self.rtcp_path(side, from, buf, false),
+            PacketClass::Rtcp => self.rtcp_path(side, from, buf, false, now),
             PacketClass::Rtp => Action::Drop(DropReason::Malformed(PacketError::NotRtcp(
                 buf.get(1).copied().unwrap_or(0),
             ))),
@@ -827,7 +842,14 @@ impl Relay {
         action
     }
 
-    fn rtcp_path(&mut self, side: Side, from: SocketAddr, buf: &mut [u8], on_rtp: bool) -> Action {
+    fn rtcp_path(
+        &mut self,
+        side: Side,
+        from: SocketAddr,
+        buf: &mut [u8],
+        on_rtp: bool,
+        now: Instant,
+    ) -> Action {
         let (i, o) = (side.idx(), side.other().idx());
         let leg = &mut self.legs[i];
         // Muxed RTCP must come from the RTP peer; it never latches (RTP does). A separate
@@ -863,6 +885,9 @@ impl Relay {
         if let Err(e) = rewrite_rtcp(buf, &rw) {
             return Action::Drop(DropReason::Malformed(e));
         }
+        // RTCP from the peer proves its media stack alive (a silent agent, a caller with
+        // silence suppression): it restarts the leg's inactivity clock like RTP does.
+        self.legs[i].last_rx = now;
         let stream = &mut self.streams[i];
         let Some((to, kind)) = self.legs[o].rtcp_destination() else {
             return Action::Drop(DropReason::NoPeerYet);
@@ -964,8 +989,10 @@ impl Relay {
         self.legs[side.idx()].last_rx = now;
     }
 
-    /// Enable or disable forwarding of what leg `from` sends (hold, inactive, recvonly).
-    /// A disabled direction has no media timeout; re-enabling restarts its clock at `now`.
+    /// Enable or disable forwarding of what leg `from` sends, as the SDP directions say
+    /// (hold, inactive, recvonly). The leg's silence is still watched while disabled (a
+    /// peer that dies on hold is noticed); re-enabling restarts its clock at `now`, and the
+    /// time on hold never counts as part of a source-switch gap.
     pub fn set_enabled(&mut self, from: Side, enabled: bool, now: Instant) {
         let s = &mut self.streams[from.idx()];
         if enabled && !s.enabled {
@@ -973,8 +1000,29 @@ impl Relay {
             // Resume as a continuation: seq +1, ts by the wall-clock gap, marker set,
             // instead of a sequence jump the receiver would count as loss.
             s.switch_pending = true;
+            if let Some(held) = s
+                .disabled_at
+                .take()
+                .map(|d| now.saturating_duration_since(d))
+            {
+                s.last_source_at = s.last_source_at.map(|t| (t + held).min(now));
+            }
+        } else if !enabled && s.enabled {
+            s.disabled_at = Some(now);
         }
         s.enabled = enabled;
+    }
+
+    /// Hold back (or release) what leg `from` sends, whatever the SDP directions say: the
+    /// core mutes a source it is replacing mid-call (a failed AI agent) so the other leg
+    /// hears nothing more of it. Unlike [`set_enabled`](Self::set_enabled) this is no hold:
+    /// the time muted is part of the source-switch gap, and gap audio still plays.
+    pub fn set_muted(&mut self, from: Side, muted: bool) {
+        let s = &mut self.streams[from.idx()];
+        if s.muted && !muted {
+            s.switch_pending = true;
+        }
+        s.muted = muted;
     }
 
     /// Replace the payload-type map of what leg `from` sends.
@@ -989,17 +1037,9 @@ impl Relay {
     }
 
     /// The earliest instant at which [`poll_media_timeout`](Self::poll_media_timeout) or
-    /// [`poll_fill`](Self::poll_fill) can have something; `None` when both directions are
-    /// disabled and no gap audio runs.
+    /// [`poll_fill`](Self::poll_fill) can have something.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let media = [Side::A, Side::B]
-            .into_iter()
-            .filter(|s| self.streams[s.idx()].enabled)
-            .map(|s| {
-                let l = &self.legs[s.idx()];
-                l.last_rx + l.media_timeout
-            })
-            .min();
+        let media = self.legs.iter().map(|l| l.last_rx + l.media_timeout).min();
         match (media, self.next_fill_at()) {
             (Some(m), Some(f)) => Some(m.min(f)),
             (m, f) => m.or(f),
@@ -1011,7 +1051,9 @@ impl Relay {
     ///
     /// The frames are part of the stream sent to that leg — same SSRC, next sequence
     /// numbers, timestamps on a 20 ms wall-clock grid, marker on the first — in the payload
-    /// type last forwarded to that leg, which must be PCMU (0) or PCMA (8). The fill ends by
+    /// type last forwarded to that leg — or, when nothing was forwarded to it yet (an agent
+    /// that never spoke), `negotiated`, the payload type its SDP agreed to — which must be
+    /// PCMU (0) or PCMA (8). The fill ends by
     /// itself when a packet is forwarded to that leg again (from the new source), which
     /// then continues right after the last frame (seq + 1, ts by the elapsed time, marker).
     /// The source-switch gap ([`poll_resumed`](Self::poll_resumed)) is still measured from
@@ -1020,9 +1062,10 @@ impl Relay {
         &mut self,
         toward: Side,
         audio: Option<GapAudio>,
+        negotiated: Option<u8>,
         now: Instant,
     ) -> FillStatus {
-        self.streams[toward.other().idx()].handle_fill(audio, now)
+        self.streams[toward.other().idx()].handle_fill(audio, negotiated, now)
     }
 
     /// The next due gap-audio packet, written into `buf` (at least [`FILL_PACKET_LEN`]
@@ -1067,13 +1110,14 @@ impl Relay {
         self.streams[toward.other().idx()].fill_packets()
     }
 
-    /// A leg whose peer has sent no RTP for its media timeout, if any (A first).
+    /// A leg whose peer has sent neither RTP nor RTCP for its media timeout, if any (A
+    /// first), whether or not its direction is enabled: silence is a reason to check on
+    /// the peer (the core decides what it means), never by itself the end of a call.
     pub fn poll_media_timeout(&self, now: Instant) -> Option<MediaTimeout> {
         [Side::A, Side::B].into_iter().find_map(|s| {
             let l = &self.legs[s.idx()];
             let idle_for = now.saturating_duration_since(l.last_rx);
-            (self.streams[s.idx()].enabled && idle_for >= l.media_timeout)
-                .then_some(MediaTimeout { side: s, idle_for })
+            (idle_for >= l.media_timeout).then_some(MediaTimeout { side: s, idle_for })
         })
     }
 

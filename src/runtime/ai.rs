@@ -59,8 +59,12 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// What the engine tells a running leg task.
 #[derive(Debug)]
 enum Control {
-    Close { why: String },
+    Close {
+        why: String,
+    },
     Dtmf(char),
+    /// A liveness check: a WebSocket ping, and the pong within this.
+    Check(Duration),
 }
 
 /// One leg the engine knows about: its control channel. The task holds the receiver, so a
@@ -114,6 +118,16 @@ impl AiEngine {
             AiCommand::Dtmf { leg, digit } => {
                 if let Some(h) = self.legs.get(&leg) {
                     let _ = h.control.send(Control::Dtmf(digit));
+                }
+            }
+            AiCommand::Check { leg, timeout } => {
+                let alive = self
+                    .legs
+                    .get(&leg)
+                    .is_some_and(|h| h.control.send(Control::Check(timeout)).is_ok());
+                if !alive {
+                    // The leg's task is gone: no pong will come.
+                    let _ = self.events.send(AiEvent::Check { leg, alive: false });
                 }
             }
             AiCommand::Probe {
@@ -325,6 +339,7 @@ async fn run_leg(
             r = &mut connect => break r,
             c = control.recv() => match c {
                 Some(Control::Dtmf(d)) => early_dtmf.push(d),
+                Some(Control::Check(_)) => {}
                 Some(Control::Close { why }) => {
                     debug!(leg = id, %why, "AI leg closed while connecting");
                     return;
@@ -387,6 +402,9 @@ async fn run_leg(
     }
 
     let mut up = false;
+    // The liveness check in flight: the ping's payload and the pong's deadline.
+    let mut ping: Option<(u64, tokio::time::Instant)> = None;
+    let mut pings_sent = 0u64;
     let mut recv_buf = vec![0u8; RTP_RECV_MAX];
     let mut send_buf = vec![0u8; RTP_SEND_MAX];
     'bridge: loop {
@@ -434,6 +452,23 @@ async fn run_leg(
                     session.handle_dtmf(d, Instant::now());
                     continue;
                 }
+                Some(Control::Check(timeout)) => {
+                    if ping.is_some() {
+                        continue;
+                    }
+                    pings_sent += 1;
+                    let payload = pings_sent.to_be_bytes().to_vec();
+                    match ws.send(Message::Ping(payload.into())).await {
+                        Ok(()) => {
+                            ping = Some((pings_sent, tokio::time::Instant::now() + timeout));
+                            continue;
+                        }
+                        Err(e) => {
+                            let _ = events.send(AiEvent::Check { leg: id, alive: false });
+                            ended_by_error(&e)
+                        }
+                    }
+                }
                 Some(Control::Close { why }) => {
                     debug!(leg = id, %why, "closing AI leg");
                     session.close(Instant::now());
@@ -454,9 +489,16 @@ async fn run_leg(
                     session.handle_text(text.as_str(), Instant::now());
                     continue;
                 }
-                // Ping/Pong are answered by tungstenite; binary frames are not part of
-                // either protocol.
-                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Pong(payload))) => {
+                    if ping.is_some_and(|(n, _)| payload.as_ref() == n.to_be_bytes()) {
+                        ping = None;
+                        let _ = events.send(AiEvent::Check { leg: id, alive: true });
+                    }
+                    continue;
+                }
+                // Pings are answered by tungstenite; binary frames are not part of either
+                // protocol.
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(frame))) => {
                     let e = ended_by_close_frame(leg.ws.kind, frame.as_ref());
                     report_end(&events, id, up, e);
@@ -480,6 +522,11 @@ async fn run_leg(
             }
             _ = sleep_until_opt(wake) => {
                 session.handle_timeout(Instant::now());
+                continue;
+            }
+            _ = sleep_until_opt(ping.map(|(_, at)| at)) => {
+                ping = None;
+                let _ = events.send(AiEvent::Check { leg: id, alive: false });
                 continue;
             }
             _ = tokio::time::sleep_until(setup_deadline), if !up => {

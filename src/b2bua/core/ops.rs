@@ -39,6 +39,9 @@ pub(crate) struct CoreMetrics {
     /// Re-routes started, by trigger.
     pub reroutes: Counters<&'static str>,
     pub reroute_gap: Histogram,
+    /// Liveness checks of silent legs, by (leg: carrier | ai, result: started | alive |
+    /// failed | unconfirmed).
+    pub liveness_checks: Counters<(&'static str, &'static str)>,
 }
 
 impl Default for CoreMetrics {
@@ -52,6 +55,7 @@ impl Default for CoreMetrics {
             probe_rtt: BTreeMap::new(),
             reroutes: Counters::default(),
             reroute_gap: Histogram::new(GAP_BUCKETS),
+            liveness_checks: Counters::default(),
         }
     }
 }
@@ -692,6 +696,13 @@ impl Core {
             "holdfast_reroute_gap_seconds",
             "Silence the caller heard during a re-route: last audio of the old AI provider to first audio of the new one.",
             [(vec![], &m.reroute_gap)],
+        );
+        out.counter(
+            "holdfast_liveness_checks_total",
+            "Liveness checks of legs that fell silent, by leg (carrier, ai) and result (started; alive; failed = confirmed gone; unconfirmed = unanswered by a peer not known to answer, the call stays).",
+            m.liveness_checks
+                .iter()
+                .map(|((l, r), v)| (vec![("leg", *l), ("result", *r)], v)),
         );
         out.counter1(
             "holdfast_sip_parse_errors_total",

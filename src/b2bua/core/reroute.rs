@@ -2,9 +2,16 @@
 //! the carrier leg stays exactly as it is (no re-INVITE, no BYE, nothing it can see) while a
 //! new AI leg is set up to the next healthy provider the call's regions allow.
 //!
-//! Triggers (each calls [`Core::reroute`]): a BYE from the AI leg with an error cause, a
-//! failed re-INVITE/UPDATE toward it, no RTP from it for `media.ai_timeout`, ICMP port
-//! unreachable from its media address, and its provider's OPTIONS health turning down.
+//! Triggers (each calls [`Core::reroute`]), all confirmed failures or a provider at risk,
+//! never silence alone (see `liveness.rs`): a BYE from the AI leg with an error cause, a
+//! failed re-INVITE/UPDATE/refresh toward it, a failed liveness check after it fell silent,
+//! ICMP port unreachable from its media address, a dropped WebSocket, and its provider's
+//! OPTIONS health turning down.
+//!
+//! A leg confirmed gone is cut off at once (break before make: its audio muted, gap audio
+//! for the caller). A leg that may still work (health down, a 5xx to a re-offer) keeps the
+//! call while the new one is set up (make before break) and gets it back, untouched, when no
+//! provider takes it; only a leg confirmed gone with no provider left ends the call.
 //!
 //! The new leg's INVITE offers the carrier leg's negotiated session anchored on the AI side's
 //! existing relay ports, so the carrier's RTP keeps flowing to the same holdfast port and what
@@ -18,6 +25,7 @@
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+use super::liveness::KeptLeg;
 use super::{reason_header, CallRef, CallTimer, Core, Purpose, SideKey, View, ACCEPT};
 use crate::ai::control::AiCommand;
 use crate::b2bua::call::{CallState, Candidate, Direction, Reroute, RerouteTrigger, Side};
@@ -61,14 +69,20 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Core {
-    /// Re-routes the AI leg of call `c` after `trigger`. Returns `false` when the call cannot
-    /// be re-routed (an outbound call, whose AI leg is the caller; not confirmed yet; already
-    /// re-routing or ending): the caller then ends the call as it otherwise would.
+    /// Re-routes the AI leg of call `c` after `trigger`. `gone` says the failed leg is
+    /// confirmed gone (ICMP, a failed check, its BYE, a dropped WebSocket…): it is cut off
+    /// at once and the caller hears gap audio until the new provider's first audio. When it
+    /// may still work (its provider's health turned down, it refused a renegotiation with a
+    /// 5xx) it keeps the call until a new provider answers, and gets it back when none does.
+    /// Returns `false` when the call cannot be re-routed (an outbound call, whose AI leg is
+    /// the caller; not confirmed yet; already re-routing or ending): the caller then ends
+    /// the call as it otherwise would.
     pub(super) fn reroute(
         &mut self,
         c: CallRef,
         trigger: RerouteTrigger,
         detail: String,
+        gone: bool,
         now: Instant,
     ) -> bool {
         let Some(entry) = self.calls.get_mut(&c) else {
@@ -93,6 +107,7 @@ impl Core {
             setup_ms: None,
             gap_ms: None,
             outcome: None,
+            confirmed: gone,
         });
         let id = call.id.clone();
         let count = call.reroutes.len();
@@ -104,19 +119,24 @@ impl Core {
         {
             entry.pending_ack = None;
         }
-        entry.b_ack = None;
+        let b_ack = entry.b_ack.take();
         entry.b_invite = None;
         entry.reroute_started = Some((now, call_attempts));
         entry.deadlines.remove(&CallTimer::Refresh(SideKey::B));
         entry.deadlines.remove(&CallTimer::Expire(SideKey::B));
+        entry.liveness[1] = Default::default();
         self.stats.reroutes += 1;
         self.metrics.reroutes.inc(trigger.as_str());
-        warn!(call = %id, provider = %from, trigger = trigger.as_str(), reroute = count, "AI leg failed ({detail}); re-routing");
+        if gone {
+            warn!(call = %id, provider = %from, trigger = trigger.as_str(), reroute = count, "AI leg failed ({detail}); re-routing");
+        } else {
+            warn!(call = %id, provider = %from, trigger = trigger.as_str(), reroute = count, "AI leg at risk ({detail}); re-routing, and it keeps the call until another provider answers");
+        }
         self.detach_leg(c, Side::B, now);
         // A failed call counts against the provider's breaker, as a failed attempt would; a
         // provider health already took down needs no more.
         let outcome = match trigger {
-            RerouteTrigger::MediaTimeout | RerouteTrigger::MediaUnreachable => {
+            RerouteTrigger::Liveness | RerouteTrigger::MediaUnreachable => {
                 Some(AttemptOutcome::Timeout)
             }
             RerouteTrigger::Bye | RerouteTrigger::Reinvite | RerouteTrigger::Websocket => {
@@ -124,60 +144,67 @@ impl Core {
             }
             RerouteTrigger::HealthDown => None,
         };
-        if let Some(mut old) = old {
-            self.dialogs
-                .remove(&(old.call_id.clone(), old.local_tag.clone()));
-            if let Some(outcome) = outcome {
-                let dest = Destination {
-                    addr: old.flow.remote,
-                    transport: old.flow.transport,
-                };
-                self.health
-                    .handle_attempt(&TargetId::from(from.as_str()), &dest, outcome, now);
-            }
-            // Whatever is left of the old provider's session is hung up; it sent its own BYE
-            // when that is the trigger.
-            if trigger != RerouteTrigger::Bye {
-                let flow = old.flow;
-                let why = format!("re-routed: {detail}");
-                self.send_in_dialog(
-                    &mut old,
-                    "BYE",
-                    vec![reason_header(&why)],
-                    None,
-                    Purpose::Ignore,
-                    flow,
-                    now,
-                );
-            }
-        }
-        if let Some(ws) = old_ws {
-            self.ai_legs.remove(&ws.leg);
-            self.ai_out.push_back(AiCommand::Close {
-                leg: ws.leg,
-                why: format!("re-routed: {detail}"),
-            });
-            let dest = self
+        let old_dest = match (&old, &old_ws) {
+            (Some(b), _) => Some(Destination {
+                addr: b.flow.remote,
+                transport: b.flow.transport,
+            }),
+            (None, Some(ws)) => self
                 .calls
                 .get(&c)
                 .and_then(|e| e.call.attempts.get(ws.attempt))
-                .map(|a| super::attempt_target(a).1);
-            if let (Some(dest), Some(outcome)) = (dest, outcome) {
-                self.health
-                    .handle_attempt(&TargetId::from(from.as_str()), &dest, outcome, now);
+                .map(|a| super::attempt_target(a).1),
+            (None, None) => None,
+        };
+        if let (Some(dest), Some(outcome)) = (old_dest, outcome) {
+            self.health
+                .handle_attempt(&TargetId::from(from.as_str()), &dest, outcome, now);
+        }
+        if gone {
+            if let Some(mut old) = old {
+                self.dialogs
+                    .remove(&(old.call_id.clone(), old.local_tag.clone()));
+                // Whatever is left of the old provider's session is hung up; it sent its own
+                // BYE when that is the trigger.
+                if trigger != RerouteTrigger::Bye {
+                    let flow = old.flow;
+                    let why = format!("re-routed: {detail}");
+                    self.send_in_dialog(
+                        &mut old,
+                        "BYE",
+                        vec![reason_header(&why)],
+                        None,
+                        Purpose::Ignore,
+                        flow,
+                        now,
+                    );
+                }
             }
+            if let Some(ws) = old_ws {
+                self.ai_legs.remove(&ws.leg);
+                self.ai_out.push_back(AiCommand::Close {
+                    leg: ws.leg,
+                    why: format!("re-routed: {detail}"),
+                });
+            }
+        } else if let Some(entry) = self.calls.get_mut(&c) {
+            entry.kept = Some(KeptLeg {
+                b: old,
+                ws: old_ws,
+                pinned: from.clone(),
+                b_ack,
+            });
         }
         self.count_target(c, None);
-        // What the old provider sends is no longer relayed; the new one gets the carrier
-        // leg's session on the same relay ports.
+        // The new provider gets the carrier leg's session on the same relay ports. A leg
+        // that is gone is cut off now: what it still sends is no longer relayed, and the
+        // caller hears comfort noise (or the configured prompt) until the new provider's
+        // first audio, not dead air. A kept leg goes on talking meanwhile.
         let gap_audio = self.config.ai.gap_audio;
         let offer = self
             .with_media(c, |m, _, out| {
-                let offer = m.reroute_offer(Side::B, out);
-                // The caller hears comfort noise (or the configured prompt) until the new
-                // provider's first audio, not dead air. After the old provider is cut off:
-                // any packet relayed to the caller ends the fill.
-                if gap_audio.is_some() {
+                let offer = m.reroute_offer(Side::B, !gone, out);
+                if gone && gap_audio.is_some() {
                     m.fill(Side::A, gap_audio, out);
                 }
                 offer
@@ -249,28 +276,13 @@ impl Core {
     }
 
     /// The transactions still running on leg `side` of call `c` belong to a peer that is
-    /// gone: their outcome no longer matters. A request of the other leg relayed there is
-    /// answered now (500: the session stays as it was, RFC 3261 §14.1).
+    /// being replaced: their outcome no longer matters and nothing more is retransmitted to
+    /// it. A request of the other leg relayed there is answered now (500: the session stays
+    /// as it was, RFC 3261 §14.1).
     fn detach_leg(&mut self, c: CallRef, side: Side, now: Instant) {
-        let mut answer = Vec::new();
-        for (_, e) in self.clients.values_mut() {
-            match &e.purpose {
-                Purpose::Refresh { call, side: s } if *call == c && *s == side => {}
-                Purpose::Relay { call, to, server } if *call == c && *to == side => {
-                    answer.push(server.clone());
-                }
-                _ => continue,
-            }
-            e.purpose = Purpose::Ignore;
-        }
-        for server in answer {
-            if let Some(&sid) = self.server_ids.get(&server) {
-                self.respond(sid, 500, Some("AI Leg Re-routing"), vec![], None, now);
-            }
+        let answered = self.stop_transactions(c, Some(side), (500, "AI Leg Re-routing"), now);
+        if answered > 0 {
             self.with_media(c, |m, _, out| m.offer_rejected(side.other(), out));
-        }
-        if let Some(e) = self.calls.get_mut(&c) {
-            e.reinvite_in_progress = false;
         }
     }
 
@@ -340,11 +352,18 @@ impl Core {
     /// The new AI leg (SIP or WebSocket) of call `c` to `target` is up: the call is
     /// confirmed again and the re-route recorded.
     pub(super) fn reroute_done(&mut self, c: CallRef, target: &TargetId, now: Instant) {
-        let ai_timeout = self.config.media.ai_timeout;
+        // Break after make: the leg kept until now is let go, and the caller hears gap
+        // audio from the switch until the new provider's first audio.
+        if self.calls.get(&c).is_some_and(|e| e.kept.is_some()) {
+            self.retire_kept(c, &format!("re-routed to {target}"), true, now);
+            let gap_audio = self.config.ai.gap_audio;
+            if gap_audio.is_some() {
+                self.with_media(c, |m, _, out| m.fill(Side::A, gap_audio, out));
+            }
+        }
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
-        entry.ai_quiet_until = Some(now + ai_timeout);
         entry.call.pinned = Some(target.to_string());
         entry.call.state = CallState::Confirmed;
         self.metrics.attempts.inc((target.to_string(), "answered"));
@@ -410,6 +429,9 @@ impl Core {
     /// No provider is left for a call being re-routed: it ends cleanly, BYE to the carrier
     /// with a Reason naming what happened.
     pub(super) fn reroute_exhausted(&mut self, c: CallRef, now: Instant) {
+        if self.calls.get(&c).is_some_and(|e| e.kept.is_some()) {
+            return self.reroute_kept(c, now);
+        }
         let Some(entry) = self.calls.get_mut(&c) else {
             return;
         };
@@ -548,20 +570,56 @@ impl Core {
             .map(|(c, _)| *c)
             .collect();
         for c in calls {
+            // The provider's health says nothing certain about this call's leg: it keeps
+            // the call unless another provider takes it.
             self.reroute(
                 c,
                 RerouteTrigger::HealthDown,
                 format!("health: {reason}"),
+                false,
                 now,
             );
         }
     }
 
-    /// Whether an AI-leg media timeout of call `c` should count now (confirmed, and the
-    /// provider has had its full timeout since it answered).
-    pub(super) fn ai_media_timeout_counts(&self, c: CallRef, now: Instant) -> bool {
-        self.calls.get(&c).is_some_and(|e| {
-            e.call.state == CallState::Confirmed && e.ai_quiet_until.is_none_or(|t| now >= t)
-        })
+    /// No provider could take over from the AI leg the re-route kept: the call stays with
+    /// it, exactly as it was (dialog, media, session timer).
+    fn reroute_kept(&mut self, c: CallRef, now: Instant) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(k) = entry.kept.take() else {
+            return;
+        };
+        let from = entry.reroute_started.take().map_or(0, |(_, n)| n);
+        let tried: Vec<String> = entry.call.attempts[from.min(entry.call.attempts.len())..]
+            .iter()
+            .map(|a| format!("{} {}", a.target, a.outcome.as_deref().unwrap_or("?")))
+            .collect();
+        let timer = k.b.as_ref().and_then(|b| b.session_timer.clone());
+        entry.call.b = k.b;
+        entry.call.ws = k.ws;
+        entry.call.pinned = Some(k.pinned.clone());
+        entry.call.state = CallState::Confirmed;
+        entry.b_ack = k.b_ack;
+        let outcome = format!(
+            "no other provider took the call; it stayed with {}",
+            k.pinned
+        );
+        if let Some(r) = entry.call.reroutes.last_mut() {
+            r.outcome = Some(outcome.clone());
+        }
+        let id = entry.call.id.clone();
+        self.stats.reroutes_failed += 1;
+        warn!(
+            call = %id, provider = %k.pinned, tried = %tried.join("; "),
+            "{outcome}"
+        );
+        self.with_media(c, |m, _, out| m.reroute_abandoned(Side::B, out));
+        if let Some(t) = timer {
+            self.set_session_timer(c, Side::B, t.interval, t.we_refresh, now);
+        }
+        self.count_target(c, Some(TargetId::from(k.pinned.as_str())));
+        self.notify_reroute(c);
     }
 }

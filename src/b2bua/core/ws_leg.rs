@@ -260,14 +260,47 @@ impl Core {
                 let Some(&c) = self.ai_legs.get(&leg) else {
                     return;
                 };
+                let kept = self.calls.get(&c).is_some_and(|e| {
+                    e.kept
+                        .as_ref()
+                        .and_then(|k| k.ws.as_ref())
+                        .is_some_and(|w| w.leg == leg)
+                });
+                if kept {
+                    // The leg a re-route is replacing ended first.
+                    if failure {
+                        self.kept_leg_gone(c, &why, false, now);
+                    } else {
+                        if let Some(k) = self.calls.get_mut(&c).and_then(|e| e.kept.take()) {
+                            if let Some(ws) = k.ws {
+                                self.ai_legs.remove(&ws.leg);
+                            }
+                        }
+                        let why = format!("AI agent hung up ({why})");
+                        self.end_call(c, &why, Some(Side::B), now);
+                    }
+                    return self.after_health(now);
+                }
                 if self.current_ws(c, leg).is_none_or(|w| w.media.is_none()) {
                     return;
                 }
                 if !failure {
                     info!(call = %self.call_name(c), "AI agent closed its WebSocket: {why}");
                     self.end_call(c, &format!("AI agent hung up ({why})"), Some(Side::B), now);
-                } else if !self.reroute(c, RerouteTrigger::Websocket, why.clone(), now) {
+                } else if !self.reroute(c, RerouteTrigger::Websocket, why.clone(), true, now) {
                     self.end_call(c, &format!("AI leg failed: {why}"), None, now);
+                }
+            }
+            AiEvent::Check { leg, alive } => {
+                let Some(&c) = self.ai_legs.get(&leg) else {
+                    return;
+                };
+                if self.current_ws(c, leg).is_some() {
+                    if alive {
+                        self.check_alive(c, Side::B, "answered a WebSocket ping");
+                    } else {
+                        self.check_unanswered(c, Side::B, now);
+                    }
                 }
             }
             AiEvent::Transcript { leg, item } => {

@@ -407,13 +407,25 @@ fn disabled_direction_drops_and_pauses_timeout() {
         Action::Drop(DropReason::Disabled)
     );
     assert_eq!(r.stats(Side::A).drops.disabled, 1);
-    // Only B's 5 s timeout is armed while A is on hold.
+    // A held leg's silence is still watched (a peer that dies on hold is noticed; the core
+    // only checks on it): the dropped packet counts as activity of A's peer.
     assert_eq!(r.poll_timeout(), Some(t0 + s(5)));
     r.set_enabled(Side::B, false, t0);
-    assert_eq!(r.poll_timeout(), None);
-    assert_eq!(r.poll_media_timeout(t0 + s(100)), None);
+    assert_eq!(r.poll_timeout(), Some(t0 + s(5)));
+    assert_eq!(
+        r.poll_media_timeout(t0 + s(100)),
+        Some(MediaTimeout {
+            side: Side::A,
+            idle_for: s(100)
+        })
+    );
     r.set_enabled(Side::A, true, t0 + s(100));
-    assert_eq!(r.poll_timeout(), Some(t0 + s(130)));
+    assert_eq!(r.poll_timeout(), Some(t0 + s(5)), "B is still silent");
+    assert_eq!(
+        r.idle_since(Side::A),
+        t0 + s(100),
+        "unhold restarts A's clock"
+    );
     let o1 = fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0 + s(101));
     assert!(!o1.marker);
     // Hold again for 2 s while the carrier keeps sending (seq 3..=102 never forwarded).
@@ -801,7 +813,7 @@ fn fill_sends_a_frame_every_20ms_then_the_new_source_continues_seamlessly() {
     let start = t0 + ms(200);
     r.handle_source_switch(Side::B, start);
     assert_eq!(
-        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), start),
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, start),
         FillStatus::Started(G711::Ulaw)
     );
     assert!(r.is_filling(Side::A) && !r.is_filling(Side::B));
@@ -884,14 +896,14 @@ fn no_fill_without_g711_or_before_anything_was_sent() {
     let t0 = Instant::now();
     let mut r = Relay::new(config(), t0);
     assert_eq!(
-        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
         FillStatus::NothingSentYet
     );
     assert_eq!((r.next_fill_at(), r.is_filling(Side::A)), (None, false));
     for pt in [18u8, 9, 101] {
         fwd_pt(&mut r, Side::B, pt, 5, 0xaaaa, t0);
         assert_eq!(
-            r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+            r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
             FillStatus::NotG711(pt)
         );
         assert!(poll_one(&mut r, t0 + ms(100)).is_none());
@@ -900,7 +912,7 @@ fn no_fill_without_g711_or_before_anything_was_sent() {
     r.set_pt_map(Side::B, PayloadTypeMap::identity().with(96, 8));
     fwd_pt(&mut r, Side::B, 96, 6, 0xaaaa, t0);
     assert_eq!(
-        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
         FillStatus::Started(G711::Alaw)
     );
     assert_eq!(poll_one(&mut r, t0).unwrap().0.pt, 8);
@@ -908,7 +920,7 @@ fn no_fill_without_g711_or_before_anything_was_sent() {
     // is then refused.
     fwd_pt(&mut r, Side::B, 18, 7, 0xaaaa, t0 + ms(5));
     assert_eq!(
-        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0 + ms(10)),
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0 + ms(10)),
         FillStatus::NotG711(18)
     );
     assert!(poll_one(&mut r, t0 + ms(100)).is_none());
@@ -920,11 +932,11 @@ fn fill_stops_on_none_and_the_stream_resumes_after_it() {
     let t0 = Instant::now();
     let (mut r, _) = relay_after_ai_talked(t0, 0);
     let start = t0 + ms(100);
-    r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), start);
+    r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, start);
     let a = poll_one(&mut r, start).unwrap().0;
     let b = poll_one(&mut r, start + ms(20)).unwrap().0;
     assert_eq!(
-        r.handle_fill(Side::A, None, start + ms(30)),
+        r.handle_fill(Side::A, None, None, start + ms(30)),
         FillStatus::Stopped
     );
     assert_eq!(r.next_fill_at(), None);
@@ -938,7 +950,10 @@ fn fill_stops_on_none_and_the_stream_resumes_after_it() {
     assert!(c.marker);
     assert_eq!(r.poll_resumed(), None, "no source switch, no Resumed");
     // Stopping when nothing runs is harmless.
-    assert_eq!(r.handle_fill(Side::A, None, start), FillStatus::Stopped);
+    assert_eq!(
+        r.handle_fill(Side::A, None, None, start),
+        FillStatus::Stopped
+    );
 }
 
 #[test]
@@ -950,7 +965,7 @@ fn prompt_plays_then_noise_in_the_stream_law() {
     let audio = GapAudio::prompt(vec![12_000; 240], AfterPrompt::ComfortNoise);
     let start = t0 + ms(100);
     assert_eq!(
-        r.handle_fill(Side::A, Some(audio), start),
+        r.handle_fill(Side::A, Some(audio), None, start),
         FillStatus::Started(G711::Alaw)
     );
     let loud = G711::Alaw.encode(12_000);
@@ -971,7 +986,7 @@ fn prompt_plays_then_noise_in_the_stream_law() {
     // μ-law on a PCMU stream: the same prompt gives the μ-law codes.
     let (mut u, _) = relay_after_ai_talked(t0, 0);
     assert_eq!(
-        u.handle_fill(Side::A, Some(audio), start),
+        u.handle_fill(Side::A, Some(audio), None, start),
         FillStatus::Started(G711::Ulaw)
     );
     let (o, p, _) = poll_one(&mut u, start).unwrap();
@@ -985,7 +1000,7 @@ fn late_polls_skip_frames_and_keep_timestamps_on_the_wall_clock() {
     let t0 = Instant::now();
     let (mut r, _) = relay_after_ai_talked(t0, 0);
     let start = t0 + ms(100);
-    r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), start);
+    r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, start);
     let a = poll_one(&mut r, start).unwrap().0;
     // Polled 40 ms late: the frames due at +20, +40 and +60 go out (a small catch-up)...
     let b = poll_one(&mut r, start + ms(60)).unwrap().0;
@@ -1011,11 +1026,11 @@ fn fill_is_per_direction_and_skips_frames_while_disabled() {
     // The carrier (A) talked toward B; fill toward B uses stream a_to_b.
     let last = fwd_pt(&mut r, Side::A, 0, 1, 0x1111, t0);
     assert_eq!(
-        r.handle_fill(Side::B, Some(GapAudio::ComfortNoise), t0 + ms(20)),
+        r.handle_fill(Side::B, Some(GapAudio::ComfortNoise), None, t0 + ms(20)),
         FillStatus::Started(G711::Ulaw)
     );
     assert_eq!(
-        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
         FillStatus::NothingSentYet
     );
     let (o, _, p) = poll_one(&mut r, t0 + ms(20)).unwrap();
@@ -1048,7 +1063,7 @@ fn fill_without_a_peer_address_sends_nothing() {
     fwd_pt(&mut r, Side::B, 0, 1, 0x2222, t0);
     r.relatch(Side::A, None, None, t0);
     assert_eq!(
-        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
         FillStatus::Started(G711::Ulaw)
     );
     assert!(poll_one(&mut r, t0 + ms(100)).is_none());

@@ -765,6 +765,7 @@ fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
         RelayUpdate::Fill {
             toward: Side::A,
             audio: Some(GapAudio::ComfortNoise),
+            negotiated: None,
         },
     );
     // Ten fill frames, from holdfast's A port.

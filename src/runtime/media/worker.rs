@@ -562,8 +562,22 @@ impl Worker {
                     RelayUpdate::SetEnabled { from, enabled } => r.set_enabled(from, enabled, now),
                     RelayUpdate::SetPtMap { from, map } => r.set_pt_map(from, map),
                     RelayUpdate::SourceSwitch { side } => r.handle_source_switch(side, now),
-                    RelayUpdate::Fill { toward, audio } => {
-                        let status = r.handle_fill(toward, audio, now);
+                    RelayUpdate::Mute { from, muted } => r.set_muted(from, muted),
+                    RelayUpdate::Probe { side } => {
+                        let to = r.leg(side).rtp().destination();
+                        let sock = entry.socks[sock_index(side, SocketKind::Rtp)].as_ref();
+                        if let (Some(to), Some(sock)) = (to, sock) {
+                            // Errors come back through the error queue (IP_RECVERR).
+                            let sent = sock.send_to(&[], to);
+                            tracing::debug!(relay = %id, ?side, %to, ?sent, "media probe");
+                        }
+                    }
+                    RelayUpdate::Fill {
+                        toward,
+                        audio,
+                        negotiated,
+                    } => {
+                        let status = r.handle_fill(toward, audio, negotiated, now);
                         tracing::debug!(relay = %id, ?toward, ?audio, ?status, "gap audio");
                         if matches!(status, FillStatus::Started(_)) {
                             let slot = self.by_id[&id];
