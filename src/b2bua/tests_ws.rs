@@ -17,7 +17,7 @@ use std::time::Duration;
 const BOT_A: &str = "127.0.0.1:7001";
 const BOT_B: &str = "127.0.0.1:7002";
 
-fn config(extra: &str) -> Arc<crate::config::Config> {
+pub(super) fn config(extra: &str) -> Arc<crate::config::Config> {
     let yaml = format!(
         r#"
 sip:
@@ -52,7 +52,7 @@ fn opens(sim: &Sim) -> Vec<OpenLeg> {
         .collect()
 }
 
-fn last_open(sim: &Sim) -> OpenLeg {
+pub(super) fn last_open(sim: &Sim) -> OpenLeg {
     opens(sim).pop().expect("an Open command")
 }
 
@@ -85,7 +85,7 @@ fn call(sim: &Sim) -> super::Call {
 }
 
 /// A confirmed call on bot-a; returns the carrier's 200 OK.
-fn confirmed(sim: &mut Sim) -> String {
+pub(super) fn confirmed(sim: &mut Sim) -> String {
     sim.recv(CARRIER, invite(""));
     let open = last_open(sim);
     event(

@@ -271,6 +271,61 @@ fn media_threads_and_timeouts_are_checked() {
     assert_eq!((e.line, e.path.as_str()), (2, "media.timeout"), "{e}");
     let e = err("media:\n  ai_timeout: 10\n");
     assert_eq!((e.line, e.path.as_str()), (2, "media.ai_timeout"), "{e}");
+    let e = err("media:\n  check_timeout: 0ms\n");
+    assert_eq!((e.line, e.path.as_str()), (2, "media.check_timeout"), "{e}");
+}
+
+#[test]
+fn liveness_checks_default_per_kind_and_refuse_the_wrong_kind() {
+    use crate::config::Liveness;
+    let base = |carrier: &str, agent: &str, bot: &str| {
+        format!(
+            "carriers:\n  - {{ id: c, uri: \"sip:10.0.0.1\", region: us{carrier} }}\n\
+             ai_providers:\n  - {{ id: a, uri: \"sip:a@10.0.0.2\", region: us{agent} }}\n\
+             \x20 - {{ id: b, kind: media-stream, url: \"ws://10.0.0.3/s\", region: us{bot} }}\n"
+        )
+    };
+    let cfg = parse(&base("", "", ""), "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let of = |cfg: &crate::config::Config, id: &str| cfg.target(id).unwrap().liveness;
+    assert_eq!(of(&cfg, "c"), Liveness::Refresh);
+    assert_eq!(of(&cfg, "a"), Liveness::Options);
+    assert_eq!(of(&cfg, "b"), Liveness::Ping);
+    let cfg = parse(
+        &base(
+            ", liveness: in-dialog-options",
+            ", liveness: refresh",
+            ", liveness: off",
+        ),
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(of(&cfg, "c"), Liveness::InDialogOptions);
+    assert_eq!(of(&cfg, "a"), Liveness::Refresh);
+    assert_eq!(of(&cfg, "b"), Liveness::Off);
+    for (text, line, path, says) in [
+        (
+            base(", liveness: ping", "", ""),
+            2,
+            "carriers[0].liveness",
+            "WebSocket check",
+        ),
+        (
+            base("", ", liveness: sometimes", ""),
+            4,
+            "ai_providers[0].liveness",
+            "expected options",
+        ),
+        (
+            base("", "", ", liveness: options"),
+            5,
+            "ai_providers[1].liveness",
+            "SIP check",
+        ),
+    ] {
+        let e = err(&text);
+        assert_eq!((e.line, e.path.as_str()), (line, path), "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
 }
 
 #[test]

@@ -219,11 +219,25 @@ impl Core {
         true
     }
 
-    /// The check of leg `side` is over, whatever it found.
+    /// The check of leg `side` is over, whatever it found: its OPTIONS is no longer
+    /// retransmitted.
     pub(super) fn check_done(&mut self, c: CallRef, side: Side) {
         if let Some(e) = self.calls.get_mut(&c) {
             e.liveness[idx(side)].checking = None;
             e.deadlines.remove(&CallTimer::Check(SideKey::from(side)));
+        }
+        let done: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, (_, e))| {
+                matches!(e.purpose, Purpose::Check { call, side: s, .. } if call == c && s == side)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some((key, _)) = self.clients.remove(&id) {
+                self.client_ids.remove(&key);
+            }
         }
     }
 

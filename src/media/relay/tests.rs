@@ -1070,3 +1070,92 @@ fn fill_without_a_peer_address_sends_nothing() {
     assert_eq!(r.fill_packets(Side::A), 0);
     assert!(r.next_fill_at().unwrap() > t0 + ms(100));
 }
+
+// ---- Liveness support: RTCP activity, silence on hold, hold outside the gap, mute ----
+
+#[test]
+fn rtcp_from_the_peer_keeps_its_leg_alive() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    let s = Duration::from_secs;
+    // A silent agent that still sends RTCP reports (from RTP port + 1) is not silent.
+    let mut sr = build_sr_sdes(0x4242, SSRC_TO_B);
+    assert!(matches!(
+        r.handle_rtcp(Side::B, addr("192.0.2.50:20001"), &mut sr, t0 + s(4)),
+        Action::Forward { .. }
+    ));
+    assert_eq!(r.idle_since(Side::B), t0 + s(4));
+    assert_eq!(r.poll_media_timeout(t0 + s(6)), None);
+    // Muxed RTCP on the RTP port counts the same.
+    let mut sr = build_sr_sdes(0x4242, SSRC_TO_B);
+    r.handle_rtp(Side::B, addr(AI_PEER), &mut sr, t0 + s(8));
+    assert_eq!(r.idle_since(Side::B), t0 + s(8));
+    // RTCP from a stranger does not.
+    let mut sr = build_sr_sdes(1, 2);
+    r.handle_rtcp(Side::B, addr(ATTACKER), &mut sr, t0 + s(9));
+    assert_eq!(r.idle_since(Side::B), t0 + s(8));
+}
+
+#[test]
+fn time_on_hold_is_not_part_of_a_source_switch_gap() {
+    let t0 = Instant::now();
+    let (mut r, _) = relay_after_ai_talked(t0, 0);
+    // The caller holds at 100 ms (what B sends is not forwarded); the agent is replaced
+    // during the hold; the caller unholds at 9.1 s and the new agent's first packet comes
+    // 50 ms later.
+    r.set_enabled(Side::B, false, t0 + ms(100));
+    r.handle_source_switch(Side::B, t0 + ms(5000));
+    r.set_enabled(Side::B, true, t0 + ms(9100));
+    let mut buf = simple_rtp(0, 7, 0, 0xbbbb);
+    assert!(matches!(
+        r.handle_rtp(Side::B, addr(AI_PEER), &mut buf, t0 + ms(9150)),
+        Action::Forward { .. }
+    ));
+    // Last packet at 80 ms, 20 ms before the hold, plus 50 ms after it: 70 ms.
+    assert_eq!(r.poll_resumed(), Some((Side::B, Some(ms(70)))));
+}
+
+#[test]
+fn a_muted_source_is_held_back_and_its_time_counts_as_gap() {
+    let t0 = Instant::now();
+    let (mut r, last) = relay_after_ai_talked(t0, 0);
+    r.set_muted(Side::B, true);
+    let mut buf = simple_rtp(0, 1005, 0, 0xaaaa);
+    assert_eq!(
+        r.handle_rtp(Side::B, addr(AI_PEER), &mut buf, t0 + ms(100)),
+        Action::Drop(DropReason::Disabled)
+    );
+    assert!(!r.stream(Side::B).is_enabled());
+    r.handle_source_switch(Side::B, t0 + ms(500));
+    r.set_muted(Side::B, false);
+    let o = fwd_pt(&mut r, Side::B, 0, 9, 0xbbbb, t0 + ms(580));
+    assert_eq!(o.seq, last.seq.wrapping_add(1), "the stream continues");
+    assert!(o.marker);
+    assert_eq!(r.poll_resumed(), Some((Side::B, Some(ms(500)))));
+}
+
+#[test]
+fn gap_audio_opens_a_stream_nothing_was_sent_in_yet_in_the_negotiated_codec() {
+    let t0 = Instant::now();
+    let mut r = Relay::new(config(), t0);
+    // The agent never spoke: without a negotiated payload type nothing can be sent…
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
+        FillStatus::NothingSentYet
+    );
+    // …with the one the caller's SDP agreed to, the fill starts the stream at its initial
+    // sequence number and timestamp, and the agent's first packet continues it.
+    assert_eq!(
+        r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), Some(8), t0),
+        FillStatus::Started(G711::Alaw)
+    );
+    let (first, _, p) = poll_one(&mut r, t0).expect("a frame now");
+    assert_eq!((first.seq, first.ts, first.pt), (200, 2_000, 8));
+    assert!(first.marker);
+    assert_eq!(p.to, addr(CARRIER_SDP));
+    let (second, _, _) = poll_one(&mut r, t0 + ms(20)).expect("20 ms later");
+    assert_eq!((second.seq, second.ts), (201, 2_160));
+    let o = fwd_pt(&mut r, Side::B, 8, 50, 0xcccc, t0 + ms(30));
+    assert_eq!(o.seq, 202);
+    assert!(!r.is_filling(Side::A));
+}

@@ -455,6 +455,49 @@ fn icmp_unreachable_is_reported_promptly_and_once(io: MediaIo) {
     assert_eq!(h.engine.counters().unreachable, 1);
 }
 
+fn a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does(io: MediaIo) {
+    let mut h = Harness::new(1, io);
+    let (carrier, ai) = (peer(), peer());
+    let gone = addr(&peer());
+    // Nobody talks: only the probe can tell the dead AI peer from a silent one.
+    let ports = relay_ports(false);
+    h.open(id(21), ports, config(Some(addr(&carrier)), Some(gone), 21));
+    h.settle();
+    h.update(id(21), RelayUpdate::Probe { side: Side::B });
+    let (ev, _) = h.wait_for(Duration::from_secs(1), |e| {
+        matches!(e, MediaEvent::Unreachable { .. })
+    });
+    assert_eq!(
+        ev,
+        MediaEvent::Unreachable {
+            id: id(21),
+            side: Side::B,
+            addr: gone
+        }
+    );
+    // A live peer gets one empty datagram, from the relay's port, and nothing else happens.
+    let ports = relay_ports(false);
+    h.open(
+        id(22),
+        ports,
+        config(Some(addr(&carrier)), Some(addr(&ai)), 22),
+    );
+    h.settle();
+    h.update(id(22), RelayUpdate::Probe { side: Side::B });
+    let mut buf = [0u8; 64];
+    let (n, from) = ai.recv_from(&mut buf).expect("the probe");
+    assert_eq!((n, from), (0, at(ports.b.rtp)));
+    h.settle();
+    h.close(id(22));
+    h.close(id(21));
+    assert_eq!(
+        h.count(|e| matches!(e, MediaEvent::Unreachable { id: i, .. } if *i == id(22))),
+        0,
+        "{:?}",
+        h.seen
+    );
+}
+
 fn ipv6_relays_and_reports_icmpv6_unreachable(io: MediaIo) {
     let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
     let bind = || {
@@ -950,10 +993,10 @@ macro_rules! per_io {
 
 mod socket {
     use super::MediaIo;
-    per_io!(MediaIo::Socket; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+    per_io!(MediaIo::Socket; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }
 
 mod raw {
     use super::MediaIo;
-    per_io!(MediaIo::Raw; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+    per_io!(MediaIo::Raw; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }
