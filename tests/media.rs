@@ -167,28 +167,6 @@ fn a_value(log: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} not logged:\n{log}"))
 }
 
-/// Seconds since midnight (UTC) of a JSON log line's `timestamp` (`…THH:MM:SS.ffffffZ`).
-fn log_secs(l: &LogLine) -> f64 {
-    let ts = field(l, "timestamp");
-    let time = ts
-        .split('T')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no timestamp: {l}"))
-        .trim_end_matches('Z');
-    let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
-    let (h, m, s) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    h * 3600.0 + m * 60.0 + s
-}
-
-/// Seconds from log line `a` to log line `b` (across midnight too).
-fn secs_between(a: &LogLine, b: &LogLine) -> f64 {
-    (log_secs(b) - log_secs(a)).rem_euclid(86400.0)
-}
-
 /// A call for the test's own sockets: carrier media at `x`, agent media at `y`. Returns the
 /// SIPp pair (both tracing), holdfast, the call's Call-ID on the carrier side, and
 /// holdfast's A-leg address (from the 200 OK the carrier got).
@@ -502,52 +480,6 @@ fn port_range_exhaustion_answers_503_and_leaks_nothing() {
         2,
         "both relays closed with every port back"
     );
-}
-
-/// No RTP at all after the answer: with 1 s timeouts holdfast ends the call on its own,
-/// BYE to both sides with a Reason naming the media timeout, within 2 × timeout + slack.
-#[test]
-fn media_timeout_ends_a_silent_call() {
-    let (x, y) = (RtpEndpoint::bind(), RtpEndpoint::bind());
-    let ports = media_ports(4);
-    let call = media_call(
-        format!("ports: \"{ports}\"\n  timeout: 1s\n  ai_timeout: 1s"),
-        &sc::uac_media_wait_bye(x.port, "media timeout"),
-        &sc::uas_media_answer_bye(y.port, Some("media timeout")),
-    );
-    let hf = &call.hf;
-    let (_, new_call) = hf
-        .wait_log(WAIT, |l| msg(l) == "new call")
-        .expect("new call");
-    let (_, confirmed) = hf
-        .wait_log(WAIT, |l| msg(l) == "confirmed")
-        .expect("call confirmed");
-    let (_, ended) = hf
-        .wait_log(WAIT, |l| msg(l).starts_with("call ended"))
-        .expect("call ended");
-    assert!(msg(&ended).contains("media timeout"), "{ended}");
-    // holdfast's own timestamps: the reader thread's clock would add pipe delays.
-    let after_confirmed = secs_between(&confirmed, &ended);
-    let after_open = secs_between(&new_call, &ended);
-    eprintln!("media timeout: call ended {after_confirmed:.3}s after confirmed");
-    assert!(
-        after_confirmed <= 2.0 * 1.0 + 1.0,
-        "ended {after_confirmed:.3}s after the call was confirmed"
-    );
-    // Not before a whole timeout of silence (the relay opened after "new call").
-    assert!(
-        after_open >= 1.0,
-        "ended {after_open:.3}s after the call came in: before the timeout"
-    );
-    let r = call.uac.wait(WAIT);
-    assert!(r.success(), "caller got no BYE: {}\n{}", r.output, r.errors);
-    let a = call.uas.wait(WAIT);
-    assert!(a.success(), "agent got no BYE: {}\n{}", a.output, a.errors);
-    let closed = media_closed(hf);
-    assert_eq!(n(&closed, "a_packets"), 0, "{closed}");
-    assert_eq!(n(&closed, "b_packets"), 0, "{closed}");
-    assert_eq!(n(&closed, "ports_in_use"), 0, "{closed}");
-    assert_eq!(x.count() + y.count(), 0);
 }
 
 /// The agent's SDP points at a port nobody listens on: the first packet holdfast relays

@@ -36,7 +36,8 @@ fn config(hp: u16, trunk: u16, a1: u16, a2: u16) -> TestConfig {
 enum Death {
     /// The agent's machine is gone: its SIPp killed, its media port closed (ICMP).
     Crash,
-    /// The agent's SIPp killed and its media silent, the port still held (media timeout).
+    /// The agent's SIPp killed and its media silent, the port still held: its silence is
+    /// checked, and the check's OPTIONS finds nobody (ICMP on the SIP port).
     Silence,
 }
 
@@ -85,7 +86,7 @@ fn agent_dies_mid_call(death: Death) {
     assert_eq!(field(&rerouted, "to"), "agent-b");
     let trigger = match death {
         Death::Crash => "media_unreachable",
-        Death::Silence => "media_timeout",
+        Death::Silence => "liveness",
     };
     assert_eq!(field(&rerouted, "trigger"), trigger, "{rerouted}");
     let (_, resumed) = hf
@@ -133,6 +134,6 @@ fn a_crashed_sip_agent_is_replaced_and_the_caller_hears_one_stream() {
 }
 
 #[test]
-fn a_silent_sip_agent_is_replaced_after_the_ai_media_timeout() {
+fn a_sip_agent_whose_media_port_stays_open_is_replaced_once_its_check_finds_it_gone() {
     agent_dies_mid_call(Death::Silence);
 }

@@ -1730,7 +1730,17 @@ impl Core {
             Purpose::Relay { call, to, server } => self.relay_response(call, to, server, resp, now),
             Purpose::Refresh { call, side } => {
                 if resp.status >= 200 {
-                    self.check_done(call, side);
+                    // As a liveness check, any answer but the failures below proves the
+                    // dialog's peer there.
+                    let failed = resp.status == 481
+                        || resp.status == 408
+                        || (resp.status >= 500 && self.is_ai_leg(call, side));
+                    if failed {
+                        self.check_done(call, side);
+                    } else {
+                        let how = format!("answered its session refresh with {}", resp.status);
+                        self.check_alive(call, side, &how);
+                    }
                     if (200..300).contains(&resp.status) {
                         if resp.cseq_method == "INVITE" {
                             if let Some(leg) = self.leg(call, side).cloned() {

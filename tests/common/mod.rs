@@ -664,6 +664,16 @@ impl Sipp {
         s
     }
 
+    /// A SIPp UAS like [`Sipp::uas_with`] (no call limit) but without `-aa`: requests its
+    /// scenario does not expect (OPTIONS pings, holdfast's liveness checks) go unanswered.
+    pub fn uas_silent(name: &str, scenario: &str, port: u16, extra: &[&str]) -> Sipp {
+        let mut args = vec!["-timeout".to_string(), "90s".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Sipp::spawn(name, scenario, port, &args);
+        s.wait_bound(port);
+        s
+    }
+
     fn read_suffix(&self, suffix: &str) -> String {
         let mut out = String::new();
         for e in std::fs::read_dir(self.dir.path())

@@ -648,3 +648,104 @@ pub fn uas_media_answer_bye(media_port: u16, bye_reason: Option<&str>) -> String
         uas_plain_ok()
     )
 }
+
+/// UAS like [`uas_media_answer`] that also answers OPTIONS outside any call with
+/// `options` (status, reason), e.g. a liveness check holdfast sends while the call is up;
+/// `None` leaves them unanswered (SIPp without `-aa` drops them).
+pub fn uas_media_answer_options(media_port: u16, options: Option<(u16, &str)>) -> String {
+    let options_branch = match options {
+        Some((code, reason)) => format!(
+            r#"  <label id="options"/>
+  <send><![CDATA[
+      SIP/2.0 {code} {reason}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]opt[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Allow: INVITE, ACK, BYE, CANCEL
+      Content-Length: 0
+
+    ]]></send>
+"#
+        ),
+        None => "  <label id=\"options\"/>\n".into(),
+    };
+    format!(
+        r#"{}<scenario name="uas_media_answer_options">
+  <recv request="OPTIONS" optional="true" next="options"/>
+  <recv request="INVITE" crlf="true"/>
+{}  <send retrans="500"><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {}
+    ]]></send>
+  <recv request="ACK" rtd="true" crlf="true"/>
+  <recv request="BYE"/>
+  <send next="done"><![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+{options_branch}  <label id="done"/>
+</scenario>
+"#,
+        header(),
+        uas_reply(180, "Ringing"),
+        sdp_at(&media_port.to_string(), None),
+    )
+}
+
+/// UAC like [`uac_media_call`] whose INVITE says it allows UPDATE (so holdfast's liveness
+/// check of this leg is an UPDATE, which SIPp's `-aa` answers); with `hold`, it puts the
+/// call on hold (re-INVITE `a=sendonly`) once confirmed and says nothing more until the
+/// test's poke, then hangs up.
+pub fn uac_media_call_update(media_port: u16, hold: bool) -> String {
+    let port = media_port.to_string();
+    let invite = format!(
+        r#"{}  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true">
+{}  </recv>
+"#,
+        invite_with(
+            "      Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE\n",
+            &sdp_at(&port, None)
+        ),
+        log_sdp("ANSWER")
+    );
+    let hold = if hold {
+        format!(
+            "{}  <nop><action><log message=\"HELD=1\"/></action></nop>\n",
+            uac_reinvite(2, &sdp_at(&port, Some("sendonly")), "")
+        )
+    } else {
+        String::new()
+    };
+    let bye_cseq = if hold.is_empty() { 2 } else { 3 };
+    format!(
+        r#"{}<scenario name="uac_media_call_update">
+{invite}{}  <nop><action><log message="CONFIRMED=1"/></action></nop>
+{hold}{}{}  <Reference variables="ANSWER_c,ANSWER_m"/>
+</scenario>
+"#,
+        header(),
+        ack(),
+        wait_poke("bye"),
+        bye_and_ok(bye_cseq)
+    )
+}
