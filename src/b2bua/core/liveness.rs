@@ -39,7 +39,9 @@ use crate::b2bua::msg::{OutRequest, Req};
 use crate::config::Liveness;
 use crate::health::{AttemptOutcome, Destination};
 use crate::routing::TargetId;
-use crate::sip::transaction::{ClientNonInvite, Transaction};
+use crate::sip::transaction::{
+    ClientInviteState, ClientNonInvite, ClientNonInviteState, Transaction,
+};
 
 /// What holdfast knows of one leg's liveness.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +72,17 @@ fn leg_label(kind: &str) -> &'static str {
     } else {
         "ai"
     }
+}
+
+/// What happens to a transaction that must stop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Still retransmitting its request, unanswered: dropped (nothing more is sent).
+    Drop,
+    /// An INVITE with a provisional: CANCELled; it stays to acknowledge the 487.
+    Cancel,
+    /// Already answered: it finishes on its own, its outcome ignored.
+    Forget,
 }
 
 fn idx(side: Side) -> usize {
@@ -555,7 +568,7 @@ impl Core {
     ) -> usize {
         let mut stop = Vec::new();
         let mut answer = Vec::new();
-        for (&id, (key, e)) in &self.clients {
+        for (&id, (_, e)) in &self.clients {
             let (call, to) = match &e.purpose {
                 Purpose::Relay { call, to, server } => {
                     if *call == c && side.is_none_or(|s| s == *to) {
@@ -569,17 +582,39 @@ impl Core {
                 _ => continue,
             };
             if call == c && side.is_none_or(|s| s == to) {
-                stop.push((id, key.method == "INVITE" && e.provisional));
+                let fate = match &e.tx {
+                    Transaction::ClientInvite(t) => match t.state() {
+                        ClientInviteState::Calling => Stop::Drop,
+                        ClientInviteState::Proceeding => Stop::Cancel,
+                        // Answered: it finishes on its own (and ACKs a non-2xx).
+                        _ => Stop::Forget,
+                    },
+                    Transaction::ClientNonInvite(t) => match t.state() {
+                        ClientNonInviteState::Trying | ClientNonInviteState::Proceeding => {
+                            Stop::Drop
+                        }
+                        _ => Stop::Forget,
+                    },
+                    _ => Stop::Forget,
+                };
+                stop.push((id, fate));
             }
         }
-        for (id, cancel) in stop {
-            if cancel {
-                if let Some((_, e)) = self.clients.get_mut(&id) {
-                    e.purpose = Purpose::Ignore;
+        for (id, fate) in stop {
+            match fate {
+                Stop::Drop => {
+                    if let Some((key, _)) = self.clients.remove(&id) {
+                        self.client_ids.remove(&key);
+                    }
                 }
-                self.send_cancel(id, now);
-            } else if let Some((key, _)) = self.clients.remove(&id) {
-                self.client_ids.remove(&key);
+                Stop::Cancel | Stop::Forget => {
+                    if let Some((_, e)) = self.clients.get_mut(&id) {
+                        e.purpose = Purpose::Ignore;
+                    }
+                    if fate == Stop::Cancel {
+                        self.send_cancel(id, now);
+                    }
+                }
             }
         }
         let n = answer.len();
