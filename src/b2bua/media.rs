@@ -30,7 +30,9 @@ use super::call::Side;
 use crate::ai::audio::G711;
 use crate::media::control::{MediaCommand, RelayId, RelayPorts, RelayUpdate};
 use crate::media::ports::{PortAllocation, PortAllocator};
-use crate::media::relay::{self, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig};
+use crate::media::relay::{
+    self, LatchPolicy, Latching, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig,
+};
 use crate::media::sdp::{
     self, AnchorPlan, Direction, MediaInfo, MediaPorts, OriginState, RtcpPorts, Sdp,
 };
@@ -108,6 +110,21 @@ pub struct MediaParams {
     pub bind: IpAddr,
     /// Media timeout of leg A and leg B.
     pub timeouts: [Duration; 2],
+    /// `latching` of leg A's target (the call's origin) and of leg B's (the callee being
+    /// tried now; [`CallMedia::set_latching`] changes it per attempt).
+    pub latching: [Latching; 2],
+    /// `media.learning_window`.
+    pub learning_window: Duration,
+}
+
+impl MediaParams {
+    /// How leg `side`'s sockets learn its peer.
+    pub fn latch(&self, side: Side) -> LatchPolicy {
+        LatchPolicy {
+            latching: self.latching[idx(side)],
+            learning_window: self.learning_window,
+        }
+    }
 }
 
 /// One call's media state; see the module docs.
@@ -355,6 +372,7 @@ impl CallMedia {
             let m = info.get(usize::from(s.index));
             let leg = |side: Side| {
                 let mut l = LegConfig::new(None, self.params.timeouts[idx(side)]);
+                l.latch = self.params.latch(side);
                 if side == from {
                     l.rtp_peer = m.and_then(|m| m.rtp_addr);
                     l.rtcp_peer = m.and_then(|m| m.rtcp_addr);
@@ -419,12 +437,12 @@ impl CallMedia {
             let id = self.id(s.index);
             out.push(MediaCommand::Update {
                 id,
-                update: relatch(from, m, mux),
+                update: self.relatch(from, m, mux),
             });
             if mux {
                 out.push(MediaCommand::Update {
                     id,
-                    update: relatch(offerer, offer_info.get(i), true),
+                    update: self.relatch(offerer, offer_info.get(i), true),
                 });
             }
         }
@@ -451,7 +469,10 @@ impl CallMedia {
     }
 
     /// `Relatch` for every stream whose peer addresses (or mux) on `side` differ between
-    /// `before` and `after`; `mux` says whether RTCP is muxed on that leg now.
+    /// `before` and `after`; `mux` says whether RTCP is muxed on that leg now. An m-line put
+    /// on hold with `c=0.0.0.0` (RFC 2543 hold; RFC 3264 §8.4 allows it) says where not to
+    /// send, not where the peer sends from: the latch stays (the held peer may still send
+    /// music on hold), and forwarding to it stops through its direction.
     fn relatch_moved(
         &self,
         side: Side,
@@ -464,10 +485,13 @@ impl CallMedia {
         for s in &self.streams {
             let i = usize::from(s.index);
             let (old, new) = (before.get(i), after.get(i));
+            if new.is_some_and(|n| n.on_hold && !n.disabled) {
+                continue;
+            }
             if key(old) != key(new) {
                 out.push(MediaCommand::Update {
                     id: self.id(s.index),
-                    update: relatch(side, new, new.is_some_and(|n| mux(i, n))),
+                    update: self.relatch(side, new, new.is_some_and(|n| mux(i, n))),
                 });
             }
         }
@@ -478,6 +502,7 @@ impl CallMedia {
     /// latched it from its packets (it knew our port from the offer).
     pub fn reset_peer(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
         self.received[idx(side)] = None;
+        let update = self.relatch(side, None, false);
         for s in &mut self.streams {
             s.latched[idx(side)] = None;
             s.unreachable[idx(side)] = None;
@@ -486,8 +511,26 @@ impl CallMedia {
                     call: self.call,
                     stream: s.index,
                 },
-                update: relatch(side, None, false),
+                update,
             });
+        }
+    }
+
+    /// Leg `side`'s peer is now a target with this `latching` (the B leg tries another
+    /// callee, or a re-route picked a new provider): every later relatch of that leg (its
+    /// answer, a re-INVITE, [`reset_peer`](Self::reset_peer)) uses it.
+    pub fn set_latching(&mut self, side: Side, latching: Latching) {
+        self.params.latching[idx(side)] = latching;
+    }
+
+    /// A `Relatch` of leg `side` to the addresses of `m`, under that leg's latching.
+    fn relatch(&self, side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
+        RelayUpdate::Relatch {
+            side: rside(side),
+            rtp: m.and_then(|m| m.rtp_addr),
+            rtcp: m.and_then(|m| m.rtcp_addr),
+            rtcp_mux,
+            latch: self.params.latch(side),
         }
     }
 
@@ -849,15 +892,6 @@ fn keep_payload_types(m: &mut sdp::Media, keep: &[u8]) {
         }
         _ => true,
     });
-}
-
-fn relatch(side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
-    RelayUpdate::Relatch {
-        side: rside(side),
-        rtp: m.and_then(|m| m.rtp_addr),
-        rtcp: m.and_then(|m| m.rtcp_addr),
-        rtcp_mux,
-    }
 }
 
 /// Our answer to a re-offer on one leg, built from what we last sent there, when the offer

@@ -100,6 +100,11 @@ pub struct MediaSettings {
     pub timeout: Duration,
     /// No RTP from an AI leg for this long ends the call (AI agents stream continuously).
     pub ai_timeout: Duration,
+    /// Which sources may become a leg's RTP peer besides its SDP address, for targets
+    /// without their own `latching`.
+    pub latching: crate::media::relay::Latching,
+    /// How long after a leg gets its SDP address only that exact address latches.
+    pub learning_window: Duration,
 }
 
 /// How relay datagrams reach the workers (`media.io`).
@@ -238,6 +243,9 @@ pub struct Target {
     pub alive_codes: Vec<u16>,
     /// Extra headers on the INVITE holdfast sends to this target.
     pub headers: Vec<(String, String)>,
+    /// How its legs' media latches (its `latching`, else `media.latching`; always strict
+    /// for a WebSocket provider, whose audio comes from holdfast's own bridge).
+    pub latching: crate::media::relay::Latching,
     /// For WebSocket AI providers (`kind: media-stream | openai-realtime`): how to reach
     /// and speak to them. `None` for SIP targets. `uri` then holds the URL's host and port.
     pub ws: Option<std::sync::Arc<crate::ai::control::WsProvider>>,

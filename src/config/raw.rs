@@ -187,6 +187,8 @@ pub(crate) struct RawMedia {
     pub io: Option<String>,
     pub timeout: Option<Scalar>,
     pub ai_timeout: Option<Scalar>,
+    pub latching: Option<String>,
+    pub learning_window: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +241,8 @@ pub(crate) struct RawCarrier {
     pub alive_codes: Option<Vec<Scalar>>,
     #[serde(default)]
     pub headers: Option<HeaderMap>,
+    #[serde(default)]
+    pub latching: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +278,8 @@ pub(crate) struct RawAiProvider {
     pub alive_codes: Option<Vec<Scalar>>,
     #[serde(default)]
     pub headers: Option<HeaderMap>,
+    #[serde(default)]
+    pub latching: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,8 @@ use crate::media::rtp::{rtcp_header, RtpPacket};
 use rand::{Rng, SeedableRng};
 
 const CARRIER_SDP: &str = "198.51.100.20:10000";
-const CARRIER_NAT: &str = "203.0.113.7:40000";
+/// The carrier's NAT rewrote the port: the SDP's IP, another port.
+const CARRIER_NAT: &str = "198.51.100.20:40000";
 const AI_PEER: &str = "192.0.2.50:20000";
 const ATTACKER: &str = "203.0.113.66:40000";
 
@@ -18,9 +19,24 @@ fn addr(s: &str) -> SocketAddr {
 const SSRC_TO_B: u32 = 0xb0b0_b0b0;
 const SSRC_TO_A: u32 = 0xa0a0_a0a0;
 
+/// No learning window: a NATed port latches at its first packet.
+const NO_WINDOW: LatchPolicy = LatchPolicy {
+    latching: Latching::Strict,
+    learning_window: Duration::ZERO,
+};
+
+/// `latching: any`, no learning window: the old "first valid packet latches" behaviour.
+const ANY_NOW: LatchPolicy = LatchPolicy {
+    latching: Latching::Any,
+    learning_window: Duration::ZERO,
+};
+
 fn config() -> RelayConfig {
     RelayConfig {
-        a: LegConfig::new(Some(addr(CARRIER_SDP)), DEFAULT_CARRIER_MEDIA_TIMEOUT),
+        a: LegConfig {
+            latch: NO_WINDOW,
+            ..LegConfig::new(Some(addr(CARRIER_SDP)), DEFAULT_CARRIER_MEDIA_TIMEOUT)
+        },
         b: LegConfig::new(Some(addr(AI_PEER)), Duration::from_secs(5)),
         a_to_b: StreamConfig {
             ssrc: SSRC_TO_B,
@@ -128,7 +144,13 @@ fn relatch_after_reinvite_accepts_new_peer_only() {
         r.handle_rtp(Side::B, addr(new_ai), &mut buf, t0),
         Action::Drop(DropReason::WrongSource)
     );
-    r.relatch(Side::B, Some(addr(new_ai)), None, t0);
+    r.relatch(
+        Side::B,
+        Some(addr(new_ai)),
+        None,
+        LatchPolicy::default(),
+        t0,
+    );
     assert_eq!(r.leg(Side::B).rtp().latched(), None);
     // Until the new peer sends, A's packets go to the new SDP address.
     let mut a = simple_rtp(0, 1, 0, 5);
@@ -149,13 +171,14 @@ fn no_peer_yet_when_other_leg_has_no_address() {
     let t0 = Instant::now();
     let mut cfg = config();
     cfg.b.rtp_peer = None;
+    cfg.b.latch = ANY_NOW;
     let mut r = Relay::new(cfg, t0);
     let mut buf = simple_rtp(0, 1, 0, 1);
     assert_eq!(
         r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut buf, t0),
         Action::Drop(DropReason::NoPeerYet)
     );
-    // The B peer latches by sending; then A's media flows to it.
+    // The B peer (`latching: any`) latches by sending; then A's media flows to it.
     fwd(&mut r, Side::B, AI_PEER, 1, 0, 2, t0);
     fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0);
     assert_eq!(r.stats(Side::A).drops.no_peer_yet, 1);
@@ -329,7 +352,7 @@ fn rtcp_separate_port_rewrites_sender_ssrc() {
     let t0 = Instant::now();
     let mut r = Relay::new(config(), t0);
     let mut sr = build_sr_sdes(0x1234_5678, SSRC_TO_A);
-    let act = r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0);
+    let act = r.handle_rtcp(Side::A, addr("198.51.100.20:40001"), &mut sr, t0);
     assert_eq!(
         act,
         Action::Forward {
@@ -357,7 +380,7 @@ fn rtcp_separate_port_rewrites_sender_ssrc() {
     // RTP on the RTCP port is not RTCP.
     let mut rtp = simple_rtp(0, 1, 1, 1);
     assert!(matches!(
-        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut rtp, t0),
+        r.handle_rtcp(Side::A, addr("198.51.100.20:40001"), &mut rtp, t0),
         Action::Drop(DropReason::Malformed(PacketError::NotRtcp(0)))
     ));
 }
@@ -456,7 +479,13 @@ fn media_inactivity_per_leg() {
     );
     // A new peer (relatch) gets a full timeout from then.
     let mut q = r.clone();
-    q.relatch(Side::B, Some(addr(AI_PEER)), None, t0 + s(8));
+    q.relatch(
+        Side::B,
+        Some(addr(AI_PEER)),
+        None,
+        LatchPolicy::default(),
+        t0 + s(8),
+    );
     assert_eq!(q.poll_media_timeout(t0 + s(10)), None);
     assert_eq!(q.idle_since(Side::B), t0 + s(8));
     // Dropped packets do not count as activity.
@@ -597,7 +626,7 @@ fn rtcp_translated_consistently_with_rtp() {
     sr[16..20].copy_from_slice(&123_616u32.to_be_bytes());
     sr[36..40].copy_from_slice(&200u32.to_be_bytes());
     assert!(matches!(
-        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0),
+        r.handle_rtcp(Side::A, addr("198.51.100.20:40001"), &mut sr, t0),
         Action::Forward { .. }
     ));
     assert_eq!(rtcp_header(&sr).unwrap().ssrc, SSRC_TO_B);
@@ -663,7 +692,13 @@ fn each_latch_is_polled_once_and_again_after_a_relatch() {
     let mut buf = simple_rtp(0, 3, 480, 0x1234);
     let _ = r.handle_rtp(Side::A, addr(ATTACKER), &mut buf, t0);
     assert_eq!(r.poll_latched(), None);
-    r.relatch(Side::A, Some(addr(CARRIER_SDP)), None, t0);
+    r.relatch(
+        Side::A,
+        Some(addr(CARRIER_SDP)),
+        None,
+        LatchPolicy::default(),
+        t0,
+    );
     fwd(&mut r, Side::A, CARRIER_SDP, 4, 640, 0x1234, t0);
     assert_eq!(
         r.poll_latched(),
@@ -677,7 +712,7 @@ fn a_latch_undone_by_a_relatch_before_polling_is_not_reported() {
     let t0 = Instant::now();
     let mut r = Relay::new(config(), t0);
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
-    r.relatch(Side::A, None, None, t0);
+    r.relatch(Side::A, None, None, LatchPolicy::default(), t0);
     assert_eq!(r.poll_latched(), None);
 }
 
@@ -690,7 +725,13 @@ fn unreachable_is_reported_once_per_rtp_peer_and_again_after_relatch() {
     assert!(!r.handle_unreachable(Side::A, addr(AI_PEER)));
     assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
     assert!(!r.handle_unreachable(Side::B, addr(AI_PEER)));
-    r.relatch(Side::B, Some(addr(AI_PEER)), None, t0);
+    r.relatch(
+        Side::B,
+        Some(addr(AI_PEER)),
+        None,
+        LatchPolicy::default(),
+        t0,
+    );
     assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
     // After latching a NAT address, the latched one is the destination.
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
@@ -1042,11 +1083,12 @@ fn fill_without_a_peer_address_sends_nothing() {
     let t0 = Instant::now();
     let mut cfg = config();
     cfg.a.rtp_peer = None;
+    cfg.a.latch = ANY_NOW;
     let mut r = Relay::new(cfg, t0);
     // A latches by sending; then its address is forgotten by a relatch to "unknown".
     fwd_pt(&mut r, Side::A, 0, 1, 0x1111, t0);
     fwd_pt(&mut r, Side::B, 0, 1, 0x2222, t0);
-    r.relatch(Side::A, None, None, t0);
+    r.relatch(Side::A, None, None, LatchPolicy::default(), t0);
     assert_eq!(
         r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), t0),
         FillStatus::Started(G711::Ulaw)
