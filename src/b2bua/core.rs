@@ -3238,7 +3238,7 @@ impl Core {
             } => {
                 let side = leg_of(side);
                 let sdp = self
-                    .with_media(c, |m, _, _| m.latched(id.stream, side, addr))
+                    .with_media(c, |m, _, _| m.latched(id.stream, side, kind, addr))
                     .flatten();
                 match sdp {
                     Some(sdp) => info!(call = %name, leg = ?side, ?kind, %addr, sdp_addr = %sdp,

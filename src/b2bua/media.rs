@@ -706,13 +706,26 @@ impl CallMedia {
         self.streams.is_empty()
     }
 
-    /// Records a latched peer address; returns the SDP address it replaced, if different.
-    pub fn latched(&mut self, index: u16, side: Side, addr: SocketAddr) -> Option<SocketAddr> {
+    /// Records a latched peer address (the RTP one is the leg's peer; an RTCP latch is only
+    /// compared); returns the SDP address of that socket's kind it replaced, if different.
+    pub fn latched(
+        &mut self,
+        index: u16,
+        side: Side,
+        kind: relay::SocketKind,
+        addr: SocketAddr,
+    ) -> Option<SocketAddr> {
         let sdp_addr = self
             .received_info(side)
-            .and_then(|v| v.get(usize::from(index)).and_then(|m| m.rtp_addr));
-        if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
-            s.latched[idx(side)] = Some(addr);
+            .and_then(|v| v.get(usize::from(index)).cloned())
+            .and_then(|m| match kind {
+                relay::SocketKind::Rtp => m.rtp_addr,
+                relay::SocketKind::Rtcp => m.rtcp_addr,
+            });
+        if kind == relay::SocketKind::Rtp {
+            if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
+                s.latched[idx(side)] = Some(addr);
+            }
         }
         sdp_addr.filter(|a| *a != addr)
     }

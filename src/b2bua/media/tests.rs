@@ -697,7 +697,7 @@ fn reset_peer_relatches_b_to_nothing() {
     let mut m = media();
     let mut pa = alloc();
     established(&mut m, &mut pa);
-    m.latched(0, Side::B, sa("198.51.100.7:5000"));
+    m.latched(0, Side::B, relay::SocketKind::Rtp, sa("198.51.100.7:5000"));
     let mut out = Vec::new();
     m.reset_peer(Side::B, &mut out);
     assert_eq!(
@@ -723,7 +723,7 @@ fn reset_peer_relatches_b_to_nothing() {
     let mut out = Vec::new();
     m.offer(Side::A, SIMPLE_A.as_bytes(), &mut pa, &mut out)
         .unwrap();
-    m.latched(0, Side::B, sa("198.51.100.7:5000"));
+    m.latched(0, Side::B, relay::SocketKind::Rtp, sa("198.51.100.7:5000"));
     let mut out = Vec::new();
     m.reset_peer(Side::B, &mut out);
     assert!(
@@ -741,11 +741,25 @@ fn latched_reports_an_address_other_than_the_sdp() {
     let mut m = media();
     let mut pa = alloc();
     established(&mut m, &mut pa);
-    assert_eq!(m.latched(0, Side::B, sa("192.0.2.20:5000")), None);
     assert_eq!(
-        m.latched(0, Side::B, sa("198.51.100.7:6000")),
+        m.latched(0, Side::B, relay::SocketKind::Rtp, sa("192.0.2.20:5000")),
+        None
+    );
+    assert_eq!(
+        m.latched(0, Side::B, relay::SocketKind::Rtp, sa("198.51.100.7:6000")),
         Some(sa("192.0.2.20:5000")),
         "NAT: the SDP said otherwise"
+    );
+    assert_eq!(m.streams[0].latched[1], Some(sa("198.51.100.7:6000")));
+    // RTCP latching onto the SDP's RTCP address (RTP port + 1) is no NAT, and never
+    // replaces the leg's RTP peer.
+    assert_eq!(
+        m.latched(0, Side::B, relay::SocketKind::Rtcp, sa("192.0.2.20:5001")),
+        None
+    );
+    assert_eq!(
+        m.latched(0, Side::B, relay::SocketKind::Rtcp, sa("198.51.100.7:6001")),
+        Some(sa("192.0.2.20:5001"))
     );
     assert_eq!(m.streams[0].latched[1], Some(sa("198.51.100.7:6000")));
 }
