@@ -121,7 +121,8 @@ pub enum MediaEvent {
         port: u16,
         error: String,
     },
-    /// Leg `side`'s peer was learned from its first valid packet on that socket.
+    /// Leg `side`'s socket latched onto its peer at `addr` (by the `PeerLatch` rules: the
+    /// SDP address at once, a candidate after the learning window).
     Latched {
         id: RelayId,
         side: Side,

@@ -7,18 +7,24 @@
 //! other leg's peer. [`Relay`] holds both legs and both directions; [`StreamOut`] is one
 //! direction's output state; [`PeerLatch`] is one socket's symmetric-RTP latch.
 //!
-//! Does: source latching (symmetric RTP, RFC 4961 style; drops and counts packets from any
-//! other address once latched, against RTP injection / "RTP bleed"), output continuity
-//! across input source switches (one SSRC, one sequence and timestamp space per outgoing
-//! stream, RFC 3550 §5.1/§8), payload-type mapping, RTCP sender-SSRC rewrite (RFC 3550
-//! §7.2), media-inactivity deadlines, and per-direction stats.
+//! Does: source latching (symmetric RTP, RFC 4961 style) with rtpengine-style heuristic
+//! learning — the SDP's exact address latches at once, its IP on another port only after a
+//! learning window with nothing from the exact address, another IP only under
+//! [`Latching::Any`] (see [`PeerLatch`]) — and drops and counts by reason every packet that
+//! does not latch and, once latched, every packet from another address (against RTP
+//! injection / "RTP bleed": the first packet from a stranger never takes a call's stream).
+//! The latched fast path is one address comparison; learning runs only until a latch.
+//! Also output continuity across input source switches (one SSRC, one sequence and
+//! timestamp space per outgoing stream, RFC 3550 §5.1/§8), payload-type mapping, RTCP
+//! sender-SSRC rewrite (RFC 3550 §7.2), media-inactivity deadlines, and per-direction stats.
 //!
 //! Never: allocates, locks, reads the clock, or makes a syscall per packet; touches a
 //! socket (the runtime shell does recvmmsg/sendmmsg and passes `now`); copies a payload;
 //! panics on wire data; handles SRTP/DTLS/ICE (dropped as `NotRtp` for now).
 //!
 //! After a re-INVITE that moves leg X to a new peer (e.g. a new AI provider), the call core
-//! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
+//! calls [`Relay::relatch`] (new SDP addresses and latching rules; learning starts over) and
+//! [`Relay::handle_source_switch`] (keep
 //! the stream sent to the other leg continuous); an SSRC change alone is detected here.
 //!
 //! During the re-route gap, [`Relay::handle_fill`] starts gap audio toward a leg (comfort
@@ -31,8 +37,8 @@
 //! ICMP error is news (once per RTP peer), and [`Relay::restart_idle_clock`] makes a media
 //! timeout fire once per silence.
 //!
-//! See `LIFECYCLE.md` in this folder for the stream states (unlatched → latched →
-//! switched → relatched).
+//! See `LIFECYCLE.md` in this folder for the latch states (learning → latched → relatched)
+//! and the stream states (fresh → running → switched).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
