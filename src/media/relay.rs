@@ -24,8 +24,8 @@
 //!
 //! After a re-INVITE that moves leg X to a new peer (e.g. a new AI provider), the call core
 //! calls [`Relay::relatch`] (new SDP addresses and latching rules; learning starts over) and
-//! [`Relay::handle_source_switch`] (keep
-//! the stream sent to the other leg continuous); an SSRC change alone is detected here.
+//! [`Relay::handle_source_switch`] (keep the stream sent to the other leg continuous); an
+//! SSRC change alone is detected here.
 //!
 //! During the re-route gap, [`Relay::handle_fill`] starts gap audio toward a leg (comfort
 //! noise or a prompt, `media::filler`): [`Relay::poll_fill`] yields one G.711 frame per
@@ -313,7 +313,8 @@ impl PeerLatch {
             latched: None,
             expected,
             policy,
-            learning_until: now + policy.learning_window,
+            // The window is validated short; an absurd one means "no window", never a panic.
+            learning_until: now.checked_add(policy.learning_window).unwrap_or(now),
             best: None,
         }
     }
