@@ -1,7 +1,8 @@
 //! Per-packet cost of the sans-IO relay core (issue 3): a 172-byte PCMU packet (12-byte
 //! header + 160 bytes) through the forward path of a latched stream (classify, validate,
-//! latch check, stats incl. loss/jitter, in-place rewrite), the wrong-source drop path, and
-//! the bare header rewrite for comparison. Each forward iteration writes a fresh input header
+//! latch check, stats incl. loss/jitter, in-place rewrite), the wrong-source drop path (a
+//! latched stream), the unexpected-source drop path (nothing latched yet: the learning
+//! rules), and the bare header rewrite for comparison. Each forward iteration writes a fresh input header
 //! (as recvmmsg would deliver a new packet) so the stream stays on its fast path.
 //!
 //! Before measuring, a counting global allocator checks that 10 000 packets through the
@@ -44,13 +45,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// 10 000 packets (forward, wrong source, source switch, muxed-off RTCP) allocate nothing.
+/// 10 000 packets (forward, wrong source, source switch, muxed-off RTCP, and before any latch
+/// unexpected source and learning) allocate nothing.
 fn assert_no_allocation(carrier: SocketAddr, ai: SocketAddr, attacker: SocketAddr) {
     let t0 = Instant::now();
     let mut r = relay(t0, carrier, ai);
     let mut buf = [0xffu8; 172];
     let mut rtcp = [0u8; 8];
     rtcp[..4].copy_from_slice(&[0x80, 201, 0, 1]);
+    // A second relay that never latches: strangers and a same-IP candidate in its window.
+    let mut learning = relay(t0, carrier, ai);
+    let candidate = SocketAddr::new(carrier.ip(), carrier.port() + 2);
     let before = ALLOCS.load(Ordering::Relaxed);
     for i in 0..10_000u32 {
         let mut h = header(i as u16, i * 160);
@@ -58,6 +63,8 @@ fn assert_no_allocation(carrier: SocketAddr, ai: SocketAddr, attacker: SocketAdd
             h[8] ^= 1; // a new input SSRC now and then (the cold switch path)
         }
         buf[..12].copy_from_slice(&h);
+        black_box(learning.handle_rtp(Side::A, attacker, &mut buf, t0));
+        black_box(learning.handle_rtp(Side::A, candidate, &mut buf, t0));
         let now = t0 + Duration::from_millis(20 * u64::from(i));
         black_box(r.handle_rtp(Side::A, carrier, &mut buf, now));
         black_box(r.handle_rtp(Side::A, attacker, &mut buf, now));
@@ -66,6 +73,7 @@ fn assert_no_allocation(carrier: SocketAddr, ai: SocketAddr, attacker: SocketAdd
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(allocs, 0, "the per-packet path allocated {allocs} times");
     assert!(r.stats(Side::A).packets_forwarded > 9_000);
+    assert_eq!(learning.stats(Side::A).drops.learning, 10_000);
 }
 
 /// The media worker's whole per-packet path (epoll, recvmmsg, relay core, sendmmsg,
@@ -202,6 +210,17 @@ fn bench(c: &mut Criterion) {
         buf[..12].copy_from_slice(&header(1, 160));
         b.iter(|| black_box(r.handle_rtp(Side::A, black_box(attacker), black_box(&mut buf), t0)));
         assert!(r.stats(Side::A).drops.wrong_source > 0);
+    });
+
+    // Nothing latched yet, a stranger on another IP (what an injection before the real
+    // peer's first packet costs under `latching: strict`): the cold learning path.
+    g.bench_function("drop_unexpected_source_172B", |b| {
+        let mut r = relay(t0, carrier, ai);
+        let mut buf = [0xffu8; 172];
+        buf[..12].copy_from_slice(&header(1, 160));
+        b.iter(|| black_box(r.handle_rtp(Side::A, black_box(attacker), black_box(&mut buf), t0)));
+        assert!(r.stats(Side::A).drops.unexpected_source > 0);
+        assert_eq!(r.leg(Side::A).rtp().latched(), None);
     });
 
     g.bench_function("header_rewrite_only", |b| {

@@ -5,7 +5,7 @@
 # "AI audio resumed after re-route" log line's gap_ms), and the re-route's setup time
 # (trigger → new agent's 200 OK, setup_ms). p50/p99 per trigger kind.
 #
-# usage: benches/reroute_gap.sh [CALLS=200] [CONCURRENT=10] [TRIGGERS="bye media_unreachable media_timeout websocket"]
+# usage: benches/reroute_gap.sh [CALLS=200] [CONCURRENT=10] [TRIGGERS="bye media_unreachable liveness websocket"]
 #
 # Topology (all 127.0.0.1): SIPp carrier (UAC, ../shared/peers' uac_pcap_rr scenario: plays
 # SIPp's G.711 recording, 50 pps) → holdfast → agent-a (SIPp UAS; its media is a per-call
@@ -13,7 +13,10 @@
 # dies 1 s into the call, by trigger kind:
 #   bye                agent-a's SIPp sends BYE with Reason: SIP;cause=503 (its echo goes on);
 #   media_unreachable  agent-a's echo socket for that call closes (ICMP port unreachable);
-#   media_timeout      agent-a's echo for that call falls silent (media.ai_timeout = 1 s);
+#   liveness           agent-a lost that call (a restart): its echo falls silent, and after
+#                      media.ai_timeout (1 s here) holdfast's in-dialog OPTIONS check gets
+#                      481 (agent-a's `liveness: in-dialog-options`); silence alone never
+#                      re-routes;
 #   websocket          the agents are media-stream bots (Python, Twilio protocol, echoing the
 #                      caller): bot-a drops each call's connection (no close frame) 1 s in,
 #                      bot-b takes over.
@@ -24,7 +27,7 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${PEERS:-$ROOT/../shared/peers}
-CALLS=${1:-200}; CONC=${2:-10}; TRIGGERS=${3:-"bye media_unreachable media_timeout websocket"}
+CALLS=${1:-200}; CONC=${2:-10}; TRIGGERS=${3:-"bye media_unreachable liveness websocket"}
 OUT=${OUT:-$(mktemp -d -t holdfast-reroute-XXXX)}; mkdir -p "$OUT"
 cargo build --release -q || exit 1
 BIN=$ROOT/target/release/holdfast
@@ -45,7 +48,7 @@ health: { ping_interval: 1h }
 carriers:
   - { id: carrier, uri: "sip:127.0.0.1:5270", region: local, ping: false, sources: ["127.0.0.1:5270"] }
 ai_providers:
-  - { id: agent-a, kind: sip, uri: "sip:agent@127.0.0.1:5281", region: local, priority: 1, ping: false }
+  - { id: agent-a, kind: sip, uri: "sip:agent@127.0.0.1:5281", region: local, priority: 1, ping: false, liveness: in-dialog-options }
   - { id: agent-b, kind: sip, uri: "sip:agent@127.0.0.1:5282", region: local, priority: 2, ping: false }
 routes:
   inbound:
@@ -60,7 +63,8 @@ sed 's/<pause milliseconds="8000"\/>/<pause milliseconds="5000"\/>/' "$PEERS/sce
 grep -q 'milliseconds="5000"' "$OUT/carrier.xml" || { echo "could not shorten the carrier's hold" >&2; exit 1; }
 
 # agent-a: answers with SDP on the call's echo port ([field0] of the injection file), then
-# either sends BYE with an error cause after 1 s, or waits for holdfast's BYE.
+# either sends BYE with an error cause after 1 s, or (liveness) answers holdfast's in-dialog
+# OPTIONS 481 as an agent that lost the call would, or waits for holdfast's BYE.
 agent_a_scenario() {
   local fail capture='  <recv request="INVITE"/>'
   if [ "$1" = bye ]; then
@@ -85,7 +89,18 @@ agent_a_scenario() {
     ]]></send>
   <recv response="200"/>'
   else
-    fail='  <recv request="BYE"/>
+    [ "$1" = liveness ] && fail='  <recv request="OPTIONS"/>
+  <send><![CDATA[
+      SIP/2.0 481 Call/Transaction Does Not Exist
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]></send>
+' || fail=''
+    fail=$fail'  <recv request="BYE"/>
   <send><![CDATA[
       SIP/2.0 200 OK
       [last_Via:]
@@ -127,7 +142,7 @@ XML
 }
 
 # agent-a's media: one echo socket per call; each echoes its first 50 packets (1 s), then
-# echoes on (bye), closes (media_unreachable) or falls silent (media_timeout).
+# echoes on (bye), closes (media_unreachable) or falls silent (liveness).
 echo_py() {
   cat <<'PY'
 import os, select, socket, sys, time

@@ -66,6 +66,7 @@ fn check_file_renders_the_table() {
         "sources 127.0.0.1:5091",
         "outbound[1]: to +44* from * via any -> regions [eu]",
         "candidates: agent-a (priority 1, weight 1), agent-b (priority 2, weight 1)",
+        "media latching: strict (learning window 1s)",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

@@ -374,6 +374,8 @@ fn media_stats_shape(side: &Value, what: &str) {
         "not_rtp",
         "malformed",
         "wrong_source",
+        "unexpected_source",
+        "learning",
         "no_peer_yet",
         "disabled",
     ] {

@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
 use crate::media::control::{MediaCommand, MediaEvent};
 use crate::media::ports::PortAllocator;
+use crate::media::relay::Latching;
 use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
 use crate::sip::header::Refresher;
 use crate::sip::message::{Message, Request};
@@ -671,7 +672,14 @@ impl Core {
         self.media_out.pop_front()
     }
 
-    fn media_params(&self, direction: Direction) -> MediaParams {
+    /// The `latching` of target `id` (its own, else `media.latching`).
+    fn latching_of(&self, id: &TargetId) -> Latching {
+        self.config
+            .target(id)
+            .map_or(self.config.media.latching, |t| t.latching)
+    }
+
+    fn media_params(&self, direction: Direction, origin: &TargetId) -> MediaParams {
         let m = &self.config.media;
         MediaParams {
             advertise: m.advertise,
@@ -682,6 +690,9 @@ impl Core {
                 Direction::Inbound => [m.timeout, m.ai_timeout],
                 Direction::Outbound => [m.ai_timeout, m.timeout],
             },
+            // Leg B follows each attempt's target (`start_attempt`).
+            latching: [self.latching_of(origin), m.latching],
+            learning_window: m.learning_window,
         }
     }
 
@@ -1107,7 +1118,11 @@ impl Core {
             return self.reject(sid, 503, "Service Unavailable", &reason, now);
         }
         let cref = self.new_id();
-        let mut media = CallMedia::new(cref, self.media_params(direction), self.ids.next_u64());
+        let mut media = CallMedia::new(
+            cref,
+            self.media_params(direction, &origin_id),
+            self.ids.next_u64(),
+        );
         let mut offer = None;
         if !req.body.is_empty() {
             if !is_sdp(req.content_type.as_deref()) {
@@ -1359,15 +1374,20 @@ impl Core {
         let Some(tcfg) = self.config.target(&target).cloned() else {
             return self.next_attempt(c, now);
         };
-        // A previous attempt's callee may have sent SDP or packets: the new one latches afresh
-        // (unless a re-route keeps the old AI leg, whose media still flows there).
-        if self
+        // Leg B latches by this target's rules from its first SDP on. A previous attempt's
+        // callee may have sent SDP or packets: the new one latches afresh (unless a re-route
+        // keeps the old AI leg, whose media still flows there until the new one answers).
+        let latching = tcfg.latching;
+        let again = self
             .calls
             .get(&c)
-            .is_some_and(|e| !e.call.attempts.is_empty() && e.kept.is_none())
-        {
-            self.with_media(c, |m, _, out| m.reset_peer(Side::B, out));
-        }
+            .is_some_and(|e| !e.call.attempts.is_empty() && e.kept.is_none());
+        self.with_media(c, |m, _, out| {
+            m.set_latching(Side::B, latching);
+            if again {
+                m.reset_peer(Side::B, out);
+            }
+        });
         let call_id = self.ids.call_id(&self.local_host(local));
         let tag = self.ids.tag();
         let branch = self.ids.branch();
@@ -3296,7 +3316,7 @@ impl Core {
             } => {
                 let side = leg_of(side);
                 let sdp = self
-                    .with_media(c, |m, _, _| m.latched(id.stream, side, addr))
+                    .with_media(c, |m, _, _| m.latched(id.stream, side, kind, addr))
                     .flatten();
                 match sdp {
                     Some(sdp) => info!(call = %name, leg = ?side, ?kind, %addr, sdp_addr = %sdp,
@@ -3349,9 +3369,13 @@ impl Core {
                     a_packets = a_to_b.packets_received, a_forwarded = a_to_b.packets_forwarded,
                     a_lost = a_to_b.packets_lost, a_jitter_ms = a_to_b.jitter_ms,
                     a_dropped = a_to_b.drops.total(), a_wrong_source = a_to_b.drops.wrong_source,
+                    a_unexpected_source = a_to_b.drops.unexpected_source,
+                    a_learning = a_to_b.drops.learning,
                     b_packets = b_to_a.packets_received, b_forwarded = b_to_a.packets_forwarded,
                     b_lost = b_to_a.packets_lost, b_jitter_ms = b_to_a.jitter_ms,
                     b_dropped = b_to_a.drops.total(), b_wrong_source = b_to_a.drops.wrong_source,
+                    b_unexpected_source = b_to_a.drops.unexpected_source,
+                    b_learning = b_to_a.drops.learning,
                     ports_in_use = self.ports.in_use(),
                     "media closed"
                 );

@@ -30,7 +30,9 @@ use super::call::Side;
 use crate::ai::audio::G711;
 use crate::media::control::{MediaCommand, RelayId, RelayPorts, RelayUpdate};
 use crate::media::ports::{PortAllocation, PortAllocator};
-use crate::media::relay::{self, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig};
+use crate::media::relay::{
+    self, LatchPolicy, Latching, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig,
+};
 use crate::media::sdp::{
     self, AnchorPlan, Direction, MediaInfo, MediaPorts, OriginState, RtcpPorts, Sdp,
 };
@@ -108,6 +110,21 @@ pub struct MediaParams {
     pub bind: IpAddr,
     /// Media timeout of leg A and leg B.
     pub timeouts: [Duration; 2],
+    /// `latching` of leg A's target (the call's origin) and of leg B's (the callee being
+    /// tried now; [`CallMedia::set_latching`] changes it per attempt).
+    pub latching: [Latching; 2],
+    /// `media.learning_window`.
+    pub learning_window: Duration,
+}
+
+impl MediaParams {
+    /// How leg `side`'s sockets learn its peer.
+    pub fn latch(&self, side: Side) -> LatchPolicy {
+        LatchPolicy {
+            latching: self.latching[idx(side)],
+            learning_window: self.learning_window,
+        }
+    }
 }
 
 /// One call's media state; see the module docs.
@@ -130,10 +147,10 @@ pub struct CallMedia {
     /// What the offer in flight replaced (offerer's received SDP, answerer's sent SDP), put
     /// back if the offer is rejected: the session stays as it was (RFC 3264 §8).
     rollback: Option<[Option<String>; 2]>,
-    /// What the AI leg a re-route keeps last got from us (SDP, `o=`), given back if no
-    /// provider takes over.
+    /// What the AI leg a re-route keeps last got from us (SDP, `o=`) and how it latches,
+    /// given back if no provider takes over.
     #[serde(default)]
-    kept: Option<(Option<String>, OriginState)>,
+    kept: Option<(Option<String>, OriginState, crate::media::relay::Latching)>,
     seed: u64,
 }
 
@@ -360,6 +377,7 @@ impl CallMedia {
             let m = info.get(usize::from(s.index));
             let leg = |side: Side| {
                 let mut l = LegConfig::new(None, self.params.timeouts[idx(side)]);
+                l.latch = self.params.latch(side);
                 if side == from {
                     l.rtp_peer = m.and_then(|m| m.rtp_addr);
                     l.rtcp_peer = m.and_then(|m| m.rtcp_addr);
@@ -424,12 +442,12 @@ impl CallMedia {
             let id = self.id(s.index);
             out.push(MediaCommand::Update {
                 id,
-                update: relatch(from, m, mux),
+                update: self.relatch(from, m, mux),
             });
             if mux {
                 out.push(MediaCommand::Update {
                     id,
-                    update: relatch(offerer, offer_info.get(i), true),
+                    update: self.relatch(offerer, offer_info.get(i), true),
                 });
             }
         }
@@ -456,7 +474,10 @@ impl CallMedia {
     }
 
     /// `Relatch` for every stream whose peer addresses (or mux) on `side` differ between
-    /// `before` and `after`; `mux` says whether RTCP is muxed on that leg now.
+    /// `before` and `after`; `mux` says whether RTCP is muxed on that leg now. An m-line put
+    /// on hold with `c=0.0.0.0` (RFC 2543 hold; RFC 3264 §8.4 allows it) says where not to
+    /// send, not where the peer sends from: the latch stays (the held peer may still send
+    /// music on hold), and forwarding to it stops through its direction.
     fn relatch_moved(
         &self,
         side: Side,
@@ -469,10 +490,13 @@ impl CallMedia {
         for s in &self.streams {
             let i = usize::from(s.index);
             let (old, new) = (before.get(i), after.get(i));
+            if new.is_some_and(|n| n.on_hold && !n.disabled) {
+                continue;
+            }
             if key(old) != key(new) {
                 out.push(MediaCommand::Update {
                     id: self.id(s.index),
-                    update: relatch(side, new, new.is_some_and(|n| mux(i, n))),
+                    update: self.relatch(side, new, new.is_some_and(|n| mux(i, n))),
                 });
             }
         }
@@ -483,6 +507,7 @@ impl CallMedia {
     /// latched it from its packets (it knew our port from the offer).
     pub fn reset_peer(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
         self.received[idx(side)] = None;
+        let update = self.relatch(side, None, false);
         for s in &mut self.streams {
             s.latched[idx(side)] = None;
             s.unreachable[idx(side)] = None;
@@ -491,8 +516,26 @@ impl CallMedia {
                     call: self.call,
                     stream: s.index,
                 },
-                update: relatch(side, None, false),
+                update,
             });
+        }
+    }
+
+    /// Leg `side`'s peer is now a target with this `latching` (the B leg tries another
+    /// callee, or a re-route picked a new provider): every later relatch of that leg (its
+    /// answer, a re-INVITE, [`reset_peer`](Self::reset_peer)) uses it.
+    pub fn set_latching(&mut self, side: Side, latching: Latching) {
+        self.params.latching[idx(side)] = latching;
+    }
+
+    /// A `Relatch` of leg `side` to the addresses of `m`, under that leg's latching.
+    fn relatch(&self, side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
+        RelayUpdate::Relatch {
+            side: rside(side),
+            rtp: m.and_then(|m| m.rtp_addr),
+            rtcp: m.and_then(|m| m.rtcp_addr),
+            rtcp_mux,
+            latch: self.params.latch(side),
         }
     }
 
@@ -608,7 +651,11 @@ impl CallMedia {
         let other = side.other();
         let agreed = self.received_info(side);
         if keep {
-            self.kept = Some((self.sent[idx(side)].clone(), self.origin[idx(side)].clone()));
+            self.kept = Some((
+                self.sent[idx(side)].clone(),
+                self.origin[idx(side)].clone(),
+                self.params.latching[idx(side)],
+            ));
         } else {
             self.mute(side, true, out);
             self.reset_peer(side, out);
@@ -626,9 +673,10 @@ impl CallMedia {
     /// as it was (what we last sent it, our `o=` toward it), and its media peer is the one
     /// its SDP names again (a failed candidate's packets may have latched meanwhile).
     pub fn reroute_abandoned(&mut self, side: Side, out: &mut Vec<MediaCommand>) {
-        if let Some((sent, origin)) = self.kept.take() {
+        if let Some((sent, origin, latching)) = self.kept.take() {
             self.sent[idx(side)] = sent;
             self.origin[idx(side)] = origin;
+            self.params.latching[idx(side)] = latching;
         }
         self.pending_offer = None;
         let info = self.received_info(side).unwrap_or_default();
@@ -639,7 +687,7 @@ impl CallMedia {
                 info.get(i).is_some_and(|m| m.rtcp_mux) && mux.get(i).is_some_and(|m| m.rtcp_mux);
             out.push(MediaCommand::Update {
                 id: self.id(s.index),
-                update: relatch(side, info.get(i), muxed),
+                update: self.relatch(side, info.get(i), muxed),
             });
         }
         self.mute(side, false, out);
@@ -704,13 +752,26 @@ impl CallMedia {
         self.streams.is_empty()
     }
 
-    /// Records a latched peer address; returns the SDP address it replaced, if different.
-    pub fn latched(&mut self, index: u16, side: Side, addr: SocketAddr) -> Option<SocketAddr> {
+    /// Records a latched peer address (the RTP one is the leg's peer; an RTCP latch is only
+    /// compared); returns the SDP address of that socket's kind it replaced, if different.
+    pub fn latched(
+        &mut self,
+        index: u16,
+        side: Side,
+        kind: relay::SocketKind,
+        addr: SocketAddr,
+    ) -> Option<SocketAddr> {
         let sdp_addr = self
             .received_info(side)
-            .and_then(|v| v.get(usize::from(index)).and_then(|m| m.rtp_addr));
-        if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
-            s.latched[idx(side)] = Some(addr);
+            .and_then(|v| v.get(usize::from(index)).cloned())
+            .and_then(|m| match kind {
+                relay::SocketKind::Rtp => m.rtp_addr,
+                relay::SocketKind::Rtcp => m.rtcp_addr,
+            });
+        if kind == relay::SocketKind::Rtp {
+            if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
+                s.latched[idx(side)] = Some(addr);
+            }
         }
         sdp_addr.filter(|a| *a != addr)
     }
@@ -936,15 +997,6 @@ fn keep_payload_types(m: &mut sdp::Media, keep: &[u8]) {
         }
         _ => true,
     });
-}
-
-fn relatch(side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
-    RelayUpdate::Relatch {
-        side: rside(side),
-        rtp: m.and_then(|m| m.rtp_addr),
-        rtcp: m.and_then(|m| m.rtcp_addr),
-        rtcp_mux,
-    }
 }
 
 /// Our answer to a re-offer on one leg, built from what we last sent there, when the offer

@@ -110,6 +110,8 @@ impl LegMedia {
         self.drops.not_rtp += s.drops.not_rtp;
         self.drops.malformed += s.drops.malformed;
         self.drops.wrong_source += s.drops.wrong_source;
+        self.drops.unexpected_source += s.drops.unexpected_source;
+        self.drops.learning += s.drops.learning;
         self.drops.no_peer_yet += s.drops.no_peer_yet;
         self.drops.disabled += s.drops.disabled;
     }

@@ -475,3 +475,81 @@ fn an_ai_leg_that_never_answers_a_relayed_reinvite_is_replaced_and_the_carrier_g
     assert!(sim.find(CARRIER, "BYE ").is_empty());
     assert_eq!(call(&sim).pinned.as_deref(), Some("agent-b"));
 }
+
+/// The latching rules of each leg follow its target: leg A the carrier's, leg B the
+/// provider tried now — at the relay's open, at each answer, and again after a re-route.
+#[test]
+fn each_leg_latches_by_its_own_targets_rules_across_a_reroute() {
+    use super::tests::HF;
+    use crate::media::relay::Latching;
+    let yaml = format!(
+        r#"
+sip:
+  listen: ["udp:{HF}"]
+health:
+  ping_interval: 1h
+media:
+  learning_window: 300ms
+routing:
+  attempt_timeout: 1s
+  seed: 1
+carriers:
+  - {{ id: carrier, uri: "sip:{CARRIER}", region: us, ping: false, sources: ["{CARRIER}"], latching: any }}
+ai_providers:
+  - {{ id: agent-a, kind: sip, uri: "sip:agent@{AGENT_A}", region: us, priority: 1, ping: false, latching: any }}
+  - {{ id: agent-b, kind: sip, uri: "sip:agent@{AGENT_B}", region: us, priority: 2, ping: false }}
+routes:
+  inbound: [ {{ regions: [us], ai: [agent-a, agent-b] }} ]
+"#
+    );
+    let config = std::sync::Arc::new(crate::config::parse(&yaml, "test.yaml").unwrap());
+    let mut sim = Sim::with_config(config);
+    confirmed_call(&mut sim, "", "");
+    let (a, b) = sim
+        .media
+        .iter()
+        .find_map(|m| match m {
+            MediaCommand::Open { config, .. } => Some((config.a.latch, config.b.latch)),
+            _ => None,
+        })
+        .expect("a relay was opened");
+    assert_eq!(a.latching, Latching::Any, "leg A: the carrier's latching");
+    assert_eq!(a.learning_window, Duration::from_millis(300));
+    assert_eq!(b.learning_window, Duration::from_millis(300));
+    let b_latching = |ups: &[RelayUpdate]| -> Vec<Latching> {
+        ups.iter()
+            .filter_map(|u| match u {
+                RelayUpdate::Relatch {
+                    side: R::B,
+                    rtp: Some(_),
+                    latch,
+                    ..
+                } => Some(latch.latching),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        b_latching(&updates_since(&sim, 0)),
+        [Latching::Any],
+        "leg B at agent-a's answer: agent-a's latching"
+    );
+
+    // agent-a is gone; agent-b (strict by default) takes over.
+    sim.advance_to(Duration::from_secs(2));
+    ai_gone(&mut sim);
+    let inv = sim.last(AGENT_B, "INVITE ");
+    let cmds = sim.media.len();
+    sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B2)));
+    assert_eq!(
+        b_latching(&updates_since(&sim, cmds)),
+        [Latching::Strict],
+        "leg B at agent-b's answer: agent-b's latching"
+    );
+    assert!(
+        !updates_since(&sim, cmds)
+            .iter()
+            .any(|u| matches!(u, RelayUpdate::Relatch { side: R::A, .. })),
+        "leg A keeps its latch and rules"
+    );
+}

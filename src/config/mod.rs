@@ -104,6 +104,11 @@ pub struct MediaSettings {
     pub ai_timeout: Duration,
     /// How long a liveness check (OPTIONS, WebSocket ping) waits for its answer.
     pub check_timeout: Duration,
+    /// Which sources may become a leg's RTP peer besides its SDP address, for targets
+    /// without their own `latching`.
+    pub latching: crate::media::relay::Latching,
+    /// How long after a leg gets its SDP address only that exact address latches.
+    pub learning_window: Duration,
 }
 
 /// How holdfast checks on a leg whose peer went silent (`liveness` of a carrier or AI
@@ -279,6 +284,9 @@ pub struct Target {
     pub alive_codes: Vec<u16>,
     /// Extra headers on the INVITE holdfast sends to this target.
     pub headers: Vec<(String, String)>,
+    /// How its legs' media latches (its `latching`, else `media.latching`; always strict
+    /// for a WebSocket provider, whose audio comes from holdfast's own bridge).
+    pub latching: crate::media::relay::Latching,
     /// For WebSocket AI providers (`kind: media-stream | openai-realtime`): how to reach
     /// and speak to them. `None` for SIP targets. `uri` then holds the URL's host and port.
     pub ws: Option<std::sync::Arc<crate::ai::control::WsProvider>>,

@@ -188,6 +188,8 @@ pub(crate) struct RawMedia {
     pub timeout: Option<Scalar>,
     pub ai_timeout: Option<Scalar>,
     pub check_timeout: Option<Scalar>,
+    pub latching: Option<String>,
+    pub learning_window: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +244,7 @@ pub(crate) struct RawCarrier {
     pub headers: Option<HeaderMap>,
     #[serde(default)]
     pub liveness: Option<String>,
+    pub latching: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +282,7 @@ pub(crate) struct RawAiProvider {
     pub headers: Option<HeaderMap>,
     #[serde(default)]
     pub liveness: Option<String>,
+    pub latching: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -329,6 +329,108 @@ fn liveness_checks_default_per_kind_and_refuse_the_wrong_kind() {
 }
 
 #[test]
+fn latching_defaults_to_strict_with_a_one_second_window() {
+    use crate::media::relay::Latching;
+    let cfg = parse(
+        "carriers:\n  - { id: c, uri: \"sip:c.example\", region: us }\nai_providers:\n  - { id: p, uri: \"sip:p.example\", region: us }\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.media.latching, Latching::Strict);
+    assert_eq!(cfg.media.learning_window, Duration::from_secs(1));
+    assert_eq!(cfg.carriers[0].latching, Latching::Strict);
+    assert_eq!(cfg.ai_providers[0].latching, Latching::Strict);
+}
+
+#[test]
+fn latching_global_and_per_target_overrides_resolve() {
+    use crate::media::relay::Latching;
+    let cfg = parse(
+        r#"
+media: { latching: any, learning_window: 250ms }
+carriers:
+  - { id: nat, uri: "sip:nat.example", region: us }
+  - { id: tight, uri: "sip:t.example", region: us, latching: strict }
+ai_providers:
+  - { id: p, uri: "sip:p.example", region: us, latching: strict }
+  - { id: q, uri: "sip:q.example", region: us }
+  - { id: ws, kind: media-stream, url: "ws://127.0.0.1:9/x", region: us }
+"#,
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.media.latching, Latching::Any);
+    assert_eq!(cfg.media.learning_window, Duration::from_millis(250));
+    let l: Vec<Latching> = cfg
+        .carriers
+        .iter()
+        .chain(&cfg.ai_providers)
+        .map(|t| t.latching)
+        .collect();
+    assert_eq!(
+        l,
+        [
+            Latching::Any,
+            Latching::Strict,
+            Latching::Strict,
+            Latching::Any,
+            // A WebSocket provider's audio is holdfast's own bridge: always strict.
+            Latching::Strict
+        ]
+    );
+    // A zero window latches a NATed port at its first packet.
+    let cfg = parse("media:\n  learning_window: 0s\n", "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.media.learning_window, Duration::ZERO);
+}
+
+#[test]
+fn bad_latching_values_are_refused_with_their_positions() {
+    let e = err("media:\n  latching: loose\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 13, "media.latching"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("strict") && e.message.contains("any"),
+        "{e}"
+    );
+    let e = err("media:\n  learning_window: 2\n");
+    assert_eq!(
+        (e.line, e.path.as_str()),
+        (2, "media.learning_window"),
+        "{e}"
+    );
+    assert!(e.message.contains("unit"), "{e}");
+    let e = err("media:\n  learning_window: 30s\n");
+    assert_eq!(
+        (e.line, e.path.as_str()),
+        (2, "media.learning_window"),
+        "{e}"
+    );
+    assert!(e.message.contains("10s"), "{e}");
+    let e = err(
+        "carriers:\n  - { id: a, uri: \"sip:a\", region: us }\n  - { id: b, uri: \"sip:b\", region: us, latching: yes }\n",
+    );
+    assert_eq!(
+        (e.line, e.path.as_str()),
+        (3, "carriers[1].latching"),
+        "{e}"
+    );
+    let e = err("ai_providers:\n  - { id: p, uri: \"sip:p\", region: us, latching: all }\n");
+    assert_eq!(e.path, "ai_providers[0].latching", "{e}");
+    let e = err(
+        "ai_providers:\n  - { id: w, kind: media-stream, url: \"ws://127.0.0.1:9/x\", region: us, latching: any }\n",
+    );
+    assert_eq!(
+        (e.line, e.path.as_str()),
+        (2, "ai_providers[0].latching"),
+        "{e}"
+    );
+    assert!(e.message.contains("bridge"), "{e}");
+}
+
+#[test]
 fn media_io_is_one_of_auto_socket_raw() {
     use crate::config::MediaIo;
     for (text, io) in [

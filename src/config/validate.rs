@@ -27,6 +27,7 @@ use super::{
 };
 use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
 use crate::media::filler::{load_wav, AfterPrompt, GapAudio};
+use crate::media::relay::{Latching, DEFAULT_LEARNING_WINDOW};
 use crate::routing::dialed_number;
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ const DEFAULT_OPENAI_URL: &str = "wss://api.openai.com/v1/realtime?model=gpt-rea
 const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
 /// Connect, TLS, WebSocket handshake and (OpenAI) `session.updated` of a WebSocket provider.
 const DEFAULT_WS_SETUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest `media.learning_window`: a NATed peer's first audio is dropped for that long.
+const MAX_LEARNING_WINDOW: Duration = Duration::from_secs(10);
 
 fn scalar_text(v: &Scalar) -> String {
     match v {
@@ -339,12 +342,30 @@ impl Validator<'_> {
         let mut carriers = Vec::with_capacity(raw.carriers.len());
         for (i, c) in raw.carriers.iter().enumerate() {
             let path = join_index("carriers", i);
-            carriers.push(self.carrier(c, &path, &health, &mut ids, &mut seen_sources)?);
+            let mut t = self.carrier(c, &path, &health, &mut ids, &mut seen_sources)?;
+            t.latching =
+                self.latching(&c.latching, &join_key(&path, "latching"), media.latching)?;
+            carriers.push(t);
         }
         let mut ai_providers = Vec::with_capacity(raw.ai_providers.len());
         for (i, p) in raw.ai_providers.iter().enumerate() {
             let path = join_index("ai_providers", i);
-            ai_providers.push(self.ai_provider(p, &path, &health, &mut ids, &mut seen_sources)?);
+            let mut t = self.ai_provider(p, &path, &health, &mut ids, &mut seen_sources)?;
+            let latching_path = join_key(&path, "latching");
+            t.latching = match (&t.ws, &p.latching) {
+                (None, l) => self.latching(l, &latching_path, media.latching)?,
+                (Some(_), None) => Latching::Strict,
+                (Some(ws), Some(_)) => {
+                    return Err(self.err(
+                        &latching_path,
+                        format!(
+                            "`latching` applies to SIP targets only; a `{}` provider's audio comes from holdfast's own bridge",
+                            ws.kind.as_str()
+                        ),
+                    ))
+                }
+            };
+            ai_providers.push(t);
         }
         let known: HashMap<&str, TargetRef> = carriers
             .iter()
@@ -794,6 +815,21 @@ impl Validator<'_> {
             "media.check_timeout",
             Duration::from_secs(2),
         )?;
+        let latching = self.latching(&raw.latching, "media.latching", Latching::Strict)?;
+        let learning_window = self.duration(
+            &raw.learning_window,
+            "media.learning_window",
+            DEFAULT_LEARNING_WINDOW,
+        )?;
+        if learning_window > MAX_LEARNING_WINDOW {
+            return Err(self.err(
+                "media.learning_window",
+                format!(
+                    "{learning_window:?} is longer than {MAX_LEARNING_WINDOW:?}: a NATed peer's \
+                     audio is dropped for that long at the start of every call"
+                ),
+            ));
+        }
         Ok(MediaSettings {
             bind,
             advertise,
@@ -803,6 +839,8 @@ impl Validator<'_> {
             timeout,
             ai_timeout,
             check_timeout,
+            latching,
+            learning_window,
         })
     }
 
@@ -1047,6 +1085,7 @@ impl Validator<'_> {
             ping,
             alive_codes,
             headers: out_headers,
+            latching: Latching::Strict,
             ws: None,
             liveness,
         })
@@ -1089,6 +1128,22 @@ impl Validator<'_> {
             (false, _) => Err(self.err(
                 path,
                 "`ping` is a WebSocket check; a SIP target is checked with options, in-dialog-options or refresh (or off)",
+            )),
+        }
+    }
+
+    /// A `latching:` value (`default` when absent).
+    fn latching(&self, v: &Option<String>, path: &str, default: Latching) -> Result<Latching> {
+        match v.as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("strict") => Ok(Latching::Strict),
+            Some("any") => Ok(Latching::Any),
+            Some(other) => Err(self.err(
+                path,
+                format!(
+                    "`{other}`: expected strict (the SDP's address, or its IP on another port \
+                     after the learning window) or any (also any other IP, for NATed peers)"
+                ),
             )),
         }
     }

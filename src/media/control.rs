@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::filler::GapAudio;
 use super::ports::PortAllocation;
-use super::relay::{PayloadTypeMap, RelayConfig, Side, SocketKind};
+use super::relay::{LatchPolicy, PayloadTypeMap, RelayConfig, Side, SocketKind};
 use super::stats::StreamStatsSnapshot;
 
 /// One anchored stream (one m= line) of one call.
@@ -83,12 +83,15 @@ impl MediaCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayUpdate {
     /// Leg `side`'s peer announced (new) addresses: forget what was latched there and expect
-    /// these; `rtcp_mux` says whether RTCP now shares the RTP port on that leg.
+    /// these; `rtcp_mux` says whether RTCP now shares the RTP port on that leg. The sockets
+    /// learn the peer again under `latch` (the peer's target's `latching`), their learning
+    /// window starting when the shell applies this.
     Relatch {
         side: Side,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
         rtcp_mux: bool,
+        latch: LatchPolicy,
     },
     /// Forward (or stop forwarding) what leg `from` sends (hold, inactive, recvonly).
     SetEnabled { from: Side, enabled: bool },
@@ -128,7 +131,8 @@ pub enum MediaEvent {
         port: u16,
         error: String,
     },
-    /// Leg `side`'s peer was learned from its first valid packet on that socket.
+    /// Leg `side`'s socket latched onto its peer at `addr` (by the `PeerLatch` rules: the
+    /// SDP address at once, a candidate after the learning window).
     Latched {
         id: RelayId,
         side: Side,

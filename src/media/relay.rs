@@ -7,19 +7,25 @@
 //! other leg's peer. [`Relay`] holds both legs and both directions; [`StreamOut`] is one
 //! direction's output state; [`PeerLatch`] is one socket's symmetric-RTP latch.
 //!
-//! Does: source latching (symmetric RTP, RFC 4961 style; drops and counts packets from any
-//! other address once latched, against RTP injection / "RTP bleed"), output continuity
-//! across input source switches (one SSRC, one sequence and timestamp space per outgoing
-//! stream, RFC 3550 §5.1/§8), payload-type mapping, RTCP sender-SSRC rewrite (RFC 3550
-//! §7.2), media-inactivity deadlines, and per-direction stats.
+//! Does: source latching (symmetric RTP, RFC 4961 style) with rtpengine-style heuristic
+//! learning — the SDP's exact address latches at once, its IP on another port only after a
+//! learning window with nothing from the exact address, another IP only under
+//! [`Latching::Any`] (see [`PeerLatch`]) — and drops and counts by reason every packet that
+//! does not latch and, once latched, every packet from another address (against RTP
+//! injection / "RTP bleed": the first packet from a stranger never takes a call's stream).
+//! The latched fast path is one address comparison; learning runs only until a latch.
+//! Also output continuity across input source switches (one SSRC, one sequence and
+//! timestamp space per outgoing stream, RFC 3550 §5.1/§8), payload-type mapping, RTCP
+//! sender-SSRC rewrite (RFC 3550 §7.2), media-inactivity deadlines, and per-direction stats.
 //!
 //! Never: allocates, locks, reads the clock, or makes a syscall per packet; touches a
 //! socket (the runtime shell does recvmmsg/sendmmsg and passes `now`); copies a payload;
 //! panics on wire data; handles SRTP/DTLS/ICE (dropped as `NotRtp` for now).
 //!
 //! After a re-INVITE that moves leg X to a new peer (e.g. a new AI provider), the call core
-//! calls [`Relay::relatch`] (new SDP addresses) and [`Relay::handle_source_switch`] (keep
-//! the stream sent to the other leg continuous); an SSRC change alone is detected here.
+//! calls [`Relay::relatch`] (new SDP addresses and latching rules; learning starts over) and
+//! [`Relay::handle_source_switch`] (keep the stream sent to the other leg continuous); an
+//! SSRC change alone is detected here.
 //!
 //! During the re-route gap, [`Relay::handle_fill`] starts gap audio toward a leg (comfort
 //! noise or a prompt, `media::filler`): [`Relay::poll_fill`] yields one G.711 frame per
@@ -31,8 +37,8 @@
 //! ICMP error is news (once per RTP peer), and [`Relay::restart_idle_clock`] makes a media
 //! timeout fire once per silence.
 //!
-//! See `LIFECYCLE.md` in this folder for the stream states (unlatched → latched →
-//! switched → relatched).
+//! See `LIFECYCLE.md` in this folder for the latch states (learning → latched → relatched)
+//! and the stream states (fresh → running → switched).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -93,9 +99,18 @@ pub enum DropReason {
     /// Failed RTP/RTCP header validation.
     #[error("malformed: {0}")]
     Malformed(PacketError),
-    /// Not from the latched peer address.
+    /// Not from the latched peer address (another source is latched).
     #[error("not from the latched peer")]
     WrongSource,
+    /// Nothing is latched yet and the source may never latch: not the SDP's address and
+    /// not its IP under `latching: strict` (or the leg has no SDP address yet).
+    #[error("not the peer's SDP address (not latched)")]
+    UnexpectedSource,
+    /// Nothing is latched yet and the source is only a candidate (the SDP's IP on another
+    /// port, or another IP under `latching: any`): held back during the learning window,
+    /// or while a better candidate is still sending.
+    #[error("latch candidate held back while learning")]
+    Learning,
     /// Nowhere to send: the other leg has neither an SDP address nor a latched one.
     #[error("no peer address on the other leg yet")]
     NoPeerYet,
@@ -113,6 +128,8 @@ impl DropReason {
             DropReason::NotRtp => "not_rtp",
             DropReason::Malformed(_) => "malformed",
             DropReason::WrongSource => "wrong_source",
+            DropReason::UnexpectedSource => "unexpected_source",
+            DropReason::Learning => "learning",
             DropReason::NoPeerYet => "no_peer_yet",
             DropReason::Disabled => "disabled",
         }
@@ -205,39 +222,158 @@ impl PayloadTypeMap {
     }
 }
 
+/// Default [`LatchPolicy::learning_window`]: how long a latch waits for a packet from the
+/// exact SDP address before it accepts a candidate (rtpengine's heuristic learning).
+pub const DEFAULT_LEARNING_WINDOW: Duration = Duration::from_secs(1);
+
+/// Which sources other than the SDP's exact address:port may become a leg's peer
+/// (`latching:` in the configuration, per carrier / AI provider or `media.latching`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Latching {
+    /// The SDP's IP on another port (a NAT rewriting the port), after the learning window;
+    /// never another IP.
+    #[default]
+    Strict,
+    /// Also any other IP, after the learning window and only when no better candidate
+    /// sends: for NATed trunks whose media comes from another address than their SDP says.
+    Any,
+}
+
+impl Latching {
+    /// The configuration's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Latching::Strict => "strict",
+            Latching::Any => "any",
+        }
+    }
+}
+
+/// How one leg's sockets learn their peer's real address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LatchPolicy {
+    /// Which sources may latch besides the exact SDP address.
+    pub latching: Latching,
+    /// From the moment the leg got its SDP address (or a relatch), how long only the exact
+    /// SDP address latches; a candidate latches after it if the exact address stayed silent.
+    pub learning_window: Duration,
+}
+
+impl Default for LatchPolicy {
+    fn default() -> Self {
+        LatchPolicy {
+            latching: Latching::Strict,
+            learning_window: DEFAULT_LEARNING_WINDOW,
+        }
+    }
+}
+
+/// How a source that is not the exact SDP address relates to it (ordered: better last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Candidate {
+    /// Another IP (only under [`Latching::Any`]).
+    OtherIp,
+    /// The SDP's IP on another port.
+    SameIp,
+}
+
+/// Whether `a` and `b` are the same IP (an IPv4-mapped IPv6 address is its IPv4 one).
+#[inline]
+fn same_ip(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip().to_canonical() == b.ip().to_canonical()
+}
+
 /// Symmetric-RTP latch of one local socket: where the peer is expected (from SDP) and
-/// where it really sends from (learned from the first valid packet).
+/// where it really sends from (learned from valid packets, rtpengine-style).
+///
+/// Until it latches: a packet from exactly the SDP address latches at once; one from the
+/// SDP's IP on another port is a candidate, and so is one from any other IP under
+/// [`Latching::Any`]. A candidate latches only once the learning window (from the SDP
+/// address / relatch) is over, and only if no better candidate is still sending (the same
+/// IP beats another IP); until then its packets are dropped as
+/// [`DropReason::Learning`]. Anything else is [`DropReason::UnexpectedSource`]. With no SDP
+/// address, nothing latches under `strict`, the first valid packet under `any`. Once
+/// latched, only the latched address passes ([`DropReason::WrongSource`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerLatch {
-    expected: Option<SocketAddr>,
     latched: Option<SocketAddr>,
+    expected: Option<SocketAddr>,
+    policy: LatchPolicy,
+    /// End of the learning window.
+    learning_until: Instant,
+    /// The best candidate class seen so far, and when it last sent.
+    best: Option<(Candidate, Instant)>,
 }
 
 impl PeerLatch {
-    /// A latch with the address the peer's SDP announced, if any.
-    pub fn new(expected: Option<SocketAddr>) -> Self {
+    /// A latch with the address the peer's SDP announced, if any, learning from `now`.
+    pub fn new(expected: Option<SocketAddr>, policy: LatchPolicy, now: Instant) -> Self {
         PeerLatch {
-            expected,
             latched: None,
+            expected,
+            policy,
+            // The window is validated short; an absurd one means "no window", never a panic.
+            learning_until: now.checked_add(policy.learning_window).unwrap_or(now),
+            best: None,
         }
     }
-    /// Accept a valid packet from `from`: latch on the first one; afterwards only the
-    /// latched address passes. Returns `true` when this call latched.
+    /// Accept a valid packet from `from` at `now`: latch by the rules above; afterwards only
+    /// the latched address passes. Returns `true` when this call latched.
     #[inline]
-    pub fn handle_packet_from(&mut self, from: SocketAddr) -> Result<bool, DropReason> {
+    pub fn handle_packet_from(
+        &mut self,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<bool, DropReason> {
         match self.latched {
             Some(a) if a == from => Ok(false),
             Some(_) => Err(DropReason::WrongSource),
-            None => {
-                self.latched = Some(from);
-                Ok(true)
-            }
+            None => self.learn(from, now),
         }
     }
-    /// Check without latching (RTCP on a muxed port before any RTP).
+    /// How `from` relates to the SDP address: `Ok(None)` is the exact address (or, with no
+    /// SDP address under `any`, anything).
+    fn classify(&self, from: SocketAddr) -> Result<Option<Candidate>, DropReason> {
+        match self.expected {
+            Some(e) if same_ip(e, from) && e.port() == from.port() => Ok(None),
+            Some(e) if same_ip(e, from) => Ok(Some(Candidate::SameIp)),
+            Some(_) if self.policy.latching == Latching::Any => Ok(Some(Candidate::OtherIp)),
+            None if self.policy.latching == Latching::Any => Ok(None),
+            _ => Err(DropReason::UnexpectedSource),
+        }
+    }
+    #[cold]
+    fn learn(&mut self, from: SocketAddr, now: Instant) -> Result<bool, DropReason> {
+        let Some(class) = self.classify(from)? else {
+            self.latched = Some(from);
+            return Ok(true);
+        };
+        // A better candidate that sent within the last window still has the floor.
+        let beaten = self.best.is_some_and(|(best, seen)| {
+            best > class && now.saturating_duration_since(seen) < self.policy.learning_window
+        });
+        if self.best.is_none_or(|(best, _)| class >= best || !beaten) {
+            self.best = Some((class, now));
+        }
+        if now < self.learning_until || beaten {
+            return Err(DropReason::Learning);
+        }
+        self.latched = Some(from);
+        Ok(true)
+    }
+    /// Check without latching (RTCP on a muxed port before any RTP): the latched address,
+    /// or before a latch only what would latch at once.
     #[inline]
-    fn allows(&self, from: SocketAddr) -> bool {
-        self.latched.is_none_or(|a| a == from)
+    fn allows(&self, from: SocketAddr) -> Result<(), DropReason> {
+        match self.latched {
+            Some(a) if a == from => Ok(()),
+            Some(_) => Err(DropReason::WrongSource),
+            None => match self.classify(from)? {
+                None => Ok(()),
+                Some(_) => Err(DropReason::Learning),
+            },
+        }
     }
     /// Where to send to this peer: the latched address, else the SDP address.
     #[inline]
@@ -252,11 +388,22 @@ impl PeerLatch {
     pub fn expected(&self) -> Option<SocketAddr> {
         self.expected
     }
-    /// Forget the latched address and expect `expected` (after a re-INVITE changed the
-    /// peer). The next valid packet latches again.
-    pub fn relatch(&mut self, expected: Option<SocketAddr>) {
-        self.expected = expected;
-        self.latched = None;
+    /// The latching rules in force.
+    pub fn policy(&self) -> LatchPolicy {
+        self.policy
+    }
+    /// Forget the latched address and expect `expected` under `policy` (after a re-INVITE
+    /// changed the peer); the learning window starts again at `now`. The same SDP address
+    /// under the same policy is the same peer (an unhold, a refresh that changed only RTCP
+    /// or mux): a latch onto it stays.
+    pub fn relatch(&mut self, expected: Option<SocketAddr>, policy: LatchPolicy, now: Instant) {
+        if self.latched.is_some()
+            && expected.is_some()
+            && (expected, policy) == (self.expected, self.policy)
+        {
+            return;
+        }
+        *self = PeerLatch::new(expected, policy, now);
     }
 }
 
@@ -643,6 +790,8 @@ pub struct LegConfig {
     pub rtcp_mux: bool,
     /// No RTP from this leg's peer for this long → [`MediaTimeout`].
     pub media_timeout: Duration,
+    /// How the leg's sockets learn the peer's real address (see [`PeerLatch`]).
+    pub latch: LatchPolicy,
 }
 
 impl LegConfig {
@@ -653,6 +802,7 @@ impl LegConfig {
             rtcp_peer: None,
             rtcp_mux: false,
             media_timeout,
+            latch: LatchPolicy::default(),
         }
     }
 }
@@ -672,8 +822,8 @@ pub struct Leg {
 impl Leg {
     fn new(cfg: LegConfig, now: Instant) -> Self {
         Leg {
-            rtp: PeerLatch::new(cfg.rtp_peer),
-            rtcp: PeerLatch::new(cfg.rtcp_peer),
+            rtp: PeerLatch::new(cfg.rtp_peer, cfg.latch, now),
+            rtcp: PeerLatch::new(rtcp_expected(cfg.rtp_peer, cfg.rtcp_peer), cfg.latch, now),
             rtcp_mux: cfg.rtcp_mux,
             media_timeout: cfg.media_timeout,
             last_rx: now,
@@ -706,6 +856,14 @@ impl Leg {
             })
             .map(|a| (a, SocketKind::Rtcp))
     }
+}
+
+/// The address RTCP is expected from: `a=rtcp` (RFC 3605), else RTP port + 1 (RFC 3550 §11).
+fn rtcp_expected(rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) -> Option<SocketAddr> {
+    rtcp.or_else(|| {
+        let a = rtp?;
+        Some(SocketAddr::new(a.ip(), a.port().checked_add(1)?))
+    })
 }
 
 /// Configuration of a relay: both legs and both directions.
@@ -795,7 +953,7 @@ impl Relay {
         };
         let (i, o) = (side.idx(), side.other().idx());
         let leg = &mut self.legs[i];
-        match leg.rtp.handle_packet_from(from) {
+        match leg.rtp.handle_packet_from(from, now) {
             Ok(false) => {}
             Ok(true) => self.latch_pending |= latch_bit(side, SocketKind::Rtp),
             Err(r) => return Action::Drop(r),
@@ -853,25 +1011,20 @@ impl Relay {
         let (i, o) = (side.idx(), side.other().idx());
         let leg = &mut self.legs[i];
         // Muxed RTCP must come from the RTP peer; it never latches (RTP does). A separate
-        // RTCP socket latches on its own first valid packet.
-        let source_ok = if on_rtp {
-            leg.rtp.allows(from)
-        } else {
-            match super::rtp::rtcp_header(buf) {
-                Ok(_) => match leg.rtcp.handle_packet_from(from) {
-                    Ok(latched) => {
-                        if latched {
-                            self.latch_pending |= latch_bit(side, SocketKind::Rtcp);
-                        }
-                        true
-                    }
-                    Err(_) => false,
-                },
-                Err(e) => return Action::Drop(DropReason::Malformed(e)),
+        // RTCP socket latches by the same rules, against the SDP's RTCP address.
+        if on_rtp {
+            if let Err(r) = leg.rtp.allows(from) {
+                return Action::Drop(r);
             }
-        };
-        if !source_ok {
-            return Action::Drop(DropReason::WrongSource);
+        } else {
+            if let Err(e) = super::rtp::rtcp_header(buf) {
+                return Action::Drop(DropReason::Malformed(e));
+            }
+            match leg.rtcp.handle_packet_from(from, now) {
+                Ok(true) => self.latch_pending |= latch_bit(side, SocketKind::Rtcp),
+                Ok(false) => {}
+                Err(r) => return Action::Drop(r),
+            }
         }
         // RFC 3550 §7.2: keep RTCP consistent with the RTP rewrite — our SSRC as sender,
         // SR timestamps in our timestamp space, and reports about the stream we send to
@@ -904,22 +1057,30 @@ impl Relay {
     }
 
     /// The peer of leg `side` changed (an answer, a re-INVITE, a new AI provider): forget its
-    /// latched addresses and expect the new SDP addresses; the next valid packets latch
-    /// again. The new peer gets a full media timeout from `now`.
+    /// latched addresses and expect the new SDP addresses under `latch` (the new peer's
+    /// target may latch differently); the sockets learn again by the [`PeerLatch`] rules,
+    /// their learning window starting at `now`. The new peer gets a full media timeout from
+    /// `now`. `rtcp_peer` `None` means RTP port + 1.
     pub fn relatch(
         &mut self,
         side: Side,
         rtp_peer: Option<SocketAddr>,
         rtcp_peer: Option<SocketAddr>,
+        latch: LatchPolicy,
         now: Instant,
     ) {
         let leg = &mut self.legs[side.idx()];
         leg.last_rx = now;
-        leg.rtp.relatch(rtp_peer);
-        leg.rtcp.relatch(rtcp_peer);
+        leg.rtp.relatch(rtp_peer, latch, now);
+        leg.rtcp
+            .relatch(rtcp_expected(rtp_peer, rtcp_peer), latch, now);
         leg.unreachable_reported = None;
-        self.latch_pending &=
-            !(latch_bit(side, SocketKind::Rtp) | latch_bit(side, SocketKind::Rtcp));
+        // A latch that was forgotten is not reported; one that stayed still is.
+        for (kind, latch) in [(SocketKind::Rtp, leg.rtp), (SocketKind::Rtcp, leg.rtcp)] {
+            if latch.latched().is_none() {
+                self.latch_pending &= !latch_bit(side, kind);
+            }
+        }
     }
 
     /// Whether leg `side`'s RTCP shares its RTP socket (RFC 5761), e.g. after a re-INVITE

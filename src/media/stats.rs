@@ -30,6 +30,12 @@ pub struct DropCounts {
     pub malformed: u64,
     /// From an address other than the latched peer (RTP injection / "RTP bleed").
     pub wrong_source: u64,
+    /// Nothing latched yet, from a source that may not latch: not the peer's SDP address
+    /// (another IP under `latching: strict`, or no SDP address yet).
+    pub unexpected_source: u64,
+    /// Nothing latched yet, from a latch candidate held back during the learning window
+    /// (the SDP's IP on another port, or another IP under `latching: any`).
+    pub learning: u64,
     /// Valid, but the other leg has no address to send to yet.
     pub no_peer_yet: u64,
     /// The direction is disabled (hold / inactive).
@@ -39,7 +45,13 @@ pub struct DropCounts {
 impl DropCounts {
     /// Total of all drop counters.
     pub fn total(&self) -> u64 {
-        self.not_rtp + self.malformed + self.wrong_source + self.no_peer_yet + self.disabled
+        self.not_rtp
+            + self.malformed
+            + self.wrong_source
+            + self.unexpected_source
+            + self.learning
+            + self.no_peer_yet
+            + self.disabled
     }
 }
 
@@ -285,6 +297,8 @@ impl StreamStats {
             DropReason::NotRtp => d.not_rtp += 1,
             DropReason::Malformed(_) => d.malformed += 1,
             DropReason::WrongSource => d.wrong_source += 1,
+            DropReason::UnexpectedSource => d.unexpected_source += 1,
+            DropReason::Learning => d.learning += 1,
             DropReason::NoPeerYet => d.no_peer_yet += 1,
             DropReason::Disabled => d.disabled += 1,
         }

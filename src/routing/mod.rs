@@ -274,6 +274,12 @@ impl RoutingTable {
             "  media timeout: carrier leg {:?}, AI leg {:?}",
             m.timeout, m.ai_timeout
         );
+        let _ = writeln!(
+            out,
+            "  media latching: {} (learning window {:?})",
+            m.latching.as_str(),
+            m.learning_window
+        );
         for (role, title) in [
             (Role::Carrier, "carriers"),
             (Role::AiProvider, "AI providers"),
@@ -305,6 +311,9 @@ impl RoutingTable {
                         .join(", ")
                 };
                 let _ = writeln!(out, "      sources {sources}");
+                if t.latching != m.latching {
+                    let _ = writeln!(out, "      media latching {}", t.latching.as_str());
+                }
                 if !t.headers.is_empty() {
                     let h: Vec<String> =
                         t.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();

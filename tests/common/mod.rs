@@ -839,9 +839,24 @@ impl RtpEndpoint {
         Self::start(true)
     }
 
+    /// An endpoint that only records, on another loopback address (e.g. "127.0.0.2": an
+    /// "other IP" than the peers' 127.0.0.1).
+    pub fn bind_on(ip: &str) -> RtpEndpoint {
+        Self::start_on(ip, false)
+    }
+
+    /// This endpoint's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.sock.local_addr().expect("rtp endpoint address")
+    }
+
     fn start(echo: bool) -> RtpEndpoint {
+        Self::start_on("127.0.0.1", echo)
+    }
+
+    fn start_on(ip: &str, echo: bool) -> RtpEndpoint {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind rtp endpoint"));
+        let sock = Arc::new(UdpSocket::bind((ip, 0)).expect("bind rtp endpoint"));
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let port = sock.local_addr().unwrap().port();
@@ -971,22 +986,40 @@ impl RtpEndpoint {
 
     /// Sends one RTP packet (PCMA, 160-byte payload) to `to`.
     pub fn send_rtp(&self, to: std::net::SocketAddr, ssrc: u32, seq: u16, ts: u32) {
+        self.send_rtp_with(to, ssrc, seq, ts, 0xd5);
+    }
+
+    /// As [`RtpEndpoint::send_rtp`], every payload byte `byte` (what [`RtpSeen::first`]
+    /// shows at the receiver: whose audio got through).
+    pub fn send_rtp_with(&self, to: std::net::SocketAddr, ssrc: u32, seq: u16, ts: u32, byte: u8) {
         let mut p = vec![0u8; 12 + 160];
         p[0] = 0x80;
         p[1] = 8;
         p[2..4].copy_from_slice(&seq.to_be_bytes());
         p[4..8].copy_from_slice(&ts.to_be_bytes());
         p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        p[12..].fill(0xd5);
+        p[12..].fill(byte);
         self.sock.send_to(&p, to).expect("send rtp");
     }
 
     /// Sends `n` packets of one stream (sequence numbers from `seq0`, 20 ms of PCMA each)
     /// to `to`, paced at one per half millisecond so no socket buffer on the way overflows.
     pub fn send_stream(&self, to: std::net::SocketAddr, ssrc: u32, seq0: u16, n: usize) {
+        self.send_stream_with(to, ssrc, seq0, n, 0xd5);
+    }
+
+    /// As [`RtpEndpoint::send_stream`], every payload byte `byte`.
+    pub fn send_stream_with(
+        &self,
+        to: std::net::SocketAddr,
+        ssrc: u32,
+        seq0: u16,
+        n: usize,
+        byte: u8,
+    ) {
         for i in 0..n {
             let seq = seq0.wrapping_add(i as u16);
-            self.send_rtp(to, ssrc, seq, 1000u32.wrapping_add(160 * i as u32));
+            self.send_rtp_with(to, ssrc, seq, 1000u32.wrapping_add(160 * i as u32), byte);
             std::thread::sleep(Duration::from_micros(500));
         }
     }

@@ -26,6 +26,7 @@ use crate::b2bua::call::{Attempt, CallState, RerouteTrigger, Side, WsLeg};
 use crate::b2bua::media::{bridge_answer, bridge_codec};
 use crate::b2bua::msg::Req;
 use crate::health::{AttemptOutcome, Destination};
+use crate::media::relay::Latching;
 use crate::routing::TargetId;
 
 /// The transcript kept on a call: the last this many utterances…
@@ -79,10 +80,15 @@ impl Core {
             entry.call.attempts[attempt].outcome = Some(why.into());
             return self.next_attempt(c, now);
         };
-        // A previous attempt's peer may have sent packets: the bridge latches afresh.
-        if attempt > 0 && entry.call.state != CallState::Rerouting {
-            self.with_media(c, |m, _, out| m.reset_peer(Side::B, out));
-        }
+        // The bridge sends from exactly the address its answer gives: strict. A previous
+        // attempt's peer may have sent packets: the bridge latches afresh.
+        let again = attempt > 0 && entry.call.state != CallState::Rerouting;
+        self.with_media(c, |m, _, out| {
+            m.set_latching(Side::B, Latching::Strict);
+            if again {
+                m.reset_peer(Side::B, out);
+            }
+        });
         let leg = self.new_id();
         let seed = self.ids.next_u64();
         let Some(entry) = self.calls.get_mut(&c) else {

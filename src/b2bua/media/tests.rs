@@ -10,6 +10,8 @@ fn params() -> MediaParams {
         advertise: ADV.parse().unwrap(),
         bind: BIND.parse().unwrap(),
         timeouts: [Duration::from_secs(30), Duration::from_secs(10)],
+        latching: [Latching::Strict, Latching::Strict],
+        learning_window: Duration::from_secs(1),
     }
 }
 
@@ -250,6 +252,7 @@ fn answer_relatches_b_enables_both_ways_and_anchors_for_a() {
                 rtp: Some(sa("192.0.2.20:5000")),
                 rtcp: Some(sa("192.0.2.20:5001")),
                 rtcp_mux: false,
+                latch: LatchPolicy::default(),
             }
         )]
     );
@@ -463,15 +466,15 @@ fn hold_and_inactive_are_answered_locally_and_stop_forwarding() {
     assert!(held.contains("a=recvonly\r\n"), "{held}");
     assert_eq!(enabled(&out, 0, R::B), Some(false));
     assert_eq!(enabled(&out, 0, R::A), Some(true));
+    // Nothing is sent to A (B → A is disabled), and A keeps its latch: a held peer still
+    // sends (music on hold) from where it did, and must not have to be learned again.
     assert!(
-        matches!(
-            relatches(&out, R::A).as_slice(),
-            [(0, RelayUpdate::Relatch { rtp: None, .. })]
-        ),
-        "no address to send to: {out:?}"
+        relatches(&out, R::A).is_empty(),
+        "a c=0.0.0.0 hold relatches nothing: {out:?}"
     );
 
-    // Unhold: back to sendrecv, forwarding both ways, A's address again.
+    // Unhold: back to sendrecv, forwarding both ways, A's address again (the relay keeps a
+    // latch onto the same SDP address).
     let (r, out) = reoffer(&mut m, &mut pa, &a_with(5, ""));
     let resumed = local(r);
     assert!(
@@ -694,7 +697,7 @@ fn reset_peer_relatches_b_to_nothing() {
     let mut m = media();
     let mut pa = alloc();
     established(&mut m, &mut pa);
-    m.latched(0, Side::B, sa("198.51.100.7:5000"));
+    m.latched(0, Side::B, relay::SocketKind::Rtp, sa("198.51.100.7:5000"));
     let mut out = Vec::new();
     m.reset_peer(Side::B, &mut out);
     assert_eq!(
@@ -705,7 +708,8 @@ fn reset_peer_relatches_b_to_nothing() {
                 side: R::B,
                 rtp: None,
                 rtcp: None,
-                rtcp_mux: false
+                rtcp_mux: false,
+                latch: LatchPolicy::default(),
             }
         )]
     );
@@ -719,7 +723,7 @@ fn reset_peer_relatches_b_to_nothing() {
     let mut out = Vec::new();
     m.offer(Side::A, SIMPLE_A.as_bytes(), &mut pa, &mut out)
         .unwrap();
-    m.latched(0, Side::B, sa("198.51.100.7:5000"));
+    m.latched(0, Side::B, relay::SocketKind::Rtp, sa("198.51.100.7:5000"));
     let mut out = Vec::new();
     m.reset_peer(Side::B, &mut out);
     assert!(
@@ -737,11 +741,25 @@ fn latched_reports_an_address_other_than_the_sdp() {
     let mut m = media();
     let mut pa = alloc();
     established(&mut m, &mut pa);
-    assert_eq!(m.latched(0, Side::B, sa("192.0.2.20:5000")), None);
     assert_eq!(
-        m.latched(0, Side::B, sa("198.51.100.7:6000")),
+        m.latched(0, Side::B, relay::SocketKind::Rtp, sa("192.0.2.20:5000")),
+        None
+    );
+    assert_eq!(
+        m.latched(0, Side::B, relay::SocketKind::Rtp, sa("198.51.100.7:6000")),
         Some(sa("192.0.2.20:5000")),
         "NAT: the SDP said otherwise"
+    );
+    assert_eq!(m.streams[0].latched[1], Some(sa("198.51.100.7:6000")));
+    // RTCP latching onto the SDP's RTCP address (RTP port + 1) is no NAT, and never
+    // replaces the leg's RTP peer.
+    assert_eq!(
+        m.latched(0, Side::B, relay::SocketKind::Rtcp, sa("192.0.2.20:5001")),
+        None
+    );
+    assert_eq!(
+        m.latched(0, Side::B, relay::SocketKind::Rtcp, sa("198.51.100.7:6001")),
+        Some(sa("192.0.2.20:5001"))
     );
     assert_eq!(m.streams[0].latched[1], Some(sa("198.51.100.7:6000")));
 }

@@ -7,7 +7,8 @@ use crate::media::rtp::{rtcp_header, RtpPacket};
 use rand::{Rng, SeedableRng};
 
 const CARRIER_SDP: &str = "198.51.100.20:10000";
-const CARRIER_NAT: &str = "203.0.113.7:40000";
+/// The carrier's NAT rewrote the port: the SDP's IP, another port.
+const CARRIER_NAT: &str = "198.51.100.20:40000";
 const AI_PEER: &str = "192.0.2.50:20000";
 const ATTACKER: &str = "203.0.113.66:40000";
 
@@ -18,9 +19,24 @@ fn addr(s: &str) -> SocketAddr {
 const SSRC_TO_B: u32 = 0xb0b0_b0b0;
 const SSRC_TO_A: u32 = 0xa0a0_a0a0;
 
+/// No learning window: a NATed port latches at its first packet.
+const NO_WINDOW: LatchPolicy = LatchPolicy {
+    latching: Latching::Strict,
+    learning_window: Duration::ZERO,
+};
+
+/// `latching: any`, no learning window: the old "first valid packet latches" behaviour.
+const ANY_NOW: LatchPolicy = LatchPolicy {
+    latching: Latching::Any,
+    learning_window: Duration::ZERO,
+};
+
 fn config() -> RelayConfig {
     RelayConfig {
-        a: LegConfig::new(Some(addr(CARRIER_SDP)), DEFAULT_CARRIER_MEDIA_TIMEOUT),
+        a: LegConfig {
+            latch: NO_WINDOW,
+            ..LegConfig::new(Some(addr(CARRIER_SDP)), DEFAULT_CARRIER_MEDIA_TIMEOUT)
+        },
         b: LegConfig::new(Some(addr(AI_PEER)), Duration::from_secs(5)),
         a_to_b: StreamConfig {
             ssrc: SSRC_TO_B,
@@ -128,7 +144,13 @@ fn relatch_after_reinvite_accepts_new_peer_only() {
         r.handle_rtp(Side::B, addr(new_ai), &mut buf, t0),
         Action::Drop(DropReason::WrongSource)
     );
-    r.relatch(Side::B, Some(addr(new_ai)), None, t0);
+    r.relatch(
+        Side::B,
+        Some(addr(new_ai)),
+        None,
+        LatchPolicy::default(),
+        t0,
+    );
     assert_eq!(r.leg(Side::B).rtp().latched(), None);
     // Until the new peer sends, A's packets go to the new SDP address.
     let mut a = simple_rtp(0, 1, 0, 5);
@@ -149,13 +171,14 @@ fn no_peer_yet_when_other_leg_has_no_address() {
     let t0 = Instant::now();
     let mut cfg = config();
     cfg.b.rtp_peer = None;
+    cfg.b.latch = ANY_NOW;
     let mut r = Relay::new(cfg, t0);
     let mut buf = simple_rtp(0, 1, 0, 1);
     assert_eq!(
         r.handle_rtp(Side::A, addr(CARRIER_NAT), &mut buf, t0),
         Action::Drop(DropReason::NoPeerYet)
     );
-    // The B peer latches by sending; then A's media flows to it.
+    // The B peer (`latching: any`) latches by sending; then A's media flows to it.
     fwd(&mut r, Side::B, AI_PEER, 1, 0, 2, t0);
     fwd(&mut r, Side::A, CARRIER_NAT, 2, 160, 1, t0);
     assert_eq!(r.stats(Side::A).drops.no_peer_yet, 1);
@@ -329,7 +352,7 @@ fn rtcp_separate_port_rewrites_sender_ssrc() {
     let t0 = Instant::now();
     let mut r = Relay::new(config(), t0);
     let mut sr = build_sr_sdes(0x1234_5678, SSRC_TO_A);
-    let act = r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0);
+    let act = r.handle_rtcp(Side::A, addr("198.51.100.20:40001"), &mut sr, t0);
     assert_eq!(
         act,
         Action::Forward {
@@ -357,7 +380,7 @@ fn rtcp_separate_port_rewrites_sender_ssrc() {
     // RTP on the RTCP port is not RTCP.
     let mut rtp = simple_rtp(0, 1, 1, 1);
     assert!(matches!(
-        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut rtp, t0),
+        r.handle_rtcp(Side::A, addr("198.51.100.20:40001"), &mut rtp, t0),
         Action::Drop(DropReason::Malformed(PacketError::NotRtcp(0)))
     ));
 }
@@ -468,7 +491,13 @@ fn media_inactivity_per_leg() {
     );
     // A new peer (relatch) gets a full timeout from then.
     let mut q = r.clone();
-    q.relatch(Side::B, Some(addr(AI_PEER)), None, t0 + s(8));
+    q.relatch(
+        Side::B,
+        Some(addr(AI_PEER)),
+        None,
+        LatchPolicy::default(),
+        t0 + s(8),
+    );
     assert_eq!(q.poll_media_timeout(t0 + s(10)), None);
     assert_eq!(q.idle_since(Side::B), t0 + s(8));
     // Dropped packets do not count as activity.
@@ -609,7 +638,7 @@ fn rtcp_translated_consistently_with_rtp() {
     sr[16..20].copy_from_slice(&123_616u32.to_be_bytes());
     sr[36..40].copy_from_slice(&200u32.to_be_bytes());
     assert!(matches!(
-        r.handle_rtcp(Side::A, addr("203.0.113.7:40001"), &mut sr, t0),
+        r.handle_rtcp(Side::A, addr("198.51.100.20:40001"), &mut sr, t0),
         Action::Forward { .. }
     ));
     assert_eq!(rtcp_header(&sr).unwrap().ssrc, SSRC_TO_B);
@@ -675,7 +704,13 @@ fn each_latch_is_polled_once_and_again_after_a_relatch() {
     let mut buf = simple_rtp(0, 3, 480, 0x1234);
     let _ = r.handle_rtp(Side::A, addr(ATTACKER), &mut buf, t0);
     assert_eq!(r.poll_latched(), None);
-    r.relatch(Side::A, Some(addr(CARRIER_SDP)), None, t0);
+    r.relatch(
+        Side::A,
+        Some(addr(CARRIER_SDP)),
+        None,
+        LatchPolicy::default(),
+        t0,
+    );
     fwd(&mut r, Side::A, CARRIER_SDP, 4, 640, 0x1234, t0);
     assert_eq!(
         r.poll_latched(),
@@ -689,7 +724,7 @@ fn a_latch_undone_by_a_relatch_before_polling_is_not_reported() {
     let t0 = Instant::now();
     let mut r = Relay::new(config(), t0);
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
-    r.relatch(Side::A, None, None, t0);
+    r.relatch(Side::A, None, None, LatchPolicy::default(), t0);
     assert_eq!(r.poll_latched(), None);
 }
 
@@ -702,7 +737,13 @@ fn unreachable_is_reported_once_per_rtp_peer_and_again_after_relatch() {
     assert!(!r.handle_unreachable(Side::A, addr(AI_PEER)));
     assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
     assert!(!r.handle_unreachable(Side::B, addr(AI_PEER)));
-    r.relatch(Side::B, Some(addr(AI_PEER)), None, t0);
+    r.relatch(
+        Side::B,
+        Some(addr(AI_PEER)),
+        None,
+        LatchPolicy::default(),
+        t0,
+    );
     assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
     // After latching a NAT address, the latched one is the destination.
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
@@ -1057,11 +1098,12 @@ fn fill_without_a_peer_address_sends_nothing() {
     let t0 = Instant::now();
     let mut cfg = config();
     cfg.a.rtp_peer = None;
+    cfg.a.latch = ANY_NOW;
     let mut r = Relay::new(cfg, t0);
     // A latches by sending; then its address is forgotten by a relatch to "unknown".
     fwd_pt(&mut r, Side::A, 0, 1, 0x1111, t0);
     fwd_pt(&mut r, Side::B, 0, 1, 0x2222, t0);
-    r.relatch(Side::A, None, None, t0);
+    r.relatch(Side::A, None, None, LatchPolicy::default(), t0);
     assert_eq!(
         r.handle_fill(Side::A, Some(GapAudio::ComfortNoise), None, t0),
         FillStatus::Started(G711::Ulaw)
@@ -1158,4 +1200,474 @@ fn gap_audio_opens_a_stream_nothing_was_sent_in_yet_in_the_negotiated_codec() {
     let o = fwd_pt(&mut r, Side::B, 8, 50, 0xcccc, t0 + ms(30));
     assert_eq!(o.seq, 202);
     assert!(!r.is_filling(Side::A));
+}
+
+// --- Heuristic learning (rtpengine-style): which first packets may latch, and when. ---
+
+/// A relay whose legs latch by `policy` (the default: strict, 1 s learning window).
+fn learning_relay(policy: LatchPolicy, t0: Instant) -> Relay {
+    let mut cfg = config();
+    cfg.a.latch = policy;
+    cfg.b.latch = policy;
+    Relay::new(cfg, t0)
+}
+
+/// One PCMU packet on `side`'s RTP socket from `from` at `now`.
+fn rtp_from(r: &mut Relay, side: Side, from: &str, seq: u16, now: Instant) -> Action {
+    let mut buf = simple_rtp(0, seq, u32::from(seq) * 160, 0x5151);
+    r.handle_rtp(side, addr(from), &mut buf, now)
+}
+
+fn is_forward(a: Action) -> bool {
+    matches!(a, Action::Forward { .. })
+}
+
+const ANY: LatchPolicy = LatchPolicy {
+    latching: Latching::Any,
+    learning_window: DEFAULT_LEARNING_WINDOW,
+};
+
+#[test]
+fn the_exact_sdp_address_latches_at_once() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    assert!(is_forward(rtp_from(&mut r, Side::A, CARRIER_SDP, 1, t0)));
+    assert_eq!(r.leg(Side::A).rtp().latched(), Some(addr(CARRIER_SDP)));
+    assert_eq!(
+        r.poll_latched(),
+        Some((Side::A, SocketKind::Rtp, addr(CARRIER_SDP)))
+    );
+    assert_eq!(r.stats(Side::A).drops.total(), 0);
+}
+
+#[test]
+fn the_sdp_ip_on_another_port_latches_only_after_the_window() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    for at in [t0, t0 + ms(500), t0 + ms(999)] {
+        assert_eq!(
+            rtp_from(&mut r, Side::A, CARRIER_NAT, 1, at),
+            Action::Drop(DropReason::Learning)
+        );
+    }
+    assert_eq!(r.leg(Side::A).rtp().latched(), None);
+    assert_eq!(r.poll_latched(), None);
+    // Nothing came from the exact address within the window: the NATed port latches.
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_NAT,
+        2,
+        t0 + ms(1000)
+    )));
+    assert_eq!(r.leg(Side::A).rtp().latched(), Some(addr(CARRIER_NAT)));
+    assert_eq!(
+        r.poll_latched(),
+        Some((Side::A, SocketKind::Rtp, addr(CARRIER_NAT)))
+    );
+    // From now on only the latched address passes, the SDP one included.
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_SDP, 3, t0 + ms(1020)),
+        Action::Drop(DropReason::WrongSource)
+    );
+    let d = r.stats(Side::A).drops;
+    assert_eq!((d.learning, d.wrong_source, d.total()), (3, 1, 4));
+    assert_eq!(
+        r.stats(Side::A).packets_received,
+        1,
+        "held-back packets are not received"
+    );
+}
+
+#[test]
+fn an_exact_packet_within_the_window_wins_over_an_earlier_same_ip_one() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    // An impostor on the carrier's IP (or a stray NAT mapping) sends first.
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 1, t0 + ms(100)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_SDP,
+        1,
+        t0 + ms(200)
+    )));
+    assert_eq!(r.leg(Side::A).rtp().latched(), Some(addr(CARRIER_SDP)));
+    // After the window the earlier candidate is just another source.
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 2, t0 + ms(2000)),
+        Action::Drop(DropReason::WrongSource)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_SDP,
+        2,
+        t0 + ms(2000)
+    )));
+}
+
+#[test]
+fn another_ip_never_latches_under_strict() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    for (i, at) in [t0, t0 + ms(1500), t0 + Duration::from_secs(60)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            rtp_from(&mut r, Side::A, ATTACKER, i as u16, at),
+            Action::Drop(DropReason::UnexpectedSource),
+            "at +{:?}",
+            at - t0
+        );
+    }
+    // Not even an attacker on the *other* leg's peer address.
+    assert_eq!(
+        rtp_from(&mut r, Side::A, AI_PEER, 9, t0 + ms(10)),
+        Action::Drop(DropReason::UnexpectedSource)
+    );
+    assert_eq!(r.leg(Side::A).rtp().latched(), None);
+    // The real carrier, however late, latches and is forwarded.
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_SDP,
+        10,
+        t0 + Duration::from_secs(61)
+    )));
+    let d = r.stats(Side::A).drops;
+    assert_eq!((d.unexpected_source, d.total()), (4, 4));
+}
+
+#[test]
+fn another_ip_latches_under_any_after_the_window() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(ANY, t0);
+    assert_eq!(
+        rtp_from(&mut r, Side::A, "203.0.113.7:40000", 1, t0),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        "203.0.113.7:40000",
+        2,
+        t0 + ms(1000)
+    )));
+    assert_eq!(
+        r.leg(Side::A).rtp().latched(),
+        Some(addr("203.0.113.7:40000"))
+    );
+    // Replies go where it really is.
+    let mut back = simple_rtp(0, 9, 90, 0x9999);
+    match r.handle_rtp(Side::B, addr(AI_PEER), &mut back, t0 + ms(1000)) {
+        Action::Forward { to, .. } => assert_eq!(to, addr("203.0.113.7:40000")),
+        a => panic!("{a:?}"),
+    }
+    // And `any` still lets the exact address win inside the window.
+    let mut r = learning_relay(ANY, t0);
+    assert_eq!(
+        rtp_from(&mut r, Side::A, ATTACKER, 1, t0),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_SDP,
+        1,
+        t0 + ms(10)
+    )));
+    assert_eq!(
+        rtp_from(&mut r, Side::A, ATTACKER, 2, t0 + ms(2000)),
+        Action::Drop(DropReason::WrongSource)
+    );
+}
+
+#[test]
+fn under_any_the_sdp_ip_beats_another_ip_while_it_sends() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(ANY, t0);
+    assert_eq!(
+        rtp_from(&mut r, Side::A, ATTACKER, 1, t0),
+        Action::Drop(DropReason::Learning)
+    );
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 1, t0 + ms(900)),
+        Action::Drop(DropReason::Learning)
+    );
+    // The window is over, but the SDP's IP sent 100 ms ago: the other IP waits.
+    assert_eq!(
+        rtp_from(&mut r, Side::A, ATTACKER, 2, t0 + ms(1000)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_NAT,
+        2,
+        t0 + ms(1020)
+    )));
+    assert_eq!(r.leg(Side::A).rtp().latched(), Some(addr(CARRIER_NAT)));
+
+    // A better candidate that fell silent for a whole window gives way.
+    let mut r = learning_relay(ANY, t0);
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 1, t0 + ms(100)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert_eq!(
+        rtp_from(&mut r, Side::A, ATTACKER, 1, t0 + ms(1050)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        ATTACKER,
+        2,
+        t0 + ms(1100)
+    )));
+    assert_eq!(r.leg(Side::A).rtp().latched(), Some(addr(ATTACKER)));
+}
+
+#[test]
+fn a_leg_without_an_sdp_address_latches_nothing_under_strict() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.b.rtp_peer = None;
+    cfg.b.latch = LatchPolicy::default();
+    let mut r = Relay::new(cfg, t0);
+    // The answerer before its answer: nobody may latch it, whenever they send.
+    for at in [t0, t0 + Duration::from_secs(5)] {
+        assert_eq!(
+            rtp_from(&mut r, Side::B, AI_PEER, 1, at),
+            Action::Drop(DropReason::UnexpectedSource)
+        );
+    }
+    // Its answer arrives: its SDP address latches at once.
+    r.relatch(
+        Side::B,
+        Some(addr(AI_PEER)),
+        None,
+        LatchPolicy::default(),
+        t0 + Duration::from_secs(6),
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::B,
+        AI_PEER,
+        2,
+        t0 + Duration::from_secs(6)
+    )));
+    // Under `any` the first valid packet of an address-less leg latches (nothing to prefer).
+    let mut cfg = config();
+    cfg.b.rtp_peer = None;
+    cfg.b.latch = ANY;
+    let mut r = Relay::new(cfg, t0);
+    assert!(is_forward(rtp_from(&mut r, Side::B, AI_PEER, 1, t0)));
+    assert_eq!(r.leg(Side::B).rtp().latched(), Some(addr(AI_PEER)));
+}
+
+#[test]
+fn a_relatch_after_a_reinvite_learns_by_the_same_rules_from_then_on() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    assert!(is_forward(rtp_from(&mut r, Side::B, AI_PEER, 1, t0)));
+    // A re-INVITE moves B to a new provider at t1.
+    let t1 = t0 + Duration::from_secs(30);
+    let new_ai = "192.0.2.99:30000";
+    let new_ai_nat = "192.0.2.99:30500";
+    r.relatch(
+        Side::B,
+        Some(addr(new_ai)),
+        None,
+        LatchPolicy::default(),
+        t1,
+    );
+    assert_eq!(r.leg(Side::B).rtp().latched(), None);
+    // The old provider (another IP now) never latches again; the new one's IP on another
+    // port waits for the window, which starts at the relatch.
+    assert_eq!(
+        rtp_from(&mut r, Side::B, AI_PEER, 2, t1 + ms(10)),
+        Action::Drop(DropReason::UnexpectedSource)
+    );
+    assert_eq!(
+        rtp_from(&mut r, Side::B, new_ai_nat, 1, t1 + ms(999)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::B,
+        new_ai_nat,
+        2,
+        t1 + ms(1000)
+    )));
+    assert_eq!(r.leg(Side::B).rtp().latched(), Some(addr(new_ai_nat)));
+
+    // A relatch can change the rules: the next provider is `latching: any`.
+    let t2 = t1 + Duration::from_secs(30);
+    r.relatch(Side::B, Some(addr(new_ai)), None, ANY, t2);
+    assert_eq!(r.leg(Side::B).rtp().policy(), ANY);
+    assert_eq!(
+        rtp_from(&mut r, Side::B, ATTACKER, 3, t2),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::B,
+        ATTACKER,
+        4,
+        t2 + ms(1000)
+    )));
+}
+
+#[test]
+fn a_relatch_to_the_same_sdp_address_keeps_the_latch() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 1, t0),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(
+        &mut r,
+        Side::A,
+        CARRIER_NAT,
+        2,
+        t0 + ms(1000)
+    )));
+    assert!(r.poll_latched().is_some());
+    // An unhold (or a refresh that moved only RTCP) names the same SDP address again: the
+    // NATed peer is not learned again, and its latch is not reported twice.
+    let t1 = t0 + Duration::from_secs(20);
+    r.relatch(
+        Side::A,
+        Some(addr(CARRIER_SDP)),
+        None,
+        LatchPolicy::default(),
+        t1,
+    );
+    assert!(is_forward(rtp_from(&mut r, Side::A, CARRIER_NAT, 3, t1)));
+    assert_eq!(r.poll_latched(), None);
+}
+
+#[test]
+fn the_rtcp_socket_learns_by_the_same_rules_against_the_sdp_rtcp_address() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    let rtcp = |r: &mut Relay, from: &str, at: Instant| {
+        let mut sr = build_sr_sdes(0x1234, SSRC_TO_A);
+        r.handle_rtcp(Side::A, addr(from), &mut sr, at)
+    };
+    // No a=rtcp: RTCP is expected from RTP port + 1 (10001).
+    assert_eq!(
+        rtcp(&mut r, "203.0.113.66:10001", t0),
+        Action::Drop(DropReason::UnexpectedSource)
+    );
+    assert_eq!(
+        rtcp(&mut r, "198.51.100.20:40001", t0 + ms(10)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtcp(&mut r, "198.51.100.20:10001", t0 + ms(20))));
+    assert_eq!(
+        r.leg(Side::A).rtcp().latched(),
+        Some(addr("198.51.100.20:10001"))
+    );
+    assert_eq!(
+        rtcp(&mut r, "198.51.100.20:40001", t0 + ms(2000)),
+        Action::Drop(DropReason::WrongSource)
+    );
+    let d = r.stats(Side::A).drops;
+    assert_eq!((d.unexpected_source, d.learning, d.wrong_source), (1, 1, 1));
+
+    // An explicit a=rtcp address is the reference; its IP on another port latches after
+    // the window (a NAT rewriting the RTCP port).
+    let mut cfg = config();
+    cfg.a.latch = LatchPolicy::default();
+    cfg.a.rtcp_peer = Some(addr("198.51.100.21:11000"));
+    let mut r = Relay::new(cfg, t0);
+    assert_eq!(
+        rtcp(&mut r, "198.51.100.20:10001", t0),
+        Action::Drop(DropReason::UnexpectedSource),
+        "RTP port + 1 means nothing when a=rtcp says otherwise"
+    );
+    assert_eq!(
+        rtcp(&mut r, "198.51.100.21:41000", t0 + ms(10)),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtcp(
+        &mut r,
+        "198.51.100.21:41000",
+        t0 + ms(1010)
+    )));
+    assert_eq!(
+        r.leg(Side::A).rtcp().latched(),
+        Some(addr("198.51.100.21:41000"))
+    );
+    // The RTCP latch is its own: RTP still learns from the start.
+    assert_eq!(r.leg(Side::A).rtp().latched(), None);
+}
+
+#[test]
+fn muxed_rtcp_before_rtp_passes_only_from_the_exact_address() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.a.latch = LatchPolicy::default();
+    cfg.a.rtcp_mux = true;
+    let mut r = Relay::new(cfg, t0);
+    let rr = |r: &mut Relay, from: &str| {
+        let mut b = build_sr_sdes(0x1234, SSRC_TO_A);
+        r.handle_rtp(Side::A, addr(from), &mut b, t0)
+    };
+    assert_eq!(
+        rr(&mut r, ATTACKER),
+        Action::Drop(DropReason::UnexpectedSource)
+    );
+    assert_eq!(rr(&mut r, CARRIER_NAT), Action::Drop(DropReason::Learning));
+    assert!(is_forward(rr(&mut r, CARRIER_SDP)));
+    assert_eq!(
+        r.leg(Side::A).rtp().latched(),
+        None,
+        "RTCP never latches a muxed port"
+    );
+}
+
+#[test]
+fn every_latch_drop_reason_has_its_own_counter_and_label() {
+    let t0 = Instant::now();
+    let mut r = learning_relay(LatchPolicy::default(), t0);
+    assert_eq!(
+        rtp_from(&mut r, Side::A, ATTACKER, 1, t0),
+        Action::Drop(DropReason::UnexpectedSource)
+    );
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 1, t0),
+        Action::Drop(DropReason::Learning)
+    );
+    assert_eq!(
+        rtp_from(&mut r, Side::A, CARRIER_NAT, 2, t0),
+        Action::Drop(DropReason::Learning)
+    );
+    assert!(is_forward(rtp_from(&mut r, Side::A, CARRIER_SDP, 1, t0)));
+    for i in 0..3 {
+        assert_eq!(
+            rtp_from(&mut r, Side::A, ATTACKER, 2 + i, t0),
+            Action::Drop(DropReason::WrongSource)
+        );
+    }
+    let d = r.stats(Side::A).drops;
+    assert_eq!(
+        (d.unexpected_source, d.learning, d.wrong_source, d.total()),
+        (1, 2, 3, 6)
+    );
+    assert_eq!(DropReason::UnexpectedSource.as_str(), "unexpected_source");
+    assert_eq!(DropReason::Learning.as_str(), "learning");
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(
+        json.contains("\"unexpected_source\":1") && json.contains("\"learning\":2"),
+        "{json}"
+    );
 }

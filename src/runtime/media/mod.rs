@@ -90,12 +90,14 @@ pub struct MediaCounters {
 
 impl MediaCounters {
     /// The relay core's drops as `(DropReason::as_str label, count)`.
-    pub fn drops_by_reason(&self) -> [(&'static str, u64); 5] {
+    pub fn drops_by_reason(&self) -> [(&'static str, u64); DROP_REASONS] {
         let d = &self.drops;
         [
             ("not_rtp", d.not_rtp),
             ("malformed", d.malformed),
             ("wrong_source", d.wrong_source),
+            ("unexpected_source", d.unexpected_source),
+            ("learning", d.learning),
             ("no_peer_yet", d.no_peer_yet),
             ("disabled", d.disabled),
         ]
@@ -112,6 +114,8 @@ impl MediaCounters {
         self.drops.wrong_source += g(&c.drops[2]);
         self.drops.no_peer_yet += g(&c.drops[3]);
         self.drops.disabled += g(&c.drops[4]);
+        self.drops.unexpected_source += g(&c.drops[5]);
+        self.drops.learning += g(&c.drops[6]);
         self.send_would_block += g(&c.send_would_block);
         self.send_failed += g(&c.send_failed);
         self.relays_open += g(&c.relays_open);
@@ -123,6 +127,9 @@ impl MediaCounters {
     }
 }
 
+/// How many [`DropReason`](crate::media::relay::DropReason) kinds the counters keep.
+pub(crate) const DROP_REASONS: usize = 7;
+
 /// One worker's counters (written only by that worker, read by anyone).
 #[derive(Default)]
 pub(crate) struct WorkerCounters {
@@ -131,7 +138,7 @@ pub(crate) struct WorkerCounters {
     bytes_forwarded: AtomicU64,
     rtcp_forwarded: AtomicU64,
     /// Indexed like [`worker::drop_index`].
-    drops: [AtomicU64; 5],
+    drops: [AtomicU64; DROP_REASONS],
     send_would_block: AtomicU64,
     send_failed: AtomicU64,
     relays_open: AtomicU64,

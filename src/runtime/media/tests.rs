@@ -12,7 +12,8 @@ use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, Relay
 use crate::media::filler::GapAudio;
 use crate::media::ports::PortAllocation;
 use crate::media::relay::{
-    DropReason, LegConfig, PayloadTypeMap, RelayConfig, Side, SocketKind, StreamConfig,
+    DropReason, LatchPolicy, Latching, LegConfig, PayloadTypeMap, RelayConfig, Side, SocketKind,
+    StreamConfig,
 };
 use crate::media::rtp::tests::{build_sr_sdes, simple_rtp};
 use crate::media::rtp::{rtcp_header, PacketError, RtpPacket};
@@ -189,10 +190,22 @@ fn stream(ssrc: u32, seq: u16, ts: u32) -> StreamConfig {
     }
 }
 
+/// The test peers are loopback sockets on ports of their own: a "NATed" source here is the
+/// SDP's IP on another port, latched at once (no learning window; the rules themselves are
+/// the relay core's unit tests).
+const LATCH: LatchPolicy = LatchPolicy {
+    latching: Latching::Strict,
+    learning_window: Duration::ZERO,
+};
+
 fn config(a: Option<SocketAddr>, b: Option<SocketAddr>, call: u64) -> RelayConfig {
+    let leg = |peer| LegConfig {
+        latch: LATCH,
+        ..LegConfig::new(peer, Duration::from_secs(30))
+    };
     RelayConfig {
-        a: LegConfig::new(a, Duration::from_secs(30)),
-        b: LegConfig::new(b, Duration::from_secs(30)),
+        a: leg(a),
+        b: leg(b),
         a_to_b: stream(0xb0b0_0000 | call as u32, 100, 1_000),
         b_to_a: stream(0xa0a0_0000 | call as u32, 200, 2_000),
     }
@@ -538,6 +551,7 @@ fn ipv6_relays_and_reports_icmpv6_unreachable(io: MediaIo) {
             rtp: Some(gone),
             rtcp: None,
             rtcp_mux: true,
+            latch: LATCH,
         },
     );
     h.settle();
@@ -711,6 +725,7 @@ fn far_side_switch_is_one_continuous_stream_on_the_wire(io: MediaIo) {
             rtp: Some(addr(&ai2)),
             rtcp: None,
             rtcp_mux: false,
+            latch: LATCH,
         },
     );
     h.update(id(8), RelayUpdate::SourceSwitch { side: Side::B });
@@ -800,6 +815,7 @@ fn gap_audio_fills_the_reroute_gap_on_the_wire(io: MediaIo) {
             rtp: Some(addr(&ai2)),
             rtcp: None,
             rtcp_mux: false,
+            latch: LATCH,
         },
     );
     h.update(id(13), RelayUpdate::SourceSwitch { side: Side::B });
@@ -969,6 +985,8 @@ fn drop_labels_are_the_drop_reason_labels() {
         DropReason::NotRtp,
         DropReason::Malformed(PacketError::TooShort { len: 0 }),
         DropReason::WrongSource,
+        DropReason::UnexpectedSource,
+        DropReason::Learning,
         DropReason::NoPeerYet,
         DropReason::Disabled,
     ];

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::raw::{self, parse_udp4, PortOwners, RawBatch, RawSocket};
 use super::sys::{self, Epoll};
-use super::{Msg, Shared, SCAN_INTERVAL};
+use super::{Msg, Shared, DROP_REASONS, SCAN_INTERVAL};
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
 use crate::media::relay::{
     Action, DropReason, FillStatus, Relay, RelayConfig, Side, SocketKind, FILL_PACKET_LEN,
@@ -72,6 +72,8 @@ pub(super) fn drop_index(r: DropReason) -> usize {
         DropReason::WrongSource => 2,
         DropReason::NoPeerYet => 3,
         DropReason::Disabled => 4,
+        DropReason::UnexpectedSource => 5,
+        DropReason::Learning => 6,
     }
 }
 
@@ -162,7 +164,7 @@ struct BatchCounts {
     forwarded: u64,
     bytes: u64,
     rtcp: u64,
-    drops: [u64; 5],
+    drops: [u64; DROP_REASONS],
     would_block: u64,
     failed: u64,
 }
@@ -555,8 +557,9 @@ impl Worker {
                         rtp,
                         rtcp,
                         rtcp_mux,
+                        latch,
                     } => {
-                        r.relatch(side, rtp, rtcp, now);
+                        r.relatch(side, rtp, rtcp, latch, now);
                         r.set_rtcp_mux(side, rtcp_mux);
                     }
                     RelayUpdate::SetEnabled { from, enabled } => r.set_enabled(from, enabled, now),
