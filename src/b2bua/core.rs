@@ -3326,7 +3326,21 @@ impl Core {
             }
             MediaEvent::Unreachable { side, addr, .. } => {
                 let side = leg_of(side);
-                self.with_media(c, |m, _, _| m.unreachable(id.stream, side, addr));
+                // The shell reports what its relay knew when the error came; the call may
+                // have moved that leg since (a re-route): only its current peer counts.
+                let current = self
+                    .with_media(c, |m, _, _| {
+                        let current = m.is_current_peer(id.stream, side, addr);
+                        if current {
+                            m.unreachable(id.stream, side, addr);
+                        }
+                        current
+                    })
+                    .unwrap_or(false);
+                if !current {
+                    debug!(call = %name, leg = ?side, %addr, "media: ICMP unreachable from a peer the call has left; ignored");
+                    return self.after_health(now);
+                }
                 warn!(call = %name, leg = ?side, %addr, "media: peer port unreachable (ICMP)");
                 self.on_media_unreachable(c, side, addr, now);
             }

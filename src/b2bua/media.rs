@@ -854,6 +854,21 @@ impl CallMedia {
         Some(SocketAddr::new(ip, s.ports.of(rside(side)).rtp))
     }
 
+    /// Whether `addr` is where leg `side`'s media goes now on stream `index`: the address
+    /// its SDP gives or the one it latched. A report about any other address (an ICMP error
+    /// for a packet sent before a relatch, from a peer the call has left) is stale.
+    pub fn is_current_peer(&self, index: u16, side: Side, addr: SocketAddr) -> bool {
+        let sdp = self
+            .received_info(side)
+            .and_then(|v| v.get(usize::from(index)).and_then(|m| m.rtp_addr));
+        let latched = self
+            .streams
+            .iter()
+            .find(|s| s.index == index)
+            .and_then(|s| s.latched[idx(side)]);
+        sdp == Some(addr) || latched == Some(addr)
+    }
+
     /// Records an unreachable peer address.
     pub fn unreachable(&mut self, index: u16, side: Side, addr: SocketAddr) {
         if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {

@@ -590,3 +590,55 @@ fn a_websocket_leg_is_checked_with_a_ping() {
     assert_eq!(c.reroutes.len(), 1);
     assert_eq!(c.reroutes[0].trigger, RerouteTrigger::Liveness);
 }
+
+#[test]
+fn a_late_icmp_error_about_the_replaced_agent_is_not_blamed_on_the_new_one() {
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    let inv = sim.last(AGENT_B, "INVITE ");
+    sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B2)));
+    assert_eq!(call(&sim).pinned.as_deref(), Some("agent-b"));
+    // The relay still pointed at agent-a when a packet it had sent there drew this error.
+    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    let c = call(&sim);
+    assert_eq!((c.state, c.reroutes.len()), (CallState::Confirmed, 1));
+    assert!(sim.find(CARRIER, "BYE ").is_empty());
+    // The new agent's own address still counts.
+    icmp(&mut sim, R::B, "192.0.2.30:6000");
+    let bye = sim.last(CARRIER, "BYE ");
+    assert!(
+        header(&bye, "Reason").contains("no other provider"),
+        "agent-b gone, no provider left: {bye}"
+    );
+}
+
+#[test]
+fn a_late_icmp_error_from_a_replaced_websocket_bridge_is_ignored() {
+    use crate::ai::control::AiEvent;
+    let mut sim = Sim::with_config(super::tests_ws::config(""));
+    super::tests_ws::confirmed(&mut sim);
+    let a = super::tests_ws::last_open(&sim).leg;
+    sim.core.handle_ai_event(
+        AiEvent::Closed {
+            leg: a,
+            failure: true,
+            why: "connection reset".into(),
+        },
+        sim.now,
+    );
+    sim.collect();
+    let b = super::tests_ws::last_open(&sim).leg;
+    sim.core.handle_ai_event(
+        AiEvent::Up {
+            leg: b,
+            media: "127.0.0.1:40001".parse().unwrap(),
+        },
+        sim.now,
+    );
+    sim.collect();
+    assert_eq!(call(&sim).pinned.as_deref(), Some("bot-b"));
+    icmp(&mut sim, R::B, "127.0.0.1:40000");
+    let c = call(&sim);
+    assert_eq!((c.state, c.reroutes.len()), (CallState::Confirmed, 1));
+}
