@@ -721,7 +721,8 @@ async fn drive(
             // Where the turns put the failure: some callers talking, some in a pause.
             Some(turns) => {
                 let at = epoch + turns.failure_at();
-                if let Some(late) = Instant::now().checked_duration_since(at) {
+                let late = Instant::now().saturating_duration_since(at);
+                if late >= Duration::from_millis(100) {
                     notes.push(format!(
                         "The calls took {} ms longer to come up than the turns allow: the \
                          failure came late, so the callers were not where the drill planned \

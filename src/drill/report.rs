@@ -144,7 +144,7 @@ pub struct Row {
     pub after: String,
     /// Whether this call depended on a failed endpoint.
     pub on_failed: bool,
-    /// Talking or pausing when the failure came; `None` for a call not up by then.
+    /// Talking or pausing when the failure came; `None` for a call not up then.
     pub at_failure: Option<AtFailure>,
     /// Echoes heard while the caller was not talking (0 unless an agent talks on its own).
     pub between_turns: usize,
@@ -189,7 +189,10 @@ pub fn analyze(c: &CallResult, ctx: &Context) -> Row {
         (Some((s, _)), Some((t, _)), Some(u)) => t >= s.max(ctx.failure_at) && u <= ALIVE_WINDOW,
         _ => false,
     };
-    let at_failure = (c.setup.is_some() && c.placed_at < ctx.failure_at).then(|| {
+    let up_at_failure = c.setup.is_some()
+        && c.placed_at < ctx.failure_at
+        && c.remote_bye_at.is_none_or(|t| t >= ctx.failure_at);
+    let at_failure = up_at_failure.then(|| {
         if talking_at(&c.talk, ctx.failure_at) {
             AtFailure::Talking
         } else {
@@ -987,6 +990,10 @@ mod tests {
             "{}",
             row.note
         );
+        // Hung up before the failure: neither talking nor pausing at it.
+        let mut early = quiet_call(7, &[(0, 2000)], stream(20, 2000, 1));
+        early.remote_bye_at = Some(d(3000));
+        assert_eq!(analyze(&early, &cx).at_failure, None);
 
         // An agent that talks while the caller pauses is noted (the drill then proves less).
         let mut e = stream(20, 2000, 1);
