@@ -50,7 +50,7 @@ enum Command {
     /// loopback, place synthetic calls with audio both ways, SIGKILL one layer, and report
     /// which calls survived, the re-route gaps and a Markdown postmortem. Exits 1 if any
     /// call dropped. With --admin, drills a running holdfast through its admin API.
-    Drill(holdfast::drill::DrillArgs),
+    Drill(Box<holdfast::drill::DrillArgs>),
     /// One endpoint of a drill (a SIP agent or a WebSocket bot), run by `drill`.
     #[command(hide = true)]
     Peer(holdfast::drill::PeerArgs),
@@ -78,7 +78,7 @@ fn init_logs(format: LogFormat, level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Drill(args) => holdfast::drill::drill_main(args),
+        Command::Drill(args) => holdfast::drill::drill_main(*args),
         Command::Peer(args) => holdfast::drill::peer_main(args),
         Command::Check { file } => match holdfast::config::check_file(&file) {
             Ok(table) => {

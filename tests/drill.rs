@@ -192,6 +192,123 @@ fn killing_the_whole_ai_layer_drops_calls_and_fails_the_drill() {
     assert!(md.contains("**dropped**"));
 }
 
+/// The mixed drill of issue 13: SIP agents, WebSocket bots and outbound calls, callers that
+/// talk in turns (2 s talk spurts, 6 s pauses: longer than the default `media.ai_timeout`)
+/// and are silent for the last 3 s, agents that only answer while their caller talks, the
+/// primary agent, bot and carrier SIGKILLed with some callers talking and others in a pause,
+/// holdfast on its default media and liveness settings: every call survives.
+#[test]
+fn the_mixed_drill_with_quiet_agents_survives_on_the_default_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, md, j) = drill(
+        dir.path(),
+        &["--fail", "all", "--quiet-agents", "--calls", "11"],
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{j:#}\nstderr:\n{stderr}");
+    assert_eq!(j["passed"], true);
+    assert_eq!(j["summary"]["survived"], 11, "{j:#}");
+    assert_eq!(j["speech"]["mode"], "turns");
+    assert_eq!(j["speech"]["caller_silence_ms"], 3000);
+    assert_eq!(j["hold_ms"], 8000);
+    let calls = j["calls"].as_array().unwrap();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        calls.iter().filter(|c| c["kind"] == kind).collect()
+    };
+    let (sip, ws, outbound) = (of("in/sip"), of("in/ws"), of("out"));
+    assert_eq!((sip.len(), ws.len(), outbound.len()), (5, 3, 3), "{j:#}");
+    for (kind, before, after) in [
+        (&sip, "agent-a", "agent-b"),
+        (&ws, "bot-a", "bot-b"),
+        (&outbound, "carrier-a", "carrier-b"),
+    ] {
+        for c in kind.iter() {
+            assert_eq!(c["survived"], true, "{c}");
+            assert_eq!(
+                (c["before"].as_str(), c["after"].as_str()),
+                (Some(before), Some(after)),
+                "{c}"
+            );
+            assert_eq!(
+                c["heard_between_turns"], 0,
+                "an agent talked while its caller was silent: {c}"
+            );
+            assert!(c["gap_ms"].as_u64().is_some(), "{c}");
+        }
+    }
+    for c in sip.iter().chain(&ws) {
+        // Re-routed once, off the killed peer: the pauses (with the new agent as with the
+        // old one) moved nothing.
+        let note = c["note"].as_str().unwrap();
+        assert_eq!(note.matches('→').count(), 1, "{c}");
+        assert!(c["gap_ms"].as_u64().unwrap() < 2000, "{c}");
+    }
+    // The failure found callers of each kind talking and others in a pause.
+    for kind in [&sip, &ws] {
+        let at: Vec<&str> = kind
+            .iter()
+            .map(|c| c["at_failure"].as_str().unwrap())
+            .collect();
+        assert!(
+            at.contains(&"talking") && at.contains(&"pause"),
+            "{at:?}: {j:#}"
+        );
+    }
+    assert!(j["summary"]["on_failed_pausing"].as_u64().unwrap() >= 2);
+    // holdfast found agents silent for media.ai_timeout in the pauses, checked them and kept
+    // them: the pauses were long enough to matter.
+    let checks = &j["liveness_checks"];
+    assert!(checks["alive"].as_u64().unwrap() >= 2, "{checks}");
+    assert_eq!(checks["unconfirmed"], 0, "{checks}");
+    assert_sections(&md);
+    assert!(md.contains("**PASSED: every call survived**"), "{md}");
+    assert!(
+        md.contains("Callers talked in turns (2 s talk spurts, 6 s pauses"),
+        "{md}"
+    );
+    assert!(md.contains("callers were talking and"), "{md}");
+    assert!(
+        md.contains("the callers fall silent, 3000 ms before they hang up"),
+        "{md}"
+    );
+}
+
+/// The quiet drill can fail: with both SIP agents killed, nobody can take the calls, those
+/// whose caller was in a pause included.
+#[test]
+fn quiet_agents_with_the_whole_layer_killed_drop_and_fail_the_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, md, j) = drill(
+        dir.path(),
+        &[
+            "--fail",
+            "ai-provider",
+            "--whole-layer",
+            "--quiet-agents",
+            "--calls",
+            "3",
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(out.status.code(), Some(1), "{j:#}");
+    assert_eq!(j["passed"], false);
+    assert_eq!(j["summary"]["dropped"], 3, "{j:#}");
+    assert_eq!(j["summary"]["on_failed_dropped"], 3);
+    assert!(
+        j["summary"]["on_failed_pausing"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    for c in j["calls"].as_array().unwrap() {
+        assert_eq!(c["survived"], false, "{c}");
+        assert!(
+            c["note"].as_str().unwrap().contains("hung up by holdfast"),
+            "{c}"
+        );
+    }
+    assert!(md.contains("**FAILED: calls dropped**"));
+}
+
 #[test]
 fn bad_arguments_exit_2_without_running() {
     let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
@@ -204,6 +321,25 @@ fn bad_arguments_exit_2_without_running() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--sip needs --admin");
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["drill", "--quiet-agents", "--hold", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--hold 5s is too short") && stderr.contains("use --hold 8s or more"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("drill: holdfast (pid"),
+        "nothing started: {stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["drill", "--pause", "6s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--pause needs --quiet-agents");
 }
 
 /// A child killed and reaped on drop.

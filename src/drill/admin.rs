@@ -23,8 +23,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::http::request;
-use super::report::{self, CallKind, CallResult, Event, Report, Row};
-use super::uac::{CallSpec, SipSocket};
+use super::report::{self, CallKind, CallResult, Event, LivenessChecks, Report, Row};
+use super::uac::{CallSpec, Cue, SipSocket};
 use super::{finish, unix_now, DrillArgs, FailLayer};
 
 /// What the drill needs from one `CallView` of `GET /calls`.
@@ -89,6 +89,38 @@ pub fn parse_calls(body: &str) -> Result<Vec<CallInfo>> {
             })
         })
         .collect())
+}
+
+/// The AI legs' `holdfast_liveness_checks_total` from `GET /metrics` (Prometheus text);
+/// results holdfast does not count yet are zero.
+pub fn liveness_checks(metrics: &str) -> LivenessChecks {
+    let mut l = LivenessChecks::default();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("holdfast_liveness_checks_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once('}') else {
+            continue;
+        };
+        if !labels.split(',').any(|kv| kv == "leg=\"ai\"") {
+            continue;
+        }
+        let Some(n) = value.trim().parse::<f64>().ok().map(|v| v as u64) else {
+            continue;
+        };
+        let result = labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("result=\""))
+            .map(|r| r.trim_end_matches('"'));
+        match result {
+            Some("started") => l.started = n,
+            Some("alive") => l.alive = n,
+            Some("failed") => l.failed = n,
+            Some("unconfirmed") => l.unconfirmed = n,
+            _ => {}
+        }
+    }
+    l
 }
 
 /// The drill's calls among all calls, by the Call-ID of its INVITEs: on the carrier leg for
@@ -175,6 +207,9 @@ pub fn admin_row(
         before: serving(before),
         after: serving(after),
         on_failed: serving(before) == target,
+        // The callers talk continuously here, and a real agent's audio is not judged.
+        at_failure: None,
+        between_turns: 0,
         note,
     }
 }
@@ -280,6 +315,9 @@ pub fn run(args: &DrillArgs) -> Result<Report> {
                 .into(),
         ],
         hold: args.hold,
+        turns: None,
+        caller_silence: Duration::ZERO,
+        liveness: None,
     };
     finish(args, &report, &stamp)?;
     Ok(report)
@@ -315,7 +353,7 @@ async fn drive(
     }
     let t0 = Instant::now();
     let sip_sock = SipSocket::start(sock, sip)?;
-    let (hangup_tx, hangup) = watch::channel(false);
+    let (cue_tx, cue) = watch::channel(Cue::Talk);
     let mut tasks = Vec::new();
     let kind = if args.fail == FailLayer::Carrier {
         CallKind::Outbound
@@ -335,7 +373,8 @@ async fn drive(
         &specs,
         sock,
         t0,
-        &hangup,
+        t0,
+        &cue,
         &mut tasks,
         super::UpWhen::Answered,
     )
@@ -361,7 +400,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_secs(1)).await;
         fail_and_hold(args, admin, &mut d, &call_ids, t0).await
     };
-    let _ = hangup_tx.send(true);
+    let _ = cue_tx.send(Cue::HangUp);
     for t in tasks {
         if let Ok(res) = t.await {
             d.results.push(res);
@@ -485,6 +524,28 @@ mod tests {
     }
 
     #[test]
+    fn liveness_checks_are_read_from_the_metrics() {
+        let text = "# HELP holdfast_liveness_checks_total Liveness checks\n\
+            # TYPE holdfast_liveness_checks_total counter\n\
+            holdfast_liveness_checks_total{leg=\"ai\",result=\"alive\"} 7\n\
+            holdfast_liveness_checks_total{leg=\"ai\",result=\"started\"} 9\n\
+            holdfast_liveness_checks_total{leg=\"carrier\",result=\"started\"} 4\n\
+            holdfast_liveness_checks_total{leg=\"ai\",result=\"failed\"} 2\n\
+            holdfast_liveness_checks_total{leg=\"ai\",result=\"failed\"\n\
+            holdfast_reroutes_total 3\n";
+        assert_eq!(
+            liveness_checks(text),
+            LivenessChecks {
+                started: 9,
+                alive: 7,
+                failed: 2,
+                unconfirmed: 0
+            }
+        );
+        assert_eq!(liveness_checks(""), LivenessChecks::default());
+    }
+
+    #[test]
     fn admin_rows_use_holdfasts_view() {
         let all = parse_calls(SAMPLE).unwrap();
         let before = CallInfo {
@@ -499,6 +560,7 @@ mod tests {
             placed_at: Duration::ZERO,
             setup: Some(Duration::from_millis(20)),
             setup_error: None,
+            talk: vec![],
             echoes: vec![],
             crossed: 0,
             sent: 10,

@@ -3,12 +3,15 @@
 //! agents and WebSocket bots (each a `holdfast peer` child process), placing synthetic calls
 //! with audio both ways, SIGKILLing one layer's endpoint, holding the calls, and reporting
 //! per call whether it survived, the re-route gap and the provider before and after; plus a
-//! Markdown postmortem. `--admin URL` does the same against a running holdfast through its
-//! admin API's `fail` switch.
+//! Markdown postmortem. `--quiet-agents` has the callers talk in turns, so the agents (which
+//! only answer what they hear) are silent in every pause, and the failure finds some callers
+//! talking and others pausing ([`turns`]). `--admin URL` does the same against a running
+//! holdfast through its admin API's `fail` switch.
 //!
 //! This is a shell (processes, sockets, timers); what it computes lives in plain functions:
 //! [`report`] (verdicts, figures, renderings), [`topology`] (the generated config),
-//! [`tag`] (audio markers), [`holdfast_log`] and [`admin`] (parsing what holdfast says).
+//! [`turns`] (how callers talk, when the failure comes), [`tag`] (audio markers),
+//! [`holdfast_log`] and [`admin`] (parsing what holdfast says).
 //! Never touches anything but loopback in the self-contained mode; every child is killed and
 //! reaped on every exit path ([`procs::Child`]).
 
@@ -20,6 +23,7 @@ pub mod procs;
 pub mod report;
 pub mod tag;
 pub mod topology;
+pub mod turns;
 pub mod uac;
 
 use std::collections::HashMap;
@@ -33,9 +37,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, ValueEnum};
 use tokio::sync::{mpsc, watch};
 
-use report::{CallKind, CallResult, Context, Event, Report};
+use report::{AtFailure, CallKind, CallResult, Context, Event, Report};
 use topology::{PeerRole, Topology, PEERS};
-use uac::{CallSpec, Progress, SipSocket};
+use turns::{Slot, Speech, Turns};
+use uac::{CallSpec, Cue, Progress, SipSocket};
 
 /// Which layer the drill fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +83,22 @@ pub struct DrillArgs {
     /// How long the calls stay up after the failure (e.g. 8s, 1m).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
     pub hold: Duration,
+    /// Callers talk in turns, like people (talk spurts and pauses longer than the default
+    /// media.ai_timeout), and fall silent before they hang up; the agents, which only answer
+    /// what they hear, are silent in every pause, as agents with voice activity detection
+    /// are. The failure finds some callers talking and others in a pause.
+    #[arg(long, conflicts_with = "admin")]
+    pub quiet_agents: bool,
+    /// With --quiet-agents: how long each talk spurt lasts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "quiet_agents")]
+    pub talk: Duration,
+    /// With --quiet-agents: how long callers pause between talk spurts.
+    #[arg(long, default_value = "6s", value_parser = parse_duration, requires = "quiet_agents")]
+    pub pause: Duration,
+    /// How long the callers say nothing before they hang up [default: 3s with
+    /// --quiet-agents, else 0s].
+    #[arg(long, value_parser = parse_duration, conflicts_with = "admin")]
+    pub caller_silence: Option<Duration>,
     /// Kill every endpoint of the layer, not just the primary: an unsurvivable failure (the
     /// drill then reports the drops and exits 1).
     #[arg(long)]
@@ -158,9 +179,59 @@ pub fn peer_main(args: PeerArgs) -> ExitCode {
     }
 }
 
+impl DrillArgs {
+    /// The callers' turns, with `--quiet-agents`.
+    pub fn turns(&self) -> Option<Turns> {
+        self.quiet_agents.then_some(Turns {
+            talk: self.talk,
+            pause: self.pause,
+        })
+    }
+
+    /// `--caller-silence`, or its default.
+    pub fn caller_silence(&self) -> Duration {
+        self.caller_silence.unwrap_or(if self.quiet_agents {
+            turns::DEFAULT_CALLER_SILENCE
+        } else {
+            Duration::ZERO
+        })
+    }
+
+    /// Refuses turns and holds the drill could not judge.
+    pub fn check(&self) -> Result<()> {
+        if self.quiet_agents {
+            for (flag, d) in [("--talk", self.talk), ("--pause", self.pause)] {
+                if d < turns::MIN_TURN {
+                    bail!("{flag} {d:?} is too short: at least {:?}", turns::MIN_TURN);
+                }
+            }
+        }
+        let min = turns::min_hold(self.turns(), self.caller_silence());
+        if self.admin.is_none() && self.hold < min {
+            let why = if self.quiet_agents {
+                "every caller must talk again after the failure (a caller half-way through \
+                 its pause waits half a --pause, then talks for --talk) and then be silent \
+                 for --caller-silence"
+            } else {
+                "the callers must talk for 2 s after the failure before --caller-silence"
+            };
+            bail!(
+                "--hold {:?} is too short to judge the calls: {why}; use --hold {:?} or more",
+                self.hold,
+                min
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Entry point of `holdfast drill`: 0 when every call survived, 1 when any dropped, 2 when
 /// the drill itself could not run.
 pub fn drill_main(args: DrillArgs) -> ExitCode {
+    if let Err(e) = args.check() {
+        eprintln!("drill: {e:#}");
+        return ExitCode::from(2);
+    }
     let r = if args.admin.is_some() {
         admin::run(&args)
     } else {
@@ -223,19 +294,36 @@ pub struct Plan {
 
 impl PartialEq for CallSpec {
     fn eq(&self, o: &Self) -> bool {
-        (self.index, self.kind, &self.callee) == (o.index, o.kind, &o.callee)
+        (self.index, self.kind, &self.callee, self.speech) == (o.index, o.kind, &o.callee, o.speech)
     }
 }
 
-/// The calls and failures of a drill.
-pub fn plan(layer: FailLayer, calls: u16, whole_layer: bool) -> Plan {
-    let spec = |index: u16, kind: CallKind| {
+/// The calls and failures of a drill. With `turns`, the calls of each kind placed before
+/// the failure are dealt in turn to the [`Slot`]s (talking, mid-pause, end of a pause at the
+/// failure) and the calls placed after it talk first when answered.
+pub fn plan(layer: FailLayer, calls: u16, whole_layer: bool, turns: Option<Turns>) -> Plan {
+    let spec = |index: u16, kind: CallKind, nth: usize| {
         let prefix = match kind {
             CallKind::InboundSip => topology::INBOUND_SIP_PREFIX,
             CallKind::InboundWs => topology::INBOUND_WS_PREFIX,
             CallKind::Outbound => topology::OUTBOUND_PREFIX,
         };
-        CallSpec::new(index, kind, format!("{prefix}{index:04}"))
+        let mut s = CallSpec::new(index, kind, format!("{prefix}{index:04}"));
+        if let Some(turns) = turns {
+            s.speech = match kind {
+                CallKind::Outbound => Speech::Turns {
+                    turns,
+                    offset: Duration::ZERO,
+                    from_answer: true,
+                },
+                _ => Speech::Turns {
+                    turns,
+                    offset: turns.offset(Slot::ALL[nth % Slot::ALL.len()]),
+                    from_answer: false,
+                },
+            };
+        }
+        s
     };
     let (sip, ws, out) = match layer {
         FailLayer::AiProvider => (calls, 0, 0),
@@ -254,14 +342,14 @@ pub fn plan(layer: FailLayer, calls: u16, whole_layer: bool) -> Plan {
     };
     let mut i = 0u16;
     for (n, kind) in [(sip, CallKind::InboundSip), (ws, CallKind::InboundWs)] {
-        for _ in 0..n {
+        for nth in 0..usize::from(n) {
             i += 1;
-            p.before.push(spec(i, kind));
+            p.before.push(spec(i, kind, nth));
         }
     }
-    for _ in 0..out {
+    for nth in 0..usize::from(out) {
         i += 1;
-        p.after.push(spec(i, CallKind::Outbound));
+        p.after.push(spec(i, CallKind::Outbound, nth));
     }
     let layers: &[(&str, &str, bool)] = &[
         ("agent-a", "agent-b", sip > 0),
@@ -315,7 +403,7 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
     let exe = std::env::current_exe().context("current_exe")?;
     let dir = TempDir::new(args.keep_dir)?;
     let (started_utc, stamp) = report::utc_stamps(unix_now().0);
-    let plan = plan(args.fail, args.calls, args.whole_layer);
+    let plan = plan(args.fail, args.calls, args.whole_layer, args.turns());
 
     // Peers, each its own process (so it can be SIGKILLed), reporting its own port.
     let mut peers: HashMap<String, procs::Child> = HashMap::new();
@@ -343,6 +431,7 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         peers: peer_addrs,
     };
     let config_path = dir.path.join("drill.yaml");
+    let ai_timeout = topology::ai_timeout(&topo);
     std::fs::write(
         &config_path,
         topology::config_yaml(&topo, topology::admin_supported()),
@@ -385,10 +474,24 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
         }
     });
-    let (results, ctx, mut timeline) = outcome?;
+    let Driven {
+        results,
+        ctx,
+        mut timeline,
+        mut notes,
+    } = outcome?;
+    // holdfast's own count of the checks its silent AI legs got.
+    let liveness = if topology::admin_supported() {
+        let base = format!("http://{}", topo.admin);
+        match rt.block_on(http::request(&base, "GET", "/metrics", Some(&token), "")) {
+            Ok((200, body)) => Some(admin::liveness_checks(&body)),
+            _ => None,
+        }
+    } else {
+        None
+    };
     drop(rt);
 
-    let mut notes = Vec::new();
     if let Some(status) = holdfast.try_exited() {
         notes.push(format!(
             "holdfast exited during the drill ({status}): see its log"
@@ -421,6 +524,35 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         }
     }
     let summary = report::summarize(&rows, &results);
+    if let Some(turns) = args.turns() {
+        let at = |a| rows.iter().filter(|r| r.at_failure == Some(a)).count();
+        timeline.push(Event {
+            at: ctx.failure_at,
+            text: format!(
+                "at the failure {} callers were talking and {} in a pause",
+                at(AtFailure::Talking),
+                at(AtFailure::Pausing)
+            ),
+        });
+        timeline.sort_by_key(|e| e.at);
+        notes.push(
+            "Quiet agents: the callers talked in turns and every peer only answers what it \
+             hears, so the agents were silent whenever their caller paused, as agents with \
+             voice activity detection are. Survived = heard its agent after the failure in \
+             its last talk spurt (no more than 1 s of its talk unheard at the end of it); the \
+             gap is the caller's own talk that went unheard around the switch, pauses \
+             excluded."
+                .into(),
+        );
+        match ai_timeout {
+            Some(t) if turns.pause <= t => notes.push(format!(
+                "The pauses ({:?}) are not longer than holdfast's media.ai_timeout ({t:?}): \
+                 no agent was silent long enough to be checked.",
+                turns.pause
+            )),
+            _ => {}
+        }
+    }
     if plan.kill.iter().any(|k| k.starts_with("carrier")) {
         notes.push(
             "Carrier failure: a carrier's half of a call in progress dies with the carrier (no \
@@ -452,6 +584,9 @@ fn run_local(args: &DrillArgs) -> Result<Report> {
         timeline,
         notes,
         hold: args.hold,
+        turns: args.turns(),
+        caller_silence: args.caller_silence(),
+        liveness,
     };
     finish(args, &report, &stamp)?;
     Ok(report)
@@ -467,12 +602,14 @@ pub(crate) enum UpWhen {
 }
 
 /// Places calls (paced 10 ms apart), then waits until each is up or over, for at most
-/// the setup limit. Returns how many are up.
+/// the setup limit (plus the longest a caller waits for its first talk spurt after `epoch`).
+/// Returns how many are up.
 pub(crate) async fn place(
     specs: &[CallSpec],
     sock: impl Fn(CallKind) -> Arc<SipSocket>,
     t0: Instant,
-    hangup: &watch::Receiver<bool>,
+    epoch: Instant,
+    cue: &watch::Receiver<Cue>,
     tasks: &mut Vec<tokio::task::JoinHandle<CallResult>>,
     up_when: UpWhen,
 ) -> usize {
@@ -482,8 +619,9 @@ pub(crate) async fn place(
             s.clone(),
             sock(s.kind),
             t0,
+            epoch,
             tx.clone(),
-            hangup.clone(),
+            cue.clone(),
         )));
         // Paced like real traffic, not one burst.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -491,7 +629,15 @@ pub(crate) async fn place(
     drop(tx);
     let mut up = 0;
     let mut done = 0;
-    let deadline = tokio::time::Instant::now() + uac::SETUP_LIMIT + Duration::from_secs(2);
+    let lead_in = specs
+        .iter()
+        .map(|s| s.speech.first_talk())
+        .max()
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::from_std(epoch.max(Instant::now()))
+        + uac::SETUP_LIMIT
+        + Duration::from_secs(2)
+        + lead_in;
     while done < specs.len() {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(Progress::Audio(_))) if up_when == UpWhen::Audio => {
@@ -510,7 +656,13 @@ pub(crate) async fn place(
     up
 }
 
-type Driven = (Vec<CallResult>, Context, Vec<Event>);
+/// What [`drive`] saw.
+struct Driven {
+    results: Vec<CallResult>,
+    ctx: Context,
+    timeline: Vec<Event>,
+    notes: Vec<String>,
+}
 
 async fn drive(
     args: &DrillArgs,
@@ -534,15 +686,27 @@ async fn drive(
         at: t0.elapsed(),
         text: format!("holdfast and {} peers up", peers.len()),
     }];
-    let (hangup_tx, hangup) = watch::channel(false);
+    let (cue_tx, cue) = watch::channel(Cue::Talk);
     let mut tasks = Vec::new();
+    let mut notes = Vec::new();
+    // The callers' turns count from here.
+    let epoch = Instant::now();
 
     if !plan.before.is_empty() {
         timeline.push(Event {
             at: t0.elapsed(),
             text: format!("placing {} calls", plan.before.len()),
         });
-        let up = place(&plan.before, pick, t0, &hangup, &mut tasks, UpWhen::Audio).await;
+        let up = place(
+            &plan.before,
+            pick,
+            t0,
+            epoch,
+            &cue,
+            &mut tasks,
+            UpWhen::Audio,
+        )
+        .await;
         timeline.push(Event {
             at: t0.elapsed(),
             text: format!(
@@ -553,8 +717,24 @@ async fn drive(
         if up == 0 {
             bail!("no call came up before the failure; see holdfast's log (--keep-dir)");
         }
-        // Let every call talk for a moment so "before" is established.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        match args.turns() {
+            // Where the turns put the failure: some callers talking, some in a pause.
+            Some(turns) => {
+                let at = epoch + turns.failure_at();
+                let late = Instant::now().saturating_duration_since(at);
+                if late >= Duration::from_millis(100) {
+                    notes.push(format!(
+                        "The calls took {} ms longer to come up than the turns allow: the \
+                         failure came late, so the callers were not where the drill planned \
+                         them (the `at failure` column says where they were).",
+                        late.as_millis()
+                    ));
+                }
+                tokio::time::sleep_until(at.into()).await;
+            }
+            // Let every call talk for a moment so "before" is established.
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 
     for name in &plan.kill {
@@ -575,7 +755,16 @@ async fn drive(
             at: t0.elapsed(),
             text: format!("placing {} outbound calls", plan.after.len()),
         });
-        let up = place(&plan.after, pick, t0, &hangup, &mut tasks, UpWhen::Audio).await;
+        let up = place(
+            &plan.after,
+            pick,
+            t0,
+            epoch,
+            &cue,
+            &mut tasks,
+            UpWhen::Audio,
+        )
+        .await;
         timeline.push(Event {
             at: t0.elapsed(),
             text: format!(
@@ -586,13 +775,25 @@ async fn drive(
     }
 
     let end = t0 + failure_at + args.hold;
+    let silence = args.caller_silence();
+    if !silence.is_zero() {
+        tokio::time::sleep_until((end - silence).into()).await;
+        timeline.push(Event {
+            at: t0.elapsed(),
+            text: format!(
+                "the callers fall silent, {} ms before they hang up",
+                silence.as_millis()
+            ),
+        });
+        let _ = cue_tx.send(Cue::Silent);
+    }
     tokio::time::sleep_until(end.into()).await;
     let end_at = t0.elapsed();
     timeline.push(Event {
         at: end_at,
         text: "hold over: the drill hangs up every call".into(),
     });
-    let _ = hangup_tx.send(true);
+    let _ = cue_tx.send(Cue::HangUp);
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.context("a call task failed")?);
@@ -611,8 +812,14 @@ async fn drive(
         peers: topology::peer_names(),
         primary_carrier: "carrier-a".into(),
         failed: plan.kill.clone(),
+        quiet: args.quiet_agents,
     };
-    Ok((results, ctx, timeline))
+    Ok(Driven {
+        results,
+        ctx,
+        timeline,
+        notes,
+    })
 }
 
 /// For unit tests and `admin`: where a report goes when no `--report` is given.
@@ -628,18 +835,18 @@ mod tests {
 
     #[test]
     fn plans_split_calls_and_pick_victims() {
-        let p = plan(FailLayer::AiProvider, 3, false);
+        let p = plan(FailLayer::AiProvider, 3, false, None);
         assert_eq!(p.before.len(), 3);
         assert!(p.after.is_empty());
         assert_eq!(p.kill, vec!["agent-a"]);
         assert_eq!(p.before[2].callee, "+15551000003");
 
-        let p = plan(FailLayer::Carrier, 2, true);
+        let p = plan(FailLayer::Carrier, 2, true, None);
         assert!(p.before.is_empty());
         assert_eq!(p.after[0].callee, "+15553000001");
         assert_eq!(p.kill, vec!["carrier-a", "carrier-b"]);
 
-        let p = plan(FailLayer::All, 10, false);
+        let p = plan(FailLayer::All, 10, false, None);
         let kinds = |v: &[CallSpec], k| v.iter().filter(|s| s.kind == k).count();
         assert_eq!(kinds(&p.before, CallKind::InboundSip), 4);
         assert_eq!(kinds(&p.before, CallKind::InboundWs), 3);
@@ -649,8 +856,113 @@ mod tests {
         idx.dedup();
         assert_eq!(idx, (1..=10).collect::<Vec<_>>(), "indices unique");
 
-        let p = plan(FailLayer::All, 1, false);
+        let p = plan(FailLayer::All, 1, false, None);
         assert_eq!(p.before.len(), 1);
         assert_eq!(p.kill, vec!["agent-a"], "only the layers that carry calls");
+        assert!(p.before.iter().all(|s| s.speech == Speech::Continuous));
+    }
+
+    #[test]
+    fn in_turns_each_kind_meets_the_failure_talking_and_pausing() {
+        let t = Turns {
+            talk: turns::DEFAULT_TALK,
+            pause: turns::DEFAULT_PAUSE,
+        };
+        let p = plan(FailLayer::All, 11, false, Some(t));
+        let f = t.failure_at();
+        let at_failure = |kind| {
+            p.before
+                .iter()
+                .filter(|s| s.kind == kind)
+                .map(|s| s.speech.talking(f, Duration::ZERO))
+                .collect::<Vec<_>>()
+        };
+        // 5 SIP calls: talking, mid-pause, end of a pause, talking, mid-pause.
+        assert_eq!(
+            at_failure(CallKind::InboundSip),
+            [true, false, false, true, false]
+        );
+        assert_eq!(at_failure(CallKind::InboundWs), [true, false, false]);
+        let offsets: Vec<Duration> = p
+            .before
+            .iter()
+            .filter(|s| s.kind == CallKind::InboundSip)
+            .filter_map(|s| match s.speech {
+                Speech::Turns { offset, .. } => Some(offset),
+                Speech::Continuous => None,
+            })
+            .collect();
+        assert_eq!(offsets[1], t.offset(Slot::Pause));
+        assert_eq!(offsets[2], t.offset(Slot::PauseEnd));
+        // Outbound calls, placed after the failure, talk as soon as they are answered.
+        assert_eq!(p.after.len(), 3);
+        for s in &p.after {
+            assert_eq!(
+                s.speech,
+                Speech::Turns {
+                    turns: t,
+                    offset: Duration::ZERO,
+                    from_answer: true
+                }
+            );
+        }
+    }
+
+    fn args(extra: &[&str]) -> Result<DrillArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            drill: DrillArgs,
+        }
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("drill").chain(extra.iter().copied())).map(|c| c.drill)
+    }
+
+    #[test]
+    fn quiet_flags_have_defaults_and_holds_too_short_to_judge_are_refused() {
+        let a = args(&["--quiet-agents"]).unwrap();
+        assert_eq!(
+            a.turns().map(|t| (t.talk, t.pause)),
+            Some((turns::DEFAULT_TALK, turns::DEFAULT_PAUSE))
+        );
+        assert_eq!(a.caller_silence(), Duration::from_secs(3));
+        assert_eq!(a.hold, Duration::from_secs(8));
+        a.check()
+            .expect("the default hold judges the default turns");
+        let a = args(&[]).unwrap();
+        assert_eq!((a.turns(), a.caller_silence()), (None, Duration::ZERO));
+        a.check().unwrap();
+
+        let e = args(&["--quiet-agents", "--hold", "7s"])
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.to_string().contains("--hold 7s is too short"), "{e}");
+        assert!(e.to_string().contains("use --hold 8s or more"), "{e}");
+        let e = args(&["--quiet-agents", "--pause", "10s", "--hold", "8s"])
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.to_string().contains("use --hold 10s or more"), "{e}");
+        args(&["--quiet-agents", "--caller-silence", "0s", "--hold", "5s"])
+            .unwrap()
+            .check()
+            .unwrap();
+        let e = args(&["--quiet-agents", "--talk", "500ms"])
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.to_string().contains("--talk 500ms is too short"), "{e}");
+        let e = args(&["--caller-silence", "3s", "--hold", "4s"])
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.to_string().contains("use --hold 5s or more"), "{e}");
+
+        // Turn lengths only with --quiet-agents; neither with --admin.
+        assert!(args(&["--pause", "6s"]).is_err());
+        assert!(args(&["--talk", "2s"]).is_err());
+        assert!(args(&["--quiet-agents", "--admin", "http://127.0.0.1:1"]).is_err());
+        assert!(args(&["--caller-silence", "1s", "--admin", "http://127.0.0.1:1"]).is_err());
     }
 }

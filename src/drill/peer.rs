@@ -9,7 +9,12 @@
 //!   back as `media` (a parrot); handshake-only health probes are fine.
 //!
 //! Both echo every RTP payload / `media` payload back to where it came from, stamped with
-//! the peer's index ([`super::tag`]), so the caller knows who answers. A peer prints
+//! the peer's index ([`super::tag`]), so the caller knows who answers. That echo is all the
+//! audio a peer ever sends: no greeting, no keepalive or comfort-noise packets, nothing on a
+//! timer. So a peer is silent exactly while its caller is, like an agent with voice activity
+//! detection and turn-taking that only speaks when spoken to (`--quiet-agents` has the
+//! callers pause; what holdfast's WebSocket bridge sends the caller while a bot is quiet is
+//! holdfast's own unmarked silence). A peer prints
 //! `READY <ip:port>` on stdout once it listens and exits when its stdin closes (the drill is
 //! gone). The SIP wire format is holdfast's own parser and builders.
 

@@ -4,12 +4,14 @@
 //! LIFECYCLE of one call: `Inviting` (INVITE retransmitted on Timer A, T1 doubling, until a
 //! provisional; RFC 3261 §17.1.1.2) → on 2xx `Confirmed` (ACK to the Contact through the
 //! Record-Route set, §13.2.2.4; a retransmitted 2xx is ACKed again) or on a final ≥ 300
-//! `Failed` (ACK in the INVITE transaction, §17.1.1.3). While `Confirmed` the call sends a
-//! PCMU frame every 20 ms ([`super::tag::caller_payload`]) and records every tagged echo; a BYE
-//! from holdfast is answered 200 and ends it (`Dropped`); re-INVITE and UPDATE get 200 with
-//! the call's SDP. When the drill says hang up: `Terminating` (BYE retransmitted on Timer E,
-//! T1 doubling capped at T2, §17.1.2.2) → `Terminated` on its final response or after
-//! [`BYE_LIMIT`].
+//! `Failed` (ACK in the INVITE transaction, §17.1.1.3). While `Confirmed` the call talks as
+//! its [`Speech`] says — a PCMU frame every 20 ms ([`super::tag::caller_payload`]) while it
+//! talks, nothing in its pauses (the RTP timestamp runs on, the marker bit starts each talk
+//! spurt; RFC 3551 §4.1), nothing once the drill cues silence — records when it talked and
+//! every tagged echo; a BYE from holdfast is answered 200 and ends it (`Dropped`); re-INVITE
+//! and UPDATE get 200 with the call's SDP. When the drill cues the hang-up: `Terminating`
+//! (BYE retransmitted on Timer E, T1 doubling capped at T2, §17.1.2.2) → `Terminated` on its
+//! final response or after [`BYE_LIMIT`].
 //!
 //! The protocol shell of the drill: tokio sockets and timers. The wire format is holdfast's
 //! own parser and builders; the verdict is computed elsewhere ([`super::report`]).
@@ -31,6 +33,7 @@ use crate::sip::{parse, Message, Method, Request, RequestBuilder, Response, Resp
 use super::peer::sdp;
 use super::report::{CallKind, CallResult};
 use super::tag::{caller_payload, find_echo};
+use super::turns::Speech;
 
 /// RFC 3261 T1 and T2.
 const T1: Duration = Duration::from_millis(500);
@@ -123,17 +126,32 @@ pub struct CallSpec {
     pub callee: String,
     /// The Call-ID of the INVITE (unique per drill and call, so parallel drills never mix).
     pub call_id: String,
+    /// How its caller talks.
+    pub speech: Speech,
 }
 
 impl CallSpec {
+    /// A call whose caller talks continuously.
     pub fn new(index: u16, kind: CallKind, callee: String) -> CallSpec {
         CallSpec {
             index,
             kind,
             callee,
             call_id: format!("drill-{}-{index}", rand_hex()),
+            speech: Speech::Continuous,
         }
     }
+}
+
+/// What the drill tells its callers, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cue {
+    /// Talk (as the call's [`Speech`] says).
+    Talk,
+    /// Say nothing more: the last seconds before the hang-up.
+    Silent,
+    /// Hang up.
+    HangUp,
 }
 
 /// Progress reports to the drill's orchestrator.
@@ -250,14 +268,16 @@ impl Leg<'_> {
     }
 }
 
-/// Places one call, keeps it up (RTP every 20 ms) until `hangup` turns true, hangs up, and
-/// returns what it saw. Offsets in the result are from `t0`.
+/// Places one call, keeps it up (talking as `spec.speech` says, its turns counted from
+/// `epoch`) until `cue` says hang up, hangs up, and returns what it saw. Offsets in the
+/// result are from `t0`.
 pub async fn run_call(
     spec: CallSpec,
     sip: Arc<SipSocket>,
     t0: Instant,
+    epoch: Instant,
     progress: mpsc::UnboundedSender<Progress>,
-    mut hangup: watch::Receiver<bool>,
+    mut cue: watch::Receiver<Cue>,
 ) -> CallResult {
     let call_id = spec.call_id.clone();
     let mut res = CallResult {
@@ -268,6 +288,7 @@ pub async fn run_call(
         placed_at: t0.elapsed(),
         setup: None,
         setup_error: None,
+        talk: Vec::new(),
         echoes: Vec::new(),
         crossed: 0,
         sent: 0,
@@ -298,9 +319,9 @@ pub async fn run_call(
         &leg,
         &rtp,
         &mut rx,
-        t0,
+        (t0, epoch),
         &progress,
-        &mut hangup,
+        &mut cue,
         &mut res,
     )
     .await;
@@ -317,9 +338,9 @@ async fn connected_call(
     leg: &Leg<'_>,
     rtp: &UdpSocket,
     rx: &mut mpsc::UnboundedReceiver<Bytes>,
-    t0: Instant,
+    (t0, epoch): (Instant, Instant),
     progress: &mpsc::UnboundedSender<Progress>,
-    hangup: &mut watch::Receiver<bool>,
+    cue: &mut watch::Receiver<Cue>,
     res: &mut CallResult,
 ) {
     let sip = leg.sip;
@@ -385,8 +406,9 @@ async fn connected_call(
     res.setup = Some(start.elapsed());
     sip.send(&dialog.ack).await;
     let _ = progress.send(Progress::Connected(spec.index));
+    let answered = Instant::now();
 
-    // Confirmed: talk until told to hang up.
+    // Confirmed: talk (in turns, or on and on) until told to hang up.
     let payload = caller_payload(spec.index);
     let ssrc: u32 = rand::random();
     let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
@@ -397,20 +419,37 @@ async fn connected_call(
     let mut buf = vec![0u8; 2048];
     let mut remote_rtp = dialog.remote_rtp;
     let mut heard = false;
+    let mut in_spurt = false;
     loop {
-        if *hangup.borrow() {
+        if *cue.borrow() == Cue::HangUp {
             break;
         }
         tokio::select! {
             _ = tick.tick() => {
-                pkt[0] = 0x80;
-                pkt[1] = if res.sent == 0 { 0x80 } else { 0 };
-                pkt[2..4].copy_from_slice(&seq.to_be_bytes());
-                pkt[4..8].copy_from_slice(&ts.to_be_bytes());
-                pkt[8..12].copy_from_slice(&ssrc.to_be_bytes());
-                let _ = rtp.send_to(&pkt, remote_rtp).await;
-                res.sent += 1;
-                seq = seq.wrapping_add(1);
+                let now = Instant::now();
+                let talk = *cue.borrow() == Cue::Talk
+                    && spec.speech.talking(
+                        now.saturating_duration_since(epoch),
+                        now.saturating_duration_since(answered),
+                    );
+                if talk {
+                    let at = t0.elapsed();
+                    pkt[0] = 0x80;
+                    // The marker bit starts each talk spurt (RFC 3551 §4.1).
+                    pkt[1] = if in_spurt { 0 } else { 0x80 };
+                    pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+                    pkt[4..8].copy_from_slice(&ts.to_be_bytes());
+                    pkt[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                    let _ = rtp.send_to(&pkt, remote_rtp).await;
+                    res.sent += 1;
+                    seq = seq.wrapping_add(1);
+                    match res.talk.last_mut() {
+                        Some(spurt) if in_spurt => spurt.1 = at + PTIME,
+                        _ => res.talk.push((at, at + PTIME)),
+                    }
+                }
+                in_spurt = talk;
+                // The sampling clock runs on through the pauses (RFC 3550 §5.1).
                 ts = ts.wrapping_add(160);
             }
             r = rtp.recv_from(&mut buf) => {
@@ -448,7 +487,7 @@ async fn connected_call(
                     _ => {}
                 }
             }
-            _ = hangup.changed() => {}
+            _ = cue.changed() => {}
         }
     }
 
