@@ -187,6 +187,7 @@ pub(crate) struct RawMedia {
     pub io: Option<String>,
     pub timeout: Option<Scalar>,
     pub ai_timeout: Option<Scalar>,
+    pub port_quarantine: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -163,6 +163,7 @@ fn media_defaults_follow_the_sip_listener() {
     assert_eq!(cfg.media.ports, 16384..=32767);
     assert_eq!(cfg.media.timeout, Duration::from_secs(30));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(1));
+    assert_eq!(cfg.media.port_quarantine, Duration::from_secs(60));
     assert!(cfg.media.threads >= 1);
     assert_eq!(cfg.media.io, crate::config::MediaIo::Auto);
 }
@@ -170,7 +171,7 @@ fn media_defaults_follow_the_sip_listener() {
 #[test]
 fn media_settings_parse() {
     let cfg = parse(
-        "media:\n  bind: 0.0.0.0\n  advertise: 203.0.113.7\n  ports: \"20000-20099\"\n  threads: auto\n  timeout: 1m\n  ai_timeout: 5s\n",
+        "media:\n  bind: 0.0.0.0\n  advertise: 203.0.113.7\n  ports: \"20000-20099\"\n  threads: auto\n  timeout: 1m\n  ai_timeout: 5s\n  port_quarantine: 90s\n",
         "t.yaml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -187,6 +188,7 @@ fn media_settings_parse() {
     assert_eq!(cfg.media.threads, cores, "auto = one per core");
     assert_eq!(cfg.media.timeout, Duration::from_secs(60));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.media.port_quarantine, Duration::from_secs(90));
     let cfg = parse(
         "media: { threads: 3, advertise: \"[2001:db8::5]\", bind: \"::\" }\n",
         "t.yaml",
@@ -270,6 +272,14 @@ fn media_threads_and_timeouts_are_checked() {
     assert_eq!((e.line, e.path.as_str()), (2, "media.timeout"), "{e}");
     let e = err("media:\n  ai_timeout: 10\n");
     assert_eq!((e.line, e.path.as_str()), (2, "media.ai_timeout"), "{e}");
+    for bad in ["0s", "soon", "-5s"] {
+        let e = err(&format!("media:\n  port_quarantine: {bad}\n"));
+        assert_eq!(
+            (e.line, e.column, e.path.as_str()),
+            (2, 20, "media.port_quarantine"),
+            "{bad}: {e}"
+        );
+    }
 }
 
 #[test]

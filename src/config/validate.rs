@@ -789,6 +789,11 @@ impl Validator<'_> {
             self.positive_duration(&raw.timeout, "media.timeout", Duration::from_secs(30))?;
         let ai_timeout =
             self.positive_duration(&raw.ai_timeout, "media.ai_timeout", Duration::from_secs(1))?;
+        let port_quarantine = self.positive_duration(
+            &raw.port_quarantine,
+            "media.port_quarantine",
+            Duration::from_secs(60),
+        )?;
         Ok(MediaSettings {
             bind,
             advertise,
@@ -797,6 +802,7 @@ impl Validator<'_> {
             io,
             timeout,
             ai_timeout,
+            port_quarantine,
         })
     }
 
