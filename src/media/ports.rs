@@ -272,8 +272,8 @@ pub const DESCRIPTORS_PER_CALL: u64 = 4;
 /// Descriptors a WebSocket AI leg adds to a call: the local UDP bridge socket and the
 /// WebSocket (TCP or TLS) connection.
 pub const WS_LEG_EXTRA_DESCRIPTORS: u64 = 2;
-/// Descriptors kept free of calls: SIP/TCP connections, admin API clients, DNS, webhook and
-/// record writers.
+/// Descriptors kept free of calls (SIP/TCP connections, admin API clients, DNS, webhook and
+/// record writers): a sixteenth of those left after start-up, at most this many.
 pub const DESCRIPTOR_HEADROOM: u64 = 64;
 
 /// Which limit bounds concurrent calls.
@@ -304,27 +304,27 @@ pub struct CallCapacity {
     pub descriptor_calls: u64,
     /// The descriptor limit counted with (the soft RLIMIT_NOFILE in force).
     pub nofile: u64,
-    /// Descriptors not available to calls: open before the first call, plus headroom.
+    /// Descriptors open before the first call.
+    pub open: u64,
+    /// Descriptors not available to calls: `open` plus the headroom.
     pub reserved: u64,
 }
 
 impl CallCapacity {
     /// Capacity for `ports` under a limit of `nofile` descriptors of which `open` are in use
-    /// before any call (listeners, workers, the runtime); [`DESCRIPTOR_HEADROOM`] is kept
-    /// free on top.
+    /// before any call (listeners, workers, the runtime); a sixteenth of the rest, at most
+    /// [`DESCRIPTOR_HEADROOM`], is kept free on top.
     pub fn new(ports: &RangeInclusive<u16>, nofile: u64, open: u64) -> CallCapacity {
         let (start, end) = (u32::from(*ports.start()), u32::from(*ports.end()));
         let even = start + start % 2;
-        let pairs = if end > even {
-            (end + 1 - even) / 2
-        } else {
-            0
-        };
-        let reserved = open.saturating_add(DESCRIPTOR_HEADROOM);
+        let pairs = if end > even { (end + 1 - even) / 2 } else { 0 };
+        let headroom = (nofile.saturating_sub(open) / 16).min(DESCRIPTOR_HEADROOM);
+        let reserved = open.saturating_add(headroom);
         CallCapacity {
             port_range_calls: u64::from(pairs / 2),
             descriptor_calls: nofile.saturating_sub(reserved) / DESCRIPTORS_PER_CALL,
             nofile,
+            open,
             reserved,
         }
     }
@@ -343,11 +343,13 @@ impl CallCapacity {
         }
     }
 
-    /// The descriptor limit that lets the whole port range be used.
+    /// The descriptor limit that lets the whole port range be used (with the full
+    /// headroom).
     pub fn nofile_for_port_range(&self) -> u64 {
         self.port_range_calls
             .saturating_mul(DESCRIPTORS_PER_CALL)
-            .saturating_add(self.reserved)
+            .saturating_add(self.open)
+            .saturating_add(DESCRIPTOR_HEADROOM)
     }
 }
 
@@ -514,14 +516,23 @@ mod tests {
     #[test]
     fn call_capacity_names_the_limit_that_bounds_it() {
         // 16384-32767: 8192 pairs, 4096 calls.
+        // The common soft limit: 1024, 40 open, a sixteenth of the rest (61) kept free.
         let c = CallCapacity::new(&(16_384..=32_767), 1024, 40);
         assert_eq!(c.port_range_calls, 4096);
-        assert_eq!(c.descriptor_calls, (1024 - 40 - DESCRIPTOR_HEADROOM) / 4);
+        assert_eq!(c.reserved, 40 + 61);
+        assert_eq!(c.descriptor_calls, (1024 - 101) / 4);
         assert_eq!(c.calls(), 230);
         assert_eq!(c.bound(), CapacityBound::Descriptors);
         assert_eq!(
             c.nofile_for_port_range(),
             4096 * 4 + 40 + DESCRIPTOR_HEADROOM
+        );
+        // The headroom never exceeds DESCRIPTOR_HEADROOM and shrinks with a tiny limit.
+        let big = CallCapacity::new(&(16_384..=32_767), 1 << 20, 40);
+        assert_eq!(big.reserved, 40 + DESCRIPTOR_HEADROOM);
+        assert_eq!(
+            CallCapacity::new(&(16_384..=32_767), 40, 16).descriptor_calls,
+            5
         );
         let c = CallCapacity::new(&(16_384..=32_767), 1_048_576, 40);
         assert_eq!((c.calls(), c.bound()), (4096, CapacityBound::PortRange));

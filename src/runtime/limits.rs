@@ -14,14 +14,13 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::media::ports::{
-    CallCapacity, CapacityBound, DESCRIPTORS_PER_CALL, DESCRIPTOR_HEADROOM,
-    WS_LEG_EXTRA_DESCRIPTORS,
+    CallCapacity, CapacityBound, DESCRIPTORS_PER_CALL, WS_LEG_EXTRA_DESCRIPTORS,
 };
 
-/// How to raise the hard limit, for log lines and `holdfast check`.
-pub const HOW_TO_RAISE: &str = "raise the hard limit: LimitNOFILE= in the systemd unit, \
-    `ulimit -n` (as root: `ulimit -Hn`) in the shell that starts holdfast, or a `nofile` line \
-    in /etc/security/limits.conf";
+/// Where the limit is set, for log lines and `holdfast check`.
+pub const HOW_TO_RAISE: &str = "LimitNOFILE= in the systemd unit, `ulimit -n` (as root: \
+    `ulimit -Hn`) in the shell that starts holdfast, or a `nofile` line in \
+    /etc/security/limits.conf";
 
 /// Descriptors holdfast has open before its first call besides its listeners (stdio, the
 /// tokio runtime, the admin API, the record writer), for `holdfast check`, which runs
@@ -118,7 +117,7 @@ pub fn log_raise(r: &io::Result<Raise>) {
         ),
         Ok(Raise::Failed { limit, error }) => warn!(
             soft = limit.soft, hard = limit.hard,
-            "descriptor limit (RLIMIT_NOFILE) stays at {} (hard {}): could not raise it: {error}; {HOW_TO_RAISE}",
+            "descriptor limit (RLIMIT_NOFILE) stays at {} (hard {}): could not raise it: {error}; set it with {HOW_TO_RAISE}",
             limit.soft, limit.hard
         ),
         Err(e) => warn!("descriptor limit (RLIMIT_NOFILE) unknown: {e}"),
@@ -161,7 +160,7 @@ pub fn log_capacity(config: &Config) {
             nofile_hard = limit.hard, descriptors_open = open, descriptors_per_call = DESCRIPTORS_PER_CALL,
             "call capacity: {calls} concurrent calls, bound by the descriptor limit {} \
              ({DESCRIPTORS_PER_CALL} descriptors each, {open} open now); media.ports allows \
-             {port_range_calls}: for all of them {HOW_TO_RAISE} to at least {}",
+             {port_range_calls}: raise the hard limit to at least {} ({HOW_TO_RAISE})",
             limit.soft,
             cap.nofile_for_port_range()
         ),
@@ -208,7 +207,7 @@ pub fn capacity_report(config: &Config) -> String {
          listeners, workers, SIP/TCP connections and headroom)\n",
         shown(effective),
         cap.descriptor_calls,
-        open + DESCRIPTOR_HEADROOM
+        cap.reserved
     ));
     match cap.bound() {
         CapacityBound::PortRange => out.push_str(&format!(
@@ -217,7 +216,7 @@ pub fn capacity_report(config: &Config) -> String {
         )),
         CapacityBound::Descriptors => out.push_str(&format!(
             "  capacity: {} concurrent calls, bound by the descriptor limit; for all of \
-             media.ports {HOW_TO_RAISE} to at least {}\n",
+             media.ports raise the hard limit to at least {} ({HOW_TO_RAISE})\n",
             cap.calls(),
             cap.nofile_for_port_range()
         )),
