@@ -37,7 +37,7 @@ use super::call::{
     Attempt, Call, CallState, Candidate, Direction, Flow, Leg, RerouteTrigger, SessionTimer, Side,
 };
 use super::ids::{IdGen, BRANCH_COOKIE};
-use super::media::{CallMedia, MediaError, MediaParams, ReOffer};
+use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
 use crate::config::Config;
@@ -1944,23 +1944,21 @@ impl Core {
             return;
         };
         let (target, _) = attempt_target(a);
-        {
-            entry.call.state = CallState::Early;
-            if has_sdp {
-                // Early media reached the caller: from here on the call belongs to this
-                // target; no failover (the caller may already hear it).
-                entry.call.early_media = true;
-                entry.call.pinned = Some(target.to_string());
-            }
-            let sid = self.server_ids.get(&entry.a_invite).copied();
-            let a_flow = entry.call.a.flow;
-            let mut h = resp.passthrough.clone();
-            h.push(("Contact".into(), self.contact(&a_flow)));
-            h.push(("Allow".into(), ALLOW.into()));
-            let body = sdp.map(|b| (ACCEPT.to_string(), b));
-            if let Some(sid) = sid {
-                self.respond(sid, status, Some(&resp.reason), h, body, now);
-            }
+        entry.call.state = CallState::Early;
+        if has_sdp {
+            // Early media reached the caller: from here on the call belongs to this
+            // target; no failover (the caller may already hear it).
+            entry.call.early_media = true;
+            entry.call.pinned = Some(target.to_string());
+        }
+        let sid = self.server_ids.get(&entry.a_invite).copied();
+        let a_flow = entry.call.a.flow;
+        let mut h = resp.passthrough.clone();
+        h.push(("Contact".into(), self.contact(&a_flow)));
+        h.push(("Allow".into(), ALLOW.into()));
+        let body = sdp.map(|b| (ACCEPT.to_string(), b));
+        if let Some(sid) = sid {
+            self.respond(sid, status, Some(&resp.reason), h, body, now);
         }
     }
 
@@ -3517,24 +3515,34 @@ impl Core {
                 "media: relay port {port} is in use by another process ({error}); out of the range for {quarantine:?}, then tried again"
             );
         }
-        let binding = self
+        let state = self
             .calls
             .get(&c)
             .and_then(|e| e.call.media.as_ref())
-            .is_some_and(|m| m.is_binding(stream));
-        if !binding {
-            if !self.calls.contains_key(&c) {
-                return self.media_gone(c, stream);
+            .and_then(|m| m.streams.iter().find(|s| s.index == stream))
+            .map(|s| s.state);
+        match state {
+            Some(StreamState::Binding) => {}
+            None if !self.calls.contains_key(&c) => return self.media_gone(c, stream),
+            None => {
+                return debug!(call = %name, stream, "media: failure of a relay already gone ignored")
             }
-            // A relay that was already bound (its worker could not take it): the call has
-            // advertised it, so it ends.
-            warn!(call = %name, stream, port, "media: relay failed after binding: {error}");
-            self.with_media(c, |m, alloc, _| m.closed(stream, alloc));
-            let why = bind_failure_reason(failure, error);
-            if let Some(e) = self.calls.get_mut(&c) {
-                e.refuse = Some((503, "Service Unavailable"));
+            Some(StreamState::Closing) => {
+                // The call is ending anyway; the relay never opened, so no Closed follows.
+                self.with_media(c, |m, alloc, _| m.closed(stream, alloc));
+                return;
             }
-            return self.end_call(c, &format!("media setup failed: {why}"), None, now);
+            Some(StreamState::Open) => {
+                // Bound, then its worker could not take it: the call has advertised it, so
+                // it ends.
+                warn!(call = %name, stream, port, "media: relay failed after binding: {error}");
+                self.with_media(c, |m, alloc, _| m.closed(stream, alloc));
+                let why = bind_failure_reason(failure, error);
+                if let Some(e) = self.calls.get_mut(&c) {
+                    e.refuse = Some((503, "Service Unavailable"));
+                }
+                return self.end_call(c, &format!("media setup failed: {why}"), None, now);
+            }
         }
         let e = if failure == BindFailure::AddrInUse {
             match self.with_media(c, |m, alloc, out| m.rebind(stream, alloc, out)) {
@@ -3558,7 +3566,7 @@ impl Core {
         warn!(
             call = %name, stream, port, errno = failure.as_str(),
             ports_in_use = self.ports.in_use(), ports_quarantined = self.ports.quarantined(),
-            "media: {e}"
+            "{e}"
         );
         self.bind_step_failed(c, &e, now);
     }
