@@ -624,6 +624,64 @@ fn a_reoffer_adding_a_stream_is_relayed_only_once_its_relay_is_bound() {
 }
 
 #[test]
+fn a_reoffer_whose_relay_cannot_be_had_is_refused_and_the_call_stays() {
+    use crate::media::control::BindFailure;
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let video = format!(
+        "{}m=video 4002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n",
+        SDP_A.replace("o=a 1 1", "o=a 1 2")
+    );
+    let invites = sim.find(AGENT_A, "INVITE ").len();
+    sim.bind_error = Some(BindFailure::Enobufs);
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKvideo", "", Some(&video)),
+    );
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(r.contains("CSeq: 11 INVITE"), "{r}");
+    assert!(
+        header(&r, "Warning").contains("media setup failed: out of kernel buffer space (ENOBUFS)"),
+        "{r}"
+    );
+    assert_eq!(
+        sim.find(AGENT_A, "INVITE ").len(),
+        invites,
+        "nothing relayed"
+    );
+    assert!(sim.find(AGENT_A, "BYE ").is_empty(), "the call goes on");
+    assert_eq!(sim.core.stats().calls_active, 1);
+    assert_eq!(
+        (in_use(&sim), quarantined(&sim)),
+        (4, 0),
+        "the audio relay only"
+    );
+}
+
+#[test]
+fn a_late_offer_in_a_provisional_whose_relay_cannot_be_had_is_relayed_without_it() {
+    use crate::media::control::BindFailure;
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite_without_sdp());
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.bind_error = Some(BindFailure::Emfile);
+    sim.recv(
+        AGENT_A,
+        answer(&b, 183, "Session Progress", "", Some(SDP_B)),
+    );
+    let p = sim.last(CARRIER, "SIP/2.0 183");
+    assert!(body(&p).is_empty(), "no SDP without a relay: {p}");
+    assert_eq!((in_use(&sim), quarantined(&sim)), (0, 0));
+    // Descriptors back by the 2xx, which brings the offer again: the call connects.
+    sim.bind_error = None;
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert_eq!(m_port(&ok), opens(&sim).last().unwrap().1.a.rtp);
+    assert_eq!(in_use(&sim), 4);
+}
+
+#[test]
 fn failover_resets_the_callee_peer_and_offers_the_same_ports() {
     let mut sim = Sim::new("");
     sim.recv(CARRIER, invite(""));
