@@ -5,6 +5,11 @@
 //! rules), and the bare header rewrite for comparison. Each forward iteration writes a fresh input header
 //! (as recvmmsg would deliver a new packet) so the stream stays on its fast path.
 //!
+//! Also the cost a call's relay adds to the shell's thread (issue 13): `MediaEngine::handle`
+//! of an `Open` binds its four sockets (RTP and RTCP per leg) there and answers `Bound` at
+//! once, before any SDP naming them goes out; only that call is timed (the `Close` and its
+//! `Closed` from the worker, between iterations, are not).
+//!
 //! Before measuring, a counting global allocator checks that 10 000 packets through the
 //! forward, drop and RTCP paths allocate nothing, and that 2 000 packets relayed over real
 //! loopback sockets by a `MediaEngine` worker (recvmmsg → relay → sendmmsg) allocate nothing
@@ -236,6 +241,70 @@ fn bench(c: &mut Criterion) {
         });
     });
     g.finish();
+    bench_open(c);
+}
+
+/// `MediaEngine::handle(Open)`: four relay sockets bound in the calling thread, `Bound`
+/// returned, the sockets handed to the worker.
+fn bench_open(c: &mut Criterion) {
+    use holdfast::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts};
+    use holdfast::media::ports::PortAllocation;
+    use holdfast::runtime::media::MediaEngine;
+    use std::net::UdpSocket;
+
+    let lo = std::net::Ipv4Addr::LOCALHOST;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = MediaEngine::start(1, tx).unwrap();
+    // Two even/odd pairs that are free now (probed, then released).
+    let pair = || loop {
+        let s = UdpSocket::bind((lo, 0)).unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind((lo, p + 1)).is_ok() {
+            return PortAllocation {
+                rtp: p,
+                rtcp: Some(p + 1),
+            };
+        }
+    };
+    let ports = RelayPorts {
+        a: pair(),
+        b: pair(),
+    };
+    let peer: SocketAddr = (lo, 9).into();
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("open_4_sockets_in_caller_thread", |b| {
+        let mut call = 0;
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                call += 1;
+                let id = RelayId { call, stream: 0 };
+                let open = MediaCommand::Open {
+                    id,
+                    ip: lo.into(),
+                    ports,
+                    config: relay_config(peer, peer),
+                };
+                let t = Instant::now();
+                let answer = engine.handle(black_box(open));
+                timed += t.elapsed();
+                assert_eq!(answer, Some(MediaEvent::Bound { id }));
+                engine.handle(MediaCommand::Close { id });
+                // The ports are free again once the worker reports Closed.
+                loop {
+                    match rx.blocking_recv() {
+                        Some(MediaEvent::Closed { id: closed, .. }) if closed == id => break,
+                        Some(_) => {}
+                        None => panic!("engine gone"),
+                    }
+                }
+            }
+            timed
+        });
+    });
+    g.finish();
+    engine.shutdown();
 }
 
 criterion_group!(benches, bench);

@@ -80,9 +80,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Drill(args) => holdfast::drill::drill_main(*args),
         Command::Peer(args) => holdfast::drill::peer_main(args),
-        Command::Check { file } => match holdfast::config::check_file(&file) {
-            Ok(table) => {
-                print!("{table}");
+        Command::Check { file } => match holdfast::config::load(&file) {
+            Ok(config) => {
+                print!("{}", holdfast::config::render_check(&config));
+                print!("{}", holdfast::runtime::limits::capacity_report(&config));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -151,3 +151,61 @@ fn a_tcp_peer_that_never_reads_does_not_stall_holdfast() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
     drop(tcp);
 }
+
+/// This process's hard RLIMIT_NOFILE.
+fn own_hard_nofile() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a plain struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+    l.rlim_max
+}
+
+#[test]
+fn check_prints_the_call_capacity_and_which_limit_bounds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("holdfast.yaml");
+    let hard = own_hard_nofile().min(1024);
+    let check = |ports: &str| {
+        std::fs::write(
+            &path,
+            format!("sip:\n  listen: [\"udp:127.0.0.1:5060\"]\nmedia:\n  ports: \"{ports}\"\n  threads: 2\n"),
+        )
+        .unwrap();
+        let mut cmd = holdfast();
+        cmd.arg("check").arg(&path);
+        // As started from a shell with the common soft limit below the hard one.
+        with_nofile(&mut cmd, hard / 2, hard);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The default range holds 4096 calls: the descriptor limit is what bounds them.
+    let text = check("16384-32767");
+    for needle in [
+        "call capacity:\n".to_string(),
+        "media.ports 16384-32767: 4096 calls (4 ports each: RTP and RTCP per leg)".into(),
+        format!(
+            "descriptor limit {hard} (this shell's soft limit {} is raised to it at start): ",
+            hard / 2
+        ),
+        "calls (4 descriptors each, 2 more with a WebSocket AI leg".into(),
+        "concurrent calls, bound by the descriptor limit; for all of media.ports raise the hard limit to at least".into(),
+        "LimitNOFILE=".into(),
+    ] {
+        assert!(text.contains(&needle), "no {needle:?} in:\n{text}");
+    }
+    // 100 ports hold 25 calls, well inside the descriptor limit.
+    let text = check("30000-30099");
+    assert!(
+        text.contains("media.ports 30000-30099: 25 calls")
+            && text.contains("capacity: 25 concurrent calls, bound by media.ports"),
+        "{text}"
+    );
+}

@@ -12,11 +12,18 @@
 //! ```text
 //! loop {
 //!     feed one input: handle_received / handle_timeout / handle_resolved / handle_reload
-//!     drain poll_media() -> media shell (before the SIP that advertises its ports)
+//!     drain poll_media() -> media shell; each Open is bound at once and answered with
+//!         handle_media_event(Bound | OpenFailed) (which may queue more commands)
 //!     drain poll_transmit() -> send
 //!     sleep until poll_timeout() or the next input
 //! }
 //! ```
+//!
+//! A step that opens relays (an offer with new streams) holds the SIP that would advertise
+//! their ports (`AfterBind`) until every `Bound`: a port another process holds
+//! (`EADDRINUSE`) is quarantined and the stream gets other ports, so no SDP ever names a
+//! port that could not be bound; other bind failures (out of descriptors...) answer 503 and
+//! give the ports back.
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -30,12 +37,12 @@ use super::call::{
     Attempt, Call, CallState, Candidate, Direction, Flow, Leg, RerouteTrigger, SessionTimer, Side,
 };
 use super::ids::{IdGen, BRANCH_COOKIE};
-use super::media::{CallMedia, MediaError, MediaParams, ReOffer};
+use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
 use crate::config::Config;
 use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
-use crate::media::control::{MediaCommand, MediaEvent};
+use crate::media::control::{BindFailure, MediaCommand, MediaEvent};
 use crate::media::ports::PortAllocator;
 use crate::media::relay::Latching;
 use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
@@ -304,10 +311,28 @@ enum TimerRef {
     Client(u64),
     Call(CallRef, CallTimer),
     Health,
+    /// A quarantined relay port's deadline.
+    PortQuarantine,
+}
+
+/// What a call does once the relays its last offer opened are bound: the step that was held
+/// so that the SDP naming their ports goes out only after they are (see the module docs).
+#[derive(Clone, Debug)]
+enum AfterBind {
+    /// The caller's offer in the initial INVITE: route the call.
+    Route,
+    /// The callee's offer (late offer) in a provisional: relay the provisional.
+    Provisional { attempt: usize, resp: Resp },
+    /// The callee's offer (late offer) in its 2xx: answer the caller.
+    Answered { attempt: usize, resp: Resp },
+    /// A re-offer that adds streams: relay it to the other leg.
+    Relay { from: Side, sid: u64, req: Req },
 }
 
 struct CallEntry {
     call: Call,
+    /// The step waiting for the relays the call's last offer opened.
+    after_bind: Option<AfterBind>,
     /// The caller's INVITE server transaction.
     a_invite: ServerKey,
     /// The current B-leg INVITE client transaction, while routing.
@@ -363,6 +388,8 @@ pub struct Stats {
     /// Relay ports allocated (open, or closing until the media shell confirms).
     pub media_ports_in_use: usize,
     pub media_ports_capacity: usize,
+    /// Relay ports quarantined (another process held them).
+    pub media_ports_quarantined: usize,
 }
 
 /// Per-target bookkeeping for selection.
@@ -657,6 +684,7 @@ impl Core {
             calls_active: self.calls.len(),
             media_ports_in_use: self.ports.in_use(),
             media_ports_capacity: self.ports.capacity(),
+            media_ports_quarantined: self.ports.quarantined(),
             ..self.stats
         }
     }
@@ -1124,6 +1152,7 @@ impl Core {
             self.ids.next_u64(),
         );
         let mut offer = None;
+        let mut binding = false;
         if !req.body.is_empty() {
             if !is_sdp(req.content_type.as_deref()) {
                 self.stats.calls_failed += 1;
@@ -1136,9 +1165,11 @@ impl Core {
             match media.offer(Side::A, &req.body, &mut self.ports, &mut cmds) {
                 Ok(body) => {
                     self.media_out.extend(cmds);
+                    binding = media.binding();
                     offer = Some(body);
                 }
                 Err(e) => {
+                    self.count_media_error(&e);
                     let (status, reason) = e.status();
                     info!(call = %id, callee, "refused: {e}");
                     self.stats.calls_failed += 1;
@@ -1214,6 +1245,7 @@ impl Core {
                 cref,
                 CallEntry {
                     call,
+                    after_bind: binding.then_some(AfterBind::Route),
                     a_invite: key,
                     b_invite: None,
                     deadlines: HashMap::new(),
@@ -1234,6 +1266,10 @@ impl Core {
                     ended_at: None,
                 },
             );
+        }
+        if binding {
+            // Routed once the shell has bound the relays (`relay_bound`).
+            return;
         }
         self.next_attempt(cref, now);
     }
@@ -1921,31 +1957,24 @@ impl Core {
             let sdp = match self.callee_sdp(c, &resp) {
                 Some(Ok(b)) => Some(b),
                 Some(Err(e)) => {
+                    self.count_media_error(&e);
                     warn!(call = %self.call_name(c), status, "SDP in provisional ignored: {e}");
                     None
                 }
                 None => None,
             };
-            let has_sdp = sdp.is_some();
-            let Some(entry) = self.calls.get_mut(&c) else {
+            if sdp.is_some()
+                && self.hold_until_bound(
+                    c,
+                    AfterBind::Provisional {
+                        attempt,
+                        resp: resp.clone(),
+                    },
+                )
+            {
                 return;
-            };
-            entry.call.state = CallState::Early;
-            if has_sdp {
-                // Early media reached the caller: from here on the call belongs to this
-                // target; no failover (the caller may already hear it).
-                entry.call.early_media = true;
-                entry.call.pinned = Some(target.to_string());
             }
-            let sid = self.server_ids.get(&entry.a_invite).copied();
-            let a_flow = entry.call.a.flow;
-            let mut h = resp.passthrough.clone();
-            h.push(("Contact".into(), self.contact(&a_flow)));
-            h.push(("Allow".into(), ALLOW.into()));
-            let body = sdp.map(|b| (ACCEPT.to_string(), b));
-            if let Some(sid) = sid {
-                self.respond(sid, status, Some(&resp.reason), h, body, now);
-            }
+            self.relay_provisional(c, attempt, &resp, sdp, now);
             return;
         }
         entry.deadlines.remove(&CallTimer::Attempt(attempt));
@@ -1971,6 +2000,43 @@ impl Core {
             now,
         );
         let _ = resp;
+    }
+
+    /// A provisional of attempt `attempt` reaches the caller, with `sdp` (the callee's SDP
+    /// anchored for the caller) when there is one to relay.
+    fn relay_provisional(
+        &mut self,
+        c: CallRef,
+        attempt: usize,
+        resp: &Resp,
+        sdp: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        let status = resp.status;
+        let has_sdp = sdp.is_some();
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(a) = entry.call.attempts.get(attempt) else {
+            return;
+        };
+        let (target, _) = attempt_target(a);
+        entry.call.state = CallState::Early;
+        if has_sdp {
+            // Early media reached the caller: from here on the call belongs to this
+            // target; no failover (the caller may already hear it).
+            entry.call.early_media = true;
+            entry.call.pinned = Some(target.to_string());
+        }
+        let sid = self.server_ids.get(&entry.a_invite).copied();
+        let a_flow = entry.call.a.flow;
+        let mut h = resp.passthrough.clone();
+        h.push(("Contact".into(), self.contact(&a_flow)));
+        h.push(("Allow".into(), ALLOW.into()));
+        let body = sdp.map(|b| (ACCEPT.to_string(), b));
+        if let Some(sid) = sid {
+            self.respond(sid, status, Some(&resp.reason), h, body, now);
+        }
     }
 
     /// A 2xx to the INVITE after the call was already answered: a retransmission on the
@@ -2039,36 +2105,87 @@ impl Core {
         let sdp = match self.callee_sdp(c, &resp) {
             Some(Ok(b)) => Some(b),
             None => None,
-            Some(Err(e)) => {
-                let Some(entry) = self.calls.get_mut(&c) else {
-                    return;
-                };
-                let mut b = entry.call.b.clone().expect("set above");
-                let sid = self.server_ids.get(&entry.a_invite).copied();
-                entry.call.attempts[attempt].outcome =
-                    Some(format!("{} {}", resp.status, resp.reason));
-                warn!(call = %entry.call.id, target_id = %target, "answer refused: {e}");
-                self.send_ack(&b, resp.cseq, None);
-                let flow = b.flow;
-                self.send_in_dialog(
-                    &mut b,
-                    "BYE",
-                    vec![reason_header(&e.to_string())],
-                    None,
-                    Purpose::Ignore,
-                    flow,
-                    now,
-                );
-                let (status, reason) = e.status();
-                self.stats.calls_failed += 1;
-                if let Some(sid) = sid {
-                    self.reject(sid, status, reason, &e.to_string(), now);
-                }
-                return self.finish_call(c, &format!("callee's SDP refused: {e}"), now);
-            }
+            Some(Err(e)) => return self.callee_answer_refused(c, attempt, &resp, &e, now),
         };
-        let entry = self.calls.get_mut(&c).expect("present");
-        entry.call.attempts[attempt].outcome = Some(format!("{} {}", resp.status, resp.reason));
+        if sdp.is_some()
+            && self.hold_until_bound(
+                c,
+                AfterBind::Answered {
+                    attempt,
+                    resp: resp.clone(),
+                },
+            )
+        {
+            return;
+        }
+        self.callee_answered(c, attempt, resp, sdp, now);
+    }
+
+    /// The callee's 2xx SDP could not be used (`e`): acknowledge and hang up the callee,
+    /// refuse the caller.
+    fn callee_answer_refused(
+        &mut self,
+        c: CallRef,
+        attempt: usize,
+        resp: &Resp,
+        e: &MediaError,
+        now: Instant,
+    ) {
+        self.count_media_error(e);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(mut b) = entry.call.b.clone() else {
+            return;
+        };
+        let target = entry
+            .call
+            .attempts
+            .get(attempt)
+            .map(|a| a.target.clone())
+            .unwrap_or_default();
+        let sid = self.server_ids.get(&entry.a_invite).copied();
+        if let Some(a) = entry.call.attempts.get_mut(attempt) {
+            a.outcome = Some(format!("{} {}", resp.status, resp.reason));
+        }
+        warn!(call = %entry.call.id, target_id = %target, "answer refused: {e}");
+        self.send_ack(&b, resp.cseq, None);
+        let flow = b.flow;
+        self.send_in_dialog(
+            &mut b,
+            "BYE",
+            vec![reason_header(&e.to_string())],
+            None,
+            Purpose::Ignore,
+            flow,
+            now,
+        );
+        let (status, reason) = e.status();
+        self.stats.calls_failed += 1;
+        if let Some(sid) = sid {
+            self.reject(sid, status, reason, &e.to_string(), now);
+        }
+        self.finish_call(c, &format!("callee's SDP refused: {e}"), now)
+    }
+
+    /// The callee's 2xx of attempt `attempt` is accepted: the caller gets it with `sdp` (the
+    /// callee's SDP anchored for the caller, if any).
+    fn callee_answered(
+        &mut self,
+        c: CallRef,
+        attempt: usize,
+        resp: Resp,
+        sdp: Option<Vec<u8>>,
+        now: Instant,
+    ) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(a) = entry.call.attempts.get_mut(attempt) else {
+            return;
+        };
+        a.outcome = Some(format!("{} {}", resp.status, resp.reason));
+        let (target, _) = attempt_target(a);
         entry.b_invite = None;
         // Session timer on the B leg, from the callee's 2xx (RFC 4028 §7.2): absent means
         // the callee does not do session timers, and neither do we on that leg.
@@ -2265,6 +2382,14 @@ impl Core {
             self.finish_call(c, why, now);
         }
     }
+}
+
+/// What a failed relay bind ran out of, for a 503's reason: `out of file descriptors
+/// (EMFILE)`, or the OS's own text for other errors.
+fn bind_failure_reason(failure: BindFailure, error: &str) -> String {
+    failure
+        .what()
+        .map_or_else(|| error.to_string(), str::to_string)
 }
 
 fn attempt_target(a: &Attempt) -> (TargetId, Destination) {
@@ -2770,17 +2895,17 @@ impl Core {
                     Some(answer)
                 }
                 Some(Ok(ReOffer::Relay(offer))) => {
+                    let held = AfterBind::Relay {
+                        from: side,
+                        sid,
+                        req: req.clone(),
+                    };
+                    if self.hold_until_bound(c, held) {
+                        return;
+                    }
                     return self.relay_request(c, side, sid, req, Some(offer), now);
                 }
-                Some(Err(e)) => {
-                    let (status, reason) = e.status();
-                    info!(call = %self.call_name(c), ?side, "re-offer refused: {e}");
-                    let h = vec![(
-                        "Warning".to_string(),
-                        format!("399 holdfast \"{}\"", e.to_string().replace('"', "'")),
-                    )];
-                    return self.respond(sid, status, Some(reason), h, None, now);
-                }
+                Some(Err(e)) => return self.reoffer_refused(c, side, sid, &e, now),
                 None => return self.relay_request(c, side, sid, req, None, now),
             }
         };
@@ -2825,6 +2950,19 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// A re-offer from `side` (server transaction `sid`) that cannot be handled: answered
+    /// with `e`'s status and a Warning saying why; the session stays as it was.
+    fn reoffer_refused(&mut self, c: CallRef, side: Side, sid: u64, e: &MediaError, now: Instant) {
+        self.count_media_error(e);
+        let (status, reason) = e.status();
+        info!(call = %self.call_name(c), ?side, "re-offer refused: {e}");
+        let h = vec![(
+            "Warning".to_string(),
+            format!("399 holdfast \"{}\"", e.to_string().replace('"', "'")),
+        )];
+        self.respond(sid, status, Some(reason), h, None, now);
     }
 
     /// Relays an in-dialog request from `from` to the other leg; its response comes back to
@@ -3355,29 +3493,18 @@ impl Core {
                 let why = format!("no RTP or RTCP for {}ms", idle_for.as_millis());
                 self.start_check(c, leg_of(side), &why, now);
             }
-            MediaEvent::OpenFailed { port, error, .. } => {
-                warn!(call = %name, port, "media: {error}; port taken out of the range until restart");
-                if let Some(m) = self.calls.get_mut(&c).and_then(|e| e.call.media.as_mut()) {
-                    m.bad_port = Some(port);
-                    m.closed(id.stream, &mut self.ports);
-                    if let Some(e) = self.calls.get_mut(&c) {
-                        e.refuse = Some((503, "Service Unavailable"));
-                    }
-                    self.end_call(
-                        c,
-                        "media setup failed: a relay port is in use by another process",
-                        None,
-                        now,
-                    );
-                } else {
-                    self.media_gone(c, id.stream, Some(port));
-                }
-            }
+            MediaEvent::Bound { .. } => self.relay_bound(c, id.stream, now),
+            MediaEvent::OpenFailed {
+                port,
+                failure,
+                error,
+                ..
+            } => self.relay_open_failed(c, &name, id.stream, port, failure, &error, now),
             MediaEvent::Closed { a_to_b, b_to_a, .. } => {
                 if let Some(r) = self.records_pending.get_mut(&c) {
                     r.add_stream(&a_to_b, &b_to_a);
                 }
-                self.media_gone(c, id.stream, None);
+                self.media_gone(c, id.stream);
                 info!(
                     call = %name, stream = id.stream,
                     a_packets = a_to_b.packets_received, a_forwarded = a_to_b.packets_forwarded,
@@ -3398,12 +3525,186 @@ impl Core {
         self.after_health(now);
     }
 
-    /// A relay of an ended call is gone from the shell: its ports go back.
-    fn media_gone(&mut self, c: CallRef, stream: u16, bad_port: Option<u16>) {
-        if let Some((_, m)) = self.closing.get_mut(&c) {
-            if bad_port.is_some() {
-                m.bad_port = bad_port;
+    /// Holds call `c`'s step `next` if its last offer opened relays that are not bound yet
+    /// (it runs from `relay_bound` once they all are). Returns whether it was held.
+    fn hold_until_bound(&mut self, c: CallRef, next: AfterBind) -> bool {
+        let Some(e) = self.calls.get_mut(&c) else {
+            return false;
+        };
+        if !e.call.media.as_ref().is_some_and(|m| m.binding()) {
+            return false;
+        }
+        e.after_bind = Some(next);
+        true
+    }
+
+    /// The shell bound stream `stream` of call `c`. When the call's last offer has all its
+    /// relays bound, the step held for them goes on with the offer as rendered for their
+    /// ports.
+    fn relay_bound(&mut self, c: CallRef, stream: u16, now: Instant) {
+        let Some(e) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if !e.call.media.as_mut().is_some_and(|m| m.bound(stream)) {
+            return;
+        }
+        let Some(next) = e.after_bind.take() else {
+            return;
+        };
+        let sent = |e: &CallEntry, side: Side| {
+            e.call
+                .media
+                .as_ref()
+                .and_then(|m| m.last_sent(side))
+                .map(<[u8]>::to_vec)
+        };
+        match next {
+            AfterBind::Route => {
+                e.call.offer = sent(e, Side::B);
+                self.next_attempt(c, now);
             }
+            AfterBind::Provisional { attempt, resp } => {
+                let sdp = sent(e, Side::A);
+                self.relay_provisional(c, attempt, &resp, sdp, now);
+            }
+            AfterBind::Answered { attempt, resp } => {
+                let sdp = sent(e, Side::A);
+                self.callee_answered(c, attempt, resp, sdp, now);
+            }
+            AfterBind::Relay { from, sid, req } => {
+                let sdp = sent(e, from.other());
+                self.relay_request(c, from, sid, &req, sdp, now);
+            }
+        }
+    }
+
+    /// The shell could not open stream `stream` of call `c`: `port` failed with `failure`.
+    /// A port another process holds (`EADDRINUSE`) is quarantined for `media.port_quarantine`
+    /// and, while the call's offer still waits, the stream gets other ports; any other failure
+    /// is the process's or the system's, not the port's: the ports go back and the step fails
+    /// with 503 saying what ran out.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_open_failed(
+        &mut self,
+        c: CallRef,
+        name: &str,
+        stream: u16,
+        port: u16,
+        failure: BindFailure,
+        error: &str,
+        now: Instant,
+    ) {
+        self.metrics.bind_failures.inc(failure.as_str());
+        let quarantine = self.config.media.port_quarantine;
+        if failure == BindFailure::AddrInUse
+            && self.ports.quarantine(port, now + quarantine).is_ok()
+        {
+            self.metrics.ports_quarantined_total += 1;
+            self.arm(now + quarantine, TimerRef::PortQuarantine);
+            warn!(
+                call = %name, port, quarantine = ?quarantine, quarantined = self.ports.quarantined(),
+                "media: relay port {port} is in use by another process ({error}); out of the range for {quarantine:?}, then tried again"
+            );
+        }
+        let state = self
+            .calls
+            .get(&c)
+            .and_then(|e| e.call.media.as_ref())
+            .and_then(|m| m.streams.iter().find(|s| s.index == stream))
+            .map(|s| s.state);
+        match state {
+            Some(StreamState::Binding) => {}
+            None if !self.calls.contains_key(&c) => return self.media_gone(c, stream),
+            None => {
+                return debug!(call = %name, stream, "media: failure of a relay already gone ignored")
+            }
+            Some(StreamState::Closing) => {
+                // The call is ending anyway; the relay never opened, so no Closed follows.
+                self.with_media(c, |m, alloc, _| m.closed(stream, alloc));
+                return;
+            }
+            Some(StreamState::Open) => {
+                // Bound, then its worker could not take it: the call has advertised it, so
+                // it ends.
+                warn!(call = %name, stream, port, "media: relay failed after binding: {error}");
+                self.with_media(c, |m, alloc, _| m.closed(stream, alloc));
+                let why = bind_failure_reason(failure, error);
+                if let Some(e) = self.calls.get_mut(&c) {
+                    e.refuse = Some((503, "Service Unavailable"));
+                }
+                return self.end_call(c, &format!("media setup failed: {why}"), None, now);
+            }
+        }
+        let e = if failure == BindFailure::AddrInUse {
+            match self.with_media(c, |m, alloc, out| m.rebind(stream, alloc, out)) {
+                Some(Ok(())) => {
+                    let ports = self
+                        .calls
+                        .get(&c)
+                        .and_then(|e| e.call.media.as_ref())
+                        .and_then(|m| m.streams.iter().find(|s| s.index == stream))
+                        .map(|s| s.ports);
+                    info!(call = %name, stream, ?ports, "media: relay retried on other ports");
+                    return;
+                }
+                Some(Err(e)) => e,
+                None => return,
+            }
+        } else {
+            self.with_media(c, |m, alloc, _| m.closed(stream, alloc));
+            MediaError::RelayFailed(bind_failure_reason(failure, error))
+        };
+        warn!(
+            call = %name, stream, port, errno = failure.as_str(),
+            ports_in_use = self.ports.in_use(), ports_quarantined = self.ports.quarantined(),
+            "{e}"
+        );
+        self.bind_step_failed(c, &e, now);
+    }
+
+    /// Call `c`'s held step cannot go on: its offer's relays could not be had (`e`).
+    fn bind_step_failed(&mut self, c: CallRef, e: &MediaError, now: Instant) {
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let next = entry.after_bind.take();
+        match next {
+            Some(AfterBind::Provisional { attempt, resp }) => {
+                // The provisional still reaches the caller, without the offer; the 2xx
+                // brings it again.
+                self.count_media_error(e);
+                self.with_media(c, |m, _, out| m.offer_rejected(Side::B, out));
+                warn!(call = %self.call_name(c), "SDP in provisional ignored: {e}");
+                self.relay_provisional(c, attempt, &resp, None, now);
+            }
+            Some(AfterBind::Answered { attempt, resp }) => {
+                self.callee_answer_refused(c, attempt, &resp, e, now);
+            }
+            Some(AfterBind::Relay { from, sid, .. }) => {
+                self.with_media(c, |m, _, out| m.offer_rejected(from, out));
+                self.reoffer_refused(c, from, sid, e, now);
+            }
+            Some(AfterBind::Route) | None => {
+                self.count_media_error(e);
+                let (status, reason) = e.status();
+                if let Some(entry) = self.calls.get_mut(&c) {
+                    entry.refuse = Some((status, reason));
+                }
+                self.end_call(c, &e.to_string(), None, now);
+            }
+        }
+    }
+
+    /// Counts what a media error says about the port pool.
+    fn count_media_error(&mut self, e: &MediaError) {
+        if *e == MediaError::PortsExhausted {
+            self.metrics.ports_exhausted_total += 1;
+        }
+    }
+
+    /// A relay of an ended call is gone from the shell: its ports go back.
+    fn media_gone(&mut self, c: CallRef, stream: u16) {
+        if let Some((_, m)) = self.closing.get_mut(&c) {
             if m.closed(stream, &mut self.ports) {
                 self.closing.remove(&c);
                 if let Some(r) = self.records_pending.remove(&c) {
@@ -3474,6 +3775,15 @@ impl Core {
                         self.health_armed = None;
                     }
                     self.health.handle_timeout(now);
+                }
+                TimerRef::PortQuarantine => {
+                    let back = self.ports.release_expired(now);
+                    if !back.is_empty() {
+                        info!(
+                            ports = ?back, quarantined = self.ports.quarantined(),
+                            "media: quarantined relay ports back in the range (tried again at their next use)"
+                        );
+                    }
                 }
             }
         }

@@ -17,10 +17,13 @@
 //! appends [`MediaCommand`]s for the core to hand to the shell.
 //!
 //! LIFECYCLE (per call): `new` (nothing allocated) → first `offer` allocates both legs' ports
-//! per anchored m-line and opens the relays → `answer` / local answers update peers,
-//! directions and payload maps → `close` (every path that ends the call) closes the relays;
-//! the ports go back to the allocator when the shell confirms (`Closed`), so a port is never
-//! bound twice.
+//! per anchored m-line and opens the relays (streams `Binding`) → the shell's `Bound` makes
+//! each `Open` (`bound`); until every stream is bound, the anchored offer is not sent: a port
+//! another process holds (`rebind`) gets the stream new ports and the offer is rendered again
+//! with them → `answer` / local answers update peers, directions and payload maps → `close`
+//! (every path that ends the call) closes the relays; the ports go back to the allocator when
+//! the shell confirms (`Closed`, or `OpenFailed` for a relay that never opened), so a port is
+//! never bound twice.
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -52,6 +55,10 @@ pub enum MediaError {
     /// The port range is used up (→ 503).
     #[error("media port range exhausted")]
     PortsExhausted,
+    /// The shell could not bind a relay for a reason other than the port (→ 503): out of
+    /// descriptors, kernel memory, ...; `0` says what.
+    #[error("media setup failed: {0}")]
+    RelayFailed(String),
     /// An answer arrived with no offer in flight (a peer's protocol error).
     #[error("SDP answer without an offer")]
     NoOffer,
@@ -63,7 +70,7 @@ impl MediaError {
         match self {
             MediaError::BadSdp(_) => (400, "Bad Request"),
             MediaError::NothingToAnchor | MediaError::NoOffer => (488, "Not Acceptable Here"),
-            MediaError::PortsExhausted => (503, "Service Unavailable"),
+            MediaError::PortsExhausted | MediaError::RelayFailed(_) => (503, "Service Unavailable"),
         }
     }
 }
@@ -71,7 +78,9 @@ impl MediaError {
 /// Whether a stream's relay is running in the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamState {
-    /// `Open` sent.
+    /// `Open` sent, the shell's `Bound` not yet seen: its ports are not advertised yet.
+    Binding,
+    /// Bound and relaying.
     Open,
     /// `Close` sent; ports go back on `Closed` (or `OpenFailed`).
     Closing,
@@ -142,8 +151,10 @@ pub struct CallMedia {
     pub sent: [Option<String>; 2],
     /// The leg whose offer waits for the other leg's answer.
     pub pending_offer: Option<Side>,
-    /// A port another process holds: never returned to the allocator.
-    pub bad_port: Option<u16>,
+    /// While the offer in flight waits for its new relays to bind: the `o=` state of the
+    /// leg it goes to from before it was rendered (a render with other ports starts again
+    /// from it, so the leg sees one version step).
+    unsent_origin: Option<OriginState>,
     /// What the offer in flight replaced (offerer's received SDP, answerer's sent SDP), put
     /// back if the offer is rejected: the session stays as it was (RFC 3264 §8).
     rollback: Option<[Option<String>; 2]>,
@@ -232,7 +243,7 @@ impl CallMedia {
             received: [None, None],
             sent: [None, None],
             pending_offer: None,
-            bad_port: None,
+            unsent_origin: None,
             rollback: None,
             kept: None,
             seed,
@@ -320,7 +331,9 @@ impl CallMedia {
 
     /// An offer from `from`, to be relayed to the other leg: allocates ports for m-lines not
     /// anchored yet (opening their relays), re-points `from`'s side of existing ones, and
-    /// returns the anchored offer for the other leg.
+    /// returns the anchored offer for the other leg. When it opened relays
+    /// ([`Self::binding`]), the offer must wait for the shell's `Bound` of each
+    /// ([`Self::bound`]); a [`Self::rebind`] meanwhile renders it again with other ports.
     pub fn offer(
         &mut self,
         from: Side,
@@ -360,7 +373,7 @@ impl CallMedia {
             opened.push(Stream {
                 index,
                 ports: RelayPorts { a, b },
-                state: StreamState::Open,
+                state: StreamState::Binding,
                 seed: self.seed ^ (u64::from(index) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 clock_rate_hz,
                 latched: [None, None],
@@ -373,29 +386,9 @@ impl CallMedia {
         // Re-point `from`'s side of the streams that already run, if its addresses moved.
         let before = self.received_info(from).unwrap_or_default();
         self.relatch_moved(from, &before, &info, |_, _| false, out);
+        let opens = !opened.is_empty();
         for s in opened {
-            let m = info.get(usize::from(s.index));
-            let leg = |side: Side| {
-                let mut l = LegConfig::new(None, self.params.timeouts[idx(side)]);
-                l.latch = self.params.latch(side);
-                if side == from {
-                    l.rtp_peer = m.and_then(|m| m.rtp_addr);
-                    l.rtcp_peer = m.and_then(|m| m.rtcp_addr);
-                }
-                l
-            };
-            let config = RelayConfig {
-                a: leg(Side::A),
-                b: leg(Side::B),
-                a_to_b: StreamConfig::from_seed(s.seed, s.clock_rate_hz),
-                b_to_a: StreamConfig::from_seed(s.seed.rotate_left(32) ^ 1, s.clock_rate_hz),
-            };
-            out.push(MediaCommand::Open {
-                id: self.id(s.index),
-                ip: self.params.bind,
-                ports: s.ports,
-                config,
-            });
+            out.push(self.open_command(&s, from, info.get(usize::from(s.index))));
             self.streams.push(s);
         }
         self.streams.sort_by_key(|s| s.index);
@@ -405,7 +398,116 @@ impl CallMedia {
         ]);
         self.received[idx(from)] = Some(sdp.to_string());
         self.pending_offer = Some(from);
+        self.unsent_origin = opens.then(|| self.origin[idx(from.other())].clone());
         Ok(self.anchor_for(from.other(), &sdp, false))
+    }
+
+    /// The `Open` of stream `s`, first offered by `from` with media description `m`.
+    fn open_command(&self, s: &Stream, from: Side, m: Option<&MediaInfo>) -> MediaCommand {
+        let leg = |side: Side| {
+            let mut l = LegConfig::new(None, self.params.timeouts[idx(side)]);
+            l.latch = self.params.latch(side);
+            if side == from {
+                l.rtp_peer = m.and_then(|m| m.rtp_addr);
+                l.rtcp_peer = m.and_then(|m| m.rtcp_addr);
+            }
+            l
+        };
+        let config = RelayConfig {
+            a: leg(Side::A),
+            b: leg(Side::B),
+            a_to_b: StreamConfig::from_seed(s.seed, s.clock_rate_hz),
+            b_to_a: StreamConfig::from_seed(s.seed.rotate_left(32) ^ 1, s.clock_rate_hz),
+        };
+        MediaCommand::Open {
+            id: self.id(s.index),
+            ip: self.params.bind,
+            ports: s.ports,
+            config,
+        }
+    }
+
+    /// Whether a relay this call opened still waits for the shell's `Bound` (the offer that
+    /// opened it must not be sent yet).
+    pub fn binding(&self) -> bool {
+        self.streams.iter().any(|s| s.state == StreamState::Binding)
+    }
+
+    /// Whether stream `index` waits for its `Bound`.
+    pub fn is_binding(&self, index: u16) -> bool {
+        self.streams
+            .iter()
+            .any(|s| s.index == index && s.state == StreamState::Binding)
+    }
+
+    /// The shell bound stream `index`'s sockets. Returns true when that was the last stream
+    /// waiting: the offer in flight ([`Self::last_sent`] of the leg it goes to) can go out.
+    pub fn bound(&mut self, index: u16) -> bool {
+        let Some(s) = self.streams.iter_mut().find(|s| s.index == index) else {
+            return false;
+        };
+        if s.state != StreamState::Binding {
+            return false;
+        }
+        s.state = StreamState::Open;
+        let done = !self.binding();
+        if done {
+            self.unsent_origin = None;
+        }
+        done
+    }
+
+    /// Stream `index` could not bind because another process holds one of its ports (the
+    /// caller has quarantined that port, so it is no longer allocated here): its other ports
+    /// go back, it gets new ones and a new `Open`, and the waiting offer is rendered again
+    /// for the leg it goes to. `Err(PortsExhausted)` when no port is left: the stream is
+    /// dropped (its ports freed) and the offer cannot go out.
+    pub fn rebind(
+        &mut self,
+        index: u16,
+        alloc: &mut PortAllocator,
+        out: &mut Vec<MediaCommand>,
+    ) -> Result<(), MediaError> {
+        let Some(pos) = self
+            .streams
+            .iter()
+            .position(|s| s.index == index && s.state == StreamState::Binding)
+        else {
+            return Ok(());
+        };
+        let old = self.streams[pos].ports;
+        for p in [old.a, old.b] {
+            for port in std::iter::once(p.rtp).chain(p.rtcp) {
+                // The quarantined port is not allocated any more: refused, as it should be.
+                let _ = alloc.free_port(port);
+            }
+        }
+        let a = alloc.allocate_pair().ok();
+        let b = a.and_then(|_| alloc.allocate_pair().ok());
+        let (Some(a), Some(b)) = (a, b) else {
+            if let Some(a) = a {
+                let _ = alloc.free(a);
+            }
+            self.streams.remove(pos);
+            return Err(MediaError::PortsExhausted);
+        };
+        self.streams[pos].ports = RelayPorts { a, b };
+        let from = self.pending_offer;
+        let info = from.and_then(|f| self.received_info(f)).unwrap_or_default();
+        let m = info.get(usize::from(index));
+        out.push(self.open_command(&self.streams[pos], from.unwrap_or(Side::A), m));
+        let Some(from) = from else { return Ok(()) };
+        if let Some(sdp) = self.received[idx(from)]
+            .as_deref()
+            .and_then(|t| Sdp::parse_str(t).ok())
+        {
+            let to = from.other();
+            if let Some(o) = self.unsent_origin.clone() {
+                self.origin[idx(to)] = o;
+            }
+            self.anchor_for(to, &sdp, false);
+        }
+        Ok(())
     }
 
     fn received_info(&self, side: Side) -> Option<Vec<MediaInfo>> {
@@ -724,7 +826,7 @@ impl CallMedia {
     /// confirms with `Closed` ([`Self::closed`]).
     pub fn close(&mut self, out: &mut Vec<MediaCommand>) {
         for s in &mut self.streams {
-            if s.state == StreamState::Open {
+            if matches!(s.state, StreamState::Open | StreamState::Binding) {
                 s.state = StreamState::Closing;
                 out.push(MediaCommand::Close {
                     id: RelayId {
@@ -737,17 +839,19 @@ impl CallMedia {
     }
 
     /// Stream `index` is gone from the shell (closed, or it never opened): its ports go back,
-    /// except one another process holds. Returns whether every stream is gone.
+    /// except one the caller quarantined (no longer allocated to it). Returns whether every
+    /// stream is gone.
     pub fn closed(&mut self, index: u16, alloc: &mut PortAllocator) -> bool {
         if let Some(pos) = self.streams.iter().position(|s| s.index == index) {
             let s = self.streams.remove(pos);
             for p in [s.ports.a, s.ports.b] {
                 for port in [Some(p.rtp), p.rtcp].into_iter().flatten() {
-                    if Some(port) != self.bad_port {
-                        let _ = alloc.free_port(port);
-                    }
+                    let _ = alloc.free_port(port);
                 }
             }
+        }
+        if !self.binding() {
+            self.unsent_origin = None;
         }
         self.streams.is_empty()
     }

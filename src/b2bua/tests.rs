@@ -45,6 +45,10 @@ pub(super) struct Sim {
     pub(super) media: Vec<crate::media::control::MediaCommand>,
     /// Every command for the WebSocket AI shell.
     pub(super) ai: Vec<crate::ai::control::AiCommand>,
+    /// Ports "another process" holds: an `Open` naming one fails with EADDRINUSE.
+    pub(super) taken: std::collections::HashSet<u16>,
+    /// When set, every `Open` fails with this (e.g. EMFILE).
+    pub(super) bind_error: Option<crate::media::control::BindFailure>,
 }
 
 impl Sim {
@@ -63,12 +67,56 @@ impl Sim {
             sent: Vec::new(),
             media: Vec::new(),
             ai: Vec::new(),
+            taken: Default::default(),
+            bind_error: None,
         }
     }
 
+    /// What the media shell answers a command at once: an `Open` is bound (`Bound`) unless
+    /// a port of it is `taken` or `bind_error` is set (`OpenFailed`).
+    fn shell_answer(
+        &self,
+        m: &crate::media::control::MediaCommand,
+    ) -> Option<crate::media::control::MediaEvent> {
+        use crate::media::control::{BindFailure, MediaCommand, MediaEvent};
+        let MediaCommand::Open { id, ports, .. } = m else {
+            return None;
+        };
+        let all = [
+            Some(ports.a.rtp),
+            ports.a.rtcp,
+            Some(ports.b.rtp),
+            ports.b.rtcp,
+        ];
+        let first = all.into_iter().flatten().next().unwrap_or(0);
+        if let Some(failure) = self.bind_error {
+            return Some(MediaEvent::OpenFailed {
+                id: *id,
+                port: first,
+                failure,
+                error: format!("bind 127.0.0.1:{first}: {}", failure.as_str()),
+            });
+        }
+        match all.into_iter().flatten().find(|p| self.taken.contains(p)) {
+            Some(port) => Some(MediaEvent::OpenFailed {
+                id: *id,
+                port,
+                failure: BindFailure::AddrInUse,
+                error: format!("bind 127.0.0.1:{port}: Address in use"),
+            }),
+            None => Some(MediaEvent::Bound { id: *id }),
+        }
+    }
+
+    /// Drains the core like the shell does: media first (each `Open` answered at once),
+    /// then the AI shell's commands, then what to send.
     pub(super) fn collect(&mut self) {
         while let Some(m) = self.core.poll_media() {
+            let answer = self.shell_answer(&m);
             self.media.push(m);
+            if let Some(ev) = answer {
+                self.core.handle_media_event(ev, self.now);
+            }
         }
         while let Some(c) = self.core.poll_ai() {
             self.ai.push(c);

@@ -448,49 +448,284 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
     assert_eq!(sim.sent.len(), sent);
 }
 
+/// Every port of an allocation.
+fn all_ports(p: &RelayPorts) -> Vec<u16> {
+    [Some(p.a.rtp), p.a.rtcp, Some(p.b.rtp), p.b.rtcp]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn metrics_text(sim: &Sim) -> String {
+    let mut metrics = crate::admin::metrics::Exposition::new();
+    sim.core.render_metrics(&mut metrics);
+    metrics.finish()
+}
+
+fn quarantined(sim: &Sim) -> usize {
+    sim.core.stats().media_ports_quarantined
+}
+
 #[test]
-fn a_relay_that_cannot_bind_refuses_the_call_and_its_port_is_never_reused() {
-    let mut sim = Sim::new("media: { ports: \"30000-30007\" }");
+fn a_port_another_process_holds_moves_the_relay_before_any_sdp_names_it() {
+    let mut sim = Sim::new("media: { ports: \"30000-30015\", port_quarantine: 30s }");
+    // The first allocation would be A 30000/30001, B 30002/30003: someone else has 30002.
+    sim.taken.insert(30_002);
     sim.recv(CARRIER, invite(""));
-    let b = sim.last(AGENT_A, "INVITE ");
-    sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
-    let (id, ports) = opens(&sim)[0];
-    let bad = ports.a.rtp;
-    sim.core.handle_media_event(
-        MediaEvent::OpenFailed {
-            id,
-            port: bad,
-            error: "address in use".into(),
-        },
-        sim.now,
-    );
-    sim.collect();
-    let r = sim.last(CARRIER, "SIP/2.0 503");
-    assert!(r.contains("CSeq: 10 INVITE"), "{r}");
-    assert_eq!(
-        sim.find(AGENT_A, "CANCEL ").len(),
-        1,
-        "the callee is cancelled"
-    );
-    assert_eq!(sim.core.stats().calls_active, 0);
-    // The relay that failed does not exist: nothing to close for it.
-    assert!(closes(&sim).iter().all(|c| *c != id), "{:?}", closes(&sim));
-    shell_confirms_closes(&mut sim);
-    assert_eq!(
-        in_use(&sim),
-        1,
-        "only the port another process holds stays out"
-    );
-    for n in 2..=5 {
-        let inv = new_call(&mut sim, n);
-        let (_, p) = *opens(&sim).last().unwrap();
-        for port in [p.a.rtp, p.a.rtp + 1, p.b.rtp, p.b.rtp + 1] {
-            assert_ne!(port, bad, "call {n} got the bad port");
+    let o = opens(&sim);
+    assert_eq!(o.len(), 2, "one Open refused, one retried: {o:?}");
+    assert_eq!(o[0].0, o[1].0, "the same relay, retried");
+    assert!(all_ports(&o[0].1).contains(&30_002));
+    let ports = o[1].1;
+    assert!(!all_ports(&ports).contains(&30_002), "{ports:?}");
+    // Nothing ever advertised the refused allocation.
+    for (_, to, m) in &sim.sent {
+        for p in all_ports(&o[0].1) {
+            assert!(
+                !m.contains(&format!("m=audio {p} ")),
+                "{p} sent to {to}: {m}"
+            );
         }
+    }
+    let b = sim.last(AGENT_A, "INVITE ");
+    assert_eq!(m_port(&b), ports.b.rtp);
+    assert!(
+        sdp_line(&b, "o=").contains(" 1 IN IP4"),
+        "the first SDP on the leg has the first version: {b}"
+    );
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert_eq!(
+        m_port(&ok),
+        ports.a.rtp,
+        "the call connects on the new ports"
+    );
+    assert_eq!((in_use(&sim), quarantined(&sim)), (4, 1));
+    let text = metrics_text(&sim);
+    for line in [
+        "holdfast_media_ports_quarantined 1",
+        "holdfast_media_ports_quarantined_total 1",
+        "holdfast_media_bind_failures_total{errno=\"EADDRINUSE\"} 1",
+        "holdfast_media_ports_available 11",
+        "holdfast_media_ports_exhausted_total 0",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    // The quarantine ends on the virtual clock: the port is in the range again.
+    sim.advance_to(Duration::from_secs(29));
+    assert_eq!(quarantined(&sim), 1);
+    sim.advance_to(Duration::from_secs(31));
+    assert_eq!(quarantined(&sim), 0);
+    assert!(metrics_text(&sim).contains("holdfast_media_ports_available 12"));
+    // Released by the other process, it is handed out again when the allocator gets there.
+    sim.taken.clear();
+    let mut got_it = false;
+    for n in 2..=6 {
+        new_call(&mut sim, n);
+        let (_, p) = *opens(&sim).last().unwrap();
+        got_it |= all_ports(&p).contains(&30_002);
+        let inv = sim.last(AGENT_A, "INVITE ");
         sim.recv(AGENT_A, answer(&inv, 486, "Busy Here", "", None));
         shell_confirms_closes(&mut sim);
-        assert_eq!(in_use(&sim), 1);
     }
+    assert!(got_it, "30002 used again after its quarantine");
+    assert_eq!(quarantined(&sim), 0);
+}
+
+#[test]
+fn a_port_found_taken_again_at_its_retry_is_quarantined_again() {
+    let mut sim = Sim::new("media: { ports: \"30000-30007\", port_quarantine: 10s }");
+    sim.taken.insert(30_000);
+    sim.recv(CARRIER, invite(""));
+    assert_eq!(quarantined(&sim), 1);
+    let inv = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&inv, 486, "Busy Here", "", None));
+    shell_confirms_closes(&mut sim);
+    sim.advance_to(Duration::from_secs(11));
+    assert_eq!(quarantined(&sim), 0, "tried again");
+    // Still held: the next call that reaches it quarantines it again and moves on.
+    for n in 2..=3 {
+        new_call(&mut sim, n);
+        let inv = sim.last(AGENT_A, "INVITE ");
+        assert!(!all_ports(&opens(&sim).last().unwrap().1).contains(&30_000));
+        sim.recv(AGENT_A, answer(&inv, 486, "Busy Here", "", None));
+        shell_confirms_closes(&mut sim);
+    }
+    assert_eq!(quarantined(&sim), 1);
+    assert!(metrics_text(&sim).contains("holdfast_media_ports_quarantined_total 2"));
+}
+
+#[test]
+fn no_port_left_once_the_taken_ones_are_out_answers_503() {
+    // Eight ports, four pairs, two per call: with a port of three pairs taken, no call fits.
+    let mut sim = Sim::new("media: { ports: \"30000-30007\" }");
+    sim.taken.extend([30_001, 30_003, 30_005]);
+    sim.recv(CARRIER, invite(""));
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(
+        header(&r, "Reason").contains("media port range exhausted"),
+        "{r}"
+    );
+    assert!(sim.find(AGENT_A, "INVITE ").is_empty(), "nothing routed");
+    assert_eq!(opens(&sim).len(), 3, "tried until no pair was left");
+    assert_eq!((in_use(&sim), quarantined(&sim)), (0, 3));
+    assert!(metrics_text(&sim).contains("holdfast_media_ports_exhausted_total 1"));
+    assert_eq!(sim.core.stats().calls_active, 0);
+}
+
+#[test]
+fn out_of_descriptors_answers_503_with_the_reason_and_takes_no_port_out() {
+    use crate::media::control::BindFailure;
+    let mut sim = Sim::new("media: { ports: \"30000-30007\" }");
+    sim.bind_error = Some(BindFailure::Emfile);
+    sim.recv(CARRIER, invite(""));
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(r.contains("CSeq: 10 INVITE"), "{r}");
+    assert!(
+        header(&r, "Reason").contains("media setup failed: out of file descriptors (EMFILE)"),
+        "{r}"
+    );
+    assert!(sim.find(AGENT_A, "INVITE ").is_empty(), "nothing routed");
+    assert_eq!(opens(&sim).len(), 1, "not retried on other ports");
+    assert_eq!((in_use(&sim), quarantined(&sim)), (0, 0), "every port back");
+    assert_eq!(sim.core.stats().calls_active, 0);
+    let text = metrics_text(&sim);
+    assert!(
+        text.contains("holdfast_media_bind_failures_total{errno=\"EMFILE\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("holdfast_media_ports_quarantined 0"),
+        "{text}"
+    );
+    // Descriptors free again: the next call connects.
+    sim.bind_error = None;
+    let inv = new_call(&mut sim, 2);
+    assert_eq!(m_port(&inv), opens(&sim)[1].1.b.rtp);
+    assert_eq!((in_use(&sim), quarantined(&sim)), (4, 0));
+}
+
+#[test]
+fn a_late_offer_in_the_2xx_waits_for_its_relay_and_moves_off_a_taken_port() {
+    let mut sim = Sim::new("media: { ports: \"30000-30015\" }");
+    sim.recv(CARRIER, invite_without_sdp());
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.taken.insert(30_000);
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    let o = opens(&sim);
+    assert_eq!(o.len(), 2, "{o:?}");
+    let ports = o[1].1;
+    let oks = sim.find(CARRIER, "SIP/2.0 200");
+    assert_eq!(oks.len(), 1, "one 200, with the ports that bound");
+    assert_eq!(m_port(&oks[0].1), ports.a.rtp);
+    assert!(!all_ports(&ports).contains(&30_000));
+    assert!(
+        sdp_line(&oks[0].1, "o=").contains(" 1 IN IP4"),
+        "{}",
+        oks[0].1
+    );
+    // Out of descriptors instead: the callee is hung up, the caller gets 503 and why.
+    let mut sim = Sim::new("media: { ports: \"30000-30015\" }");
+    sim.recv(CARRIER, invite_without_sdp());
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.bind_error = Some(crate::media::control::BindFailure::Enfile);
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    assert_eq!(sim.find(AGENT_A, "ACK ").len(), 1);
+    assert_eq!(sim.find(AGENT_A, "BYE ").len(), 1);
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(
+        header(&r, "Reason").contains("system file table full (ENFILE)"),
+        "{r}"
+    );
+    assert_eq!((in_use(&sim), quarantined(&sim)), (0, 0));
+}
+
+#[test]
+fn a_reoffer_adding_a_stream_is_relayed_only_once_its_relay_is_bound() {
+    let mut sim = Sim::new("media: { ports: \"30000-30031\" }");
+    confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let first = opens(&sim);
+    assert_eq!(first.len(), 1);
+    let video = format!(
+        "{}m=video 4002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n",
+        SDP_A.replace("o=a 1 1", "o=a 1 2")
+    );
+    // The next allocation (after 30000-30003) would start at 30004.
+    sim.taken.insert(30_005);
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKvideo", "", Some(&video)),
+    );
+    let o = opens(&sim);
+    assert_eq!(o.len(), 3, "the video relay, refused then retried: {o:?}");
+    let video_ports = o[2].1;
+    assert!(!all_ports(&video_ports).contains(&30_005));
+    let reinv = sim.last(AGENT_A, "INVITE ");
+    assert!(
+        reinv.contains(&format!("m=video {} ", video_ports.b.rtp)),
+        "{reinv}"
+    );
+    assert!(!reinv.contains("m=video 30006 "), "{reinv}");
+    assert_eq!(quarantined(&sim), 1);
+}
+
+#[test]
+fn a_reoffer_whose_relay_cannot_be_had_is_refused_and_the_call_stays() {
+    use crate::media::control::BindFailure;
+    let mut sim = Sim::new("");
+    confirmed_call(&mut sim, "", "");
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    let video = format!(
+        "{}m=video 4002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n",
+        SDP_A.replace("o=a 1 1", "o=a 1 2")
+    );
+    let invites = sim.find(AGENT_A, "INVITE ").len();
+    sim.bind_error = Some(BindFailure::Enobufs);
+    sim.recv(
+        CARRIER,
+        in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKvideo", "", Some(&video)),
+    );
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(r.contains("CSeq: 11 INVITE"), "{r}");
+    assert!(
+        header(&r, "Warning").contains("media setup failed: out of kernel buffer space (ENOBUFS)"),
+        "{r}"
+    );
+    assert_eq!(
+        sim.find(AGENT_A, "INVITE ").len(),
+        invites,
+        "nothing relayed"
+    );
+    assert!(sim.find(AGENT_A, "BYE ").is_empty(), "the call goes on");
+    assert_eq!(sim.core.stats().calls_active, 1);
+    assert_eq!(
+        (in_use(&sim), quarantined(&sim)),
+        (4, 0),
+        "the audio relay only"
+    );
+}
+
+#[test]
+fn a_late_offer_in_a_provisional_whose_relay_cannot_be_had_is_relayed_without_it() {
+    use crate::media::control::BindFailure;
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite_without_sdp());
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.bind_error = Some(BindFailure::Emfile);
+    sim.recv(
+        AGENT_A,
+        answer(&b, 183, "Session Progress", "", Some(SDP_B)),
+    );
+    let p = sim.last(CARRIER, "SIP/2.0 183");
+    assert!(body(&p).is_empty(), "no SDP without a relay: {p}");
+    assert_eq!((in_use(&sim), quarantined(&sim)), (0, 0));
+    // Descriptors back by the 2xx, which brings the offer again: the call connects.
+    sim.bind_error = None;
+    sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
+    let ok = sim.last(CARRIER, "SIP/2.0 200");
+    assert_eq!(m_port(&ok), opens(&sim).last().unwrap().1.a.rtp);
+    assert_eq!(in_use(&sim), 4);
 }
 
 #[test]
@@ -519,7 +754,48 @@ fn failover_resets_the_callee_peer_and_offers_the_same_ports() {
 }
 
 #[test]
-fn a_bind_failure_reported_after_the_call_ended_keeps_only_that_port() {
+fn a_relay_its_worker_could_not_start_ends_the_call_and_gives_every_port_back() {
+    use crate::media::control::BindFailure;
+    let mut sim = Sim::new("");
+    sim.recv(CARRIER, invite(""));
+    let b = sim.last(AGENT_A, "INVITE ");
+    sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
+    let (id, ports) = opens(&sim)[0];
+    // Bound, then the worker failed to add it to its loop (its sockets are closed).
+    sim.core.handle_media_event(
+        MediaEvent::OpenFailed {
+            id,
+            port: ports.a.rtp,
+            failure: BindFailure::Enomem,
+            error: format!(
+                "epoll add 127.0.0.1:{}: Cannot allocate memory",
+                ports.a.rtp
+            ),
+        },
+        sim.now,
+    );
+    sim.collect();
+    let r = sim.last(CARRIER, "SIP/2.0 503");
+    assert!(
+        header(&r, "Reason").contains("media setup failed: out of kernel memory (ENOMEM)"),
+        "{r}"
+    );
+    assert_eq!(
+        sim.find(AGENT_A, "CANCEL ").len(),
+        1,
+        "the callee is cancelled"
+    );
+    assert!(
+        closes(&sim).iter().all(|c| *c != id),
+        "nothing to close: {:?}",
+        closes(&sim)
+    );
+    assert_eq!((in_use(&sim), quarantined(&sim)), (0, 0));
+}
+
+#[test]
+fn a_relay_failure_reported_after_the_call_ended_frees_its_ports_once() {
+    use crate::media::control::BindFailure;
     let mut sim = Sim::new("");
     sim.recv(CARRIER, invite(""));
     let b = sim.last(AGENT_A, "INVITE ");
@@ -528,18 +804,20 @@ fn a_bind_failure_reported_after_the_call_ended_keeps_only_that_port() {
     assert_eq!(sim.core.stats().calls_active, 0);
     let (id, ports) = opens(&sim)[0];
     assert_eq!(closes(&sim), vec![id]);
-    // The shell got Open and Close in order: the bind failed, so the Close finds nothing;
-    // it reports OpenFailed and then Closed for the same relay.
+    // The worker got Open and Close in order: Open failed there, so the Close finds
+    // nothing; it reports OpenFailed and then Closed for the same relay.
     sim.core.handle_media_event(
         MediaEvent::OpenFailed {
             id,
             port: ports.b.rtcp.unwrap(),
-            error: "address in use".into(),
+            failure: BindFailure::Other,
+            error: "raw filter map: No space left on device".into(),
         },
         sim.now,
     );
     sim.collect();
-    assert_eq!(in_use(&sim), 1, "everything but the bad port is back");
+    assert_eq!(in_use(&sim), 0, "everything is back");
     assert_eq!(shell_confirms_closes(&mut sim), 1);
-    assert_eq!(in_use(&sim), 1, "a late Closed frees nothing twice");
+    assert_eq!(in_use(&sim), 0, "a late Closed frees nothing twice");
+    assert_eq!(quarantined(&sim), 0);
 }

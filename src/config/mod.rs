@@ -109,6 +109,9 @@ pub struct MediaSettings {
     pub latching: crate::media::relay::Latching,
     /// How long after a leg gets its SDP address only that exact address latches.
     pub learning_window: Duration,
+    /// A relay port found bound by another process (EADDRINUSE) stays out of the range
+    /// this long, then is tried again.
+    pub port_quarantine: Duration,
 }
 
 /// How holdfast checks on a leg whose peer went silent (`liveness` of a carrier or AI
@@ -482,8 +485,14 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 
 /// For `holdfast check FILE`: loads the file and renders the resolved routing table.
 pub fn check_file(path: &Path) -> Result<String, ConfigError> {
-    let config = load(path)?;
-    let mut out = crate::routing::RoutingTable::new(&config).render();
+    Ok(render_check(&load(path)?))
+}
+
+/// What `holdfast check` prints for a loaded configuration: the resolved routing table, the
+/// admin API and call records (the binary adds the call capacity, which needs the process's
+/// limits).
+pub fn render_check(config: &Config) -> String {
+    let mut out = crate::routing::RoutingTable::new(config).render();
     let admin = match (&config.admin.listen, &config.admin.token_env) {
         (None, _) => "off".to_string(),
         (Some(a), Some(env)) => format!("http://{a} (bearer token from ${env})"),
@@ -495,7 +504,7 @@ pub fn check_file(path: &Path) -> Result<String, ConfigError> {
         RecordsSettings::File(p) => p.display().to_string(),
     };
     out.push_str(&format!("\nadmin API: {admin}\ncall records: {records}\n"));
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -190,6 +190,7 @@ pub(crate) struct RawMedia {
     pub check_timeout: Option<Scalar>,
     pub latching: Option<String>,
     pub learning_window: Option<Scalar>,
+    pub port_quarantine: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -164,6 +164,7 @@ fn media_defaults_follow_the_sip_listener() {
     assert_eq!(cfg.media.timeout, Duration::from_secs(30));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
     assert_eq!(cfg.media.check_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.media.port_quarantine, Duration::from_secs(60));
     assert!(cfg.media.threads >= 1);
     assert_eq!(cfg.media.io, crate::config::MediaIo::Auto);
 }
@@ -171,7 +172,7 @@ fn media_defaults_follow_the_sip_listener() {
 #[test]
 fn media_settings_parse() {
     let cfg = parse(
-        "media:\n  bind: 0.0.0.0\n  advertise: 203.0.113.7\n  ports: \"20000-20099\"\n  threads: auto\n  timeout: 1m\n  ai_timeout: 5s\n",
+        "media:\n  bind: 0.0.0.0\n  advertise: 203.0.113.7\n  ports: \"20000-20099\"\n  threads: auto\n  timeout: 1m\n  ai_timeout: 5s\n  port_quarantine: 90s\n",
         "t.yaml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -188,6 +189,7 @@ fn media_settings_parse() {
     assert_eq!(cfg.media.threads, cores, "auto = one per core");
     assert_eq!(cfg.media.timeout, Duration::from_secs(60));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.media.port_quarantine, Duration::from_secs(90));
     let cfg = parse(
         "media: { threads: 3, advertise: \"[2001:db8::5]\", bind: \"::\" }\n",
         "t.yaml",
@@ -428,6 +430,14 @@ fn bad_latching_values_are_refused_with_their_positions() {
         "{e}"
     );
     assert!(e.message.contains("bridge"), "{e}");
+    for bad in ["0s", "soon", "-5s"] {
+        let e = err(&format!("media:\n  port_quarantine: {bad}\n"));
+        assert_eq!(
+            (e.line, e.column, e.path.as_str()),
+            (2, 20, "media.port_quarantine"),
+            "{bad}: {e}"
+        );
+    }
 }
 
 #[test]

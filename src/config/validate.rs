@@ -830,6 +830,11 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let port_quarantine = self.positive_duration(
+            &raw.port_quarantine,
+            "media.port_quarantine",
+            Duration::from_secs(60),
+        )?;
         Ok(MediaSettings {
             bind,
             advertise,
@@ -841,6 +846,7 @@ impl Validator<'_> {
             check_timeout,
             latching,
             learning_window,
+            port_quarantine,
         })
     }
 

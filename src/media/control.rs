@@ -1,9 +1,13 @@
 //! The messages between the call core (which decides) and the media shell (which relays).
 //!
 //! The B2BUA core allocates ports, rewrites SDP and emits [`MediaCommand`]s through
-//! `Core::poll_media`; the runtime's media workers bind the sockets, run one
-//! [`Relay`](super::relay::Relay) per anchored stream, and report [`MediaEvent`]s back
-//! through `Core::handle_media_event`. Plain data: nothing here touches a socket or a clock.
+//! `Core::poll_media`; the media shell binds an `Open`'s sockets at once, in the thread
+//! that drains `poll_media`, and answers [`MediaEvent::Bound`] or
+//! [`MediaEvent::OpenFailed`] through `Core::handle_media_event` before the core's next
+//! transmit is drained (so an SDP never names a port that could not be bound); the runtime's
+//! media workers then run one [`Relay`](super::relay::Relay) per anchored stream on those
+//! sockets and report the other [`MediaEvent`]s. Plain data: nothing here touches a socket
+//! or a clock.
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -52,8 +56,8 @@ impl RelayPorts {
 #[allow(clippy::large_enum_variant)]
 pub enum MediaCommand {
     /// Bind `ports` on `ip` (both legs) and start relaying with `config` (its clocks start
-    /// when the shell starts the relay). A bind failure comes back as
-    /// [`MediaEvent::OpenFailed`].
+    /// when the shell starts the relay). Answered at once with [`MediaEvent::Bound`] or
+    /// [`MediaEvent::OpenFailed`] (nothing stays bound then).
     Open {
         id: RelayId,
         ip: IpAddr,
@@ -120,15 +124,78 @@ pub enum RelayUpdate {
     Probe { side: Side },
 }
 
+/// Why a relay could not be opened, from the `errno` of the failing call. Only
+/// [`BindFailure::AddrInUse`] says anything about the port; every other failure is about
+/// the process or the system, so the port goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BindFailure {
+    /// `EADDRINUSE`: another socket (another process) holds the port.
+    AddrInUse,
+    /// `EMFILE`: the process is at its descriptor limit (RLIMIT_NOFILE).
+    Emfile,
+    /// `ENFILE`: the system-wide file table is full.
+    Enfile,
+    /// `ENOBUFS`: out of kernel buffer space.
+    Enobufs,
+    /// `ENOMEM`: out of kernel memory.
+    Enomem,
+    /// Anything else (`EADDRNOTAVAIL`: `media.bind` is not a local address, `EACCES`, an
+    /// epoll or eBPF map error).
+    Other,
+}
+
+impl BindFailure {
+    /// The failure for an OS error number.
+    pub fn from_errno(errno: Option<i32>) -> BindFailure {
+        match errno {
+            Some(libc::EADDRINUSE) => BindFailure::AddrInUse,
+            Some(libc::EMFILE) => BindFailure::Emfile,
+            Some(libc::ENFILE) => BindFailure::Enfile,
+            Some(libc::ENOBUFS) => BindFailure::Enobufs,
+            Some(libc::ENOMEM) => BindFailure::Enomem,
+            _ => BindFailure::Other,
+        }
+    }
+
+    /// The errno's name (`other` for the rest), a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindFailure::AddrInUse => "EADDRINUSE",
+            BindFailure::Emfile => "EMFILE",
+            BindFailure::Enfile => "ENFILE",
+            BindFailure::Enobufs => "ENOBUFS",
+            BindFailure::Enomem => "ENOMEM",
+            BindFailure::Other => "other",
+        }
+    }
+
+    /// What ran out, for the 503's reason (`None` for `Other`: say the OS error itself).
+    pub fn what(self) -> Option<&'static str> {
+        match self {
+            BindFailure::AddrInUse => Some("relay port in use by another process (EADDRINUSE)"),
+            BindFailure::Emfile => Some("out of file descriptors (EMFILE)"),
+            BindFailure::Enfile => Some("system file table full (ENFILE)"),
+            BindFailure::Enobufs => Some("out of kernel buffer space (ENOBUFS)"),
+            BindFailure::Enomem => Some("out of kernel memory (ENOMEM)"),
+            BindFailure::Other => None,
+        }
+    }
+}
+
 /// What the media shell reports to the core (rare: never per packet).
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum MediaEvent {
-    /// The relay could not be started: binding `port` failed (another process has it, or
-    /// the address is not local). The relay does not exist; the core ends the call.
+    /// Every socket of `Open{id}` is bound: its ports can be advertised. Reported by the
+    /// shell before it drains the core's next transmit.
+    Bound { id: RelayId },
+    /// The relay could not be started: `port` failed with `failure` (`error` is the OS's
+    /// text, with the address). Nothing of the relay stays bound. Reported in place of
+    /// `Bound`, or later if a worker cannot add the bound sockets to its loop.
     OpenFailed {
         id: RelayId,
         port: u16,
+        failure: BindFailure,
         error: String,
     },
     /// Leg `side`'s socket latched onto its peer at `addr` (by the `PeerLatch` rules: the
@@ -173,7 +240,8 @@ pub enum MediaEvent {
 impl MediaEvent {
     pub fn id(&self) -> RelayId {
         match self {
-            MediaEvent::OpenFailed { id, .. }
+            MediaEvent::Bound { id }
+            | MediaEvent::OpenFailed { id, .. }
             | MediaEvent::Latched { id, .. }
             | MediaEvent::Unreachable { id, .. }
             | MediaEvent::Timeout { id, .. }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod ai;
 pub mod batch_udp;
 pub mod dns;
+pub mod limits;
 pub mod media;
 mod server;
 pub mod wallclock;

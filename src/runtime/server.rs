@@ -2,9 +2,11 @@
 //! signals and the DNS tasks, and feeds everything to [`Core`] as inputs with `now`.
 //!
 //! One task owns the core; socket readers hand it datagrams over a channel, so the core
-//! needs no lock. Media commands go to the [`MediaEngine`]'s worker threads before the SIP
-//! that advertises their ports is sent; media events come back as core inputs. It never
-//! makes a call decision itself.
+//! needs no lock. Media commands go to the [`MediaEngine`] before the SIP that advertises
+//! their ports is sent: each relay is bound right there and the result (`Bound` or
+//! `OpenFailed`) goes back into the core before its transmits are drained; the workers'
+//! media events come back as core inputs. At start it raises RLIMIT_NOFILE to the hard
+//! limit and logs the call capacity. It never makes a call decision itself.
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
@@ -82,6 +84,8 @@ struct Shell {
 /// Runs holdfast until SIGINT, or until SIGTERM's drain finishes.
 pub async fn run(opts: RunOptions) -> Result<()> {
     let config = Arc::new(config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    // Before anything is bound: every relay port is a descriptor.
+    crate::runtime::limits::log_raise(&crate::runtime::limits::raise_nofile());
     let (tx, mut rx) = mpsc::channel::<Input>(8192);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaEvent>();
     let (ai_tx, mut ai_rx) = mpsc::unbounded_channel::<AiEvent>();
@@ -150,6 +154,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         crate::runtime::admin::spawn(listener, config.admin.token.clone(), admin_tx.clone());
         info!(%addr, auth = config.admin.token_env.as_deref().unwrap_or("none (loopback only)"), "admin API listening");
     }
+    crate::runtime::limits::log_capacity(&config);
     let seed: u64 = rand::random();
     let mut core = Core::new(config.clone(), seed, Instant::now());
     shell.start_dns(&config, &core);
@@ -249,9 +254,14 @@ impl Shell {
     }
 
     async fn flush(&mut self, core: &mut Core) {
-        // Relays first: their sockets must exist before the SDP naming them goes out.
+        // Relays first: their sockets must exist before the SDP naming them goes out. An
+        // Open is bound by `handle` and its answer goes straight back into the core, which
+        // may queue another Open (other ports) before any SDP is released.
+        let now = Instant::now();
         while let Some(cmd) = core.poll_media() {
-            self.media.handle(cmd);
+            if let Some(ev) = self.media.handle(cmd) {
+                core.handle_media_event(ev, now);
+            }
         }
         while let Some(cmd) = core.poll_ai() {
             self.ai.handle(cmd);
@@ -488,6 +498,16 @@ impl Shell {
             "Relays (anchored streams) open.",
             m.relays_open as f64,
         );
+        if let Some(open) = crate::runtime::limits::open_descriptors() {
+            out.gauge1("process_open_fds", "Open file descriptors.", open as f64);
+        }
+        if let Ok(l) = crate::runtime::limits::nofile() {
+            out.gauge1(
+                "process_max_fds",
+                "Maximum number of open file descriptors (the soft RLIMIT_NOFILE).",
+                l.soft as f64,
+            );
+        }
         out.counter(
             "holdfast_config_reloads_total",
             "Configuration reloads, by result.",

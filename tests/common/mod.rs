@@ -160,27 +160,39 @@ impl Holdfast {
     /// As [`Holdfast::start`], with extra environment variables (API keys named in the
     /// config).
     pub fn start_with_env(yaml: &str, port: u16, env: &[(&str, &str)]) -> Holdfast {
+        Holdfast::spawn(yaml, port, env, None)
+    }
+
+    /// As [`Holdfast::start`], with the child's RLIMIT_NOFILE set to `soft` and `hard`
+    /// before it runs (as `ulimit -Sn soft -Hn hard` or systemd's `LimitNOFILE=` would).
+    pub fn start_with_nofile(yaml: &str, port: u16, soft: u64, hard: u64) -> Holdfast {
+        Holdfast::spawn(yaml, port, &[], Some((soft, hard)))
+    }
+
+    fn spawn(yaml: &str, port: u16, env: &[(&str, &str)], nofile: Option<(u64, u64)>) -> Holdfast {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("holdfast.yaml");
         let (admin_section, admin) = admin_for(yaml);
         std::fs::write(&config_path, with_admin(yaml, admin_section.as_deref()))
             .expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args([
-                "--log-format",
-                "json",
-                "--log-level",
-                "holdfast=debug,info",
-                "run",
-                "--config",
-            ])
-            .arg(&config_path)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn holdfast");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        cmd.args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "holdfast=debug,info",
+            "run",
+            "--config",
+        ])
+        .arg(&config_path)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some((soft, hard)) = nofile {
+            with_nofile(&mut cmd, soft, hard);
+        }
+        let mut child = cmd.spawn().expect("spawn holdfast");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
@@ -307,6 +319,45 @@ impl Drop for Holdfast {
             );
         }
     }
+}
+
+/// Sets RLIMIT_NOFILE (`soft`, `hard`) in the child `cmd` starts, between fork and exec.
+pub fn with_nofile(cmd: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits; the
+    // closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The soft and hard "Max open files" of process `pid` (`/proc/<pid>/limits`).
+pub fn proc_nofile(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut n = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
+    (n.next().expect("soft"), n.next().expect("hard"))
+}
+
+/// Descriptors process `pid` has open (`/proc/<pid>/fd`).
+pub fn proc_open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// The `message` (or `fields.message`) of a JSON log line.

@@ -749,3 +749,45 @@ pub fn uac_media_call_update(media_port: u16, hold: bool) -> String {
         bye_and_ok(bye_cseq)
     )
 }
+
+/// UAC whose SDP points at `media_port`, for load past a limit: each call is either answered
+/// (logs `UP=<Call-ID>`, ACKs, waits for the test's poke, hangs up) or refused with 503
+/// (logs `REFUSED=<Reason header>`, ACKs). Any other outcome fails the call.
+pub fn uac_call_or_503(media_port: u16) -> String {
+    format!(
+        r#"{}<scenario name="uac_call_or_503">
+{}  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" optional="true" rrs="true" next="up">
+    <action><log message="UP=[call_id]"/></action>
+  </recv>
+  <recv response="503">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Reason:" assign_to="reason"/>
+      <log message="REFUSED=[$reason]"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-5]
+      From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <nop next="end"/>
+  <label id="up"/>
+{}{}{}  <label id="end"/>
+  <Reference variables="reason"/>
+</scenario>
+"#,
+        header(),
+        invite_with("", &sdp_at(&media_port.to_string(), None)),
+        ack(),
+        wait_poke("bye"),
+        bye_and_ok(2)
+    )
+}

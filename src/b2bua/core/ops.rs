@@ -42,6 +42,12 @@ pub(crate) struct CoreMetrics {
     /// Liveness checks of silent legs, by (leg: carrier | ai, result: started | alive |
     /// failed | unconfirmed).
     pub liveness_checks: Counters<(&'static str, &'static str)>,
+    /// Relay opens the shell could not bind, by errno name (`BindFailure::as_str`).
+    pub bind_failures: Counters<&'static str>,
+    /// Relay ports found bound by another process and quarantined.
+    pub ports_quarantined_total: u64,
+    /// Offers refused because no relay port was left.
+    pub ports_exhausted_total: u64,
 }
 
 impl Default for CoreMetrics {
@@ -56,6 +62,9 @@ impl Default for CoreMetrics {
             reroutes: Counters::default(),
             reroute_gap: Histogram::new(GAP_BUCKETS),
             liveness_checks: Counters::default(),
+            bind_failures: Counters::default(),
+            ports_quarantined_total: 0,
+            ports_exhausted_total: 0,
         }
     }
 }
@@ -718,6 +727,33 @@ impl Core {
             "holdfast_media_ports_capacity",
             "Relay ports in media.ports.",
             self.ports.capacity() as f64,
+        );
+        out.gauge1(
+            "holdfast_media_ports_available",
+            "Relay ports free to allocate (capacity minus in use and quarantined).",
+            self.ports.available() as f64,
+        );
+        out.gauge1(
+            "holdfast_media_ports_quarantined",
+            "Relay ports out of the range because another process held them (EADDRINUSE); each is tried again after media.port_quarantine.",
+            self.ports.quarantined() as f64,
+        );
+        out.counter1(
+            "holdfast_media_ports_quarantined_total",
+            "Relay ports found bound by another process and quarantined (the call moved to other ports).",
+            m.ports_quarantined_total,
+        );
+        out.counter1(
+            "holdfast_media_ports_exhausted_total",
+            "Offers refused (503) because no relay port was left in media.ports.",
+            m.ports_exhausted_total,
+        );
+        out.counter(
+            "holdfast_media_bind_failures_total",
+            "Relay socket binds that failed, by errno (EADDRINUSE: port quarantined, call retried on other ports; EMFILE, ENFILE, ENOBUFS, ENOMEM, other: call refused with 503, ports back in the pool).",
+            m.bind_failures
+                .iter()
+                .map(|(e, v)| (vec![("errno", *e)], v)),
         );
         let now_views: Vec<(String, bool, bool, bool, u32)> = self
             .config

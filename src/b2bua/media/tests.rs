@@ -789,19 +789,102 @@ fn close_then_closed_frees_every_port_but_a_bad_one() {
     m.close(&mut again);
     assert!(again.is_empty(), "Close is sent once per stream");
 
+    // One port was found held by another process: the core quarantined it.
     let bad = ports[1].a.rtcp.unwrap();
-    m.bad_port = Some(bad);
+    pa.quarantine(bad, std::time::Instant::now() + Duration::from_secs(60))
+        .unwrap();
     assert!(!m.closed(0, &mut pa));
-    assert_eq!(pa.in_use(), 4);
+    assert_eq!(pa.in_use(), 3);
     assert!(
         !m.closed(0, &mut pa),
         "a repeated Closed frees nothing twice"
     );
-    assert_eq!(pa.in_use(), 4);
+    assert_eq!(pa.in_use(), 3);
     assert!(m.closed(3, &mut pa), "every stream gone");
-    assert_eq!(pa.in_use(), 1);
+    assert_eq!(pa.in_use(), 0);
     assert!(
-        pa.is_allocated(bad),
-        "the port another process holds is never reused"
+        pa.is_quarantined(bad),
+        "the quarantined port is left to its quarantine"
     );
+}
+
+#[test]
+fn an_offer_waits_for_its_relays_and_a_rebind_renders_it_with_the_new_ports() {
+    let mut m = media();
+    let mut pa = alloc();
+    let mut out = Vec::new();
+    let first = m
+        .offer(Side::A, SIMPLE_A.as_bytes(), &mut pa, &mut out)
+        .unwrap();
+    assert!(m.binding() && m.is_binding(0));
+    let old = m.ports()[0];
+    let text = String::from_utf8(first).unwrap();
+    assert!(text.contains(&format!("m=audio {} ", old.b.rtp)), "{text}");
+    let o_line = |t: &str| t.lines().find(|l| l.starts_with("o=")).unwrap().to_string();
+    let first_o = o_line(&text);
+    // The shell found old.b.rtp taken: the core quarantines it and rebinds the stream.
+    pa.quarantine(
+        old.b.rtp,
+        std::time::Instant::now() + Duration::from_secs(60),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    m.rebind(0, &mut pa, &mut out).unwrap();
+    let new = m.ports()[0];
+    assert_ne!(new.b.rtp, old.b.rtp);
+    assert_eq!(
+        pa.in_use(),
+        4,
+        "the old ports went back, the new ones are taken"
+    );
+    match out.as_slice() {
+        [MediaCommand::Open {
+            id, ports, config, ..
+        }] => {
+            assert_eq!((id.call, id.stream, *ports), (7, 0, new));
+            assert_eq!(
+                config.a.rtp_peer,
+                Some("192.0.2.10:4000".parse().unwrap()),
+                "the offerer's address, as in the first Open"
+            );
+        }
+        other => panic!("one Open expected: {other:?}"),
+    }
+    let again = String::from_utf8(m.last_sent(Side::B).unwrap().to_vec()).unwrap();
+    assert!(
+        again.contains(&format!("m=audio {} ", new.b.rtp)),
+        "{again}"
+    );
+    assert!(
+        !again.contains(&format!("m=audio {} ", old.b.rtp)),
+        "{again}"
+    );
+    assert_eq!(
+        o_line(&again),
+        first_o,
+        "same o= version: the first was never sent"
+    );
+    assert!(m.bound(0), "the last stream waiting");
+    assert!(!m.binding());
+    assert!(!m.bound(0), "bound once");
+}
+
+#[test]
+fn a_rebind_with_no_port_left_drops_the_stream_and_frees_its_ports() {
+    let mut m = media();
+    // Two pairs: exactly one stream.
+    let mut pa = PortAllocator::new(40000..=40003).unwrap();
+    let mut out = Vec::new();
+    m.offer(Side::A, SIMPLE_A.as_bytes(), &mut pa, &mut out)
+        .unwrap();
+    pa.quarantine(40002, std::time::Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        m.rebind(0, &mut pa, &mut out),
+        Err(MediaError::PortsExhausted)
+    );
+    assert!(out.is_empty());
+    assert!(m.streams.is_empty() && !m.binding());
+    assert_eq!((pa.in_use(), pa.quarantined(), pa.available()), (0, 1, 3));
 }

@@ -1,10 +1,13 @@
 //! The media I/O shell: dedicated OS threads that own every relay socket and drive the
 //! sans-IO [`Relay`](crate::media::relay::Relay) core.
 //!
-//! Does: start `threads` workers ("holdfast-media-<n>"); route each
-//! [`MediaCommand`] to the worker owning its call (`call % threads`, so all streams of a
-//! call share a worker and its commands apply in order); on each worker, a raw
-//! level-triggered epoll loop binds relay sockets (`IP_RECVERR`), hands each datagram to
+//! Does: start `threads` workers ("holdfast-media-<n>"); bind an `Open`'s relay sockets
+//! (`IP_RECVERR`) in the caller's thread before [`MediaEngine::handle`] returns, answering
+//! `Bound` or `OpenFailed` (with the errno's [`BindFailure`]) at once, so the core knows
+//! before any SDP naming those ports goes out, with no round trip to a worker; route each
+//! [`MediaCommand`] (an `Open` with its bound sockets) to the worker owning its call
+//! (`call % threads`, so all streams of a call share a worker and its commands apply in
+//! order); on each worker, a raw level-triggered epoll loop hands each datagram to
 //! the relay with one `Instant` per wakeup, sends the forwards with `sendmmsg` straight
 //! from the receive buffers, reads ICMP errors from the error queue, scans media timeouts
 //! every [`SCAN_INTERVAL`], sends gap audio (`RelayUpdate::Fill`) from a leg's RTP socket
@@ -24,10 +27,12 @@
 //! buffer drops and counts), allocates, formats, logs or reads a map per packet, runs on
 //! tokio (no waker per packet), or emits an event after [`MediaEngine::shutdown`].
 //!
-//! LIFECYCLE of one relay (see `src/media/LIFECYCLE.md`): `Open` → bound and relaying
-//! (`Latched`, `Unreachable`, `Timeout` events as they happen; `Update`s applied in order)
-//! → `Close` → sockets closed, `Closed` with final stats. A failed `Open` → `OpenFailed`,
-//! nothing bound.
+//! LIFECYCLE of one relay (see `src/media/LIFECYCLE.md`): `Open` → bound (`Bound`, returned
+//! by `handle`) → relaying on its worker (`Latched`, `Unreachable`, `Timeout` events as they
+//! happen; `Update`s applied in order) → `Close` → sockets closed, `Closed` with final
+//! stats. A failed bind → `OpenFailed` returned by `handle`, nothing bound, nothing sent to a
+//! worker; a worker that cannot add the sockets to its loop → `OpenFailed` event, sockets
+//! closed.
 
 mod raw;
 mod sys;
@@ -37,8 +42,9 @@ mod worker;
 mod tests;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -48,7 +54,8 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use crate::config::MediaIo;
-use crate::media::control::{MediaCommand, MediaEvent};
+use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayPorts};
+use crate::media::relay::RelayConfig;
 use crate::media::stats::DropCounts;
 
 /// How often each worker checks its relays' media timeouts. Timeouts are seconds long; a
@@ -166,10 +173,23 @@ impl Shared {
     }
 }
 
+/// An `Open` whose sockets the engine bound: `socks` are `[A.rtp, A.rtcp, B.rtp, B.rtcp]`
+/// (`None` where RTCP is muxed); `via_raw` is the IPv4 address when the worker's raw path
+/// relays them (their own copies of datagrams are already discarded).
+pub(crate) struct OpenRelay {
+    pub id: RelayId,
+    pub ip: IpAddr,
+    pub ports: RelayPorts,
+    pub config: RelayConfig,
+    pub socks: [Option<UdpSocket>; 4],
+    pub via_raw: Option<Ipv4Addr>,
+}
+
 // Commands are rare (a few per call) and moved once; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Cmd(MediaCommand),
+    Open(OpenRelay),
     /// Live statistics of every relay of the worker (for the admin API; rare).
     Stats(mpsc::Sender<Vec<RelayStats>>),
     Shutdown,
@@ -206,6 +226,8 @@ pub struct EngineOptions {
 pub struct MediaEngine {
     workers: Vec<WorkerHandle>,
     io: MediaIo,
+    /// With `io: raw`: the address and port range the workers' raw sockets relay.
+    raw_filter: Option<(Ipv4Addr, RangeInclusive<u16>)>,
 }
 
 /// The raw sockets of `threads` workers, or why they cannot be had.
@@ -231,7 +253,6 @@ fn raw_paths(o: &EngineOptions) -> io::Result<Vec<worker::RawPath>> {
             Ok(worker::RawPath::new(
                 sock,
                 owners.clone(),
-                ip,
                 w,
                 o.ports.clone(),
             ))
@@ -284,10 +305,18 @@ impl MediaEngine {
         } else {
             MediaIo::Raw
         };
+        let raw_filter = (io == MediaIo::Raw).then(|| {
+            let ip = match options.bind {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
+            (ip, options.ports.clone())
+        });
         raws.resize_with(threads, || None);
         let mut engine = MediaEngine {
             workers: Vec::with_capacity(threads),
             io,
+            raw_filter,
         };
         for (n, raw) in raws.into_iter().enumerate() {
             let shared = Arc::new(Shared {
@@ -316,12 +345,91 @@ impl MediaEngine {
 
     /// Never blocks; routes to the worker owning `cmd.id().call` (call % threads, so all
     /// streams of a call share a worker). Commands for one id are applied in order.
-    pub fn handle(&self, cmd: MediaCommand) {
+    ///
+    /// An `Open` is bound here first, in the caller's thread (a few non-blocking syscalls per
+    /// socket), and answered at once: `Some(Bound)` (the worker then relays on those
+    /// sockets) or `Some(OpenFailed)` (what was bound is closed again and nothing reaches a
+    /// worker). Feed the answer to the core before draining its transmits. Other commands
+    /// return `None`.
+    pub fn handle(&self, cmd: MediaCommand) -> Option<MediaEvent> {
         let n = self.workers.len() as u64;
         let w = &self.workers[(cmd.id().call % n) as usize];
-        if w.tx.send(Msg::Cmd(cmd)).is_ok() {
+        let (msg, answer) = match cmd {
+            MediaCommand::Open {
+                id,
+                ip,
+                ports,
+                config,
+            } => match self.bind(ip, &ports) {
+                Ok((socks, via_raw)) => {
+                    let open = OpenRelay {
+                        id,
+                        ip,
+                        ports,
+                        config,
+                        socks,
+                        via_raw,
+                    };
+                    (Msg::Open(open), Some(MediaEvent::Bound { id }))
+                }
+                Err((port, failure, error)) => {
+                    let failed = MediaEvent::OpenFailed {
+                        id,
+                        port,
+                        failure,
+                        error,
+                    };
+                    return Some(failed);
+                }
+            },
+            other => (Msg::Cmd(other), None),
+        };
+        if w.tx.send(msg).is_ok() {
             w.shared.wake();
         }
+        answer
+    }
+
+    /// Binds the relay sockets of `ports` on `ip`, in order; the first failure closes what
+    /// was bound and says which port failed, how ([`BindFailure`] from the errno) and the
+    /// OS's text.
+    #[allow(clippy::type_complexity)]
+    fn bind(
+        &self,
+        ip: IpAddr,
+        ports: &RelayPorts,
+    ) -> Result<([Option<UdpSocket>; 4], Option<Ipv4Addr>), (u16, BindFailure, String)> {
+        let want = [
+            Some(ports.a.rtp),
+            ports.a.rtcp,
+            Some(ports.b.rtp),
+            ports.b.rtcp,
+        ];
+        let via_raw = self.raw_filter.as_ref().and_then(|(rip, range)| {
+            let IpAddr::V4(v4) = ip else { return None };
+            let ours = rip.is_unspecified() || *rip == v4;
+            (ours && want.iter().flatten().all(|p| range.contains(p))).then_some(v4)
+        });
+        let mut socks: [Option<UdpSocket>; 4] = Default::default();
+        for (i, port) in want.iter().enumerate() {
+            let Some(port) = *port else { continue };
+            let addr = SocketAddr::new(ip, port);
+            let bound = sys::bind_udp(addr).and_then(|s| {
+                if via_raw.is_some() {
+                    raw::discard_datagrams(s.as_raw_fd())?;
+                }
+                Ok(s)
+            });
+            match bound {
+                Ok(s) => socks[i] = Some(s),
+                // `socks` drops here: what was bound is closed again.
+                Err(e) => {
+                    let failure = BindFailure::from_errno(e.raw_os_error());
+                    return Err((port, failure, format!("bind {addr}: {e}")));
+                }
+            }
+        }
+        Ok((socks, via_raw))
     }
 
     /// Live statistics of every open relay. Asks each worker between two batches and

@@ -27,6 +27,8 @@ struct Harness {
     sent: u64,
     /// Every event received so far, in order.
     seen: Vec<MediaEvent>,
+    /// Answers `handle` gave at once (`Bound`, `OpenFailed`), not yet looked at.
+    answers: std::collections::VecDeque<MediaEvent>,
 }
 
 impl Harness {
@@ -48,12 +50,18 @@ impl Harness {
             rx,
             sent: 0,
             seen: Vec::new(),
+            answers: Default::default(),
         }
     }
 
+    /// Hands `cmd` to the engine; an `Open` is answered at once (and only reaches a worker
+    /// when it bound).
     fn cmd(&mut self, cmd: MediaCommand) {
-        self.sent += 1;
-        self.engine.handle(cmd);
+        let answer = self.engine.handle(cmd);
+        if !matches!(answer, Some(MediaEvent::OpenFailed { .. })) {
+            self.sent += 1;
+        }
+        self.answers.extend(answer);
     }
 
     /// Waits until every command sent so far has been applied.
@@ -82,7 +90,12 @@ impl Harness {
     ) -> (MediaEvent, Instant) {
         let deadline = Instant::now() + within;
         loop {
-            match self.rx.try_recv() {
+            match self
+                .answers
+                .pop_front()
+                .ok_or(())
+                .or_else(|()| self.rx.try_recv())
+            {
                 Ok(ev) => {
                     let at = Instant::now();
                     self.seen.push(ev.clone());
@@ -625,10 +638,17 @@ fn open_fails_cleanly_when_a_port_is_taken(io: MediaIo) {
         },
     };
     h.open(id(5), ports, config(None, None, 5));
-    let (ev, _) = h.wait_for(WAIT, |e| matches!(e, MediaEvent::OpenFailed { .. }));
+    // Answered by `handle` itself, before it returned: nothing went to a worker.
+    let ev = h.answers.pop_front().expect("an answer at once");
     match ev {
-        MediaEvent::OpenFailed { id: i, port, error } => {
+        MediaEvent::OpenFailed {
+            id: i,
+            port,
+            failure,
+            error,
+        } => {
             assert_eq!((i, port), (id(5), taken_port));
+            assert_eq!(failure, crate::media::control::BindFailure::AddrInUse);
             assert!(
                 error.contains(&format!("127.0.0.1:{taken_port}")),
                 "{error}"

@@ -14,7 +14,7 @@
 //! Never: allocates, formats or logs per packet (buffers, iovecs and headers are allocated
 //! once per worker), blocks on a send, or reads the clock more than once per wakeup.
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -24,10 +24,10 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::raw::{self, parse_udp4, PortOwners, RawBatch, RawSocket};
 use super::sys::{self, Epoll};
-use super::{Msg, Shared, DROP_REASONS, SCAN_INTERVAL};
-use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use super::{Msg, OpenRelay, Shared, DROP_REASONS, SCAN_INTERVAL};
+use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayUpdate};
 use crate::media::relay::{
-    Action, DropReason, FillStatus, Relay, RelayConfig, Side, SocketKind, FILL_PACKET_LEN,
+    Action, DropReason, FillStatus, Relay, Side, SocketKind, FILL_PACKET_LEN,
 };
 use crate::media::rtp::{classify, PacketClass};
 use crate::runtime::batch_udp::{recv_batch, RecvBatch, SendQueue};
@@ -97,7 +97,6 @@ struct Entry {
 pub(super) struct RawPath {
     sock: RawSocket,
     owners: Arc<PortOwners>,
-    ip: Ipv4Addr,
     worker: usize,
     start: u16,
     /// `(slot << 2 | socket) + 1` per port of the range; 0 = no relay of ours.
@@ -116,14 +115,12 @@ impl RawPath {
     pub(super) fn new(
         sock: RawSocket,
         owners: Arc<PortOwners>,
-        ip: Ipv4Addr,
         worker: usize,
         ports: std::ops::RangeInclusive<u16>,
     ) -> RawPath {
         RawPath {
             sock,
             owners,
-            ip,
             worker,
             start: *ports.start(),
             table: vec![0; usize::from(*ports.end() - *ports.start()) + 1],
@@ -133,16 +130,6 @@ impl RawPath {
 
     pub(super) fn fd(&self) -> std::os::fd::RawFd {
         self.sock.raw()
-    }
-
-    /// Whether relays on `ip` with `ports` can go through this raw socket.
-    fn serves(&self, ip: IpAddr, ports: &[Option<u16>; 4]) -> Option<Ipv4Addr> {
-        let IpAddr::V4(v4) = ip else { return None };
-        if !(self.ip.is_unspecified() || self.ip == v4) {
-            return None;
-        }
-        let inside = |p: u16| p >= self.start && usize::from(p - self.start) < self.table.len();
-        ports.iter().flatten().all(|&p| inside(p)).then_some(v4)
     }
 
     fn set(&mut self, port: u16, at: Option<(usize, usize)>) -> std::io::Result<()> {
@@ -518,6 +505,13 @@ impl Worker {
                         .commands
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(Msg::Open(o)) => {
+                    self.open(o, now);
+                    self.shared
+                        .counters
+                        .commands
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Msg::Stats(reply)) => {
                     let stats = self
                         .slots
@@ -539,12 +533,10 @@ impl Worker {
 
     fn apply(&mut self, cmd: MediaCommand, now: Instant) {
         match cmd {
-            MediaCommand::Open {
-                id,
-                ip,
-                ports,
-                config,
-            } => self.open(id, ip, ports, config, now),
+            // The engine binds every Open and sends it as `Msg::Open`.
+            MediaCommand::Open { id, .. } => {
+                tracing::warn!(relay = %id, "media open without bound sockets ignored");
+            }
             MediaCommand::Update { id, update } => {
                 let Some(entry) = self.entry_mut(id) else {
                     tracing::debug!(relay = %id, "media update for an unknown relay ignored");
@@ -603,14 +595,18 @@ impl Worker {
         self.slots.get_mut(slot)?.entry.as_mut()
     }
 
-    fn open(
-        &mut self,
-        id: RelayId,
-        ip: IpAddr,
-        ports: RelayPorts,
-        config: RelayConfig,
-        now: Instant,
-    ) {
+    /// Starts relaying on the sockets the engine bound (`o.socks`, indexed like
+    /// [`sock_index`]). Only the worker's own steps can fail here (epoll, the raw filter's
+    /// map): `OpenFailed` then, after the engine's `Bound`, and the sockets are closed.
+    fn open(&mut self, o: OpenRelay, now: Instant) {
+        let OpenRelay {
+            id,
+            ip,
+            ports,
+            config,
+            socks,
+            via_raw,
+        } = o;
         if self.by_id.contains_key(&id) {
             tracing::warn!(relay = %id, "media open for a relay already open ignored");
             return;
@@ -621,30 +617,8 @@ impl Worker {
             Some(ports.b.rtp),
             ports.b.rtcp,
         ];
-        let via_raw = self.raw.as_ref().and_then(|r| r.serves(ip, &want));
-        let mut socks: [Option<UdpSocket>; 4] = Default::default();
-        for (i, port) in want.iter().enumerate() {
-            let Some(port) = *port else { continue };
-            let addr = SocketAddr::new(ip, port);
-            let bound = sys::bind_udp(addr).and_then(|s| {
-                if via_raw.is_some() {
-                    raw::discard_datagrams(s.as_raw_fd())?;
-                }
-                Ok(s)
-            });
-            match bound {
-                Ok(s) => socks[i] = Some(s),
-                Err(e) => {
-                    // `socks` drops here: what was bound is closed again.
-                    self.emit(MediaEvent::OpenFailed {
-                        id,
-                        port,
-                        error: format!("bind {addr}: {e}"),
-                    });
-                    return;
-                }
-            }
-        }
+        // Raw only if this worker has the raw path the engine bound for.
+        let via_raw = via_raw.filter(|_| self.raw.is_some());
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -668,14 +642,20 @@ impl Worker {
             let routed = self
                 .epoll
                 .add_events(s.as_raw_fd(), token(generation, slot, i), interest)
-                .map_err(|e| format!("epoll add {ip}:{}: {e}", local[i]))
+                .map_err(|e| {
+                    (
+                        e.raw_os_error(),
+                        format!("epoll add {ip}:{}: {e}", local[i]),
+                    )
+                })
                 .and_then(|()| match self.raw.as_mut() {
-                    Some(r) if via_raw.is_some() => r
-                        .set(local[i], Some((slot, i)))
-                        .map_err(|e| format!("raw filter map, port {}: {e}", local[i])),
+                    Some(r) if via_raw.is_some() => r.set(local[i], Some((slot, i))).map_err(|e| {
+                        let text = format!("raw filter map, port {}: {e}", local[i]);
+                        (e.raw_os_error(), text)
+                    }),
                     _ => Ok(()),
                 });
-            if let Err(error) = routed {
+            if let Err((errno, error)) = routed {
                 for (j, s) in socks.iter().enumerate() {
                     let Some(s) = s else { continue };
                     self.epoll.delete(s.as_raw_fd());
@@ -687,6 +667,11 @@ impl Worker {
                 self.emit(MediaEvent::OpenFailed {
                     id,
                     port: local[i],
+                    // Not the port's fault, whatever the errno: the port goes back.
+                    failure: match BindFailure::from_errno(errno) {
+                        BindFailure::AddrInUse => BindFailure::Other,
+                        f => f,
+                    },
                     error,
                 });
                 return;
