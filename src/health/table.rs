@@ -683,7 +683,7 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
                 return Availability::Pending { until };
             }
         }
-        if !(t.state.takes_calls() && !t.addresses.is_empty()) {
+        if !t.state.takes_calls() || t.addresses.is_empty() {
             return Availability::Down;
         }
         if t.breaker.allows_attempt(now) {
