@@ -376,6 +376,11 @@ routes:
         "{refused}"
     );
     assert!(sim.core.is_ready(sim.now), "ready: the first round is over");
+    let m = metrics(&sim);
+    assert!(
+        m.contains("holdfast_calls_total{direction=\"outbound\",outcome=\"refused\"} 1"),
+        "a call that never had an attempt was refused: {m}"
+    );
 }
 
 #[test]

@@ -626,6 +626,9 @@ impl Core {
             "completed"
         } else if call.cancelled {
             "cancelled"
+        } else if call.attempts.is_empty() {
+            // No attempt at all: e.g. it waited for its targets' first resolution in vain.
+            "refused"
         } else {
             "failed"
         };
