@@ -30,6 +30,52 @@ fn check_prints_the_routing_table_of_the_example() {
     }
 }
 
+/// A WebSocket provider is shown by its URL and kind, not by the SIP URI holdfast derives
+/// from the URL's host and port for health checks and DNS.
+#[test]
+fn check_shows_websocket_providers_by_url_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ws.yaml");
+    std::fs::write(
+        &path,
+        r#"
+ai_providers:
+  - { id: bot, kind: media-stream, url: "ws://127.0.0.1:8765/media?tenant=acme", region: us }
+  - { id: rt, kind: openai-realtime, url: "wss://realtime.example.test/v1/realtime?model=x", api_key_env: HOLDFAST_CLI_TEST_KEY, region: us }
+  - { id: agent, kind: sip, uri: "sip:agent@127.0.0.1:5081", region: us }
+routes:
+  inbound:
+    - { regions: [us], ai: [bot, rt, agent] }
+"#,
+    )
+    .unwrap();
+    let out = holdfast()
+        .arg("check")
+        .arg(&path)
+        .env("HOLDFAST_CLI_TEST_KEY", "sk-test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "  bot  ws://127.0.0.1:8765/media?tenant=acme  (kind media-stream)\n",
+        "  rt  wss://realtime.example.test/v1/realtime?model=x  (kind openai-realtime)\n",
+        "  agent  sip:agent@127.0.0.1:5081",
+        "(kind sip)",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains(";transport=tcp"),
+        "a WebSocket provider shown as a SIP URI:\n{text}"
+    );
+    assert!(!text.contains("sk-test"), "the API key is never printed");
+}
+
 #[test]
 fn check_refuses_a_bad_file_with_file_line_column_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -207,6 +207,10 @@ pub struct WsLeg {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Candidate {
     pub target: String,
+    /// Planned in spite of its open breaker (panic mode, `max_ejection_percent`): tried
+    /// unless its health checks say down.
+    #[serde(default)]
+    pub ignore_breaker: bool,
 }
 
 /// The state of one call: both legs and the routing decisions.

@@ -41,11 +41,13 @@ use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
 use crate::config::Config;
-use crate::health::{AttemptOutcome, Destination, HealthEvent, HealthTable, TargetHealthConfig};
+use crate::health::{
+    AttemptOutcome, Availability, Destination, HealthEvent, HealthTable, TargetHealthConfig,
+};
 use crate::media::control::{BindFailure, MediaCommand, MediaEvent};
 use crate::media::ports::PortAllocator;
 use crate::media::relay::Latching;
-use crate::routing::{AvailabilityView, Origin, RoutingTable, TargetId};
+use crate::routing::{AvailabilityView, Origin, Plan, RoutingTable, TargetAvailability, TargetId};
 use crate::sip::header::Refresher;
 use crate::sip::message::{Message, Request};
 use crate::sip::transaction::{
@@ -279,6 +281,8 @@ enum CallTimer {
     PromptDone,
     /// The liveness check of this leg got no answer in `media.check_timeout`.
     Check(SideKey),
+    /// The call waited for targets being resolved for the first time: plan it now.
+    Resolve,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -371,6 +375,9 @@ struct CallEntry {
     /// Which leg ended the call (`None`: holdfast did), and when it started ending.
     ended_by: Option<Side>,
     ended_at: Option<Instant>,
+    /// The call arrived while its rule's targets were being resolved for the first time:
+    /// it waits (`CallTimer::Resolve`) and is planned with this rule and seed once they are.
+    waiting: Option<(crate::routing::Rule, u64)>,
 }
 
 /// Counters the runtime exposes; cheap to copy.
@@ -444,6 +451,11 @@ pub struct Core {
     cordoned: std::collections::HashSet<TargetId>,
     /// Counters and histograms for `/metrics`.
     metrics: ops::CoreMetrics,
+    /// Rules whose last plan was in panic mode (logged when it starts and ends).
+    panic_rules: std::collections::HashSet<String>,
+    /// Per rule, the targets its last plan kept in rotation against their open breaker
+    /// (`max_ejection_percent`; logged when the set changes).
+    capped_rules: HashMap<String, Vec<TargetId>>,
     /// Records of ended calls waiting for their relays' final statistics.
     records_pending: HashMap<CallRef, super::record::CallRecord>,
     /// Targets whose legs answered a liveness check (OPTIONS): one of their legs that
@@ -475,6 +487,19 @@ impl AvailabilityView for View<'_> {
     fn is_cordoned(&self, id: &TargetId) -> bool {
         self.cordoned.contains(id)
     }
+    fn availability(&self, id: &TargetId) -> TargetAvailability {
+        let resolved = || {
+            self.targets
+                .get(id)
+                .is_some_and(|t| !t.destinations.is_empty())
+        };
+        match self.health.availability(id, self.now) {
+            Availability::Pending { until } => TargetAvailability::Pending { until },
+            Availability::Usable if resolved() => TargetAvailability::Usable,
+            Availability::Ejected { since } if resolved() => TargetAvailability::Ejected { since },
+            _ => TargetAvailability::Down,
+        }
+    }
 }
 
 fn health_settings(cfg: &Config) -> crate::health::HealthSettings {
@@ -489,8 +514,22 @@ fn health_settings(cfg: &Config) -> crate::health::HealthSettings {
             failures: h.breaker.failures,
             window: h.breaker.window,
             cooldown: h.breaker.cooldown,
+            failure_percent: h.breaker.failure_percent,
+            min_attempts: h.breaker.min_attempts,
+            probe_successes: h.breaker.probe_successes,
         },
     }
+}
+
+/// A plan's targets as a call's candidates.
+fn candidates(plan: &Plan) -> Vec<Candidate> {
+    plan.targets
+        .iter()
+        .map(|t| Candidate {
+            target: t.to_string(),
+            ignore_breaker: plan.overrides_breaker(t),
+        })
+        .collect()
 }
 
 fn reliability(t: Transport) -> Reliability {
@@ -551,6 +590,8 @@ impl Core {
             first_round_done: false,
             cordoned: Default::default(),
             metrics: ops::CoreMetrics::default(),
+            panic_rules: Default::default(),
+            capped_rules: HashMap::new(),
             records_pending: HashMap::new(),
             check_answered: Default::default(),
             records: VecDeque::new(),
@@ -667,6 +708,19 @@ impl Core {
                 warn!(target_id = %target, "health: {e}");
             }
             self.after_health(now);
+            let waiting: Vec<CallRef> = self
+                .calls
+                .iter()
+                .filter(|(_, e)| {
+                    e.waiting
+                        .as_ref()
+                        .is_some_and(|(rule, _)| rule.targets.contains(target))
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            for c in waiting {
+                self.replan(c, now);
+            }
         }
     }
 
@@ -1135,7 +1189,7 @@ impl Core {
         let plan = self.routing.plan(&rule, &view, seed);
         let id = format!("hf-{:x}", self.ids.next_u64() >> 16);
         self.stats.calls_total += 1;
-        if plan.targets.is_empty() {
+        if plan.targets.is_empty() && plan.wait_until.is_none() {
             let reason = plan
                 .reason
                 .clone()
@@ -1206,13 +1260,7 @@ impl Core {
             state: CallState::Routing,
             a,
             b: None,
-            candidates: plan
-                .targets
-                .iter()
-                .map(|t| Candidate {
-                    target: t.to_string(),
-                })
-                .collect(),
+            candidates: candidates(&plan),
             next_candidate: 0,
             fail_open: plan.fail_open,
             attempts: Vec::new(),
@@ -1233,8 +1281,9 @@ impl Core {
         info!(
             call = %id, direction = ?direction, origin = %origin_id, caller, callee,
             rule = %rule.name(), candidates = ?call.candidates.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(),
-            fail_open = plan.fail_open, "new call"
+            fail_open = plan.fail_open, panic = plan.panic, "new call"
         );
+        let wait = plan.wait_until.filter(|_| plan.targets.is_empty());
         if let Some((key, e)) = self.servers.get_mut(&sid) {
             e.to_tag = Some(local_tag.clone());
             e.call = Some(cref);
@@ -1264,14 +1313,117 @@ impl Core {
                     final_status: None,
                     ended_by: None,
                     ended_at: None,
+                    waiting: wait.map(|_| (rule.clone(), seed)),
                 },
             );
         }
+        if let Some(until) = wait {
+            info!(
+                call = %id, rule = %rule.name(), wait_ms = until.saturating_duration_since(now).as_millis() as u64,
+                "waiting for the rule's targets to resolve (first resolution since start or reload)"
+            );
+            return self.set_deadline(cref, CallTimer::Resolve, until);
+        }
+        self.note_plan(&rule.name(), &plan);
         if binding {
             // Routed once the shell has bound the relays (`relay_bound`).
             return;
         }
         self.next_attempt(cref, now);
+    }
+
+    /// Plans call `c` that waited for its rule's targets to resolve: tries them when one
+    /// is usable now, waits on while others still resolve, refuses (503) otherwise.
+    fn replan(&mut self, c: CallRef, now: Instant) {
+        let Some(entry) = self.calls.get(&c) else {
+            return;
+        };
+        let Some((rule, seed)) = entry.waiting.clone() else {
+            return;
+        };
+        if entry.call.cancelled {
+            return;
+        }
+        let view = View {
+            health: &self.health,
+            targets: &self.targets,
+            cordoned: &self.cordoned,
+            now,
+        };
+        let plan = self.routing.plan(&rule, &view, seed);
+        if plan.targets.is_empty() {
+            if let Some(until) = plan.wait_until.filter(|&u| u > now) {
+                return self.set_deadline(c, CallTimer::Resolve, until);
+            }
+        }
+        self.clear_deadline(c, CallTimer::Resolve);
+        let Some(entry) = self.calls.get_mut(&c) else {
+            return;
+        };
+        entry.waiting = None;
+        entry.call.candidates = candidates(&plan);
+        entry.call.fail_open = plan.fail_open;
+        let id = entry.call.id.clone();
+        if plan.targets.is_empty() {
+            let why = plan
+                .reason
+                .unwrap_or_else(|| "no candidate available".into());
+            return self.routing_exhausted_because(c, Some(&why), now);
+        }
+        info!(
+            call = %id, rule = %rule.name(),
+            candidates = ?plan.targets.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            fail_open = plan.fail_open, panic = plan.panic, "targets resolved; routing"
+        );
+        self.note_plan(&rule.name(), &plan);
+        if self.calls.get(&c).is_some_and(|e| e.after_bind.is_some()) {
+            return; // routed once the shell has bound the relays (`relay_bound`)
+        }
+        self.next_attempt(c, now);
+    }
+
+    /// Counts and logs a plan that overrode breakers: panic mode (every usable target of the
+    /// rule ejected) and the ejection cap. Logged when a rule enters or leaves that state,
+    /// not per call.
+    fn note_plan(&mut self, rule: &str, plan: &Plan) {
+        if plan.targets.is_empty() {
+            return;
+        }
+        if plan.panic {
+            self.metrics.panic_plans.inc(rule.to_owned());
+            if self.panic_rules.insert(rule.to_owned()) {
+                warn!(
+                    rule, targets = ?plan.targets.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                    "panic mode: every usable target of the rule is ejected by its circuit breaker; trying them anyway"
+                );
+            }
+        } else if self.panic_rules.remove(rule) {
+            info!(
+                rule,
+                "panic mode over: the rule has a target its breaker lets through again"
+            );
+        }
+        if !plan.capped.is_empty() {
+            self.metrics.capped_plans.inc(rule.to_owned());
+        }
+        let before = self.capped_rules.get(rule).map_or(&[][..], Vec::as_slice);
+        if before != plan.capped.as_slice() {
+            if plan.capped.is_empty() {
+                info!(
+                    rule,
+                    "no target kept in rotation against its open breaker any more"
+                );
+                self.capped_rules.remove(rule);
+            } else {
+                warn!(
+                    rule, targets = ?plan.capped.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                    max_ejection_percent = self.config.health.breaker.max_ejection_percent,
+                    "breaker open, but kept in rotation: no more of the rule's targets may be ejected"
+                );
+                self.capped_rules
+                    .insert(rule.to_owned(), plan.capped.clone());
+            }
+        }
     }
 
     /// A final response that ends a call before it exists; `why` goes in a Reason header
@@ -1342,6 +1494,7 @@ impl Core {
                 return self.routing_exhausted(c, now);
             };
             let fail_open = call.fail_open;
+            let ignore_breaker = cand.ignore_breaker;
             let failed_mid_call = call.failed_mid_call(&cand.target);
             let target = TargetId::from(cand.target.as_str());
             if let Some(e) = self.calls.get_mut(&c) {
@@ -1352,17 +1505,27 @@ impl Core {
                 continue;
             }
             // Health may have changed since the plan was made (a breaker opened during the
-            // previous attempt): skip targets that became unavailable, unless failing open.
-            let available = fail_open || self.health.is_available(&target, now);
-            let dest = if fail_open {
-                self.targets
-                    .get(&target)
-                    .and_then(|t| t.destinations.first().copied())
-            } else {
+            // previous attempt): skip targets that became unavailable, unless failing open;
+            // a target planned in spite of its breaker (panic mode, the ejection cap) is only
+            // skipped when its health checks say down.
+            let available = fail_open
+                || if ignore_breaker {
+                    self.health.takes_calls(&target)
+                } else {
+                    self.health.is_available(&target, now)
+                };
+            let dest = if available {
                 self.health
-                    .available_destinations(&target, now)
+                    .destinations(&target)
                     .into_iter()
                     .next()
+                    .or_else(|| {
+                        self.targets
+                            .get(&target)
+                            .and_then(|t| t.destinations.first().copied())
+                    })
+            } else {
+                None
             };
             let at_capacity = self
                 .config
@@ -1590,10 +1753,15 @@ impl Core {
     /// Every candidate failed (or none was usable): 503 to the caller with a Reason naming
     /// what happened to each attempt.
     fn routing_exhausted(&mut self, c: CallRef, now: Instant) {
+        self.routing_exhausted_because(c, None, now)
+    }
+
+    /// [`Self::routing_exhausted`], with the plan's reason when no attempt was made.
+    fn routing_exhausted_because(&mut self, c: CallRef, reason: Option<&str>, now: Instant) {
         let Some(e) = self.calls.get(&c) else { return };
         let mut why = String::new();
         if e.call.attempts.is_empty() {
-            why.push_str("no candidate was available");
+            why.push_str(reason.unwrap_or("no candidate was available"));
         } else {
             why.push_str("all candidates failed:");
             for a in &e.call.attempts {
@@ -3561,7 +3729,10 @@ impl Core {
         match next {
             AfterBind::Route => {
                 e.call.offer = sent(e, Side::B);
-                self.next_attempt(c, now);
+                // A call still waiting for its targets' first resolution is routed then.
+                if e.waiting.is_none() {
+                    self.next_attempt(c, now);
+                }
             }
             AfterBind::Provisional { attempt, resp } => {
                 let sdp = sent(e, Side::A);
@@ -3851,6 +4022,7 @@ impl Core {
                 warn!(call = %self.call_name(c), ?side, "session expired without refresh");
                 self.end_call(c, "session timer expired", None, now);
             }
+            CallTimer::Resolve => self.replan(c, now),
             CallTimer::PromptDone => {
                 let why = self
                     .calls

@@ -31,6 +31,8 @@ pub use self::core::{
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_breaker;
+#[cfg(test)]
 mod tests_liveness;
 #[cfg(test)]
 mod tests_media;

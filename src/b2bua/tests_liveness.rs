@@ -78,7 +78,7 @@ fn to_carrier(sim: &Sim) -> usize {
 
 fn metric(sim: &mut Sim, line: &str) -> bool {
     let mut metrics = crate::admin::metrics::Exposition::new();
-    sim.core.render_metrics(&mut metrics);
+    sim.core.render_metrics(&mut metrics, sim.now);
     let text = metrics.finish();
     text.lines().any(|l| l == line)
 }

@@ -458,7 +458,7 @@ fn all_ports(p: &RelayPorts) -> Vec<u16> {
 
 fn metrics_text(sim: &Sim) -> String {
     let mut metrics = crate::admin::metrics::Exposition::new();
-    sim.core.render_metrics(&mut metrics);
+    sim.core.render_metrics(&mut metrics, sim.now);
     metrics.finish()
 }
 

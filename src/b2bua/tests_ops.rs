@@ -124,7 +124,7 @@ fn a_failover_call_leaves_a_record_with_every_attempt_and_the_media() {
     assert_eq!(json["hangup"]["reason"], "BYE from caller");
 
     let mut metrics = crate::admin::metrics::Exposition::new();
-    sim.core.render_metrics(&mut metrics);
+    sim.core.render_metrics(&mut metrics, sim.now);
     let text = metrics.finish();
     for line in [
         "holdfast_calls_total{direction=\"inbound\",outcome=\"completed\"} 1",
@@ -203,7 +203,7 @@ fn the_fail_switch_reroutes_a_providers_calls_and_restore_lifts_it() {
 fn ready_after_the_first_health_round() {
     // ping: false everywhere: nothing to wait for.
     let mut sim = Sim::new("");
-    assert!(sim.core.is_ready());
+    assert!(sim.core.is_ready(sim.now));
     sim.core.set_draining(true);
-    assert!(!sim.core.is_ready());
+    assert!(!sim.core.is_ready(sim.now));
 }

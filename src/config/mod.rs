@@ -193,12 +193,20 @@ pub enum AllDownPolicy {
     FailOpen,
 }
 
-/// Passive circuit breaker: `failures` failed attempts within `window` open it for `cooldown`.
+/// Passive circuit breaker (`health.breaker`): at low rates `failures` consecutive failed
+/// attempts within `window` open it; once `min_attempts` attempts fall within `window`, it
+/// opens when `failure_percent` % of the last `min_attempts` failed. It stays open for
+/// `cooldown`, then ramps up until `probe_successes` successes close it. At most
+/// `max_ejection_percent` % of a rule's targets are kept out by their breakers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerSettings {
     pub failures: u32,
     pub window: Duration,
     pub cooldown: Duration,
+    pub failure_percent: u8,
+    pub min_attempts: u32,
+    pub probe_successes: u32,
+    pub max_ejection_percent: u8,
 }
 
 /// `health:` section. Per-target `ping` / `alive_codes` are resolved into each [`Target`].

@@ -211,6 +211,10 @@ pub(crate) struct RawBreaker {
     pub failures: Option<Scalar>,
     pub window: Option<Scalar>,
     pub cooldown: Option<Scalar>,
+    pub failure_percent: Option<Scalar>,
+    pub min_attempts: Option<Scalar>,
+    pub probe_successes: Option<Scalar>,
+    pub max_ejection_percent: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

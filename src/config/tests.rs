@@ -32,6 +32,10 @@ fn empty_file_is_all_defaults() {
         assert_eq!(cfg.health.up_after, 2);
         assert_eq!(cfg.health.alive_codes, vec![200]);
         assert_eq!(cfg.health.breaker.failures, 2);
+        assert_eq!(cfg.health.breaker.failure_percent, 50);
+        assert_eq!(cfg.health.breaker.min_attempts, 100);
+        assert_eq!(cfg.health.breaker.probe_successes, 5);
+        assert_eq!(cfg.health.breaker.max_ejection_percent, 50);
         assert_eq!(cfg.health.all_down, AllDownPolicy::Reject);
         assert_eq!(cfg.routing.attempt_timeout, Duration::from_secs(1));
         assert_eq!(cfg.routing.seed, None);
@@ -512,4 +516,74 @@ fn admin_and_records() {
     )
     .unwrap();
     assert_eq!(cfg.admin.token.as_ref().map(|t| t.expose()), Some("t0ken"));
+}
+
+#[test]
+fn breaker_keys_parse_and_are_range_checked() {
+    let cfg = parse(
+        "health:\n  breaker:\n    failures: 3\n    window: 10s\n    cooldown: 5s\n    failure_percent: 80\n    min_attempts: 20\n    probe_successes: 2\n    max_ejection_percent: 100\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = cfg.health.breaker;
+    assert_eq!(
+        (b.failures, b.window, b.cooldown),
+        (3, Duration::from_secs(10), Duration::from_secs(5))
+    );
+    assert_eq!(
+        (
+            b.failure_percent,
+            b.min_attempts,
+            b.probe_successes,
+            b.max_ejection_percent
+        ),
+        (80, 20, 2, 100)
+    );
+    // 0% of a rule's targets may be ejected: the breakers only advise.
+    let cfg = parse("health: { breaker: { max_ejection_percent: 0 } }", "t.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.health.breaker.max_ejection_percent, 0);
+    for (text, path, pos, word) in [
+        (
+            "health:\n  breaker:\n    failure_percent: 0\n",
+            "health.breaker.failure_percent",
+            (3, 22),
+            "1..=100",
+        ),
+        (
+            "health:\n  breaker:\n    failure_percent: 0.5\n",
+            "health.breaker.failure_percent",
+            (3, 22),
+            "1..=100",
+        ),
+        (
+            "health:\n  breaker:\n    min_attempts: 0\n",
+            "health.breaker.min_attempts",
+            (3, 19),
+            "1..=10000",
+        ),
+        (
+            "health:\n  breaker:\n    probe_successes: 1001\n",
+            "health.breaker.probe_successes",
+            (3, 22),
+            "1..=1000",
+        ),
+        (
+            "health:\n  breaker:\n    max_ejection_percent: 101\n",
+            "health.breaker.max_ejection_percent",
+            (3, 27),
+            "0..=100",
+        ),
+        (
+            "health:\n  breaker:\n    max_ejection: 50\n",
+            "health.breaker.max_ejection",
+            (3, 5),
+            "unknown key",
+        ),
+    ] {
+        let e = err(text);
+        assert_eq!(e.path, path, "{e}");
+        assert_eq!((e.line, e.column), pos, "{e}");
+        assert!(e.message.contains(word), "{e}");
+    }
 }

@@ -904,6 +904,34 @@ impl Validator<'_> {
                 "health.breaker.cooldown",
                 Duration::from_secs(30),
             )?,
+            failure_percent: self.int_or(
+                &raw.breaker.failure_percent,
+                "health.breaker.failure_percent",
+                1,
+                100,
+                50u8,
+            )?,
+            min_attempts: self.int_or(
+                &raw.breaker.min_attempts,
+                "health.breaker.min_attempts",
+                1,
+                10_000,
+                100u32,
+            )?,
+            probe_successes: self.int_or(
+                &raw.breaker.probe_successes,
+                "health.breaker.probe_successes",
+                1,
+                1000,
+                5u32,
+            )?,
+            max_ejection_percent: self.int_or(
+                &raw.breaker.max_ejection_percent,
+                "health.breaker.max_ejection_percent",
+                0,
+                100,
+                50u8,
+            )?,
         };
         let all_down = match raw.all_down.as_deref().map(str::trim) {
             None | Some("reject") => AllDownPolicy::Reject,

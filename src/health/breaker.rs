@@ -1,23 +1,52 @@
-//! Passive circuit breaker fed by real call attempts (INVITE outcomes) to one target.
+//! Passive circuit breaker fed by real call attempts (INVITE outcomes) to one target, in the
+//! manner of Envoy's outlier detection: a consecutive-failure rule for low call rates, a
+//! failure-ratio rule with a minimum volume for high ones, and a half-open ramp.
 //!
-//! Classic three-state breaker (no RFC defines one for SIP): `failures` consecutive failed
-//! attempts, all within `window`, open the breaker for `cooldown`; then one attempt is let
-//! through as a probe (half-open). It never sends anything, never reads a clock and never
-//! decides what a failure is beyond the [`AttemptOutcome`] it is given.
+//! It never sends anything, never reads a clock (every input carries `now`), never draws
+//! random numbers and never decides what a failure is beyond the [`AttemptOutcome`] it is
+//! given. It judges one target on its own: how many of a rule's targets may be out at once
+//! (`max_ejection_percent`) and what happens when all are (panic mode) is decided where the
+//! targets of a rule are known, in `routing::plan`.
+//!
+//! # Outcomes
+//!
+//! Every attempt is reported once when it starts ([`CircuitBreaker::handle_attempt_started`]);
+//! its outcomes come as [`AttemptOutcome`]s: *progress* (`Provisional`, `Alive`: the target
+//! is processing the call) and one *verdict* (`Answered`, or a failure: `Timeout`,
+//! `ServerError`, `TransportError`).
+//!
+//! # Opening (in `Closed`)
+//!
+//! The breaker looks at the attempts of the last `window`:
+//! - **low rate** — fewer than `min_attempts` attempts started and fewer than `min_attempts`
+//!   verdicts within `window`: `failures` consecutive failures, all within `window`, open it
+//!   (the classic rule: two 503s or timeouts in a row within 30 s). A provisional or an answer
+//!   ends the run; an AI provider merely taking a call (`Alive`) does not, since the call can
+//!   still fail mid-call.
+//! - **high rate** — at least `min_attempts` verdicts within `window`: the last `min_attempts`
+//!   of them decide; it opens when `failure_percent` % or more of them failed. A handful of
+//!   failures in a large volume of successes (8 timeouts at 1500 calls/s) never opens it; a
+//!   target failing most attempts opens after about `failure_percent` % × `min_attempts`
+//!   failures (50 failed calls by default: 33 ms at 1500 calls/s, 10 s at 5 calls/s).
+//! - in between — `min_attempts` attempts started within `window` but their verdicts not in
+//!   yet (a burst at start-up, AI calls whose verdict is their end): neither rule opens it;
+//!   the ratio decides once `min_attempts` verdicts are in.
 //!
 //! # LIFECYCLE
 //!
 //! ```text
-//!   Closed ── `failures` consecutive failures within `window` ──▶ Open
+//!   Closed ── consecutive rule (low rate) or ratio rule (high rate) ──▶ Open
 //!   Open ── `cooldown` elapsed (handle_timeout or lazily on the next input) ──▶ HalfOpen
-//!   HalfOpen ── probe attempt succeeds ──▶ Closed
-//!   HalfOpen ── probe attempt fails ──▶ Open (a fresh cooldown)
+//!   HalfOpen ── `probe_successes` successes ──▶ Closed
+//!   HalfOpen ── any failure ──▶ Open (a fresh cooldown)
 //! ```
-//! In `Closed`, a success clears the failure run and failures older than `window` (relative
-//! to the newest failure) drop out of it. In `Open`, outcomes of attempts that were already in
-//! flight are ignored. In `HalfOpen`, only one probe attempt is allowed at a time
-//! ([`CircuitBreaker::handle_attempt_started`]); a probe with no outcome after `cooldown` is
-//! presumed lost and another one is allowed.
+//! In `Open`, outcomes of attempts already in flight (or sent by a plan that overrode the
+//! breaker) are ignored: only the cooldown ends it. In `HalfOpen` the target gets a trickle
+//! that grows with its successes: one probe attempt first; every success (a provisional, an
+//! answer, an AI provider taking the call) lets two more through, so the trickle doubles while
+//! the target keeps succeeding (1, 2, 4, 8 … attempts), until `probe_successes` successes close
+//! the breaker. A probe that gets no outcome for `cooldown` is presumed lost and one more
+//! attempt is allowed. Every transition starts the windows afresh.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -28,12 +57,21 @@ use super::fmt_duration;
 /// Breaker thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
-    /// Consecutive failures that open the breaker (0 is treated as 1).
+    /// Consecutive failures that open the breaker at low rates (0 is treated as 1).
     pub failures: u32,
-    /// The failures must all fall within this span.
+    /// The span both rules look at: the consecutive failures must all fall within it, and the
+    /// ratio counts the verdicts of this span only.
     pub window: Duration,
-    /// How long the breaker stays open before letting a probe attempt through.
+    /// How long the breaker stays open before the half-open ramp starts.
     pub cooldown: Duration,
+    /// At high rates, the share of failed verdicts (1..=100 %) among the last `min_attempts`
+    /// that opens the breaker.
+    pub failure_percent: u8,
+    /// Attempts within `window` above which the ratio rule replaces the consecutive rule, and
+    /// the number of most recent verdicts the ratio is computed over (0 is treated as 1).
+    pub min_attempts: u32,
+    /// Successes in half-open that close the breaker (0 is treated as 1).
+    pub probe_successes: u32,
 }
 
 impl Default for BreakerConfig {
@@ -42,6 +80,21 @@ impl Default for BreakerConfig {
             failures: 2,
             window: Duration::from_secs(30),
             cooldown: Duration::from_secs(30),
+            failure_percent: 50,
+            min_attempts: 100,
+            probe_successes: 5,
+        }
+    }
+}
+
+impl BreakerConfig {
+    fn sanitized(self) -> Self {
+        Self {
+            failures: self.failures.max(1),
+            failure_percent: self.failure_percent.clamp(1, 100),
+            min_attempts: self.min_attempts.max(1),
+            probe_successes: self.probe_successes.max(1),
+            ..self
         }
     }
 }
@@ -51,19 +104,26 @@ impl Default for BreakerConfig {
 pub enum BreakerState {
     /// Attempts flow normally.
     Closed,
-    /// No attempts: the target is removed from selection.
+    /// No attempts: the target is out of plans (unless a plan overrides the breaker).
     Open,
-    /// One probe attempt is allowed; its outcome closes or re-opens the breaker.
+    /// A trickle of probe attempts; their outcomes close or re-open the breaker.
     HalfOpen,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `half-open` (admin API, metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
 }
 
 impl fmt::Display for BreakerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half-open",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -71,20 +131,22 @@ impl fmt::Display for BreakerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
     /// A 2xx final response (or any final response that proves the target processes calls
-    /// and that the caller chooses to report as answered).
+    /// and that the caller chooses to report as answered). A verdict: a success.
     Answered,
-    /// A provisional response (1xx): the target is alive and processing the call.
+    /// A provisional response (1xx): the target is alive and processing the call. Progress:
+    /// ends a run of failures, but is not the attempt's verdict.
     Provisional,
     /// The target took a call whose outcome is still open (an AI provider's answer: the
-    /// call can still fail mid-call). Closes a half-open breaker like a success, but does
-    /// not end a run of failures: only the call's end says whether it succeeded.
+    /// call can still fail mid-call). Progress: a success in half-open, but it does not end a
+    /// run of failures: only the call's end says whether it succeeded.
     Alive,
-    /// No response before the transaction timed out (RFC 3261 §17.1.1.2 Timer B).
+    /// No response before the transaction timed out (RFC 3261 §17.1.1.2 Timer B). A verdict:
+    /// a failure.
     Timeout,
-    /// A server failure response, normally 5xx (RFC 3261 §21.5).
+    /// A server failure response, normally 5xx (RFC 3261 §21.5). A verdict: a failure.
     ServerError(u16),
     /// The transport reported a hard error (ICMP port unreachable, TCP connection refused or
-    /// reset) — RFC 3261 §8.1.3.1 treats it like a 503.
+    /// reset) — RFC 3261 §8.1.3.1 treats it like a 503. A verdict: a failure.
     TransportError,
 }
 
@@ -107,6 +169,33 @@ pub struct BreakerTransition {
     pub to: BreakerState,
     /// Why, e.g. "2 consecutive 503 within 30s".
     pub reason: String,
+}
+
+/// A snapshot of a breaker, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerStatus {
+    /// The state, advanced to `now` (an `Open` breaker past its cooldown is `HalfOpen`).
+    pub state: BreakerState,
+    /// When that state was entered.
+    pub since: Instant,
+    /// Why it is in that state ("2 consecutive timeouts within 30s", "cooldown 30s elapsed").
+    pub reason: String,
+    /// When `Open`: when the half-open ramp starts.
+    pub open_until: Option<Instant>,
+    /// When `Closed`: verdicts within `window` (at most `min_attempts`, the most recent).
+    pub window_verdicts: usize,
+    /// When `Closed`: failed verdicts among them.
+    pub window_failures: usize,
+    /// When `Closed`: the current run of consecutive failures within `window`.
+    pub consecutive_failures: usize,
+    /// When `Closed`: whether the ratio rule is the one that applies (`min_attempts` within
+    /// `window`) rather than the consecutive rule.
+    pub high_rate: bool,
+    /// When `HalfOpen`: successes so far (of `probe_successes`).
+    pub probe_successes: u32,
+    /// When `HalfOpen`: probe attempts started so far, and how many are allowed so far.
+    pub probes_started: u32,
+    pub probes_allowed: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,18 +234,30 @@ impl fmt::Display for FailureKind {
     }
 }
 
-/// The breaker for one target. See the module docs for the lifecycle.
+/// The breaker for one target. See the module docs for the rules and the lifecycle.
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
     state: BreakerState,
     since: Instant,
+    reason: String,
     /// When `Open`: when the cooldown ends.
     open_until: Option<Instant>,
     /// When `Closed`: the current run of consecutive failures, oldest first.
-    failures: VecDeque<(Instant, FailureKind)>,
-    /// When `HalfOpen`: when the single probe attempt was started, if one is in flight.
-    probe_started_at: Option<Instant>,
+    run: VecDeque<(Instant, FailureKind)>,
+    /// When `Closed`: the most recent verdicts (at most `min_attempts`), oldest first;
+    /// `None` is a success.
+    verdicts: VecDeque<(Instant, Option<FailureKind>)>,
+    /// Failures among `verdicts`.
+    verdict_failures: usize,
+    /// When `Closed`: start times of the most recent attempts (at most `min_attempts`).
+    starts: VecDeque<Instant>,
+    /// When `HalfOpen`: successes so far.
+    probe_successes: u32,
+    /// When `HalfOpen`: probe attempts started so far.
+    probes_started: u32,
+    /// When `HalfOpen`: the last probe start or outcome (for presuming a probe lost).
+    probe_activity: Instant,
     transitions: VecDeque<BreakerTransition>,
 }
 
@@ -164,15 +265,18 @@ impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(config: BreakerConfig, now: Instant) -> Self {
         Self {
-            config: BreakerConfig {
-                failures: config.failures.max(1),
-                ..config
-            },
+            config: config.sanitized(),
             state: BreakerState::Closed,
             since: now,
+            reason: "no failures".to_owned(),
             open_until: None,
-            failures: VecDeque::new(),
-            probe_started_at: None,
+            run: VecDeque::new(),
+            verdicts: VecDeque::new(),
+            verdict_failures: 0,
+            starts: VecDeque::new(),
+            probe_successes: 0,
+            probes_started: 0,
+            probe_activity: now,
             transitions: VecDeque::new(),
         }
     }
@@ -182,12 +286,10 @@ impl CircuitBreaker {
         self.config
     }
 
-    /// Change thresholds; the current state and failure run are kept.
+    /// Change thresholds (a reload); the current state and windows are kept (the windows
+    /// are trimmed to a smaller `min_attempts` with the next input).
     pub fn set_config(&mut self, config: BreakerConfig) {
-        self.config = BreakerConfig {
-            failures: config.failures.max(1),
-            ..config
-        };
+        self.config = config.sanitized();
     }
 
     /// The state as last advanced (an `Open` breaker whose cooldown has passed still reports
@@ -201,21 +303,92 @@ impl CircuitBreaker {
         self.since
     }
 
-    /// Whether a new attempt may be sent now. `Open` past its cooldown counts as `HalfOpen`.
-    pub fn allows_attempt(&self, now: Instant) -> bool {
-        match self.state {
-            BreakerState::Closed => true,
-            BreakerState::Open => self.open_until.is_some_and(|until| now >= until),
-            BreakerState::HalfOpen => !self.probe_in_flight(now),
+    /// A snapshot as of `now` (without changing anything).
+    pub fn status(&self, now: Instant) -> BreakerStatus {
+        let cooled = self.state == BreakerState::Open && self.cooldown_over(now);
+        let window = self.config.window;
+        let fresh = |at: Instant| now.saturating_duration_since(at) <= window;
+        let closed = self.state == BreakerState::Closed;
+        let (window_verdicts, window_failures) = if closed {
+            self.verdicts
+                .iter()
+                .filter(|(at, _)| fresh(*at))
+                .fold((0, 0), |(n, f), (_, k)| {
+                    (n + 1, f + usize::from(k.is_some()))
+                })
+        } else {
+            (0, 0)
+        };
+        let starts = if closed {
+            self.starts.iter().filter(|at| fresh(**at)).count()
+        } else {
+            0
+        };
+        let min = self.config.min_attempts as usize;
+        BreakerStatus {
+            state: if cooled {
+                BreakerState::HalfOpen
+            } else {
+                self.state
+            },
+            since: match (cooled, self.open_until) {
+                (true, Some(until)) => until,
+                _ => self.since,
+            },
+            reason: if cooled {
+                self.cooldown_reason()
+            } else {
+                self.reason.clone()
+            },
+            open_until: self.open_until.filter(|_| !cooled),
+            window_verdicts,
+            window_failures,
+            consecutive_failures: if closed {
+                self.run.iter().filter(|(at, _)| fresh(*at)).count()
+            } else {
+                0
+            },
+            high_rate: closed && (window_verdicts >= min || starts >= min),
+            probe_successes: if cooled { 0 } else { self.probe_successes },
+            probes_started: if cooled { 0 } else { self.probes_started },
+            probes_allowed: if cooled {
+                1
+            } else if self.state == BreakerState::HalfOpen {
+                self.probes_allowed()
+            } else {
+                0
+            },
         }
     }
 
-    /// An attempt is being sent now. In half-open this is the probe: further attempts are
-    /// refused until its outcome arrives (or it is presumed lost after `cooldown`).
+    /// Whether a new attempt may be sent now. `Open` past its cooldown counts as `HalfOpen`
+    /// with no probe sent yet.
+    pub fn allows_attempt(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => self.cooldown_over(now),
+            BreakerState::HalfOpen => self.probe_slot_free(now),
+        }
+    }
+
+    /// An attempt is being sent now. In half-open it is a probe and takes one of the ramp's
+    /// slots (an attempt sent anyway, by a plan that overrides the breaker, is counted too).
     pub fn handle_attempt_started(&mut self, now: Instant) {
         self.advance(now);
-        if self.state == BreakerState::HalfOpen && !self.probe_in_flight(now) {
-            self.probe_started_at = Some(now);
+        match self.state {
+            BreakerState::Closed => {
+                push_capped(&mut self.starts, now, self.config.min_attempts as usize);
+            }
+            BreakerState::HalfOpen => {
+                if self.probes_started >= self.probes_allowed() && self.probe_presumed_lost(now) {
+                    // Nothing heard for a cooldown: the outstanding probes are lost, and
+                    // this attempt takes the slot one of them held.
+                    self.probes_started = self.probes_started.saturating_sub(1);
+                }
+                self.probes_started = self.probes_started.saturating_add(1);
+                self.probe_activity = now;
+            }
+            BreakerState::Open => {}
         }
     }
 
@@ -223,39 +396,33 @@ impl CircuitBreaker {
     pub fn handle_outcome(&mut self, outcome: AttemptOutcome, now: Instant) {
         self.advance(now);
         let failure = FailureKind::from_outcome(outcome);
-        match (self.state, failure) {
-            (BreakerState::Closed, None) if outcome == AttemptOutcome::Alive => {}
-            (BreakerState::Closed, None) => self.failures.clear(),
-            (BreakerState::Closed, Some(kind)) => {
-                let window = self.config.window;
-                // Failures older than `window` no longer belong to the run.
-                while let Some(&(at, _)) = self.failures.front() {
-                    if now.saturating_duration_since(at) > window {
-                        self.failures.pop_front();
-                    } else {
-                        break;
+        match self.state {
+            BreakerState::Closed => self.closed_outcome(outcome, failure, now),
+            // Outcomes of attempts that were in flight when the breaker opened: ignored.
+            BreakerState::Open => {}
+            BreakerState::HalfOpen => match failure {
+                None => {
+                    self.probe_successes = self.probe_successes.saturating_add(1);
+                    self.probe_activity = now;
+                    if self.probe_successes >= self.config.probe_successes {
+                        let n = self.probe_successes;
+                        let reason = if n == 1 {
+                            "probe attempt succeeded".to_owned()
+                        } else {
+                            format!("{n} probe successes in half-open")
+                        };
+                        self.transition(BreakerState::Closed, now, reason);
                     }
                 }
-                self.failures.push_back((now, kind));
-                if self.failures.len() >= self.config.failures as usize {
-                    let reason = self.run_reason();
+                Some(kind) => {
+                    let reason = format!(
+                        "probe attempt failed ({kind}) after {} success{} in half-open",
+                        self.probe_successes,
+                        if self.probe_successes == 1 { "" } else { "es" }
+                    );
                     self.open(now, reason);
                 }
-            }
-            // Outcomes of attempts that were in flight when the breaker opened: ignored.
-            (BreakerState::Open, _) => {}
-            (BreakerState::HalfOpen, None) => {
-                self.probe_started_at = None;
-                self.failures.clear();
-                self.transition(
-                    BreakerState::Closed,
-                    now,
-                    "probe attempt succeeded".to_owned(),
-                );
-            }
-            (BreakerState::HalfOpen, Some(kind)) => {
-                self.open(now, format!("probe attempt failed ({kind})"));
-            }
+            },
         }
     }
 
@@ -277,46 +444,149 @@ impl CircuitBreaker {
         self.transitions.pop_front()
     }
 
-    fn probe_in_flight(&self, now: Instant) -> bool {
-        self.probe_started_at
-            .is_some_and(|at| now.saturating_duration_since(at) < self.config.cooldown)
+    fn closed_outcome(
+        &mut self,
+        outcome: AttemptOutcome,
+        failure: Option<FailureKind>,
+        now: Instant,
+    ) {
+        let window = self.config.window;
+        let min = self.config.min_attempts as usize;
+        match (outcome, failure) {
+            // Progress of an AI call: neither ends a run nor is a verdict.
+            (AttemptOutcome::Alive, _) => return,
+            // Ringing: the target processes calls; the verdict comes with the final response.
+            (AttemptOutcome::Provisional, _) => {
+                self.run.clear();
+                return;
+            }
+            (_, None) => {
+                self.run.clear();
+                self.push_verdict(now, None);
+            }
+            (_, Some(kind)) => {
+                while self
+                    .run
+                    .front()
+                    .is_some_and(|&(at, _)| now.saturating_duration_since(at) > window)
+                {
+                    self.run.pop_front();
+                }
+                self.run.push_back((now, kind));
+                self.push_verdict(now, Some(kind));
+            }
+        }
+        self.trim(now);
+        if failure.is_none() {
+            return;
+        }
+        let verdicts = self.verdicts.len();
+        let starts = self.starts.len();
+        if verdicts >= min {
+            // High rate: the ratio over the last `min_attempts` verdicts decides.
+            let pct = u64::from(self.config.failure_percent);
+            if (self.verdict_failures as u64) * 100 >= pct * verdicts as u64 {
+                let reason = self.ratio_reason();
+                self.open(now, reason);
+            }
+        } else if starts < min && self.run.len() >= self.config.failures as usize {
+            let reason = self.run_reason();
+            self.open(now, reason);
+        }
+    }
+
+    fn push_verdict(&mut self, now: Instant, failure: Option<FailureKind>) {
+        self.verdicts.push_back((now, failure));
+        self.verdict_failures += usize::from(failure.is_some());
+    }
+
+    /// Drops verdicts and starts older than `window` or beyond the last `min_attempts`.
+    fn trim(&mut self, now: Instant) {
+        let window = self.config.window;
+        let min = self.config.min_attempts as usize;
+        while let Some(&(at, kind)) = self.verdicts.front() {
+            if self.verdicts.len() > min || now.saturating_duration_since(at) > window {
+                self.verdicts.pop_front();
+                self.verdict_failures -= usize::from(kind.is_some());
+            } else {
+                break;
+            }
+        }
+        while let Some(&at) = self.starts.front() {
+            if self.starts.len() > min || now.saturating_duration_since(at) > window {
+                self.starts.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn cooldown_over(&self, now: Instant) -> bool {
+        self.open_until.is_some_and(|until| now >= until)
+    }
+
+    fn cooldown_reason(&self) -> String {
+        format!("cooldown {} elapsed", fmt_duration(self.config.cooldown))
+    }
+
+    /// Probe attempts allowed so far: one, and two more per success.
+    fn probes_allowed(&self) -> u32 {
+        self.probe_successes.saturating_mul(2).saturating_add(1)
+    }
+
+    fn probe_presumed_lost(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.probe_activity) >= self.config.cooldown
+    }
+
+    fn probe_slot_free(&self, now: Instant) -> bool {
+        self.probes_started < self.probes_allowed() || self.probe_presumed_lost(now)
     }
 
     fn advance(&mut self, now: Instant) {
-        if self.state == BreakerState::Open && self.open_until.is_some_and(|until| now >= until) {
-            self.open_until = None;
-            self.probe_started_at = None;
-            let reason = format!("cooldown {} elapsed", fmt_duration(self.config.cooldown));
-            self.transition(BreakerState::HalfOpen, now, reason);
+        if self.state == BreakerState::Open && self.cooldown_over(now) {
+            let at = self.open_until.take().unwrap_or(now);
+            let reason = self.cooldown_reason();
+            self.transition(BreakerState::HalfOpen, at, reason);
         }
     }
 
     fn open(&mut self, now: Instant, reason: String) {
-        self.failures.clear();
-        self.probe_started_at = None;
         self.open_until = Some(now + self.config.cooldown);
         self.transition(BreakerState::Open, now, reason);
     }
 
-    fn transition(&mut self, to: BreakerState, now: Instant, reason: String) {
+    fn transition(&mut self, to: BreakerState, at: Instant, reason: String) {
         let from = self.state;
         self.state = to;
-        self.since = now;
+        self.since = at;
+        self.reason = reason.clone();
+        // Every state starts from a clean slate: a closed breaker does not remember the
+        // failures that opened it, a half-open one starts its ramp at one probe.
+        self.run.clear();
+        self.verdicts.clear();
+        self.verdict_failures = 0;
+        self.starts.clear();
+        self.probe_successes = 0;
+        self.probes_started = 0;
+        self.probe_activity = at;
+        if to != BreakerState::Open {
+            self.open_until = None;
+        }
         self.transitions
             .push_back(BreakerTransition { from, to, reason });
     }
 
     /// "2 consecutive 503 within 30s", or a mixed list when the kinds differ.
     fn run_reason(&self) -> String {
-        let n = self.failures.len();
+        let n = self.run.len();
         let window = fmt_duration(self.config.window);
-        let first = self.failures.front().map(|&(_, k)| k);
+        let first = self.run.front().map(|&(_, k)| k);
         match first {
-            Some(kind) if self.failures.iter().all(|&(_, k)| k == kind) => {
+            Some(kind) if self.run.iter().all(|&(_, k)| k == kind) => {
                 format!("{n} consecutive {} within {window}", kind.plural())
             }
             _ => {
-                let kinds: Vec<String> = self.failures.iter().map(|(_, k)| k.to_string()).collect();
+                let kinds: Vec<String> = self.run.iter().map(|(_, k)| k.to_string()).collect();
                 format!(
                     "{n} consecutive failures within {window} ({})",
                     kinds.join(", ")
@@ -324,132 +594,44 @@ impl CircuitBreaker {
             }
         }
     }
+
+    /// "60 of the last 100 attempts failed within 30s (60% >= 50%: 48 timeouts, 12 503)".
+    fn ratio_reason(&self) -> String {
+        let n = self.verdicts.len();
+        let failed = self.verdict_failures;
+        let mut kinds: Vec<(FailureKind, usize)> = Vec::new();
+        for kind in self.verdicts.iter().filter_map(|&(_, k)| k) {
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, c)) => *c += 1,
+                None => kinds.push((kind, 1)),
+            }
+        }
+        let list: Vec<String> = kinds
+            .iter()
+            .map(|(k, c)| {
+                if *c == 1 {
+                    format!("1 {k}")
+                } else {
+                    format!("{c} {}", k.plural())
+                }
+            })
+            .collect();
+        format!(
+            "{failed} of the last {n} attempts failed within {} ({}% >= {}%: {})",
+            fmt_duration(self.config.window),
+            failed * 100 / n.max(1),
+            self.config.failure_percent,
+            list.join(", ")
+        )
+    }
+}
+
+fn push_capped(q: &mut VecDeque<Instant>, at: Instant, cap: usize) {
+    q.push_back(at);
+    while q.len() > cap {
+        q.pop_front();
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secs(s: u64) -> Duration {
-        Duration::from_secs(s)
-    }
-
-    fn drain(b: &mut CircuitBreaker) -> Vec<BreakerTransition> {
-        std::iter::from_fn(|| b.poll_transition()).collect()
-    }
-
-    #[test]
-    fn two_consecutive_503_open() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0);
-        assert_eq!(b.state(), BreakerState::Closed);
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0 + secs(10));
-        assert_eq!(b.state(), BreakerState::Open);
-        assert!(!b.allows_attempt(t0 + secs(10)));
-        let tr = drain(&mut b);
-        assert_eq!(tr.len(), 1);
-        assert_eq!(tr[0].reason, "2 consecutive 503 within 30s");
-        assert_eq!(b.poll_timeout(), Some(t0 + secs(40)));
-    }
-
-    #[test]
-    fn an_answered_call_that_later_fails_does_not_reset_the_run() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::Alive, t0);
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0 + secs(5));
-        b.handle_outcome(AttemptOutcome::Alive, t0 + secs(6));
-        assert_eq!(b.state(), BreakerState::Closed);
-        b.handle_outcome(AttemptOutcome::Timeout, t0 + secs(9));
-        assert_eq!(b.state(), BreakerState::Open, "two failed calls in a row");
-        // Half-open: an answered probe call closes it at once.
-        b.handle_timeout(t0 + secs(40));
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        b.handle_attempt_started(t0 + secs(40));
-        b.handle_outcome(AttemptOutcome::Alive, t0 + secs(41));
-        assert_eq!(b.state(), BreakerState::Closed);
-    }
-
-    #[test]
-    fn success_in_between_resets() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        b.handle_outcome(AttemptOutcome::Provisional, t0 + secs(1));
-        b.handle_outcome(AttemptOutcome::TransportError, t0 + secs(2));
-        assert_eq!(b.state(), BreakerState::Closed);
-        b.handle_outcome(AttemptOutcome::ServerError(500), t0 + secs(3));
-        assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(
-            drain(&mut b)[0].reason,
-            "2 consecutive failures within 30s (transport error, 500)"
-        );
-    }
-
-    #[test]
-    fn failures_31s_apart_do_not_open_30s_apart_do() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0);
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0 + secs(31));
-        assert_eq!(b.state(), BreakerState::Closed);
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0 + secs(61));
-        assert_eq!(b.state(), BreakerState::Open);
-    }
-
-    #[test]
-    fn cooldown_half_open_single_probe_then_close() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        assert!(!b.allows_attempt(t0 + secs(29)));
-        // Lazily allowed once the cooldown is over, even before handle_timeout.
-        assert!(b.allows_attempt(t0 + secs(30)));
-        b.handle_timeout(t0 + secs(30));
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        b.handle_attempt_started(t0 + secs(31));
-        assert!(!b.allows_attempt(t0 + secs(32)), "only one probe at a time");
-        b.handle_outcome(AttemptOutcome::Answered, t0 + secs(33));
-        assert_eq!(b.state(), BreakerState::Closed);
-        assert!(b.allows_attempt(t0 + secs(33)));
-        let tr = drain(&mut b);
-        let states: Vec<_> = tr.iter().map(|t| t.to).collect();
-        assert_eq!(
-            states,
-            [
-                BreakerState::Open,
-                BreakerState::HalfOpen,
-                BreakerState::Closed
-            ]
-        );
-        assert_eq!(tr[0].reason, "2 consecutive timeouts within 30s");
-    }
-
-    #[test]
-    fn half_open_failure_reopens_with_fresh_cooldown() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        b.handle_attempt_started(t0 + secs(35)); // lazily half-open
-        b.handle_outcome(AttemptOutcome::ServerError(503), t0 + secs(36));
-        assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(b.poll_timeout(), Some(t0 + secs(66)));
-        // A late failure of an attempt sent before opening changes nothing.
-        b.handle_outcome(AttemptOutcome::Timeout, t0 + secs(37));
-        assert_eq!(b.poll_timeout(), Some(t0 + secs(66)));
-    }
-
-    #[test]
-    fn lost_probe_allows_another_after_cooldown() {
-        let t0 = Instant::now();
-        let mut b = CircuitBreaker::new(BreakerConfig::default(), t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        b.handle_outcome(AttemptOutcome::Timeout, t0);
-        b.handle_attempt_started(t0 + secs(30));
-        assert!(!b.allows_attempt(t0 + secs(59)));
-        assert!(b.allows_attempt(t0 + secs(60)));
-    }
-}
+mod tests;

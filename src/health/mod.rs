@@ -10,13 +10,19 @@
 //! # LIFECYCLE
 //!
 //! See `src/health/LIFECYCLE.md` for the full picture. In short:
-//! - address: `Up` ⇄ `Down` by [`Hysteresis`] over OPTIONS results (`down_after` consecutive
-//!   failures / `up_after` consecutive successes). New addresses start `Up` (configurable) and
-//!   are pinged at once.
-//! - target: `Up` while not forced down and at least one address is `Up`.
-//! - breaker: `Closed` → `Open` (`failures` consecutive failures within `window`) →
-//!   `HalfOpen` (after `cooldown`) → `Closed` (probe ok) or `Open` (probe failed).
-//! - a target is *available* for selection when it is `Up` and its breaker allows an attempt.
+//! - address: `Unknown` (new, pinged at once, takes calls) → `Up` on its first successful
+//!   ping; `Up` ⇄ `Down` by [`Hysteresis`] over OPTIONS results (`down_after` consecutive
+//!   failures / `up_after` consecutive successes; an unknown address goes down like an up one).
+//! - target: `Up` if an address is up, `Unknown` if none is but one is unknown (or its
+//!   addresses are being resolved, for at most `ping_timeout`), else `Down`; forced down is
+//!   `Down`.
+//! - breaker: `Closed` → `Open` (`failures` consecutive failures within `window` at low rates;
+//!   `failure_percent` % of the last `min_attempts` at high rates) → `HalfOpen` (after
+//!   `cooldown`; a ramp of probe calls that doubles with each success) → `Closed`
+//!   (`probe_successes` successes) or `Open` (a probe failed).
+//! - a target is *available* for selection when it is up or unknown, has an address and its
+//!   breaker allows an attempt; *ejected* when only its breaker keeps it out. How many of a
+//!   rule's targets may be ejected, and panic mode, are routing's business.
 
 pub mod breaker;
 pub mod hysteresis;
@@ -26,11 +32,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use breaker::{AttemptOutcome, BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker};
+pub use breaker::{
+    AttemptOutcome, BreakerConfig, BreakerState, BreakerStatus, BreakerTransition, CircuitBreaker,
+};
 pub use hysteresis::{Hysteresis, Transition, UpDown};
 pub use table::{
-    AddressStatus, HealthError, HealthEvent, HealthSettings, HealthTable, Probe, ProbeId, State,
-    TargetHealthConfig, TargetStatus,
+    AddressStatus, Availability, Health, HealthError, HealthEvent, HealthSettings, HealthTable,
+    Probe, ProbeId, State, TargetHealthConfig, TargetStatus,
 };
 
 pub use crate::sip::Transport;

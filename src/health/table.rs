@@ -7,17 +7,20 @@
 //!
 //! # LIFECYCLE
 //!
-//! Per address: `Up`/`Down` by hysteresis (see `LIFECYCLE.md`); a probe is in flight for at
-//! most `ping_timeout`, and the next one is due `ping_interval` after the previous one was
-//! sent. Per target: `Up` iff not forced down and some address is `Up`; available iff `Up`
-//! and the breaker allows an attempt.
+//! Per address: `Unknown` until its first successful ping, then `Up`/`Down` by hysteresis
+//! (see `LIFECYCLE.md`); a probe is in flight for at most `ping_timeout`, and the next one is
+//! due `ping_interval` after the previous one was sent. Per target: `Up` if some address is
+//! `Up`, else `Unknown` if some address is `Unknown` (or its addresses were never set and
+//! `ping_timeout` has not passed since it was added), else `Down`; forced down is `Down`.
+//! A target takes calls while `Up` or `Unknown` with an address; it is *available* when its
+//! breaker allows an attempt too, and *ejected* when only the breaker keeps it out.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use super::breaker::{AttemptOutcome, BreakerConfig, BreakerState, CircuitBreaker};
+use super::breaker::{AttemptOutcome, BreakerConfig, BreakerState, BreakerStatus, CircuitBreaker};
 use super::hysteresis::{Hysteresis, UpDown};
 use super::{fmt_duration, Destination};
 
@@ -87,11 +90,69 @@ pub struct Probe<K> {
     pub dest: Destination,
 }
 
+/// What the health checks say about a target or one of its addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Answered its pings (or pinging is off).
+    Up,
+    /// Not known yet: added and not pinged successfully yet (nor failed `down_after` times),
+    /// or a target whose addresses are still being resolved. Takes calls: a restart or a
+    /// reload never refuses calls while the first pings are under way.
+    Unknown,
+    /// Failed `down_after` pings in a row, forced down, or no address to send to.
+    Down,
+}
+
+impl Health {
+    /// `up`, `unknown` or `down` (admin API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Unknown => "unknown",
+            Health::Down => "down",
+        }
+    }
+
+    /// Up or unknown: health does not keep it from taking calls.
+    pub fn takes_calls(self) -> bool {
+        self != Health::Down
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What routing may do with a target now, as [`HealthTable::availability`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Up or unknown, with an address, and its breaker allows an attempt.
+    Usable,
+    /// Health would let it take calls, but its circuit breaker keeps it out: open since
+    /// `since` (or half-open with its probe slots taken).
+    Ejected {
+        /// When the breaker last changed state.
+        since: Instant,
+    },
+    /// Its addresses are being resolved for the first time and `ping_timeout` has not
+    /// passed since it was added: a call may wait for it until `until`.
+    Pending {
+        /// When the wait ends (the target is down from then on if still unresolved).
+        until: Instant,
+    },
+    /// Down by its health checks, forced down, not resolved, or unknown to the table.
+    Down,
+}
+
 /// A state in a [`HealthEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Address or target up.
     Up,
+    /// Address or target not known yet (no successful ping yet).
+    Unknown,
     /// Address or target down.
     Down,
     /// Target breaker state.
@@ -107,10 +168,21 @@ impl From<UpDown> for State {
     }
 }
 
+impl From<Health> for State {
+    fn from(s: Health) -> Self {
+        match s {
+            Health::Up => State::Up,
+            Health::Unknown => State::Unknown,
+            Health::Down => State::Down,
+        }
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             State::Up => f.write_str("up"),
+            State::Unknown => f.write_str("unknown"),
             State::Down => f.write_str("down"),
             State::Breaker(b) => write!(f, "breaker {b}"),
         }
@@ -139,8 +211,8 @@ pub struct HealthEvent<K> {
 pub struct AddressStatus {
     /// The address.
     pub dest: Destination,
-    /// Up or down.
-    pub state: UpDown,
+    /// Up, unknown (not answered a ping yet) or down.
+    pub state: Health,
     /// Why it is in that state.
     pub reason: String,
     /// Since when.
@@ -156,8 +228,10 @@ pub struct AddressStatus {
 /// Snapshot of one target, for logs and the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetStatus {
-    /// Up iff not forced down and at least one address is up (the breaker is separate).
-    pub state: UpDown,
+    /// Up if an address is up, unknown if none is but one is unknown (or the target's
+    /// addresses are still being resolved), down otherwise or when forced down. The breaker
+    /// is separate.
+    pub state: Health,
     /// Why.
     pub reason: String,
     /// Since when.
@@ -168,6 +242,8 @@ pub struct TargetStatus {
     pub breaker: BreakerState,
     /// Since when the breaker is in that state.
     pub breaker_since: Instant,
+    /// The breaker in detail, advanced to the instant of the snapshot.
+    pub breaker_status: BreakerStatus,
     /// RTT of the most recent successful OPTIONS to any address.
     pub last_rtt: Option<Duration>,
     /// Whether OPTIONS pings are enabled.
@@ -216,6 +292,8 @@ struct Address {
     next_ping_at: Option<Instant>,
     in_flight: Option<ProbeId>,
     last_rtt: Option<(Instant, Duration)>,
+    /// A ping succeeded since the address was added: it is no longer `Unknown`.
+    answered: bool,
     /// The most recent failures of the current run (at most `down_after`), for the reason.
     failure_run: VecDeque<PingFailure>,
 }
@@ -226,9 +304,23 @@ struct Target {
     addresses: Vec<Address>,
     breaker: CircuitBreaker,
     forced_down: bool,
-    state: UpDown,
+    state: Health,
     since: Instant,
     reason: String,
+    /// Addresses were never set: until then the target is `Unknown` ("not resolved yet"),
+    /// until `resolve_by` (`ping_timeout` after it was added).
+    resolving: bool,
+    resolve_by: Instant,
+}
+
+impl Address {
+    fn health(&self, pinged: bool) -> Health {
+        match self.hysteresis.state() {
+            UpDown::Down => Health::Down,
+            UpDown::Up if pinged && !self.answered => Health::Unknown,
+            UpDown::Up => Health::Up,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -293,8 +385,9 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         self.targets.keys()
     }
 
-    /// Add a target or update its configuration. A new target has no addresses (and is
-    /// therefore down) until [`Self::set_addresses`]. Updating keeps address and breaker
+    /// Add a target or update its configuration. A new target has no addresses until
+    /// [`Self::set_addresses`]: it is `Unknown` ("not resolved yet") and
+    /// [`Availability::Pending`] for `ping_timeout`, then `Down`. Updating keeps address and breaker
     /// state; switching pinging on pings every address at once, switching it off marks every
     /// address up (no evidence either way) and forgets outstanding probes.
     pub fn set_target(&mut self, id: K, config: TargetHealthConfig, now: Instant) {
@@ -307,11 +400,6 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         } = self;
         match targets.get_mut(&id) {
             None => {
-                let reason = if config.ping {
-                    "no resolved addresses".to_owned()
-                } else {
-                    "no resolved addresses (pinging disabled)".to_owned()
-                };
                 targets.insert(
                     id,
                     Target {
@@ -319,9 +407,11 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
                         addresses: Vec::new(),
                         breaker: CircuitBreaker::new(settings.breaker, now),
                         forced_down: false,
-                        state: UpDown::Down,
+                        state: Health::Unknown,
                         since: now,
-                        reason,
+                        reason: "not resolved yet".to_owned(),
+                        resolving: true,
+                        resolve_by: now + settings.ping_timeout,
                     },
                 );
             }
@@ -342,7 +432,7 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
                             }
                             addr.next_ping_at = None;
                             addr.failure_run.clear();
-                            if addr.hysteresis.state() == UpDown::Down {
+                            if addr.health(true) != Health::Up {
                                 addr.since = now;
                             }
                             addr.hysteresis.reset(UpDown::Up);
@@ -371,7 +461,8 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
     }
 
     /// Replace the resolved addresses of a target, in RFC 3263 order. Addresses already known
-    /// keep their state; new ones start in `initial_state` and are pinged at once; addresses
+    /// keep their state; new ones start in `initial_state` (`Up` is shown as `Unknown` until
+    /// the first successful ping) and are pinged at once; addresses
     /// no longer listed are dropped with their outstanding probes. Duplicates are ignored.
     pub fn set_addresses(
         &mut self,
@@ -387,6 +478,7 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
             ..
         } = self;
         let target = targets.get_mut(id).ok_or(HealthError::UnknownTarget)?;
+        target.resolving = false;
         let mut old = std::mem::take(&mut target.addresses);
         let mut added = 0usize;
         for dest in dests {
@@ -421,6 +513,7 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
                 next_ping_at: target.config.ping.then_some(now),
                 in_flight: None,
                 last_rtt: None,
+                answered: false,
                 failure_run: VecDeque::new(),
             });
         }
@@ -566,33 +659,66 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         }
     }
 
-    /// Whether new calls may be sent to `target` now: known, up (some address up, not forced
-    /// down) and its breaker allows an attempt.
+    /// Whether new calls may be sent to `target` now: known, up or unknown with an address
+    /// (not forced down), and its breaker allows an attempt.
     pub fn is_available(&self, target: &K, now: Instant) -> bool {
-        self.targets
-            .get(target)
-            .is_some_and(|t| t.state == UpDown::Up && t.breaker.allows_attempt(now))
+        self.availability(target, now) == Availability::Usable
     }
 
-    /// Destinations to try for a new call, empty when the target is not available. Up
-    /// addresses come first, in `set_addresses` (RFC 3263) order; down addresses follow, in
-    /// the same order, as a last resort (they may have recovered since their last ping).
+    /// Whether health (OPTIONS pings, resolution, the admin switch) lets `target` take calls,
+    /// whatever its breaker says: up or unknown, with an address.
+    pub fn takes_calls(&self, target: &K) -> bool {
+        self.targets
+            .get(target)
+            .is_some_and(|t| t.state.takes_calls() && !t.addresses.is_empty())
+    }
+
+    /// What routing may do with `target` now: see [`Availability`].
+    pub fn availability(&self, target: &K, now: Instant) -> Availability {
+        let Some(t) = self.targets.get(target) else {
+            return Availability::Down;
+        };
+        if let Some(until) = pending_until(t) {
+            if now < until {
+                return Availability::Pending { until };
+            }
+        }
+        if !t.state.takes_calls() || t.addresses.is_empty() {
+            return Availability::Down;
+        }
+        if t.breaker.allows_attempt(now) {
+            Availability::Usable
+        } else {
+            Availability::Ejected {
+                since: t.breaker.since(),
+            }
+        }
+    }
+
+    /// Destinations to try for a new call, empty when the target is not available. Up and
+    /// unknown addresses come first, in `set_addresses` (RFC 3263) order; down addresses
+    /// follow, in the same order, as a last resort (they may have recovered since their last
+    /// ping).
     pub fn available_destinations(&self, target: &K, now: Instant) -> Vec<Destination> {
         if !self.is_available(target, now) {
             return Vec::new();
         }
+        self.destinations(target)
+    }
+
+    /// The destinations of `target` in the order of [`Self::available_destinations`],
+    /// whatever its health and breaker say (for plans that override them: panic mode,
+    /// `max_ejection_percent`, `all_down: fail_open`).
+    pub fn destinations(&self, target: &K) -> Vec<Destination> {
         let Some(t) = self.targets.get(target) else {
             return Vec::new();
         };
-        let up = t
-            .addresses
-            .iter()
-            .filter(|a| a.hysteresis.state() == UpDown::Up);
-        let down = t
-            .addresses
-            .iter()
-            .filter(|a| a.hysteresis.state() == UpDown::Down);
-        up.chain(down).map(|a| a.dest).collect()
+        let of = |down: bool| {
+            t.addresses
+                .iter()
+                .filter(move |a| (a.health(t.config.ping) == Health::Down) == down)
+        };
+        of(false).chain(of(true)).map(|a| a.dest).collect()
     }
 
     /// The target and send time of probe `probe` while it is in flight (for RTT metrics).
@@ -602,19 +728,25 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
             .map(|f| (f.target.clone(), f.sent_at))
     }
 
-    /// Whether every address of every pinged target has had at least one ping answered or
-    /// failed: the first health round is done (targets not resolved yet have no addresses
-    /// and do not hold it up).
-    pub fn first_round_done(&self) -> bool {
-        self.targets
+    /// Whether the first health round is done at `now`: every target has been resolved (or
+    /// given up on after `ping_timeout`) and every address of every pinged target has had
+    /// at least one ping answered or failed.
+    pub fn first_round_done(&self, now: Instant) -> bool {
+        let resolved = self
+            .targets
             .values()
-            .filter(|t| t.config.ping)
-            .flat_map(|t| t.addresses.iter())
-            .all(|a| a.last_rtt.is_some() || !a.failure_run.is_empty())
+            .all(|t| pending_until(t).is_none_or(|until| now >= until));
+        resolved
+            && self
+                .targets
+                .values()
+                .filter(|t| t.config.ping)
+                .flat_map(|t| t.addresses.iter())
+                .all(|a| a.answered || a.last_rtt.is_some() || !a.failure_run.is_empty())
     }
 
-    /// A snapshot of a target, `None` if unknown.
-    pub fn status(&self, target: &K) -> Option<TargetStatus> {
+    /// A snapshot of a target at `now`, `None` if unknown.
+    pub fn status(&self, target: &K, now: Instant) -> Option<TargetStatus> {
         let t = self.targets.get(target)?;
         let last_rtt = t
             .addresses
@@ -629,6 +761,7 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
             forced_down: t.forced_down,
             breaker: t.breaker.state(),
             breaker_since: t.breaker.since(),
+            breaker_status: t.breaker.status(now),
             last_rtt,
             ping: t.config.ping,
             addresses: t
@@ -636,7 +769,7 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
                 .iter()
                 .map(|a| AddressStatus {
                     dest: a.dest,
-                    state: a.hysteresis.state(),
+                    state: a.health(t.config.ping),
                     reason: a.reason.clone(),
                     since: a.since,
                     last_rtt: a.last_rtt.map(|(_, rtt)| rtt),
@@ -647,9 +780,10 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         })
     }
 
-    /// The earliest instant at which something is due: a probe deadline, a ping to send or a
-    /// breaker cooldown end. At that instant call [`Self::handle_timeout`], then drain
-    /// [`Self::poll_probe`] and [`Self::poll_event`].
+    /// The earliest instant at which something is due: a probe deadline, a ping to send, a
+    /// breaker cooldown end or the end of a target's first resolution wait. At that instant
+    /// call [`Self::handle_timeout`], then drain [`Self::poll_probe`] and
+    /// [`Self::poll_event`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadlines = self.in_flight.values().map(|f| f.deadline);
         let pings = self
@@ -663,11 +797,21 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
             .targets
             .values()
             .filter_map(|t| t.breaker.poll_timeout());
-        deadlines.chain(pings).chain(breakers).min()
+        let resolving = self
+            .targets
+            .values()
+            .filter(|t| t.state == Health::Unknown)
+            .filter_map(pending_until);
+        deadlines
+            .chain(pings)
+            .chain(breakers)
+            .chain(resolving)
+            .min()
     }
 
     /// Advance time: probes past `ping_timeout` count as failures (later responses are
-    /// ignored) and breakers past their cooldown go half-open.
+    /// ignored), breakers past their cooldown go half-open and targets still not resolved
+    /// `ping_timeout` after they were added go down.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut expired: Vec<(Instant, ProbeId)> = self
             .in_flight
@@ -686,12 +830,19 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
                 );
             }
         }
+        let timeout = self.settings.ping_timeout;
         let Self {
             targets, events, ..
         } = self;
         for (id, target) in targets.iter_mut() {
             target.breaker.handle_timeout(now);
             drain_breaker(id, target, events, now);
+            if target.state == Health::Unknown
+                && pending_until(target).is_some_and(|until| now >= until)
+            {
+                let cause = format!("not resolved within {}", fmt_duration(timeout));
+                recompute_target(id, target, events, now, &cause);
+            }
         }
     }
 
@@ -746,7 +897,27 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
             PingResult::Alive { status, rtt } => {
                 addr.last_rtt = Some((now, rtt));
                 addr.failure_run.clear();
+                let first = !addr.answered;
+                addr.answered = true;
                 let t = addr.hysteresis.handle_result(true);
+                if first && t.is_none() && addr.hysteresis.state() == UpDown::Up {
+                    // Unknown → up: the first answer confirms a new address.
+                    addr.reason = format!("OPTIONS {status} (rtt {})", fmt_rtt(rtt));
+                    addr.since = now;
+                    let dest = addr.dest;
+                    let reason = addr.reason.clone();
+                    events.push_back(HealthEvent {
+                        target: id.clone(),
+                        dest: Some(dest),
+                        from: State::Unknown,
+                        to: State::Up,
+                        reason: reason.clone(),
+                        at: now,
+                    });
+                    let cause = format!("{dest} up: {reason}");
+                    recompute_target(id, target, events, now, &cause);
+                    return;
+                }
                 if t.is_some() {
                     addr.reason = format!(
                         "{} consecutive OPTIONS successes (last {status}, rtt {})",
@@ -776,10 +947,16 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         addr.since = now;
         let dest = addr.dest;
         let reason = addr.reason.clone();
+        // An address that never answered goes down from unknown, not from up.
+        let from = if transition.from == UpDown::Up && !addr.answered && target.config.ping {
+            State::Unknown
+        } else {
+            transition.from.into()
+        };
         events.push_back(HealthEvent {
             target: id.clone(),
             dest: Some(dest),
-            from: transition.from.into(),
+            from,
             to: transition.to.into(),
             reason: reason.clone(),
             at: now,
@@ -787,6 +964,11 @@ impl<K: Clone + Eq + Hash> HealthTable<K> {
         let cause = format!("{dest} {}: {reason}", transition.to);
         recompute_target(id, target, events, now, &cause);
     }
+}
+
+/// When a target still waiting for its first addresses stops being waited for.
+fn pending_until(target: &Target) -> Option<Instant> {
+    (target.resolving && !target.forced_down).then_some(target.resolve_by)
 }
 
 /// Re-derive the target state from its addresses and the admin switch; report a change.
@@ -798,19 +980,34 @@ fn recompute_target<K: Clone>(
     cause: &str,
 ) {
     let total = target.addresses.len();
-    let up = target
-        .addresses
-        .iter()
-        .filter(|a| a.hysteresis.state() == UpDown::Up)
-        .count();
+    let count = |h: Health| {
+        target
+            .addresses
+            .iter()
+            .filter(|a| a.health(target.config.ping) == h)
+            .count()
+    };
+    let (up, unknown) = (count(Health::Up), count(Health::Unknown));
     let (state, reason) = if target.forced_down {
-        (UpDown::Down, "administratively forced down".to_owned())
+        (Health::Down, "administratively forced down".to_owned())
+    } else if total == 0 && target.resolving && now < target.resolve_by {
+        (Health::Unknown, "not resolved yet".to_owned())
+    } else if total == 0 && target.resolving {
+        (
+            Health::Down,
+            "not resolved in time: no address yet".to_owned(),
+        )
     } else if total == 0 {
-        (UpDown::Down, "no resolved addresses".to_owned())
-    } else if up == 0 {
-        (UpDown::Down, format!("all {total} addresses down; {cause}"))
+        (Health::Down, "no resolved addresses".to_owned())
+    } else if up > 0 {
+        (Health::Up, format!("{up} of {total} addresses up; {cause}"))
+    } else if unknown > 0 {
+        (
+            Health::Unknown,
+            format!("{unknown} of {total} addresses not pinged successfully yet; {cause}"),
+        )
     } else {
-        (UpDown::Up, format!("{up} of {total} addresses up; {cause}"))
+        (Health::Down, format!("all {total} addresses down; {cause}"))
     };
     if state != target.state {
         events.push_back(HealthEvent {
@@ -824,7 +1021,7 @@ fn recompute_target<K: Clone>(
         target.state = state;
         target.since = now;
         target.reason = reason;
-    } else if state == UpDown::Up || total == 0 || target.forced_down {
+    } else if state != Health::Down || total == 0 || target.forced_down {
         // Keep the summary current ("1 of 2 addresses up") without reporting a transition.
         target.reason = reason;
     }

@@ -25,7 +25,7 @@ use crate::config::{
 };
 
 pub use crate::config::RouteRule as Rule;
-pub use plan::{AvailabilityView, Plan};
+pub use plan::{AvailabilityView, Plan, TargetAvailability};
 
 /// The id of a carrier or AI provider, as written in the config. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,6 +121,11 @@ pub struct RoutingTable {
     outbound: Vec<Rule>,
     failover: FailoverPolicy,
     all_down: AllDownPolicy,
+    /// `health.breaker.max_ejection_percent`: the share of a rule's targets breakers may
+    /// keep out at once.
+    max_ejection_percent: u8,
+    /// `health.breaker`, for `render`.
+    breaker: crate::config::BreakerSettings,
     attempt_timeout: std::time::Duration,
 }
 
@@ -160,6 +165,8 @@ impl RoutingTable {
             outbound: config.routes.outbound.clone(),
             failover: config.routing.failover.clone(),
             all_down: config.health.all_down,
+            max_ejection_percent: config.health.breaker.max_ejection_percent,
+            breaker: config.health.breaker,
             attempt_timeout: config.routing.attempt_timeout,
         }
     }
@@ -288,7 +295,20 @@ impl RoutingTable {
             let mut any = false;
             for t in self.targets().filter(|t| t.role == role) {
                 any = true;
-                let _ = writeln!(out, "  {}  {}", t.id, t.uri);
+                // A WebSocket provider is reached by its URL; its `uri` is only the URL's
+                // host and port, as the health table and DNS use it.
+                match (&t.ws, t.role) {
+                    (Some(ws), _) => {
+                        let _ =
+                            writeln!(out, "  {}  {}  (kind {})", t.id, ws.url, ws.kind.as_str());
+                    }
+                    (None, Role::AiProvider) => {
+                        let _ = writeln!(out, "  {}  {}  (kind sip)", t.id, t.uri);
+                    }
+                    (None, Role::Carrier) => {
+                        let _ = writeln!(out, "  {}  {}", t.id, t.uri);
+                    }
+                }
                 let capacity = t
                     .max_calls
                     .map_or_else(|| "unlimited".to_owned(), |m| format!("{m} calls"));
@@ -397,6 +417,41 @@ impl RoutingTable {
             "  attempt timeout {}; when every candidate is down: {}",
             format_duration(self.attempt_timeout),
             self.all_down
+        );
+        let b = &self.breaker;
+        let _ = writeln!(out, "\ncircuit breaker (per target):");
+        let _ = writeln!(
+            out,
+            "  opens on {} consecutive failures within {}, or, once {} attempts fall within {}, \
+             when {}% of the last {} failed",
+            b.failures,
+            format_duration(b.window),
+            b.min_attempts,
+            format_duration(b.window),
+            b.failure_percent,
+            b.min_attempts
+        );
+        let _ = writeln!(
+            out,
+            "  open for {}, then half-open: 1 probe call, 2 more per success, closed after {} successes",
+            format_duration(b.cooldown),
+            b.probe_successes
+        );
+        let cap = match b.max_ejection_percent {
+            0 => "breakers never keep a target out (advisory only)".to_owned(),
+            100 => "every target of a rule may be ejected".to_owned(),
+            p => {
+                let p = usize::from(p);
+                format!(
+                    "at most {p}% of a rule's targets ejected at once, rounded down (a rule \
+                     with fewer than {} targets ejects none)",
+                    100_usize.div_ceil(p)
+                )
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {cap}; when every usable target is ejected they are tried anyway (panic mode)"
         );
         out
     }

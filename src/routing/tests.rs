@@ -1,6 +1,7 @@
 //! Unit tests for routing: rule matching, source classification, plans, failover policy.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use super::*;
 use crate::config;
@@ -10,6 +11,11 @@ use crate::config;
 struct View {
     down: HashSet<&'static str>,
     calls: HashMap<&'static str, u32>,
+    /// Ejected by their breaker, with when.
+    ejected: HashMap<&'static str, Instant>,
+    /// Being resolved, until when.
+    pending: HashMap<&'static str, Instant>,
+    cordoned: HashSet<&'static str>,
 }
 
 impl AvailabilityView for View {
@@ -19,13 +25,38 @@ impl AvailabilityView for View {
     fn active_calls(&self, id: &TargetId) -> u32 {
         self.calls.get(id.as_str()).copied().unwrap_or(0)
     }
+    fn is_cordoned(&self, id: &TargetId) -> bool {
+        self.cordoned.contains(id.as_str())
+    }
+    fn availability(&self, id: &TargetId) -> TargetAvailability {
+        if let Some(&until) = self.pending.get(id.as_str()) {
+            TargetAvailability::Pending { until }
+        } else if self.down.contains(id.as_str()) {
+            TargetAvailability::Down
+        } else if let Some(&since) = self.ejected.get(id.as_str()) {
+            TargetAvailability::Ejected { since }
+        } else {
+            TargetAvailability::Usable
+        }
+    }
 }
 
 fn view(down: &[&'static str]) -> View {
     View {
         down: down.iter().copied().collect(),
-        calls: HashMap::new(),
+        ..View::default()
     }
+}
+
+/// `ejected` by their breakers, in this order (the first one earliest).
+fn ejected(down: &[&'static str], ejected: &[&'static str]) -> View {
+    let t0 = Instant::now();
+    let mut v = view(down);
+    for (i, id) in ejected.iter().enumerate() {
+        v.ejected
+            .insert(id, t0 + std::time::Duration::from_secs(i as u64));
+    }
+    v
 }
 
 const BASE: &str = r#"
@@ -360,4 +391,161 @@ fn render_lists_rules_in_match_order() {
     assert!(out.contains("us-b  sip:127.0.0.1:5092"));
     assert!(out.contains("capacity 2 calls"));
     assert!(out.contains("sources 10.0.0.0/8, 10.1.2.3:5060"));
+}
+
+// ------------------------------------------------------------ breakers: cap and panic mode
+
+#[test]
+fn a_rules_only_target_is_never_ejected() {
+    let t = table();
+    let rule = t.match_inbound(&id("eu-a"), "+4499", "").expect("rule");
+    assert_eq!(rule.targets, vec![id("agent-eu")]);
+    let plan = t.plan(rule, &ejected(&[], &["agent-eu"]), 1);
+    assert_eq!(ids(&plan), vec!["agent-eu"]);
+    assert_eq!(plan.capped, vec![id("agent-eu")], "kept by the cap");
+    assert!(!plan.panic);
+    assert!(plan.overrides_breaker(&id("agent-eu")));
+    assert!(plan.reason.is_none());
+}
+
+#[test]
+fn the_cap_keeps_the_earliest_ejections_and_puts_the_rest_back() {
+    // eu: two carriers, both ejected; 50% of 2 = 1 may be out: eu-a (ejected first) stays
+    // out, eu-b is put back.
+    let t = table();
+    let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+    let plan = t.plan(rule, &ejected(&[], &["eu-a", "eu-b"]), 1);
+    assert_eq!(ids(&plan), vec!["eu-b"]);
+    assert_eq!(plan.capped, vec![id("eu-b")]);
+    assert!(!plan.overrides_breaker(&id("eu-a")));
+    // One of two ejected: within the cap, the other carries the calls.
+    let plan = t.plan(rule, &ejected(&[], &["eu-a"]), 1);
+    assert_eq!(ids(&plan), vec!["eu-b"]);
+    assert!(plan.capped.is_empty());
+}
+
+#[test]
+fn cap_rounds_down_over_the_rules_targets() {
+    // us: three carriers, 50% of 3 = 1 may be out.
+    let t = table();
+    let rule = t.match_outbound(&id("agent-a"), "+1555", "").expect("rule");
+    let plan = t.plan(rule, &ejected(&[], &["us-a", "us-b", "us-backup"]), 3);
+    assert_eq!(
+        ids(&plan),
+        vec!["us-b", "us-backup"],
+        "us-a out, the rest back"
+    );
+    assert_eq!(plan.capped.len(), 2);
+    // A cordoned target is not one of the rule's targets for the cap: of the two left,
+    // none may be out.
+    let mut v = ejected(&[], &["us-a", "us-b"]);
+    v.cordoned.insert("us-backup");
+    let plan = t.plan(rule, &v, 3);
+    assert_eq!(ids(&plan), vec!["us-b"], "{plan:?}");
+    assert_eq!(plan.capped, vec![id("us-b")]);
+}
+
+#[test]
+fn max_ejection_percent_100_lets_all_go_then_panic_mode_tries_them() {
+    let t = table_with("health: { breaker: { max_ejection_percent: 100 } }");
+    let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+    let plan = t.plan(rule, &ejected(&[], &["eu-a", "eu-b"]), 1);
+    assert!(plan.panic, "{plan:?}");
+    assert!(!plan.fail_open);
+    assert_eq!(plan.targets.len(), 2);
+    assert!(plan.reason.is_none());
+    assert!(plan.overrides_breaker(&id("eu-a")));
+}
+
+#[test]
+fn panic_mode_never_outvotes_all_down_reject() {
+    // eu-a failed its OPTIONS pings, eu-b is ejected by its breaker: panic mode tries eu-b
+    // only; under fail_open, eu-a after it.
+    for (yaml, want, fail_open) in [
+        (
+            "health: { breaker: { max_ejection_percent: 100 } }",
+            vec!["eu-b"],
+            false,
+        ),
+        (
+            "health: { all_down: fail_open, breaker: { max_ejection_percent: 100 } }",
+            vec!["eu-b", "eu-a"],
+            true,
+        ),
+    ] {
+        let t = table_with(yaml);
+        let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+        let plan = t.plan(rule, &ejected(&["eu-a"], &["eu-b"]), 1);
+        assert!(plan.panic, "{yaml}: {plan:?}");
+        assert_eq!(ids(&plan), want, "{yaml}");
+        assert_eq!(plan.fail_open, fail_open, "{yaml}");
+    }
+    // Both failed their pings: the user's all_down policy decides, as before.
+    let t = table();
+    let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+    let plan = t.plan(rule, &ejected(&["eu-a", "eu-b"], &["eu-b"]), 1);
+    assert!(plan.is_empty());
+    assert!(!plan.panic);
+    assert_eq!(
+        plan.reason.as_deref(),
+        Some("no healthy carrier in regions [eu]")
+    );
+}
+
+#[test]
+fn down_plus_ejected_within_the_cap_is_panic_not_refusal() {
+    // Default cap (50%): eu-a down by pings, eu-b ejected (1 of 2: within the cap). No
+    // usable target is left: panic mode, never "no healthy carrier".
+    let t = table();
+    let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+    let plan = t.plan(rule, &ejected(&["eu-a"], &["eu-b"]), 1);
+    assert!(plan.panic);
+    assert_eq!(ids(&plan), vec!["eu-b"]);
+}
+
+#[test]
+fn ejected_and_full_reports_capacity() {
+    let t = table_with("health: { breaker: { max_ejection_percent: 100 } }");
+    let rule = t.match_outbound(&id("agent-a"), "+1555", "").expect("rule");
+    let mut v = ejected(&["us-a", "us-backup"], &["us-b"]);
+    v.calls.insert("us-b", 2);
+    let plan = t.plan(rule, &v, 1);
+    assert!(plan.is_empty());
+    assert_eq!(
+        plan.reason.as_deref(),
+        Some("every healthy carrier in regions [us] is at capacity")
+    );
+}
+
+#[test]
+fn a_target_being_resolved_makes_the_call_wait_only_when_nothing_else_is_usable() {
+    let t = table();
+    let rule = t.match_outbound(&id("agent-a"), "+4420", "").expect("rule");
+    let until = Instant::now() + std::time::Duration::from_secs(2);
+    let mut v = view(&["eu-b"]);
+    v.pending.insert("eu-a", until);
+    let plan = t.plan(rule, &v, 1);
+    assert!(plan.is_empty());
+    assert_eq!(plan.wait_until, Some(until));
+    assert_eq!(
+        plan.reason.as_deref(),
+        Some("no carrier in regions [eu] resolved yet")
+    );
+    let mut v = view(&[]);
+    v.pending.insert("eu-a", until);
+    let plan = t.plan(rule, &v, 1);
+    assert_eq!(ids(&plan), vec!["eu-b"]);
+    assert_eq!(plan.wait_until, None);
+}
+
+#[test]
+fn render_shows_the_breaker_policy() {
+    let out = table().render();
+    for needle in [
+        "opens on 2 consecutive failures within 30s, or, once 100 attempts fall within 30s, when 50% of the last 100 failed",
+        "open for 30s, then half-open: 1 probe call, 2 more per success, closed after 5 successes",
+        "at most 50% of a rule's targets ejected at once, rounded down (a rule with fewer than 2 targets ejects none)",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing in\n{out}");
+    }
 }

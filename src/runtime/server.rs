@@ -355,7 +355,7 @@ impl Shell {
         let answer = match op {
             AdminOp::Live => Reply::text(200, "ok"),
             AdminOp::Ready => {
-                if core.is_ready() {
+                if core.is_ready(Instant::now()) {
                     Reply::text(200, "ready")
                 } else if core.is_draining() {
                     Reply::text(503, "draining")
@@ -459,7 +459,7 @@ impl Shell {
             "holdfast's version.",
             [(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
         );
-        core.render_metrics(&mut out);
+        core.render_metrics(&mut out, Instant::now());
         let m = self.media.counters();
         out.counter1(
             "holdfast_rtp_packets_total",

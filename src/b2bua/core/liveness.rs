@@ -323,7 +323,7 @@ impl Core {
                 let remote = self.leg(c, side).map(|l| l.flow.remote);
                 e.liveness[idx(side)].answered
                     || self.check_answered.contains(&target)
-                    || remote.is_some_and(|r| self.answers_pings(&target, r))
+                    || remote.is_some_and(|r| self.answers_pings(&target, r, now))
             }
         };
         let what = self.leg_kind(c, side);
@@ -352,8 +352,8 @@ impl Core {
     }
 
     /// Whether `target`'s address `remote` answers the health pings (OPTIONS).
-    fn answers_pings(&self, target: &TargetId, remote: SocketAddr) -> bool {
-        self.health.status(target).is_some_and(|s| {
+    fn answers_pings(&self, target: &TargetId, remote: SocketAddr, now: Instant) -> bool {
+        self.health.status(target, now).is_some_and(|s| {
             s.ping
                 && s.addresses
                     .iter()

@@ -19,7 +19,7 @@ use crate::admin::metrics::{Counters, Exposition, Histogram, GAP_BUCKETS, RTT_BU
 use crate::b2bua::call::{CallState, Direction, Leg, Reroute, Side};
 use crate::b2bua::record::{AttemptRecord, CallRecord, Hangup, MediaRecord};
 use crate::config::Role;
-use crate::health::{AttemptOutcome, BreakerState, HealthEvent, State, UpDown};
+use crate::health::{AttemptOutcome, BreakerState, BreakerStatus, Health, HealthEvent, State};
 use crate::routing::TargetId;
 
 /// The core's counters and histograms (label values in the keys).
@@ -34,6 +34,11 @@ pub(crate) struct CoreMetrics {
     /// (target, to): up | down.
     pub health_transitions: Counters<(String, &'static str)>,
     pub breaker_openings: Counters<String>,
+    /// Calls planned in panic mode, by rule.
+    pub panic_plans: Counters<String>,
+    /// Calls whose plan kept a target in rotation against its open breaker
+    /// (`max_ejection_percent`), by rule.
+    pub capped_plans: Counters<String>,
     /// Round-trip time of health probes (OPTIONS; the handshake for WebSocket providers).
     pub probe_rtt: BTreeMap<String, Histogram>,
     /// Re-routes started, by trigger.
@@ -58,6 +63,8 @@ impl Default for CoreMetrics {
             failovers: Counters::default(),
             health_transitions: Counters::default(),
             breaker_openings: Counters::default(),
+            panic_plans: Counters::default(),
+            capped_plans: Counters::default(),
             probe_rtt: BTreeMap::new(),
             reroutes: Counters::default(),
             reroute_gap: Histogram::new(GAP_BUCKETS),
@@ -76,11 +83,13 @@ impl CoreMetrics {
             return;
         }
         let target = ev.target.to_string();
-        match ev.to {
-            State::Up => self.health_transitions.inc((target, "up")),
-            State::Down => self.health_transitions.inc((target, "down")),
-            State::Breaker(BreakerState::Open) => self.breaker_openings.inc(target),
-            State::Breaker(_) => {}
+        match (ev.from, ev.to) {
+            // A new target's first confirmation is not a change of health.
+            (State::Unknown, State::Up) | (_, State::Unknown) => {}
+            (_, State::Up) => self.health_transitions.inc((target, "up")),
+            (_, State::Down) => self.health_transitions.inc((target, "down")),
+            (_, State::Breaker(BreakerState::Open)) => self.breaker_openings.inc(target),
+            (_, State::Breaker(_)) => {}
         }
     }
 
@@ -176,6 +185,48 @@ pub struct CallView {
     pub relay_call: u64,
 }
 
+/// A target's circuit breaker in detail (`GET /targets`: `breaker_detail`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BreakerView {
+    /// `closed`, `open` or `half-open`.
+    pub state: &'static str,
+    /// Why: "2 consecutive timeouts within 30s", "cooldown 30s elapsed", …
+    pub reason: String,
+    pub since_ms: u64,
+    /// Open: when the half-open ramp starts.
+    pub half_open_in_ms: Option<u64>,
+    /// Closed: the rule that would open it now: `consecutive` (fewer than `min_attempts`
+    /// attempts within `window`) or `ratio`.
+    pub rule: Option<&'static str>,
+    /// Closed: attempts judged within `window` (the last `min_attempts` at most), how many
+    /// failed, and the current run of consecutive failures.
+    pub window_attempts: usize,
+    pub window_failures: usize,
+    pub consecutive_failures: usize,
+    /// Half-open: successes so far, probe calls sent and allowed so far (one, then two more
+    /// per success).
+    pub probe_successes: u32,
+    pub probes_sent: u32,
+    pub probes_allowed: u32,
+}
+
+fn breaker_view(b: &BreakerStatus, now: Instant) -> BreakerView {
+    let closed = b.state == BreakerState::Closed;
+    BreakerView {
+        state: b.state.as_str(),
+        reason: b.reason.clone(),
+        since_ms: millis_since(now, b.since),
+        half_open_in_ms: b.open_until.map(|u| millis_since(u, now)),
+        rule: closed.then_some(if b.high_rate { "ratio" } else { "consecutive" }),
+        window_attempts: b.window_verdicts,
+        window_failures: b.window_failures,
+        consecutive_failures: b.consecutive_failures,
+        probe_successes: b.probe_successes,
+        probes_sent: b.probes_started,
+        probes_allowed: b.probes_allowed,
+    }
+}
+
 /// One address of a target.
 #[derive(Clone, Debug, Serialize)]
 pub struct AddressView {
@@ -195,7 +246,8 @@ pub struct TargetView {
     pub region: String,
     pub priority: u16,
     pub weight: u16,
-    /// `up` or `down` (a failed or unpinged-and-unresolved target is down).
+    /// `up`, `unknown` (not confirmed by a ping yet, or still being resolved: it takes
+    /// calls) or `down`.
     pub health: &'static str,
     pub reason: String,
     pub health_since_ms: u64,
@@ -204,7 +256,9 @@ pub struct TargetView {
     pub cordoned: bool,
     /// The drill switch (`POST /targets/{id}/fail`).
     pub failed: bool,
+    /// `closed`, `open` or `half-open`.
     pub breaker: String,
+    pub breaker_detail: Option<BreakerView>,
     pub last_rtt_ms: Option<f64>,
     pub active_calls: u32,
     pub max_calls: Option<u32>,
@@ -402,8 +456,7 @@ impl Core {
     /// One configured target.
     pub fn target_view(&self, id: &str, now: Instant) -> Option<TargetView> {
         let t = self.config.target(id)?;
-        let status = self.health.status(&t.id);
-        let state = self.targets.get(&t.id);
+        let status = self.health.status(&t.id, now);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         let view = super::View {
             health: &self.health,
@@ -426,22 +479,21 @@ impl Core {
             region: t.region.clone(),
             priority: t.priority,
             weight: t.weight,
-            health: match status.as_ref().map(|s| s.state) {
-                Some(UpDown::Up) if state.is_some_and(|s| !s.destinations.is_empty()) => "up",
-                _ => "down",
-            },
-            reason: match (&status, state.is_some_and(|s| s.destinations.is_empty())) {
-                (_, true) => "not resolved yet".into(),
-                (Some(s), false) => s.reason.clone(),
-                (None, false) => String::new(),
-            },
+            health: status.as_ref().map_or(Health::Down, |s| s.state).as_str(),
+            reason: status
+                .as_ref()
+                .map(|s| s.reason.clone())
+                .unwrap_or_default(),
             health_since_ms: status.as_ref().map_or(0, |s| millis_since(now, s.since)),
             available,
             cordoned: self.cordoned.contains(&t.id),
             failed: status.as_ref().is_some_and(|s| s.forced_down),
             breaker: status
                 .as_ref()
-                .map_or_else(|| "closed".into(), |s| s.breaker.to_string()),
+                .map_or_else(|| "closed".into(), |s| s.breaker_status.state.to_string()),
+            breaker_detail: status
+                .as_ref()
+                .map(|s| breaker_view(&s.breaker_status, now)),
             last_rtt_ms: status.as_ref().and_then(|s| s.last_rtt).map(ms),
             active_calls: active,
             max_calls: t.max_calls,
@@ -453,10 +505,7 @@ impl Core {
                         .map(|a| AddressView {
                             addr: a.dest.addr.to_string(),
                             transport: a.dest.transport.as_str(),
-                            health: match a.state {
-                                UpDown::Up => "up",
-                                UpDown::Down => "down",
-                            },
+                            health: a.state.as_str(),
                             reason: a.reason.clone(),
                             last_rtt_ms: a.last_rtt.map(ms),
                         })
@@ -503,9 +552,9 @@ impl Core {
 
     /// Ready for traffic: the first health round is done and holdfast is not draining.
     /// Once the first round is done it stays done (re-resolved addresses do not flap it).
-    pub fn is_ready(&mut self) -> bool {
+    pub fn is_ready(&mut self, now: Instant) -> bool {
         if !self.first_round_done {
-            self.first_round_done = self.health.first_round_done();
+            self.first_round_done = self.health.first_round_done(now);
         }
         self.first_round_done && !self.draining
     }
@@ -590,6 +639,9 @@ impl Core {
             "completed"
         } else if call.cancelled {
             "cancelled"
+        } else if call.attempts.is_empty() {
+            // No attempt at all: e.g. it waited for its targets' first resolution in vain.
+            "refused"
         } else {
             "failed"
         };
@@ -641,8 +693,8 @@ impl Core {
         }
     }
 
-    /// Writes the core's metric families.
-    pub fn render_metrics(&self, out: &mut Exposition) {
+    /// Writes the core's metric families as of `now`.
+    pub fn render_metrics(&self, out: &mut Exposition, now: Instant) {
         let m = &self.metrics;
         out.gauge1(
             "holdfast_calls_active",
@@ -690,6 +742,38 @@ impl Core {
             m.breaker_openings
                 .iter()
                 .map(|(t, v)| (vec![("target", t.as_str())], v)),
+        );
+        out.gauge(
+            "holdfast_breaker_state",
+            "1 for the state the target's circuit breaker is in (closed, open, half-open), 0 for the others.",
+            self.config.targets().flat_map(|t| {
+                let state = self
+                    .health
+                    .status(&t.id, now)
+                    .map_or(BreakerState::Closed, |s| s.breaker_status.state);
+                [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen]
+                    .into_iter()
+                    .map(move |s| {
+                        (
+                            vec![("target", t.id.as_str()), ("state", s.as_str())],
+                            if s == state { 1.0 } else { 0.0 },
+                        )
+                    })
+            }),
+        );
+        out.counter(
+            "holdfast_routing_panic_total",
+            "Calls routed in panic mode, by rule: every target of the rule that health lets take calls was ejected by its circuit breaker, and they were tried anyway.",
+            m.panic_plans
+                .iter()
+                .map(|(r, v)| (vec![("rule", r.as_str())], v)),
+        );
+        out.counter(
+            "holdfast_routing_ejection_capped_total",
+            "Calls whose plan kept a target whose circuit breaker is open, by rule: more of the rule's targets were ejected than health.breaker.max_ejection_percent allows.",
+            m.capped_plans
+                .iter()
+                .map(|(r, v)| (vec![("rule", r.as_str())], v)),
         );
         out.counter(
             "holdfast_reroutes_total",
@@ -755,19 +839,17 @@ impl Core {
                 .iter()
                 .map(|(e, v)| (vec![("errno", *e)], v)),
         );
-        let now_views: Vec<(String, bool, bool, bool, u32)> = self
+        let now_views: Vec<(String, Health, bool, bool, u32)> = self
             .config
             .targets()
             .map(|t| {
-                let up = self
-                    .health
-                    .status(&t.id)
-                    .is_some_and(|s| s.state == UpDown::Up);
-                let forced = self.health.status(&t.id).is_some_and(|s| s.forced_down);
+                let status = self.health.status(&t.id, now);
+                let health = status.as_ref().map_or(Health::Down, |s| s.state);
+                let forced = status.as_ref().is_some_and(|s| s.forced_down);
                 let active = self.targets.get(&t.id).map_or(0, |s| s.active_calls);
                 (
                     t.id.to_string(),
-                    up,
+                    health,
                     self.cordoned.contains(&t.id),
                     forced,
                     active,
@@ -777,10 +859,17 @@ impl Core {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         out.gauge(
             "holdfast_target_up",
-            "1 when the target's health is up.",
+            "1 when the target's health lets it take calls (up, or unknown: not confirmed by a ping yet); 0 when down.",
             now_views
                 .iter()
-                .map(|(t, up, ..)| (vec![("target", t.as_str())], flag(*up))),
+                .map(|(t, h, ..)| (vec![("target", t.as_str())], flag(h.takes_calls()))),
+        );
+        out.gauge(
+            "holdfast_target_unknown",
+            "1 while the target's health is unknown: added (at start or by a reload) and not answered a ping yet, or still being resolved.",
+            now_views.iter().map(|(t, h, ..)| {
+                (vec![("target", t.as_str())], flag(*h == Health::Unknown))
+            }),
         );
         out.gauge(
             "holdfast_target_cordoned",

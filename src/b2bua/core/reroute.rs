@@ -258,6 +258,7 @@ impl Core {
             now,
         };
         let plan = self.routing.plan(rule, &view, seed);
+        self.note_plan(&rule.name(), &plan);
         let Some(call) = self.calls.get(&c).map(|e| &e.call) else {
             return Vec::new();
         };
@@ -271,6 +272,7 @@ impl Core {
             })
             .map(|t| Candidate {
                 target: t.to_string(),
+                ignore_breaker: plan.overrides_breaker(t),
             })
             .collect()
     }

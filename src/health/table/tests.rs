@@ -33,14 +33,31 @@ fn table_with(
     now: Instant,
 ) -> HealthTable<Id> {
     let mut t = HealthTable::new(HealthSettings::default());
+    let ping = config.ping;
     t.set_target(id_.clone(), config, now);
     t.set_addresses(id_, dests.to_vec(), now)
         .expect("known target");
-    // Adding addresses brings the target up; tests look at what happens afterwards.
-    let ev = t.poll_event().expect("target up event");
-    assert_eq!((ev.from, ev.to, ev.dest), (State::Down, State::Up, None));
+    // A pinged target stays unknown (and takes calls) until its first ping; one that is not
+    // pinged is up at once. Tests look at what happens afterwards.
+    if ping {
+        assert_eq!(t.status(id_, now).map(|s| s.state), Some(Health::Unknown));
+    } else {
+        let ev = t.poll_event().expect("target up event");
+        assert_eq!((ev.from, ev.to, ev.dest), (State::Unknown, State::Up, None));
+    }
     assert!(t.poll_event().is_none());
+    assert!(t.is_available(id_, now), "a new target takes calls");
     t
+}
+
+/// The Unknown → Up events of a target's first successful ping: the address's, then the
+/// target's.
+fn confirmed(ev: &[HealthEvent<Id>], d: Destination) -> bool {
+    matches!(
+        ev,
+        [a, t] if (a.dest, a.from, a.to) == (Some(d), State::Unknown, State::Up)
+            && (t.dest, t.from, t.to) == (None, State::Unknown, State::Up)
+    )
 }
 
 /// Runs the table on a virtual clock from `start` to `until`, answering each probe with
@@ -101,9 +118,10 @@ fn silenced_target_goes_down_at_exact_instant_and_comes_back() {
     // Healthy: the first ping (sent at t0) is answered after 10ms.
     let silent_at = t0 + secs(1);
     let ev = drive(&mut table, t0, silent_at, |_, _| Some((200, ms(10))));
-    assert!(ev.is_empty(), "{ev:?}");
+    assert!(confirmed(&ev, d), "{ev:?}");
+    assert_eq!(ev[0].at, t0 + ms(10));
     assert!(table.is_available(&a, t0));
-    assert_eq!(table.status(&a).and_then(|s| s.last_rtt), Some(ms(10)));
+    assert_eq!(table.status(&a, t0).and_then(|s| s.last_rtt), Some(ms(10)));
 
     // Silent from t0+1s on. Pings at +5, +10, +15 time out at +7, +12, +17.
     let ev = drive(&mut table, silent_at, t0 + secs(19), |_, sent| {
@@ -139,8 +157,8 @@ fn silenced_target_goes_down_at_exact_instant_and_comes_back() {
     assert_eq!(up[0].at, t0 + secs(25) + ms(10));
     assert_eq!(up[1].dest, None);
     assert!(table.is_available(&a, t0 + secs(26)));
-    let st = table.status(&a).expect("status");
-    assert_eq!(st.state, UpDown::Up);
+    let st = table.status(&a, t0).expect("status");
+    assert_eq!(st.state, Health::Up);
     assert_eq!(st.last_rtt, Some(ms(10)));
     assert_eq!(st.addresses[0].since, t0 + secs(25) + ms(10));
 }
@@ -156,9 +174,9 @@ fn alive_codes_404_counts_as_alive() {
     };
     let mut table = table_with(&a, cfg, &[d], t0);
     let ev = drive(&mut table, t0, t0 + secs(60), |_, _| Some((404, ms(5))));
-    assert!(ev.is_empty(), "{ev:?}");
+    assert!(confirmed(&ev, d), "{ev:?}");
     assert!(table.is_available(&a, t0 + secs(60)));
-    assert_eq!(table.status(&a).map(|s| s.last_rtt), Some(Some(ms(5))));
+    assert_eq!(table.status(&a, t0).map(|s| s.last_rtt), Some(Some(ms(5))));
 }
 
 #[test]
@@ -187,7 +205,7 @@ fn provisional_response_is_ignored_and_probe_stays_in_flight() {
     let p = table.poll_probe(t0).expect("first ping at once");
     assert!(!table.handle_probe_response(p.id, 100, t0 + ms(5)));
     assert!(table.handle_probe_response(p.id, 200, t0 + ms(9)));
-    assert_eq!(table.status(&a).and_then(|s| s.last_rtt), Some(ms(9)));
+    assert_eq!(table.status(&a, t0).and_then(|s| s.last_rtt), Some(ms(9)));
 }
 
 #[test]
@@ -205,12 +223,12 @@ fn late_response_after_timeout_is_ignored() {
     table.handle_timeout(t0 + secs(2));
     assert_eq!(
         table
-            .status(&a)
+            .status(&a, t0)
             .map(|s| s.addresses[0].consecutive_failures),
         Some(1)
     );
     assert!(!table.handle_probe_response(p.id, 200, t0 + secs(3)));
-    let st = table.status(&a).expect("status");
+    let st = table.status(&a, t0).expect("status");
     assert_eq!(st.addresses[0].consecutive_failures, 1);
     assert_eq!(st.last_rtt, None);
     // Next ping is ping_interval after the previous was sent.
@@ -235,10 +253,17 @@ fn breaker_two_503_opens_and_excludes_from_next_selection() {
     assert_eq!(ev.to, State::Breaker(BreakerState::Open));
     assert_eq!(ev.reason, "2 consecutive 503 within 30s");
     assert_eq!(ev.dest, None);
-    // The address itself is still up: only the breaker removed it.
-    assert_eq!(table.status(&a).map(|s| s.state), Some(UpDown::Up));
+    // The address itself still takes calls (not pinged yet): only the breaker removed it.
+    assert_eq!(table.status(&a, t0).map(|s| s.state), Some(Health::Unknown));
+    assert!(table.takes_calls(&a));
     assert_eq!(
-        table.status(&a).map(|s| s.breaker),
+        table.availability(&a, t0 + secs(2)),
+        Availability::Ejected {
+            since: t0 + secs(2)
+        }
+    );
+    assert_eq!(
+        table.status(&a, t0).map(|s| s.breaker),
         Some(BreakerState::Open)
     );
 }
@@ -279,12 +304,27 @@ fn breaker_cooldown_half_open_probe_success_closes() {
     table.handle_attempt_started(&a, t0 + secs(30));
     assert!(
         !table.is_available(&a, t0 + secs(31)),
-        "one probe call at a time"
+        "one probe call at first"
     );
+    assert!(matches!(
+        table.availability(&a, t0 + secs(31)),
+        Availability::Ejected { .. }
+    ));
     table.handle_attempt(&a, &d, AttemptOutcome::Provisional, t0 + secs(31));
-    assert!(table.is_available(&a, t0 + secs(31)));
+    assert!(
+        table.is_available(&a, t0 + secs(31)),
+        "a success lets two more in"
+    );
+    // The ramp: five successes (the default probe_successes) close the breaker.
+    for i in 0..4 {
+        let t = t0 + secs(32 + i);
+        table.handle_attempt_started(&a, t);
+        assert!(table.poll_event().is_none(), "still half-open");
+        table.handle_attempt(&a, &d, AttemptOutcome::Provisional, t);
+    }
     let ev = table.poll_event().expect("closed event");
     assert_eq!(ev.to, State::Breaker(BreakerState::Closed));
+    assert_eq!(ev.reason, "5 probe successes in half-open");
 }
 
 #[test]
@@ -309,10 +349,20 @@ fn new_address_is_pinged_at_once_and_kept_address_keeps_state() {
         table.poll_probe(t0 + secs(3)).is_none(),
         "d1 not re-pinged early"
     );
-    let st = table.status(&a).expect("status");
+    let st = table.status(&a, t0).expect("status");
     assert_eq!(st.addresses[1].dest, d1);
     assert_eq!(st.addresses[1].last_rtt, Some(ms(20)));
-    assert_eq!(st.addresses[1].since, t0);
+    assert_eq!(st.addresses[1].state, Health::Up);
+    assert_eq!(
+        st.addresses[1].since,
+        t0 + ms(20),
+        "up since its first answer"
+    );
+    assert_eq!(
+        st.addresses[0].state,
+        Health::Unknown,
+        "d2 not answered yet"
+    );
     // Order follows set_addresses.
     assert_eq!(table.available_destinations(&a, t0 + secs(3)), vec![d2, d1]);
     // Dropping d2 drops its probe: a late answer is ignored.
@@ -332,8 +382,11 @@ fn target_added_by_reload_is_pinged_immediately() {
     table
         .set_addresses(&b, vec![dest("192.0.2.9:5080")], t0 + secs(100))
         .expect("known");
-    let ev = table.poll_event().expect("target up");
-    assert_eq!((ev.from, ev.to), (State::Down, State::Up));
+    assert!(table.poll_event().is_none(), "unknown, as before");
+    assert!(
+        table.is_available(&b, t0 + secs(100)),
+        "takes calls at once"
+    );
     assert_eq!(table.poll_timeout(), Some(t0 + secs(100)));
     let p = table.poll_probe(t0 + secs(100)).expect("immediate ping");
     assert_eq!(p.target, b);
@@ -349,9 +402,9 @@ fn up_addresses_first_then_down() {
     drive(&mut table, t0, t0 + secs(20), |p, _| {
         (p.dest == d2).then_some((200, ms(1)))
     });
-    let st = table.status(&a).expect("status");
-    assert_eq!(st.addresses[0].state, UpDown::Down);
-    assert_eq!(st.state, UpDown::Up);
+    let st = table.status(&a, t0).expect("status");
+    assert_eq!(st.addresses[0].state, Health::Down);
+    assert_eq!(st.state, Health::Up);
     assert_eq!(
         table.available_destinations(&a, t0 + secs(20)),
         vec![d2, d1]
@@ -394,7 +447,11 @@ fn forced_down_and_lifted() {
     assert_eq!(ev.reason, "administratively forced down");
     table.set_forced_down(&a, false, t0).expect("known");
     assert!(table.is_available(&a, t0));
-    assert_eq!(table.poll_event().map(|e| e.to), Some(State::Up));
+    assert_eq!(
+        table.poll_event().map(|e| e.to),
+        Some(State::Unknown),
+        "back to what its pings say: nothing yet"
+    );
     assert_eq!(
         table.set_forced_down(&id("nope"), true, t0),
         Err(HealthError::UnknownTarget)
@@ -415,7 +472,7 @@ fn removal_forgets_target_and_probes() {
     assert!(table.remove_target(&a));
     assert!(!table.remove_target(&a));
     assert!(!table.is_available(&a, t0));
-    assert!(table.status(&a).is_none());
+    assert!(table.status(&a, t0).is_none());
     assert_eq!(table.poll_timeout(), None);
     assert!(table.poll_probe(t0 + secs(10)).is_none());
     assert!(!table.handle_probe_response(p.id, 200, t0 + ms(5)));
@@ -440,7 +497,7 @@ fn ping_disabled_target_is_up_without_probes() {
     table.handle_attempt(&a, &d, AttemptOutcome::TransportError, t0);
     // Breaker still works; addresses stay up.
     assert!(!table.is_available(&a, t0));
-    assert_eq!(table.status(&a).map(|s| s.state), Some(UpDown::Up));
+    assert_eq!(table.status(&a, t0).map(|s| s.state), Some(Health::Up));
 }
 
 #[test]
@@ -489,4 +546,125 @@ fn toggling_ping_schedules_or_cancels_probes() {
     assert_eq!(table.poll_timeout(), None);
     table.set_target(a.clone(), TargetHealthConfig::default(), t0 + secs(20));
     assert_eq!(table.poll_probe(t0 + secs(20)).map(|p| p.dest), Some(d));
+}
+
+#[test]
+fn a_new_address_is_unknown_and_takes_calls_until_its_first_ping_decides() {
+    let t0 = Instant::now();
+    let a = id("a");
+    let d = dest("192.0.2.1:5060");
+    let mut table = table_with(&a, TargetHealthConfig::default(), &[d], t0);
+    let st = table.status(&a, t0).expect("status");
+    assert_eq!(st.state, Health::Unknown);
+    assert_eq!(st.addresses[0].state, Health::Unknown);
+    assert_eq!(table.availability(&a, t0), Availability::Usable);
+    assert_eq!(table.available_destinations(&a, t0), vec![d]);
+    assert!(
+        !table.first_round_done(t0),
+        "the first ping is not back yet"
+    );
+    // It never answers: down after down_after (3) timeouts, from unknown.
+    let ev = drive(&mut table, t0, t0 + secs(12), |_, _| None);
+    let addr = ev
+        .iter()
+        .find(|e| e.dest == Some(d))
+        .expect("address event");
+    assert_eq!((addr.from, addr.to), (State::Unknown, State::Down));
+    assert_eq!(addr.at, t0 + secs(12));
+    let target = ev.iter().find(|e| e.dest.is_none()).expect("target event");
+    assert_eq!((target.from, target.to), (State::Unknown, State::Down));
+    assert!(table.first_round_done(t0 + secs(12)));
+    assert_eq!(table.availability(&a, t0 + secs(12)), Availability::Down);
+}
+
+#[test]
+fn one_failed_ping_leaves_a_new_address_unknown_and_a_success_confirms_it() {
+    let t0 = Instant::now();
+    let a = id("a");
+    let d = dest("192.0.2.1:5060");
+    let mut table = table_with(&a, TargetHealthConfig::default(), &[d], t0);
+    let mut first = true;
+    let ev = drive(&mut table, t0, t0 + secs(6), |_, _| {
+        let answer = !std::mem::take(&mut first);
+        answer.then_some((200, ms(3)))
+    });
+    // Ping at 0 times out at 2 (still unknown, first round done); ping at 5 answers.
+    assert!(confirmed(&ev, d), "{ev:?}");
+    assert_eq!(ev[0].at, t0 + secs(5) + ms(3));
+    assert_eq!(ev[0].reason, "OPTIONS 200 (rtt 3ms)");
+    assert!(table.first_round_done(t0 + secs(2)));
+}
+
+#[test]
+fn a_target_being_resolved_is_pending_for_one_ping_timeout() {
+    let t0 = Instant::now();
+    let mut table: HealthTable<Id> = HealthTable::new(HealthSettings::default());
+    let b = id("b");
+    table.set_target(b.clone(), TargetHealthConfig::default(), t0);
+    let st = table.status(&b, t0).expect("status");
+    assert_eq!(
+        (st.state, st.reason.as_str()),
+        (Health::Unknown, "not resolved yet")
+    );
+    assert_eq!(
+        table.availability(&b, t0 + secs(1)),
+        Availability::Pending {
+            until: t0 + secs(2)
+        }
+    );
+    assert!(
+        !table.is_available(&b, t0 + secs(1)),
+        "nothing to send to yet"
+    );
+    assert!(!table.first_round_done(t0 + secs(1)), "/ready waits for it");
+    assert_eq!(table.poll_timeout(), Some(t0 + secs(2)));
+    // Resolved in time: usable (unknown) at once, pinged at once.
+    let mut resolved = HealthTable::new(HealthSettings::default());
+    resolved.set_target(b.clone(), TargetHealthConfig::default(), t0);
+    resolved
+        .set_addresses(&b, vec![dest("192.0.2.9:5060")], t0 + ms(300))
+        .expect("known");
+    assert_eq!(
+        resolved.availability(&b, t0 + ms(300)),
+        Availability::Usable
+    );
+    assert!(
+        resolved.poll_event().is_none(),
+        "unknown → unknown: no event"
+    );
+    assert!(resolved.poll_probe(t0 + ms(300)).is_some());
+    // Not resolved in time: down.
+    table.handle_timeout(t0 + secs(2));
+    let ev = table.poll_event().expect("down");
+    assert_eq!(
+        (ev.from, ev.to, ev.dest),
+        (State::Unknown, State::Down, None)
+    );
+    assert_eq!(ev.reason, "not resolved in time: no address yet");
+    assert_eq!(table.availability(&b, t0 + secs(2)), Availability::Down);
+    assert!(table.first_round_done(t0 + secs(2)));
+    assert_eq!(table.poll_timeout(), None);
+}
+
+#[test]
+fn ejected_is_only_the_breakers_doing() {
+    // Down by pings beats the breaker: a target that is both is down, not ejected.
+    let t0 = Instant::now();
+    let a = id("a");
+    let d = dest("192.0.2.1:5060");
+    let mut table = table_with(&a, TargetHealthConfig::default(), &[d], t0);
+    table.handle_attempt(&a, &d, AttemptOutcome::Timeout, t0);
+    table.handle_attempt(&a, &d, AttemptOutcome::Timeout, t0);
+    assert!(matches!(
+        table.availability(&a, t0),
+        Availability::Ejected { .. }
+    ));
+    assert_eq!(
+        table.destinations(&a),
+        vec![d],
+        "for plans that override it"
+    );
+    table.set_forced_down(&a, true, t0).expect("known");
+    assert_eq!(table.availability(&a, t0), Availability::Down);
+    assert!(!table.takes_calls(&a));
 }
