@@ -483,7 +483,9 @@ fn port_range_exhaustion_answers_503_and_leaks_nothing() {
 }
 
 /// The agent's SDP points at a port nobody listens on: the first packet holdfast relays
-/// there comes back as ICMP port unreachable, and holdfast says so.
+/// there comes back as ICMP port unreachable, holdfast says so at once, and — the agent
+/// being gone, whenever after its answer that is noticed, and no other provider left —
+/// hangs up the caller with the reason.
 #[test]
 fn icmp_unreachable_is_noticed() {
     let x = RtpEndpoint::bind();
@@ -493,7 +495,7 @@ fn icmp_unreachable_is_noticed() {
     }; // closed again: nobody listens there now
     let call = media_call(
         media_section(&media_ports(4)),
-        &sc::uac_media_call(x.port),
+        &sc::uac_media_wait_bye(x.port, "no other provider"),
         &sc::uas_media_answer(dead),
     );
     let sent = Instant::now();
@@ -513,7 +515,11 @@ fn icmp_unreachable_is_noticed() {
         field(&line, "addr").ends_with(&format!(":{dead}")),
         "{line}"
     );
-    call.uac.poke(&call.call_id);
     let r = call.uac.wait(WAIT);
-    assert!(r.success(), "caller failed: {}\n{}", r.output, r.errors);
+    assert!(
+        r.success(),
+        "the caller got no BYE saying why: {}\n{}",
+        r.output,
+        r.errors
+    );
 }
