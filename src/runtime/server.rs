@@ -129,6 +129,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                         .await
                         .with_context(|| format!("binding udp:{}", l.addr))?,
                 );
+                // ICMP port unreachable for what holdfast sends (a peer whose SIP port is
+                // closed) fails its transactions at once instead of at Timer B/F.
+                {
+                    use std::os::fd::AsRawFd as _;
+                    super::media::sys::enable_recverr(sock.as_raw_fd(), l.addr.is_ipv6())
+                        .with_context(|| format!("IP_RECVERR on udp:{}", l.addr))?;
+                }
                 shell.udp.insert(l.addr, sock.clone());
                 tokio::spawn(udp_reader(sock, l.addr, tx.clone(), shell.max_message_size));
             }
@@ -562,7 +569,22 @@ impl Shell {
                     warn!(local = %t.local, "no UDP socket to send from");
                     return;
                 };
-                if let Err(e) = sock.send_to(&t.data, t.remote).await {
+                let mut sent = sock.send_to(&t.data, t.remote).await;
+                if sent.is_err() {
+                    // With IP_RECVERR the socket's pending error may be an ICMP error for
+                    // another peer (it fails the next syscall, whoever it is for): the error
+                    // queue says which peers are gone, and this datagram goes again.
+                    use std::os::fd::AsRawFd as _;
+                    let mut gone = Vec::new();
+                    super::media::sys::drain_error_queue(sock.as_raw_fd(), |d| gone.push(d));
+                    for d in &gone {
+                        let _ = self.tx.try_send(Input::TransportError(Transport::Udp, *d));
+                    }
+                    if !gone.is_empty() && !gone.contains(&t.remote) {
+                        sent = sock.send_to(&t.data, t.remote).await;
+                    }
+                }
+                if let Err(e) = sent {
                     debug!(remote = %t.remote, "udp send failed: {e}");
                     let _ = self
                         .tx
@@ -674,8 +696,22 @@ async fn udp_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<In
                 }
             }
             Err(e) => {
-                // ICMP errors surface here on some kernels; never fatal for a listener.
-                debug!(%local, "udp recv error: {e}");
+                // An ICMP error for something we sent (IP_RECVERR): the error queue says
+                // where to; every transaction toward that address fails now. Never fatal
+                // for a listener.
+                use std::os::fd::AsRawFd as _;
+                let mut gone = Vec::new();
+                super::media::sys::drain_error_queue(sock.as_raw_fd(), |dest| gone.push(dest));
+                debug!(%local, ?gone, "udp recv error: {e}");
+                for dest in gone {
+                    if tx
+                        .send(Input::TransportError(Transport::Udp, dest))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
             }
         }
     }

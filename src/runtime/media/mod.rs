@@ -35,7 +35,7 @@
 //! closed.
 
 mod raw;
-mod sys;
+pub(super) mod sys;
 mod worker;
 
 #[cfg(test)]

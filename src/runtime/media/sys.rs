@@ -124,16 +124,22 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
 pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
-    let fd = s.as_raw_fd();
-    match addr {
-        SocketAddr::V4(_) => set_int_opt(fd, libc::SOL_IP, libc::IP_RECVERR, 1)?,
-        SocketAddr::V6(_) => {
-            set_int_opt(fd, libc::SOL_IPV6, libc::IPV6_RECVERR, 1)?;
-            // IPv4-mapped peers of a dual-stack socket report through the v4 option.
-            let _ = set_int_opt(fd, libc::SOL_IP, libc::IP_RECVERR, 1);
-        }
-    }
+    enable_recverr(s.as_raw_fd(), addr.is_ipv6())?;
     Ok(s)
+}
+
+/// `IP_RECVERR` (and `IPV6_RECVERR` for an IPv6 socket) on `fd`: ICMP errors for what an
+/// unconnected UDP socket sends are queued on its error queue ([`drain_error_queue`])
+/// instead of being lost.
+pub(in crate::runtime) fn enable_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_opt(fd, libc::SOL_IPV6, libc::IPV6_RECVERR, 1)?;
+        // IPv4-mapped peers of a dual-stack socket report through the v4 option.
+        let _ = set_int_opt(fd, libc::SOL_IP, libc::IP_RECVERR, 1);
+        Ok(())
+    } else {
+        set_int_opt(fd, libc::SOL_IP, libc::IP_RECVERR, 1)
+    }
 }
 
 /// Most error-queue entries read per EPOLLERR (the rest come back on the next wait:
@@ -144,7 +150,10 @@ const MAX_ERRORS_PER_CALL: usize = 64;
 /// unreachable" calls `unreachable(dest)`, where `dest` is the address we had sent to.
 /// Returns how many entries were read (any origin). Clears a pending socket error when the
 /// queue was empty, so a level-triggered EPOLLERR cannot spin.
-pub(super) fn drain_error_queue(fd: RawFd, mut unreachable: impl FnMut(SocketAddr)) -> usize {
+pub(in crate::runtime) fn drain_error_queue(
+    fd: RawFd,
+    mut unreachable: impl FnMut(SocketAddr),
+) -> usize {
     let mut read = 0;
     while read < MAX_ERRORS_PER_CALL {
         // SAFETY: plain old data; all-zero is valid.
