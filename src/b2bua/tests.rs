@@ -172,6 +172,55 @@ impl Sim {
     }
 }
 
+/// Another agent's answer (another address and port): a second provider after a re-route.
+pub(super) const SDP_B2: &str = "v=0\r\no=b2 7 7 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+
+/// The first relay the call opened.
+pub(super) fn relay(sim: &Sim) -> crate::media::control::RelayId {
+    sim.media
+        .iter()
+        .find_map(|m| match m {
+            crate::media::control::MediaCommand::Open { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("a relay was opened")
+}
+
+/// A report of the media shell, handed to the core now.
+pub(super) fn media_event(sim: &mut Sim, ev: crate::media::control::MediaEvent) {
+    sim.core.handle_media_event(ev, sim.now);
+    sim.collect();
+}
+
+/// The (one) call in progress.
+pub(super) fn call(sim: &Sim) -> Call {
+    sim.core.calls().next().expect("the call is alive").clone()
+}
+
+/// The relay updates sent to the media shell since command `from`.
+pub(super) fn updates_since(sim: &Sim, from: usize) -> Vec<crate::media::control::RelayUpdate> {
+    sim.media[from..]
+        .iter()
+        .filter_map(|m| match m {
+            crate::media::control::MediaCommand::Update { update, .. } => Some(*update),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Everything holdfast sent the carrier so far.
+pub(super) fn to_carrier(sim: &Sim) -> usize {
+    let carrier: SocketAddr = CARRIER.parse().unwrap();
+    sim.sent.iter().filter(|(_, r, _)| *r == carrier).count()
+}
+
+/// The core's `/metrics` text now.
+pub(super) fn metrics_text(sim: &Sim) -> String {
+    let mut m = crate::admin::metrics::Exposition::new();
+    sim.core.render_metrics(&mut m, sim.now);
+    m.finish()
+}
+
 pub(super) fn header<'a>(msg: &'a str, name: &str) -> &'a str {
     msg.lines()
         .find(|l| {

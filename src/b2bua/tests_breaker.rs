@@ -3,7 +3,7 @@
 //!
 //! Each rule of the breaker (consecutive failures at low rates, the failure ratio at high
 //! rates, the ejection cap, panic mode, the half-open ramp) and the first resolution wait.
-use super::tests::{answer, header, Sim, HF, SDP_A};
+use super::tests::{answer, header, metrics_text, Sim, HF, SDP_A};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,12 +89,6 @@ fn to_agent(sim: &Sim, status: &str) -> Vec<String> {
         .collect()
 }
 
-fn metrics(sim: &Sim) -> String {
-    let mut m = crate::admin::metrics::Exposition::new();
-    sim.core.render_metrics(&mut m, sim.now);
-    m.finish()
-}
-
 /// 150 answered calls to carrier-1, then 8 calls it never answers (all at once, like a
 /// burst), each failing over to carrier-2 after `attempt_timeout`. Returns the next call
 /// number.
@@ -138,7 +132,7 @@ fn a_burst_of_timeouts_inside_a_large_volume_does_not_eject_the_carrier() {
     let detail = status.breaker_detail.expect("detail");
     assert_eq!(detail.rule, Some("ratio"));
     assert_eq!(detail.window_failures, 8);
-    assert!(!metrics(&sim).contains("holdfast_breaker_openings_total{target=\"carrier-1\"}"));
+    assert!(!metrics_text(&sim).contains("holdfast_breaker_openings_total{target=\"carrier-1\"}"));
 }
 
 #[test]
@@ -210,7 +204,7 @@ fn a_rules_only_carrier_keeps_taking_calls_when_its_breaker_opens() {
     for r in to_agent(&sim, "503") {
         assert!(!header(&r, "Reason").contains("no healthy"), "{r}");
     }
-    let m = metrics(&sim);
+    let m = metrics_text(&sim);
     assert!(
         m.contains("holdfast_routing_ejection_capped_total{rule=\"outbound[1]\"} 3"),
         "{m}"
@@ -233,7 +227,7 @@ fn panic_mode_tries_every_ejected_target_and_counts_it() {
     assert_eq!(to, LONE);
     reply(&mut sim, LONE, &inv, 200);
     assert_eq!(to_agent(&sim, "200").len(), 1);
-    let m = metrics(&sim);
+    let m = metrics_text(&sim);
     assert!(
         m.contains("holdfast_routing_panic_total{rule=\"outbound[1]\"} 1"),
         "{m}"
@@ -376,7 +370,7 @@ routes:
         "{refused}"
     );
     assert!(sim.core.is_ready(sim.now), "ready: the first round is over");
-    let m = metrics(&sim);
+    let m = metrics_text(&sim);
     assert!(
         m.contains("holdfast_calls_total{direction=\"outbound\",outcome=\"refused\"} 1"),
         "a call that never had an attempt was refused: {m}"
@@ -404,7 +398,7 @@ routes:
     let mut sim = Sim::with_config(cfg);
     let v = sim.core.target_view("carrier-1", sim.now).expect("view");
     assert_eq!((v.health, v.available), ("unknown", true));
-    let m = metrics(&sim);
+    let m = metrics_text(&sim);
     assert!(
         m.contains("holdfast_target_up{target=\"carrier-1\"} 1"),
         "{m}"
@@ -425,7 +419,7 @@ routes:
     sim.recv(C1, answer(&options, 200, "OK", "", None));
     let v = sim.core.target_view("carrier-1", sim.now).expect("view");
     assert_eq!(v.health, "up");
-    let m = metrics(&sim);
+    let m = metrics_text(&sim);
     assert!(
         m.contains("holdfast_target_unknown{target=\"carrier-1\"} 0"),
         "{m}"

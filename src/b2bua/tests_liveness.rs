@@ -3,39 +3,23 @@
 //! ICMP from the AI leg counts at any time after the answer; transactions stop with their
 //! call.
 use super::tests::{
-    ack_from_carrier, answer, confirmed_call, header, in_dialog_from_carrier, invite, Sim, AGENT_A,
-    AGENT_B, CARRIER, HF, SDP_B,
+    ack_from_carrier, answer, call, confirmed_call, header, in_dialog_from_carrier, invite,
+    media_event, metrics_text, relay, to_carrier, updates_since, Sim, AGENT_A, AGENT_B, CARRIER,
+    HF, SDP_B, SDP_B2,
 };
 use super::{CallState, RerouteTrigger};
-use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayUpdate};
+use crate::media::control::{MediaEvent, RelayUpdate};
 use crate::media::relay::Side as R;
 use std::sync::Arc;
 use std::time::Duration;
-
-const SDP_B2: &str = "v=0\r\no=b2 7 7 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn relay(sim: &Sim) -> RelayId {
-    sim.media
-        .iter()
-        .find_map(|m| match m {
-            MediaCommand::Open { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("a relay was opened")
-}
-
-fn event(sim: &mut Sim, ev: MediaEvent) {
-    sim.core.handle_media_event(ev, sim.now);
-    sim.collect();
-}
-
 fn silent(sim: &mut Sim, side: R) {
     let id = relay(sim);
-    event(
+    media_event(
         sim,
         MediaEvent::Timeout {
             id,
@@ -47,7 +31,7 @@ fn silent(sim: &mut Sim, side: R) {
 
 fn icmp(sim: &mut Sim, side: R, addr: &str) {
     let id = relay(sim);
-    event(
+    media_event(
         sim,
         MediaEvent::Unreachable {
             id,
@@ -57,30 +41,8 @@ fn icmp(sim: &mut Sim, side: R, addr: &str) {
     );
 }
 
-fn call(sim: &Sim) -> super::Call {
-    sim.core.calls().next().expect("the call is alive").clone()
-}
-
-fn updates_since(sim: &Sim, from: usize) -> Vec<RelayUpdate> {
-    sim.media[from..]
-        .iter()
-        .filter_map(|m| match m {
-            MediaCommand::Update { update, .. } => Some(*update),
-            _ => None,
-        })
-        .collect()
-}
-
-fn to_carrier(sim: &Sim) -> usize {
-    let carrier: std::net::SocketAddr = CARRIER.parse().unwrap();
-    sim.sent.iter().filter(|(_, r, _)| *r == carrier).count()
-}
-
 fn metric(sim: &mut Sim, line: &str) -> bool {
-    let mut metrics = crate::admin::metrics::Exposition::new();
-    sim.core.render_metrics(&mut metrics, sim.now);
-    let text = metrics.finish();
-    text.lines().any(|l| l == line)
+    metrics_text(sim).lines().any(|l| l == line)
 }
 
 /// The test config with `agent_a` added to agent-a's settings and `health` as the health

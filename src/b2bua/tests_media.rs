@@ -2,8 +2,8 @@
 //! commands go to the media shell, and that every way a call ends gives its ports back once
 //! the shell confirms. Uses the `Sim` harness of `tests.rs`.
 use super::tests::{
-    answer, confirmed_call, header, in_dialog_from_carrier, invite, new_call, Sim, AGENT_A,
-    AGENT_B, CARRIER, HF, SDP_A, SDP_B,
+    answer, confirmed_call, header, in_dialog_from_carrier, invite, metrics_text, new_call, Sim,
+    AGENT_A, AGENT_B, CARRIER, HF, SDP_A, SDP_B,
 };
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
 use crate::media::relay::Side as R;
@@ -454,12 +454,6 @@ fn all_ports(p: &RelayPorts) -> Vec<u16> {
         .into_iter()
         .flatten()
         .collect()
-}
-
-fn metrics_text(sim: &Sim) -> String {
-    let mut metrics = crate::admin::metrics::Exposition::new();
-    sim.core.render_metrics(&mut metrics, sim.now);
-    metrics.finish()
 }
 
 fn quarantined(sim: &Sim) -> usize {

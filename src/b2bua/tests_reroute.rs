@@ -2,30 +2,13 @@
 //! next provider while the carrier's leg sees nothing at all, the relay is told to keep the
 //! carrier's stream continuous, and a call with no provider left ends cleanly.
 use super::tests::{
-    ack_from_carrier, answer, confirmed_call, header, in_dialog_from_carrier, invite, Sim, AGENT_A,
-    AGENT_B, CARRIER, SDP_B,
+    ack_from_carrier, answer, call, confirmed_call, header, in_dialog_from_carrier, invite,
+    media_event, relay, to_carrier, updates_since, Sim, AGENT_A, AGENT_B, CARRIER, SDP_B, SDP_B2,
 };
 use super::RerouteTrigger;
-use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayUpdate};
+use crate::media::control::{MediaCommand, MediaEvent, RelayUpdate};
 use crate::media::relay::Side as R;
 use std::time::Duration;
-
-const SDP_B2: &str = "v=0\r\no=b2 7 7 IN IP4 192.0.2.30\r\ns=-\r\nc=IN IP4 192.0.2.30\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
-
-fn relay(sim: &Sim) -> RelayId {
-    sim.media
-        .iter()
-        .find_map(|m| match m {
-            MediaCommand::Open { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("a relay was opened")
-}
-
-fn media_event(sim: &mut Sim, ev: MediaEvent) {
-    sim.core.handle_media_event(ev, sim.now);
-    sim.collect();
-}
 
 fn ai_silent(sim: &mut Sim) {
     let id = relay(sim);
@@ -44,26 +27,6 @@ fn m_port(msg: &str) -> &str {
         .find_map(|l| l.strip_prefix("m=audio "))
         .and_then(|r| r.split(' ').next())
         .unwrap_or_else(|| panic!("no m=audio in {msg}"))
-}
-
-/// Everything holdfast sent the carrier so far.
-fn to_carrier(sim: &Sim) -> usize {
-    let carrier: std::net::SocketAddr = CARRIER.parse().unwrap();
-    sim.sent.iter().filter(|(_, r, _)| *r == carrier).count()
-}
-
-fn updates_since(sim: &Sim, from: usize) -> Vec<RelayUpdate> {
-    sim.media[from..]
-        .iter()
-        .filter_map(|m| match m {
-            MediaCommand::Update { update, .. } => Some(*update),
-            _ => None,
-        })
-        .collect()
-}
-
-fn call(sim: &Sim) -> super::Call {
-    sim.core.calls().next().expect("the call is alive").clone()
 }
 
 /// The OPTIONS holdfast sent the agent at `agent` to check on it (the last one).

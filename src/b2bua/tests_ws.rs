@@ -2,8 +2,8 @@
 //! once the shell reports the leg up, fails over on setup failures, re-routes on a dropped
 //! socket without the carrier seeing anything, and hangs up when the bot closes normally.
 use super::tests::{
-    ack_from_carrier, answer, header, in_dialog_from_carrier, invite, Sim, AGENT_A, CARRIER, HF,
-    SDP_B,
+    ack_from_carrier, answer, call, header, in_dialog_from_carrier, invite, to_carrier, Sim,
+    AGENT_A, CARRIER, HF, SDP_B,
 };
 use super::{CallState, RerouteTrigger};
 use crate::ai::audio::G711;
@@ -73,15 +73,6 @@ fn event(sim: &mut Sim, ev: AiEvent) {
 
 fn bridge(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn to_carrier(sim: &Sim) -> usize {
-    let carrier: SocketAddr = CARRIER.parse().unwrap();
-    sim.sent.iter().filter(|(_, r, _)| *r == carrier).count()
-}
-
-fn call(sim: &Sim) -> super::Call {
-    sim.core.calls().next().expect("the call is alive").clone()
 }
 
 /// A confirmed call on bot-a; returns the carrier's 200 OK.
