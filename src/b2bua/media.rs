@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use super::call::Side;
 use crate::ai::audio::G711;
-use crate::media::control::{MediaCommand, RelayId, RelayPorts, RelayUpdate};
+use crate::config::{IpFamily, MediaAddr, MediaAddrs};
+use crate::media::control::{MediaCommand, RelayId, RelayIps, RelayPorts, RelayUpdate};
 use crate::media::ports::{PortAllocation, PortAllocator};
 use crate::media::relay::{
     self, LatchPolicy, Latching, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig,
@@ -113,10 +114,9 @@ pub enum ReOffer {
 /// Settings a call's media needs from the core's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaParams {
-    /// Address written into SDP.
-    pub advertise: IpAddr,
-    /// Address the relay sockets bind to.
-    pub bind: IpAddr,
+    /// Where relay sockets bind and what SDP advertises, per IP family (`media.bind`,
+    /// `media.advertise`).
+    pub addrs: MediaAddrs,
     /// Media timeout of leg A and leg B.
     pub timeouts: [Duration; 2],
     /// `latching` of leg A's target (the call's origin) and of leg B's (the callee being
@@ -163,6 +163,15 @@ pub struct CallMedia {
     #[serde(default)]
     kept: Option<(Option<String>, OriginState, crate::media::relay::Latching)>,
     seed: u64,
+    /// The address family leg A's and leg B's relay sockets bind in and their SDP
+    /// advertises: the family of the leg's peer (its SDP `c=`, or its signalling address
+    /// before it sent SDP) when holdfast has a media address of it.
+    #[serde(default = "first_family")]
+    family: [IpFamily; 2],
+}
+
+fn first_family() -> [IpFamily; 2] {
+    [IpFamily::V4, IpFamily::V4]
 }
 
 fn idx(side: Side) -> usize {
@@ -235,7 +244,9 @@ impl CallMedia {
     /// sequence numbers, timestamps and `o=` session ids.
     pub fn new(call: u64, params: MediaParams, seed: u64) -> Self {
         let sess = |n: u64| OriginState::new((seed.rotate_left(n as u32 * 17) >> 20) | 1, 1);
+        let first = params.addrs.first;
         CallMedia {
+            family: [first, first],
             call,
             params,
             streams: Vec::new(),
@@ -248,6 +259,26 @@ impl CallMedia {
             kept: None,
             seed,
         }
+    }
+
+    /// Leg `side`'s peer is at `ip` (its signalling address): until the leg's relay
+    /// sockets are bound, they will bind in that family (if holdfast has a media address of
+    /// it) and its SDP will advertise that family's address. The leg's own SDP, when it
+    /// sends one first, decides instead ([`Self::offer`]). No effect once streams run.
+    pub fn set_peer(&mut self, side: Side, ip: IpAddr) {
+        if self.streams.is_empty() {
+            self.family[idx(side)] = self.params.addrs.family_for(IpFamily::of(ip));
+        }
+    }
+
+    /// The family leg `side` is anchored in.
+    pub fn family(&self, side: Side) -> IpFamily {
+        self.family[idx(side)]
+    }
+
+    /// Leg `side`'s media address (bind and advertise) in its family.
+    fn addr(&self, side: Side) -> MediaAddr {
+        self.params.addrs.addr(self.family[idx(side)])
     }
 
     fn id(&self, index: u16) -> RelayId {
@@ -307,8 +338,9 @@ impl CallMedia {
                 }
             })
             .collect();
+        let advertise = self.addr(to).advertise;
         let plan = AnchorPlan {
-            ip: self.params.advertise,
+            ip: advertise,
             media,
         };
         let mut out = sdp::anchor(sdp, &plan);
@@ -323,7 +355,7 @@ impl CallMedia {
                     .retain(|l| !matches!(l.field, sdp::Field::Attribute(sdp::Attribute::RtcpMux)));
             }
         }
-        self.origin[idx(to)].stamp(&mut out, self.params.advertise);
+        self.origin[idx(to)].stamp(&mut out, advertise);
         let text = out.to_string();
         self.sent[idx(to)] = Some(text.clone());
         text.into_bytes()
@@ -383,6 +415,18 @@ impl CallMedia {
         if self.streams.is_empty() && opened.is_empty() {
             return Err(MediaError::NothingToAnchor);
         }
+        if self.streams.is_empty() {
+            // The offerer's leg binds in the family its SDP names (not a hold's 0.0.0.0).
+            let named = info
+                .iter()
+                .filter(|m| anchorable(m))
+                .filter_map(|m| m.rtp_addr)
+                .map(|a| a.ip())
+                .find(|ip| !ip.is_unspecified());
+            if let Some(ip) = named {
+                self.family[idx(from)] = self.params.addrs.family_for(IpFamily::of(ip));
+            }
+        }
         // Re-point `from`'s side of the streams that already run, if its addresses moved.
         let before = self.received_info(from).unwrap_or_default();
         self.relatch_moved(from, &before, &info, |_, _| false, out);
@@ -421,7 +465,10 @@ impl CallMedia {
         };
         MediaCommand::Open {
             id: self.id(s.index),
-            ip: self.params.bind,
+            ips: RelayIps {
+                a: self.addr(Side::A).bind,
+                b: self.addr(Side::B).bind,
+            },
             ports: s.ports,
             config,
         }
@@ -670,7 +717,7 @@ impl CallMedia {
         );
         self.received[idx(from)] = Some(offer.to_string());
         self.refresh_forwarding(out);
-        self.origin[idx(from)].stamp(&mut answer, self.params.advertise);
+        self.origin[idx(from)].stamp(&mut answer, self.addr(from).advertise);
         let text = answer.to_string();
         self.sent[idx(from)] = Some(text.clone());
         Ok(ReOffer::Local(text.into_bytes()))
@@ -946,11 +993,12 @@ impl CallMedia {
         }
     }
 
-    /// Where a local peer reaches the relay's `side` RTP socket of m-line `index` (the bind
-    /// address, or loopback when it binds every address): a WebSocket AI leg's bridge.
+    /// Where a local peer reaches the relay's `side` RTP socket of m-line `index` (that
+    /// leg's bind address, or loopback of its family when it binds every address): a
+    /// WebSocket AI leg's bridge.
     pub fn relay_addr(&self, side: Side, index: usize) -> Option<SocketAddr> {
         let s = self.stream(index)?;
-        let ip = match self.params.bind {
+        let ip = match self.addr(side).bind {
             IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
             ip => ip,

@@ -162,8 +162,13 @@ fn media_defaults_follow_the_sip_listener() {
     let cfg = parse("sip: { listen: [\"udp:10.1.2.3:5060\"] }\n", "t.yaml")
         .unwrap_or_else(|e| panic!("{e}"));
     let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
-    assert_eq!(cfg.media.bind, ip);
-    assert_eq!(cfg.media.advertise, ip, "advertise defaults to bind");
+    assert_eq!(cfg.media.addrs.v4.map(|a| a.bind), Some(ip));
+    assert_eq!(
+        cfg.media.addrs.v4.map(|a| a.advertise),
+        Some(ip),
+        "advertise defaults to bind"
+    );
+    assert_eq!(cfg.media.addrs.v6, None);
     assert_eq!(cfg.media.ports, 16384..=32767);
     assert_eq!(cfg.media.timeout, Duration::from_secs(30));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
@@ -181,12 +186,11 @@ fn media_settings_parse() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        cfg.media.bind,
-        "0.0.0.0".parse::<std::net::IpAddr>().unwrap()
-    );
-    assert_eq!(
-        cfg.media.advertise,
-        "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+        cfg.media.addrs.v4,
+        Some(MediaAddr {
+            bind: "0.0.0.0".parse().unwrap(),
+            advertise: "203.0.113.7".parse().unwrap()
+        })
     );
     assert_eq!(cfg.media.ports, 20000..=20099);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
@@ -201,8 +205,8 @@ fn media_settings_parse() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.media.threads, 3);
     assert_eq!(
-        cfg.media.advertise,
-        "2001:db8::5".parse::<std::net::IpAddr>().unwrap()
+        cfg.media.addrs.v6.map(|a| a.advertise),
+        Some("2001:db8::5".parse::<std::net::IpAddr>().unwrap())
     );
 }
 

@@ -50,17 +50,39 @@ impl RelayPorts {
     }
 }
 
+/// The local IP each leg's relay sockets bind to: a leg is anchored in its peer's address
+/// family, so the two legs of one stream may differ (an IPv4 carrier, an IPv6 agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayIps {
+    pub a: IpAddr,
+    pub b: IpAddr,
+}
+
+impl RelayIps {
+    /// Both legs on `ip`.
+    pub fn both(ip: IpAddr) -> RelayIps {
+        RelayIps { a: ip, b: ip }
+    }
+
+    pub fn of(&self, side: Side) -> IpAddr {
+        match side {
+            Side::A => self.a,
+            Side::B => self.b,
+        }
+    }
+}
+
 /// What the core asks the media shell to do. `Open` is large (the relay's whole initial
 /// config) but rare; commands are queued by value, never per packet.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)]
 pub enum MediaCommand {
-    /// Bind `ports` on `ip` (both legs) and start relaying with `config` (its clocks start
-    /// when the shell starts the relay). Answered at once with [`MediaEvent::Bound`] or
-    /// [`MediaEvent::OpenFailed`] (nothing stays bound then).
+    /// Bind `ports` (leg A's on `ips.a`, leg B's on `ips.b`) and start relaying with
+    /// `config` (its clocks start when the shell starts the relay). Answered at once with
+    /// [`MediaEvent::Bound`] or [`MediaEvent::OpenFailed`] (nothing stays bound then).
     Open {
         id: RelayId,
-        ip: IpAddr,
+        ips: RelayIps,
         ports: RelayPorts,
         config: RelayConfig,
     },

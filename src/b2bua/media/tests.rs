@@ -7,8 +7,10 @@ const BIND: &str = "10.0.0.5";
 
 fn params() -> MediaParams {
     MediaParams {
-        advertise: ADV.parse().unwrap(),
-        bind: BIND.parse().unwrap(),
+        addrs: MediaAddrs::single(MediaAddr {
+            advertise: ADV.parse().unwrap(),
+            bind: BIND.parse().unwrap(),
+        }),
         timeouts: [Duration::from_secs(30), Duration::from_secs(10)],
         latching: [Latching::Strict, Latching::Strict],
         learning_window: Duration::from_secs(1),
@@ -94,10 +96,13 @@ fn opens(cmds: &[MediaCommand]) -> Vec<(RelayId, IpAddr, RelayPorts, RelayConfig
         .filter_map(|c| match c {
             MediaCommand::Open {
                 id,
-                ip,
+                ips,
                 ports,
                 config,
-            } => Some((*id, *ip, *ports, *config)),
+            } => {
+                assert_eq!(ips.a, ips.b, "one family: both legs on the same address");
+                Some((*id, ips.a, *ports, *config))
+            }
             _ => None,
         })
         .collect()

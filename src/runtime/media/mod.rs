@@ -54,7 +54,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use crate::config::MediaIo;
-use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayPorts};
+use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayIps, RelayPorts};
 use crate::media::relay::RelayConfig;
 use crate::media::stats::DropCounts;
 
@@ -178,7 +178,7 @@ impl Shared {
 /// relays them (their own copies of datagrams are already discarded).
 pub(crate) struct OpenRelay {
     pub id: RelayId,
-    pub ip: IpAddr,
+    pub ips: RelayIps,
     pub ports: RelayPorts,
     pub config: RelayConfig,
     pub socks: [Option<UdpSocket>; 4],
@@ -215,8 +215,9 @@ pub struct EngineOptions {
     /// Worker threads (>= 1).
     pub threads: usize,
     pub io: MediaIo,
-    /// The relays' bind address (`io: raw` filters on it; IPv4 only).
-    pub bind: IpAddr,
+    /// The IPv4 relays' bind address (`io: raw` filters on it; unspecified = any local
+    /// IPv4); `None` when no relay binds IPv4 (`io: raw` is then unavailable).
+    pub raw_bind: Option<Ipv4Addr>,
     /// The relay port range (`io: raw` filters on it).
     pub ports: RangeInclusive<u16>,
 }
@@ -232,15 +233,11 @@ pub struct MediaEngine {
 
 /// The raw sockets of `threads` workers, or why they cannot be had.
 fn raw_paths(o: &EngineOptions) -> io::Result<Vec<worker::RawPath>> {
-    let ip = match o.bind {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(ip) if ip.is_unspecified() => Ipv4Addr::UNSPECIFIED,
-        IpAddr::V6(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "io: raw relays IPv4 only, and media.bind is an IPv6 address",
-            ))
-        }
+    let Some(ip) = o.raw_bind else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io: raw relays IPv4 only, and media.bind has no IPv4 address",
+        ));
     };
     let owners = Arc::new(
         raw::PortOwners::new(&o.ports)
@@ -267,7 +264,7 @@ impl MediaEngine {
         let options = EngineOptions {
             threads,
             io: MediaIo::Socket,
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            raw_bind: Some(Ipv4Addr::UNSPECIFIED),
             ports: 1..=u16::MAX,
         };
         MediaEngine::start_with(&options, events)
@@ -306,10 +303,7 @@ impl MediaEngine {
             MediaIo::Raw
         };
         let raw_filter = (io == MediaIo::Raw).then(|| {
-            let ip = match options.bind {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-            };
+            let ip = options.raw_bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
             (ip, options.ports.clone())
         });
         raws.resize_with(threads, || None);
@@ -357,14 +351,14 @@ impl MediaEngine {
         let (msg, answer) = match cmd {
             MediaCommand::Open {
                 id,
-                ip,
+                ips,
                 ports,
                 config,
-            } => match self.bind(ip, &ports) {
+            } => match self.bind(ips, &ports) {
                 Ok((socks, via_raw)) => {
                     let open = OpenRelay {
                         id,
-                        ip,
+                        ips,
                         ports,
                         config,
                         socks,
@@ -390,13 +384,15 @@ impl MediaEngine {
         answer
     }
 
-    /// Binds the relay sockets of `ports` on `ip`, in order; the first failure closes what
-    /// was bound and says which port failed, how ([`BindFailure`] from the errno) and the
-    /// OS's text.
+    /// Binds the relay sockets of `ports` (leg A's on `ips.a`, leg B's on `ips.b`), in
+    /// order; the first failure closes what was bound and says which port failed, how
+    /// ([`BindFailure`] from the errno) and the OS's text. Only a relay whose legs are both
+    /// on the raw path's IPv4 address goes through the raw path: one with an IPv6 leg uses
+    /// its sockets.
     #[allow(clippy::type_complexity)]
     fn bind(
         &self,
-        ip: IpAddr,
+        ips: RelayIps,
         ports: &RelayPorts,
     ) -> Result<([Option<UdpSocket>; 4], Option<Ipv4Addr>), (u16, BindFailure, String)> {
         let want = [
@@ -406,13 +402,16 @@ impl MediaEngine {
             ports.b.rtcp,
         ];
         let via_raw = self.raw_filter.as_ref().and_then(|(rip, range)| {
-            let IpAddr::V4(v4) = ip else { return None };
-            let ours = rip.is_unspecified() || *rip == v4;
+            let (IpAddr::V4(v4), IpAddr::V4(b)) = (ips.a, ips.b) else {
+                return None;
+            };
+            let ours = v4 == b && (rip.is_unspecified() || *rip == v4);
             (ours && want.iter().flatten().all(|p| range.contains(p))).then_some(v4)
         });
         let mut socks: [Option<UdpSocket>; 4] = Default::default();
         for (i, port) in want.iter().enumerate() {
             let Some(port) = *port else { continue };
+            let ip = if i < 2 { ips.a } else { ips.b };
             let addr = SocketAddr::new(ip, port);
             let bound = sys::bind_udp(addr).and_then(|s| {
                 if via_raw.is_some() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::{EngineOptions, MediaCounters, MediaEngine, MediaIo};
-use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayIps, RelayPorts, RelayUpdate};
 use crate::media::filler::GapAudio;
 use crate::media::ports::PortAllocation;
 use crate::media::relay::{
@@ -39,7 +39,7 @@ impl Harness {
         let options = EngineOptions {
             threads,
             io,
-            bind: LO,
+            raw_bind: Some(Ipv4Addr::LOCALHOST),
             ports: 1024..=u16::MAX,
         };
         let engine = MediaEngine::start_with(&options, tx)
@@ -118,7 +118,7 @@ impl Harness {
     fn open(&mut self, id: RelayId, ports: RelayPorts, config: RelayConfig) {
         self.cmd(MediaCommand::Open {
             id,
-            ip: LO,
+            ips: RelayIps::both(LO),
             ports,
             config,
         });
@@ -544,7 +544,7 @@ fn ipv6_relays_and_reports_icmpv6_unreachable(io: MediaIo) {
     };
     h.cmd(MediaCommand::Open {
         id: id(13),
-        ip: v6,
+        ips: RelayIps::both(v6),
         ports,
         config: config(Some(addr(&carrier)), Some(addr(&ai)), 13),
     });

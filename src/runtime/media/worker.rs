@@ -601,7 +601,7 @@ impl Worker {
     fn open(&mut self, o: OpenRelay, now: Instant) {
         let OpenRelay {
             id,
-            ip,
+            ips,
             ports,
             config,
             socks,
@@ -645,7 +645,11 @@ impl Worker {
                 .map_err(|e| {
                     (
                         e.raw_os_error(),
-                        format!("epoll add {ip}:{}: {e}", local[i]),
+                        format!(
+                            "epoll add {}:{}: {e}",
+                            if i < 2 { ips.a } else { ips.b },
+                            local[i]
+                        ),
                     )
                 })
                 .and_then(|()| match self.raw.as_mut() {
@@ -689,7 +693,7 @@ impl Worker {
             .counters
             .relays_open
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(relay = %id, %ip, ?ports, "media relay open");
+        tracing::debug!(relay = %id, a = %ips.a, b = %ips.b, ?ports, "media relay open");
     }
 
     fn close(&mut self, id: RelayId) {
