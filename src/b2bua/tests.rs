@@ -128,10 +128,15 @@ impl Sim {
     }
 
     pub(super) fn recv(&mut self, from: &str, data: String) {
+        self.recv_at(HF, from, data);
+    }
+
+    /// `data` from `from`, received on holdfast's UDP listener `local`.
+    pub(super) fn recv_at(&mut self, local: &str, from: &str, data: String) {
         self.core.handle_received(
             Received {
                 transport: crate::sip::Transport::Udp,
-                local: HF.parse().unwrap(),
+                local: local.parse().unwrap(),
                 remote: from.parse().unwrap(),
                 data: Bytes::from(data),
             },
