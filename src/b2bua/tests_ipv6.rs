@@ -330,7 +330,7 @@ fn a_mixed_family_call_anchors_each_leg_in_its_peers_family() {
             "agent leg in its family: {b_invite}"
         );
         assert!(
-            b_invite.contains(&format!("o="))
+            b_invite.contains("o=")
                 && b_invite.contains(&format!("IN {agent_fam} {agent_adv}\r\ns=")),
             "{b_invite}"
         );
