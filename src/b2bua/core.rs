@@ -40,7 +40,7 @@ use super::ids::{IdGen, BRANCH_COOKIE};
 use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
-use crate::config::Config;
+use crate::config::{Config, IpFamily};
 use crate::health::{
     AttemptOutcome, Availability, Destination, HealthEvent, HealthTable, TargetHealthConfig,
 };
@@ -331,6 +331,9 @@ enum AfterBind {
     Answered { attempt: usize, resp: Resp },
     /// A re-offer that adds streams: relay it to the other leg.
     Relay { from: Side, sid: u64, req: Req },
+    /// An attempt to a target of the other address family than the callee leg's relay
+    /// sockets: make it once they moved there.
+    Attempt { target: TargetId, dest: Destination },
 }
 
 struct CallEntry {
@@ -1602,6 +1605,20 @@ impl Core {
             }
             return self.next_attempt(c, now);
         };
+        // The callee's leg binds in this target's address family (when holdfast has media
+        // there): its relay sockets move first, and the INVITE waits for them.
+        let moved = self
+            .with_media(c, |m, _, out| m.move_peer(Side::B, dest.addr.ip(), out))
+            .unwrap_or(false);
+        if moved {
+            let family = IpFamily::of(dest.addr.ip());
+            info!(call = %self.call_name(c), target_id = %target, family = family.as_str(),
+                "media: the callee's leg moves to its target's address family");
+            if let Some(e) = self.calls.get_mut(&c) {
+                e.after_bind = Some(AfterBind::Attempt { target, dest });
+            }
+            return;
+        }
         let flow = Flow {
             transport: dest.transport,
             local,
@@ -3696,6 +3713,9 @@ impl Core {
                 self.start_check(c, leg_of(side), &why, now);
             }
             MediaEvent::Bound { .. } => self.relay_bound(c, id.stream, now),
+            MediaEvent::RebindFailed { side, error, .. } => {
+                self.relay_rebind_failed(c, &name, id.stream, leg_of(side), &error, now)
+            }
             MediaEvent::OpenFailed {
                 port,
                 failure,
@@ -3780,6 +3800,53 @@ impl Core {
                 let sdp = sent(e, from.other());
                 self.relay_request(c, from, sid, &req, sdp, now);
             }
+            AfterBind::Attempt { target, dest } => {
+                if e.call.offer.is_some() {
+                    e.call.offer = sent(e, Side::B);
+                }
+                self.start_attempt(c, target, dest, now);
+            }
+        }
+    }
+
+    /// The shell could not move leg `side` of stream `stream` to its new peer's address
+    /// family: the leg stays where it was (its SDP names the old family's address, which a
+    /// dual-stack peer still reaches), and a held attempt goes ahead.
+    fn relay_rebind_failed(
+        &mut self,
+        c: CallRef,
+        name: &str,
+        stream: u16,
+        side: Side,
+        error: &str,
+        now: Instant,
+    ) {
+        warn!(call = %name, stream, leg = ?side,
+            "media: could not move the leg's relay sockets to its peer's address family ({error}); it stays in its old family");
+        let Some(e) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let done = e
+            .call
+            .media
+            .as_mut()
+            .is_some_and(|m| m.rebind_failed(stream, side));
+        if !done {
+            return;
+        }
+        match e.after_bind.take() {
+            Some(AfterBind::Attempt { target, dest }) => {
+                if e.call.offer.is_some() {
+                    e.call.offer = e
+                        .call
+                        .media
+                        .as_ref()
+                        .and_then(|m| m.last_sent(Side::B))
+                        .map(<[u8]>::to_vec);
+                }
+                self.start_attempt(c, target, dest, now);
+            }
+            other => e.after_bind = other,
         }
     }
 
@@ -3889,7 +3956,7 @@ impl Core {
                 self.with_media(c, |m, _, out| m.offer_rejected(from, out));
                 self.reoffer_refused(c, from, sid, e, now);
             }
-            Some(AfterBind::Route) | None => {
+            Some(AfterBind::Route) | Some(AfterBind::Attempt { .. }) | None => {
                 self.count_media_error(e);
                 let (status, reason) = e.status();
                 if let Some(entry) = self.calls.get_mut(&c) {

@@ -168,6 +168,10 @@ pub struct CallMedia {
     /// before it sent SDP) when holdfast has a media address of it.
     #[serde(default = "first_family")]
     family: [IpFamily; 2],
+    /// Per leg, a family the shell could not move its sockets to ([`Self::rebind_failed`]):
+    /// not tried again for this call.
+    #[serde(default)]
+    refused: [Option<IpFamily>; 2],
 }
 
 fn first_family() -> [IpFamily; 2] {
@@ -247,6 +251,7 @@ impl CallMedia {
         let first = params.addrs.first;
         CallMedia {
             family: [first, first],
+            refused: [None, None],
             call,
             params,
             streams: Vec::new(),
@@ -268,6 +273,78 @@ impl CallMedia {
     pub fn set_peer(&mut self, side: Side, ip: IpAddr) {
         if self.streams.is_empty() {
             self.family[idx(side)] = self.params.addrs.family_for(IpFamily::of(ip));
+        }
+    }
+
+    /// Leg `side`'s peer is now at `ip` (a new attempt's target, a re-route's provider),
+    /// signalling only so far. If that is another address family than the leg's sockets are
+    /// bound in, and holdfast has a media address of it, the leg moves there: a `Rebind` per
+    /// stream (each `Binding` until the shell's `Bound`), and the last SDP sent toward the
+    /// leg is rendered again on the new family's address (same ports, same streams), for
+    /// [`Self::last_sent`]. Returns whether streams now wait for `Bound`.
+    pub fn move_peer(&mut self, side: Side, ip: IpAddr, out: &mut Vec<MediaCommand>) -> bool {
+        if self.streams.is_empty() {
+            self.set_peer(side, ip);
+            return false;
+        }
+        let want = self.params.addrs.family_for(IpFamily::of(ip));
+        let was = self.family[idx(side)];
+        if want == was
+            || self.refused[idx(side)] == Some(want)
+            || self.params.addrs.addr(want).bind == self.addr(side).bind
+        {
+            return false;
+        }
+        self.family[idx(side)] = want;
+        let bind = self.addr(side).bind;
+        for s in &mut self.streams {
+            if s.state != StreamState::Open {
+                continue;
+            }
+            s.state = StreamState::Binding;
+            out.push(MediaCommand::Rebind {
+                id: RelayId {
+                    call: self.call,
+                    stream: s.index,
+                },
+                side: rside(side),
+                ip: bind,
+                ports: s.ports.of(rside(side)),
+            });
+        }
+        self.rerender_sent(side);
+        self.binding()
+    }
+
+    /// The shell could not move leg `side` of stream `index` to the new family: the leg
+    /// stays on its old sockets, so the whole leg goes back to its old family (the SDP
+    /// toward it is rendered again). Returns whether no stream waits any more.
+    pub fn rebind_failed(&mut self, index: u16, side: Side) -> bool {
+        if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
+            if s.state == StreamState::Binding {
+                s.state = StreamState::Open;
+            }
+        }
+        let failed = self.family[idx(side)];
+        let other = match failed {
+            IpFamily::V4 => IpFamily::V6,
+            IpFamily::V6 => IpFamily::V4,
+        };
+        self.refused[idx(side)] = Some(failed);
+        if self.params.addrs.get(other).is_some() {
+            self.family[idx(side)] = other;
+            self.rerender_sent(side);
+        }
+        !self.binding()
+    }
+
+    /// The last SDP sent toward `side`, on that leg's current address.
+    fn rerender_sent(&mut self, side: Side) {
+        if let Some(sdp) = self.sent[idx(side)]
+            .as_deref()
+            .and_then(|t| Sdp::parse_str(t).ok())
+        {
+            self.anchor_for(side, &sdp, false);
         }
     }
 

@@ -19,6 +19,26 @@ const ADV6: &str = "2001:db8::5";
 /// A dual-stack holdfast: listeners and media in both families, `agent` as the only AI
 /// provider (pinged every second when `ping`), `advertise` as `sip.advertise` if any.
 fn dual_stack(agent: &str, ping: bool, advertise: Option<&str>) -> Arc<crate::config::Config> {
+    dual_stack_agents(&[agent], ping, advertise)
+}
+
+/// [`dual_stack`] with `agents` in priority order.
+fn dual_stack_agents(
+    agents: &[&str],
+    ping: bool,
+    advertise: Option<&str>,
+) -> Arc<crate::config::Config> {
+    let providers: String = agents
+        .iter()
+        .enumerate()
+        .map(|(i, uri)| {
+            format!(
+                "\n  - {{ id: agent{i}, kind: sip, uri: \"{uri}\", region: us, priority: {}, ping: {ping} }}",
+                i + 1
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..agents.len()).map(|i| format!("agent{i}")).collect();
     let advertise = advertise
         .map(|a| format!("  advertise: \"{a}\"\n"))
         .unwrap_or_default();
@@ -39,11 +59,11 @@ media:
 carriers:
   - {{ id: carrier6, uri: "sip:{CARRIER6}", region: us, ping: false, sources: ["::1"] }}
   - {{ id: carrier4, uri: "sip:{CARRIER4}", region: us, ping: false, sources: ["127.0.0.1"] }}
-ai_providers:
-  - {{ id: agent, kind: sip, uri: "{agent}", region: us, ping: {ping} }}
+ai_providers:{providers}
 routes:
-  inbound: [ {{ regions: [us], ai: [agent] }} ]
-"#
+  inbound: [ {{ regions: [us], ai: [{}] }} ]
+"#,
+        names.join(", ")
     );
     Arc::new(crate::config::parse(&yaml, "test.yaml").expect("valid test config"))
 }
@@ -267,7 +287,7 @@ fn ipv6_call(agent_uri: &str, agent_addr: &str, advertise: Option<&str>) {
     let n = check_all_sent(&sim);
     assert!(n >= 8, "{n} messages checked");
     let view = sim.core.target_views(sim.now);
-    let agent = view.iter().find(|t| t.id == "agent").expect("agent view");
+    let agent = view.iter().find(|t| t.id == "agent0").expect("agent view");
     assert_eq!(
         agent.health, "up",
         "the ping's 200 (copying our headers) marked it up"
@@ -356,6 +376,77 @@ fn a_mixed_family_call_anchors_each_leg_in_its_peers_family() {
             ok.contains(&format!("c=IN {carrier_fam} {carrier_adv}")),
             "carrier leg in its family: {ok}"
         );
+        check_all_sent(&sim);
+    }
+}
+
+/// A failover from an IPv6 agent to an IPv4 one moves the callee leg's relay sockets to
+/// IPv4 before the second INVITE, whose SDP names holdfast's IPv4 address; the carrier's
+/// leg is not touched.
+#[test]
+fn a_failover_to_a_target_of_the_other_family_moves_the_callee_leg() {
+    let agents = ["sip:agent@[::1]:5081", "sip:agent@127.0.0.1:5082"];
+    for refused in [false, true] {
+        let mut sim = Sim::with_config(dual_stack_agents(&agents, false, None));
+        sim.rebind_error = refused;
+        sim.recv_at(HF4, CARRIER4, invite(CARRIER4, HF4, "192.0.2.10"));
+        let first = sim.last("[::1]:5081", "INVITE ");
+        assert!(first.contains(&format!("c=IN IP6 {ADV6}")), "{first}");
+        let opens = media_opens(&sim);
+        assert_eq!(
+            opens,
+            vec![crate::media::control::RelayIps {
+                a: "127.0.0.1".parse().unwrap(),
+                b: "::1".parse().unwrap()
+            }]
+        );
+        sim.recv_at(
+            HF6,
+            "[::1]:5081",
+            agent_answer(&first, 503, "Service Unavailable", "[::1]:5081", None),
+        );
+        let second = sim.last("127.0.0.1:5082", "INVITE ");
+        let rebinds: Vec<_> = sim
+            .media
+            .iter()
+            .filter_map(|m| match m {
+                MediaCommand::Rebind { side, ip, .. } => Some((*side, *ip)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rebinds,
+            vec![(
+                crate::media::relay::Side::B,
+                "127.0.0.1".parse::<IpAddr>().unwrap()
+            )],
+            "one Rebind, of the callee's leg, to IPv4"
+        );
+        if refused {
+            assert!(
+                second.contains(&format!("c=IN IP6 {ADV6}")),
+                "a refused move keeps the leg (and its SDP) where it was: {second}"
+            );
+        } else {
+            assert!(
+                second.contains(&format!("c=IN IP4 {ADV4}")) && !second.contains("IP6"),
+                "the second attempt's offer is IPv4: {second}"
+            );
+        }
+        assert_eq!(media_opens(&sim).len(), 1, "no new relay");
+        sim.recv_at(
+            HF4,
+            "127.0.0.1:5082",
+            agent_answer(
+                &second,
+                200,
+                "OK",
+                "127.0.0.1:5082",
+                Some(&sdp("192.0.2.20")),
+            ),
+        );
+        let ok = sim.last(CARRIER4, "SIP/2.0 200");
+        assert!(ok.contains(&format!("c=IN IP4 {ADV4}")), "{ok}");
         check_all_sent(&sim);
     }
 }

@@ -86,6 +86,16 @@ pub enum MediaCommand {
         ports: RelayPorts,
         config: RelayConfig,
     },
+    /// Move leg `side`'s sockets of a running relay to `ip`, on the same `ports`: the leg's
+    /// peer is now of the other address family (a failover to a target of that family).
+    /// The other leg and the relay's state are untouched. Answered at once with
+    /// [`MediaEvent::Bound`], or [`MediaEvent::RebindFailed`] (the old sockets stay).
+    Rebind {
+        id: RelayId,
+        side: Side,
+        ip: IpAddr,
+        ports: PortAllocation,
+    },
     /// Change a running relay.
     Update { id: RelayId, update: RelayUpdate },
     /// Stop relaying and close the sockets; answered by [`MediaEvent::Closed`]. The core
@@ -99,6 +109,7 @@ impl MediaCommand {
     pub fn id(&self) -> RelayId {
         match self {
             MediaCommand::Open { id, .. }
+            | MediaCommand::Rebind { id, .. }
             | MediaCommand::Update { id, .. }
             | MediaCommand::Close { id } => *id,
         }
@@ -257,6 +268,13 @@ pub enum MediaEvent {
         a_to_b: StreamStatsSnapshot,
         b_to_a: StreamStatsSnapshot,
     },
+    /// A `Rebind` could not bind the new sockets (`error` is the OS's text, with the
+    /// address): the leg stays on its old sockets and family.
+    RebindFailed {
+        id: RelayId,
+        side: Side,
+        error: String,
+    },
 }
 
 impl MediaEvent {
@@ -268,7 +286,8 @@ impl MediaEvent {
             | MediaEvent::Unreachable { id, .. }
             | MediaEvent::Timeout { id, .. }
             | MediaEvent::Resumed { id, .. }
-            | MediaEvent::Closed { id, .. } => *id,
+            | MediaEvent::Closed { id, .. }
+            | MediaEvent::RebindFailed { id, .. } => *id,
         }
     }
 }

@@ -185,11 +185,20 @@ pub(crate) struct OpenRelay {
     pub via_raw: Option<Ipv4Addr>,
 }
 
+/// A `Rebind` whose new sockets the engine bound: `socks` are `[rtp, rtcp]` of `side`.
+pub(crate) struct RebindRelay {
+    pub id: RelayId,
+    pub side: crate::media::relay::Side,
+    pub ip: IpAddr,
+    pub socks: [Option<UdpSocket>; 2],
+}
+
 // Commands are rare (a few per call) and moved once; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Cmd(MediaCommand),
     Open(OpenRelay),
+    Rebind(RebindRelay),
     /// Live statistics of every relay of the worker (for the admin API; rare).
     Stats(mpsc::Sender<Vec<RelayStats>>),
     Shutdown,
@@ -376,6 +385,35 @@ impl MediaEngine {
                     return Some(failed);
                 }
             },
+            MediaCommand::Rebind {
+                id,
+                side,
+                ip,
+                ports,
+            } => {
+                let mut socks: [Option<UdpSocket>; 2] = Default::default();
+                for (i, port) in [Some(ports.rtp), ports.rtcp].into_iter().enumerate() {
+                    let Some(port) = port else { continue };
+                    let addr = SocketAddr::new(ip, port);
+                    match sys::bind_udp(addr) {
+                        Ok(s) => socks[i] = Some(s),
+                        Err(e) => {
+                            return Some(MediaEvent::RebindFailed {
+                                id,
+                                side,
+                                error: format!("bind {addr}: {e}"),
+                            })
+                        }
+                    }
+                }
+                let msg = Msg::Rebind(RebindRelay {
+                    id,
+                    side,
+                    ip,
+                    socks,
+                });
+                (msg, Some(MediaEvent::Bound { id }))
+            }
             other => (Msg::Cmd(other), None),
         };
         if w.tx.send(msg).is_ok() {
