@@ -16,6 +16,11 @@
 //! never touches a socket or the clock; it allocates from the core's [`PortAllocator`] and
 //! appends [`MediaCommand`]s for the core to hand to the shell.
 //!
+//! Each leg is anchored in its peer's address family (`media.bind` has at most one address
+//! per family): `set_peer` (signalling address) until the first `offer`, whose own SDP `c=`
+//! then decides for the offering leg; `move_peer` moves a running leg to a new peer's family
+//! (the shell rebinds its sockets on the same ports; the SDP toward it is rendered again).
+//!
 //! LIFECYCLE (per call): `new` (nothing allocated) → first `offer` allocates both legs' ports
 //! per anchored m-line and opens the relays (streams `Binding`) → the shell's `Bound` makes
 //! each `Open` (`bound`); until every stream is bound, the anchored offer is not sent: a port

@@ -20,8 +20,9 @@
 //!   ports of that worker's relays (a shared BPF map says which worker owns each port);
 //!   ONE `recvmmsg` reads packets of many streams and ONE `sendmmsg` sends all their
 //!   forwards with headers written by us (`IP_HDRINCL`). The relay sockets stay bound for
-//!   the port and for ICMP errors, and discard their copy. IPv6 relays of a raw engine use
-//!   the socket path.
+//!   the port and for ICMP errors, and discard their copy. A relay with an IPv6 leg (each
+//!   leg binds in its peer's family) uses the socket path on a raw engine, and a relay
+//!   whose leg a `Rebind` moves to IPv6 leaves the raw path for good.
 //!
 //! Never: decides anything about a call (the core does), blocks a worker (a full socket
 //! buffer drops and counts), allocates, formats, logs or reads a map per packet, runs on
@@ -29,8 +30,9 @@
 //!
 //! LIFECYCLE of one relay (see `src/media/LIFECYCLE.md`): `Open` → bound (`Bound`, returned
 //! by `handle`) → relaying on its worker (`Latched`, `Unreachable`, `Timeout` events as they
-//! happen; `Update`s applied in order) → `Close` → sockets closed, `Closed` with final
-//! stats. A failed bind → `OpenFailed` returned by `handle`, nothing bound, nothing sent to a
+//! happen; `Update`s applied in order; a `Rebind` binds one leg's new sockets here, answers
+//! `Bound` or `RebindFailed` (old sockets kept), and the worker swaps them in) → `Close` →
+//! sockets closed, `Closed` with final stats. A failed bind → `OpenFailed` returned by `handle`, nothing bound, nothing sent to a
 //! worker; a worker that cannot add the sockets to its loop → `OpenFailed` event, sockets
 //! closed.
 
