@@ -500,19 +500,16 @@ impl Sipp {
         calls: u32,
         extra: &[&str],
     ) -> Sipp {
-        let mut args: Vec<String> = vec![
-            target.into(),
-            "-s".into(),
-            service.into(),
-            "-m".into(),
-            calls.to_string(),
-            "-timeout".into(),
-            "60s".into(),
-            "-timeout_error".into(),
-            "-aa".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Sipp::spawn(name, scenario, port, &args)
+        Sipp::uac_on(
+            "127.0.0.1",
+            name,
+            scenario,
+            port,
+            target,
+            service,
+            calls,
+            extra,
+        )
     }
 
     /// A SIPp UAS on TCP `port` for one call.
@@ -712,14 +709,7 @@ impl Sipp {
         calls: Option<u32>,
         extra: &[&str],
     ) -> Sipp {
-        let mut args = vec!["-aa".to_string(), "-timeout".into(), "90s".into()];
-        if let Some(m) = calls {
-            args.extend(["-m".to_string(), m.to_string()]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Sipp::spawn(name, scenario, port, &args);
-        s.wait_bound(port);
-        s
+        Sipp::uas_on("127.0.0.1", name, scenario, port, calls, extra)
     }
 
     /// A SIPp UAS like [`Sipp::uas_with`], its sockets on `ip` (e.g. `::1`).
