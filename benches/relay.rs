@@ -84,7 +84,7 @@ fn assert_no_allocation(carrier: SocketAddr, ai: SocketAddr, attacker: SocketAdd
 /// The media worker's whole per-packet path (epoll, recvmmsg, relay core, sendmmsg,
 /// counters) allocates nothing, once the relay is open and latched (opening and events may).
 fn assert_engine_allocates_nothing_per_packet() {
-    use holdfast::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts};
+    use holdfast::media::control::{MediaCommand, MediaEvent, RelayId, RelayIps, RelayPorts};
     use holdfast::media::ports::PortAllocation;
     use holdfast::runtime::media::MediaEngine;
     use std::net::UdpSocket;
@@ -115,7 +115,7 @@ fn assert_engine_allocates_nothing_per_packet() {
     let id = RelayId { call: 1, stream: 0 };
     engine.handle(MediaCommand::Open {
         id,
-        ip: lo.into(),
+        ips: RelayIps::both(lo.into()),
         ports,
         config: relay_config(carrier.local_addr().unwrap(), ai.local_addr().unwrap()),
     });
@@ -247,7 +247,7 @@ fn bench(c: &mut Criterion) {
 /// `MediaEngine::handle(Open)`: four relay sockets bound in the calling thread, `Bound`
 /// returned, the sockets handed to the worker.
 fn bench_open(c: &mut Criterion) {
-    use holdfast::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts};
+    use holdfast::media::control::{MediaCommand, MediaEvent, RelayId, RelayIps, RelayPorts};
     use holdfast::media::ports::PortAllocation;
     use holdfast::runtime::media::MediaEngine;
     use std::net::UdpSocket;
@@ -282,7 +282,7 @@ fn bench_open(c: &mut Criterion) {
                 let id = RelayId { call, stream: 0 };
                 let open = MediaCommand::Open {
                     id,
-                    ip: lo.into(),
+                    ips: RelayIps::both(lo.into()),
                     ports,
                     config: relay_config(peer, peer),
                 };

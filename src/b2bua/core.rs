@@ -40,7 +40,7 @@ use super::ids::{IdGen, BRANCH_COOKIE};
 use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
-use crate::config::Config;
+use crate::config::{Config, IpFamily};
 use crate::health::{
     AttemptOutcome, Availability, Destination, HealthEvent, HealthTable, TargetHealthConfig,
 };
@@ -331,6 +331,9 @@ enum AfterBind {
     Answered { attempt: usize, resp: Resp },
     /// A re-offer that adds streams: relay it to the other leg.
     Relay { from: Side, sid: u64, req: Req },
+    /// An attempt to a target of the other address family than the callee leg's relay
+    /// sockets: make it once they moved there.
+    Attempt { target: TargetId, dest: Destination },
 }
 
 struct CallEntry {
@@ -431,8 +434,10 @@ pub struct Core {
     health_armed: Option<Instant>,
     /// Relay ports (`media.ports`; fixed for the life of the process).
     ports: PortAllocator,
-    /// Where relays bind (`media.bind`; fixed for the life of the process).
-    media_bind: std::net::IpAddr,
+    /// Where relays bind and what SDP advertises (`media.bind`, `media.advertise`). The
+    /// bind addresses are fixed for the life of the process; a reload may change what is
+    /// advertised for them.
+    media_addrs: crate::config::MediaAddrs,
     media_out: VecDeque<MediaCommand>,
     /// Commands for the WebSocket AI shell.
     ai_out: VecDeque<AiCommand>,
@@ -539,13 +544,6 @@ fn reliability(t: Transport) -> Reliability {
     }
 }
 
-fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
-}
-
 fn refresher_param(r: Refresher) -> &'static str {
     match r {
         Refresher::Uac => "uac",
@@ -580,7 +578,7 @@ impl Core {
             stats: Stats::default(),
             ports: PortAllocator::new(config.media.ports.clone())
                 .unwrap_or_else(|_| PortAllocator::new(30000..=39999).expect("valid range")),
-            media_bind: config.media.bind,
+            media_addrs: config.media.addrs,
             media_out: VecDeque::new(),
             ai_out: VecDeque::new(),
             webhooks: VecDeque::new(),
@@ -609,18 +607,28 @@ impl Core {
     /// targets and flows even when the new file removes them; new calls use the new tables.
     /// Targets added are pinged at once.
     pub fn handle_reload(&mut self, config: Arc<Config>, now: Instant) {
+        let binds = |a: &crate::config::MediaAddrs| (a.v4.map(|m| m.bind), a.v6.map(|m| m.bind));
+        let same_binds = binds(&config.media.addrs) == binds(&self.media_addrs);
         if config.media.ports != self.config.media.ports
-            || config.media.bind != self.media_bind
+            || !same_binds
             || config.media.threads != self.config.media.threads
             || config.media.io != self.config.media.io
         {
+            let on: Vec<String> = self
+                .media_addrs
+                .iter()
+                .map(|a| a.bind.to_string())
+                .collect();
             warn!(
                 "media.ports, media.bind, media.threads and media.io take effect after a restart; \
                  keeping {}-{} on {}",
                 self.config.media.ports.start(),
                 self.config.media.ports.end(),
-                self.media_bind
+                on.join(", ")
             );
+        }
+        if same_binds {
+            self.media_addrs = config.media.addrs;
         }
         self.settings = Settings::from_config(&config);
         self.routing = RoutingTable::new(&config);
@@ -649,12 +657,8 @@ impl Core {
             );
             let entry = self.targets.entry(id.clone()).or_default();
             if t.uri.is_ip {
-                if let Ok(ip) = t
-                    .uri
-                    .host
-                    .trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                {
+                // `TargetUri` keeps an IPv6 literal without its brackets.
+                if let Ok(ip) = t.uri.host.parse::<std::net::IpAddr>() {
                     let transport = t.uri.transport.unwrap_or(Transport::Udp);
                     let port = t.uri.port.unwrap_or(5060);
                     entry.destinations = vec![Destination {
@@ -764,8 +768,7 @@ impl Core {
     fn media_params(&self, direction: Direction, origin: &TargetId) -> MediaParams {
         let m = &self.config.media;
         MediaParams {
-            advertise: m.advertise,
-            bind: self.media_bind,
+            addrs: self.media_addrs,
             // The silence after which each leg's liveness check runs: `ai_timeout` on the
             // AI agent's leg (B inbound, A outbound), `timeout` on the carrier's.
             timeouts: match direction {
@@ -810,11 +813,20 @@ impl Core {
         id
     }
 
-    /// Our host for Via/Contact on a flow: the advertised address, or the listener's.
+    /// Our host for Via/Contact/From/Call-ID on a flow (RFC 3261 `hostport`, IPv6
+    /// bracketed): `sip.advertise`, or the listener's address. An advertised IP literal of
+    /// the other address family than the flow is not used on it (a peer reached over IPv6
+    /// cannot answer an IPv4 address it may have no route to, nor the reverse).
     fn local_host(&self, local: SocketAddr) -> String {
         match &self.settings.advertise {
-            Some(a) => format!("{a}:{}", local.port()),
-            None => host_port(local),
+            Some(a)
+                if a.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_ipv4() != local.is_ipv4()) =>
+            {
+                crate::sip::socket_host_port(local)
+            }
+            Some(a) => crate::sip::host_port(a, Some(local.port())).to_string(),
+            None => crate::sip::socket_host_port(local),
         }
     }
 
@@ -1205,6 +1217,14 @@ impl Core {
             self.media_params(direction, &origin_id),
             self.ids.next_u64(),
         );
+        // Each leg's relay sockets bind in its peer's address family: the caller's from its
+        // signalling address (its SDP, if it has one, decides in `offer`), the callee's from
+        // the first SIP candidate's address (a later attempt elsewhere moves it there).
+        media.set_peer(Side::A, flow.remote.ip());
+        let callee_ip = self
+            .first_sip_destination(&plan)
+            .unwrap_or_else(|| flow.remote.ip());
+        media.set_peer(Side::B, callee_ip);
         let mut offer = None;
         let mut binding = false;
         if !req.body.is_empty() {
@@ -1548,6 +1568,26 @@ impl Core {
         }
     }
 
+    /// The address of the first candidate of `plan` reached over SIP (not a WebSocket
+    /// provider, whose bridge is local): where the callee's leg will most likely go.
+    fn first_sip_destination(&self, plan: &Plan) -> Option<std::net::IpAddr> {
+        plan.targets.iter().find_map(|t| {
+            if self.config.target(t).is_none_or(|c| c.ws.is_some()) {
+                return None;
+            }
+            self.health
+                .destinations(t)
+                .into_iter()
+                .next()
+                .or_else(|| {
+                    self.targets
+                        .get(t)
+                        .and_then(|s| s.destinations.first().copied())
+                })
+                .map(|d| d.addr.ip())
+        })
+    }
+
     fn start_attempt(&mut self, c: CallRef, target: TargetId, dest: Destination, now: Instant) {
         if let Some(ws) = self.config.target(&target).and_then(|t| t.ws.clone()) {
             return self.start_ws_attempt(c, target, dest, ws, now);
@@ -1565,6 +1605,20 @@ impl Core {
             }
             return self.next_attempt(c, now);
         };
+        // The callee's leg binds in this target's address family (when holdfast has media
+        // there): its relay sockets move first, and the INVITE waits for them.
+        let moved = self
+            .with_media(c, |m, _, out| m.move_peer(Side::B, dest.addr.ip(), out))
+            .unwrap_or(false);
+        if moved {
+            let family = IpFamily::of(dest.addr.ip());
+            info!(call = %self.call_name(c), target_id = %target, family = family.as_str(),
+                "media: the callee's leg moves to its target's address family");
+            if let Some(e) = self.calls.get_mut(&c) {
+                e.after_bind = Some(AfterBind::Attempt { target, dest });
+            }
+            return;
+        }
         let flow = Flow {
             transport: dest.transport,
             local,
@@ -1599,10 +1653,7 @@ impl Core {
         let call = &mut entry.call;
         // The Request-URI: the target's own user part when it has one (an AI agent's
         // address), otherwise the dialed number at the target.
-        let target_host = match tcfg.uri.port {
-            Some(p) => format!("{}:{p}", tcfg.uri.host),
-            None => tcfg.uri.host.clone(),
-        };
+        let target_host = tcfg.uri.host_port().to_string();
         // A transfer (no AI provider left) dials its own number.
         let callee = call
             .transfer_to
@@ -3662,6 +3713,9 @@ impl Core {
                 self.start_check(c, leg_of(side), &why, now);
             }
             MediaEvent::Bound { .. } => self.relay_bound(c, id.stream, now),
+            MediaEvent::RebindFailed { side, error, .. } => {
+                self.relay_rebind_failed(c, &name, id.stream, leg_of(side), &error, now)
+            }
             MediaEvent::OpenFailed {
                 port,
                 failure,
@@ -3746,6 +3800,53 @@ impl Core {
                 let sdp = sent(e, from.other());
                 self.relay_request(c, from, sid, &req, sdp, now);
             }
+            AfterBind::Attempt { target, dest } => {
+                if e.call.offer.is_some() {
+                    e.call.offer = sent(e, Side::B);
+                }
+                self.start_attempt(c, target, dest, now);
+            }
+        }
+    }
+
+    /// The shell could not move leg `side` of stream `stream` to its new peer's address
+    /// family: the leg stays where it was (its SDP names the old family's address, which a
+    /// dual-stack peer still reaches), and a held attempt goes ahead.
+    fn relay_rebind_failed(
+        &mut self,
+        c: CallRef,
+        name: &str,
+        stream: u16,
+        side: Side,
+        error: &str,
+        now: Instant,
+    ) {
+        warn!(call = %name, stream, leg = ?side,
+            "media: could not move the leg's relay sockets to its peer's address family ({error}); it stays in its old family");
+        let Some(e) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let done = e
+            .call
+            .media
+            .as_mut()
+            .is_some_and(|m| m.rebind_failed(stream, side));
+        if !done {
+            return;
+        }
+        match e.after_bind.take() {
+            Some(AfterBind::Attempt { target, dest }) => {
+                if e.call.offer.is_some() {
+                    e.call.offer = e
+                        .call
+                        .media
+                        .as_ref()
+                        .and_then(|m| m.last_sent(Side::B))
+                        .map(<[u8]>::to_vec);
+                }
+                self.start_attempt(c, target, dest, now);
+            }
+            other => e.after_bind = other,
         }
     }
 
@@ -3855,7 +3956,7 @@ impl Core {
                 self.with_media(c, |m, _, out| m.offer_rejected(from, out));
                 self.reoffer_refused(c, from, sid, e, now);
             }
-            Some(AfterBind::Route) | None => {
+            Some(AfterBind::Route) | Some(AfterBind::Attempt { .. }) | None => {
                 self.count_media_error(e);
                 let (status, reason) = e.status();
                 if let Some(entry) = self.calls.get_mut(&c) {
@@ -4090,11 +4191,8 @@ impl Core {
         };
         let host = self.local_host(local);
         let target_uri = match self.config.target(&probe.target) {
-            Some(t) => match t.uri.port {
-                Some(p) => format!("sip:{}:{p}", t.uri.host),
-                None => format!("sip:{}", t.uri.host),
-            },
-            None => format!("sip:{}", host_port(probe.dest.addr)),
+            Some(t) => format!("sip:{}", t.uri.host_port()),
+            None => format!("sip:{}", crate::sip::socket_host_port(probe.dest.addr)),
         };
         let branch = self.ids.branch();
         let out = OutRequest {

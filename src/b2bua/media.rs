@@ -16,6 +16,11 @@
 //! never touches a socket or the clock; it allocates from the core's [`PortAllocator`] and
 //! appends [`MediaCommand`]s for the core to hand to the shell.
 //!
+//! Each leg is anchored in its peer's address family (`media.bind` has at most one address
+//! per family): `set_peer` (signalling address) until the first `offer`, whose own SDP `c=`
+//! then decides for the offering leg; `move_peer` moves a running leg to a new peer's family
+//! (the shell rebinds its sockets on the same ports; the SDP toward it is rendered again).
+//!
 //! LIFECYCLE (per call): `new` (nothing allocated) → first `offer` allocates both legs' ports
 //! per anchored m-line and opens the relays (streams `Binding`) → the shell's `Bound` makes
 //! each `Open` (`bound`); until every stream is bound, the anchored offer is not sent: a port
@@ -31,7 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use super::call::Side;
 use crate::ai::audio::G711;
-use crate::media::control::{MediaCommand, RelayId, RelayPorts, RelayUpdate};
+use crate::config::{IpFamily, MediaAddr, MediaAddrs};
+use crate::media::control::{MediaCommand, RelayId, RelayIps, RelayPorts, RelayUpdate};
 use crate::media::ports::{PortAllocation, PortAllocator};
 use crate::media::relay::{
     self, LatchPolicy, Latching, LegConfig, PayloadTypeMap, RelayConfig, StreamConfig,
@@ -113,10 +119,9 @@ pub enum ReOffer {
 /// Settings a call's media needs from the core's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaParams {
-    /// Address written into SDP.
-    pub advertise: IpAddr,
-    /// Address the relay sockets bind to.
-    pub bind: IpAddr,
+    /// Where relay sockets bind and what SDP advertises, per IP family (`media.bind`,
+    /// `media.advertise`).
+    pub addrs: MediaAddrs,
     /// Media timeout of leg A and leg B.
     pub timeouts: [Duration; 2],
     /// `latching` of leg A's target (the call's origin) and of leg B's (the callee being
@@ -163,6 +168,19 @@ pub struct CallMedia {
     #[serde(default)]
     kept: Option<(Option<String>, OriginState, crate::media::relay::Latching)>,
     seed: u64,
+    /// The address family leg A's and leg B's relay sockets bind in and their SDP
+    /// advertises: the family of the leg's peer (its SDP `c=`, or its signalling address
+    /// before it sent SDP) when holdfast has a media address of it.
+    #[serde(default = "first_family")]
+    family: [IpFamily; 2],
+    /// Per leg, a family the shell could not move its sockets to ([`Self::rebind_failed`]):
+    /// not tried again for this call.
+    #[serde(default)]
+    refused: [Option<IpFamily>; 2],
+}
+
+fn first_family() -> [IpFamily; 2] {
+    [IpFamily::V4, IpFamily::V4]
 }
 
 fn idx(side: Side) -> usize {
@@ -235,7 +253,10 @@ impl CallMedia {
     /// sequence numbers, timestamps and `o=` session ids.
     pub fn new(call: u64, params: MediaParams, seed: u64) -> Self {
         let sess = |n: u64| OriginState::new((seed.rotate_left(n as u32 * 17) >> 20) | 1, 1);
+        let first = params.addrs.first;
         CallMedia {
+            family: [first, first],
+            refused: [None, None],
             call,
             params,
             streams: Vec::new(),
@@ -248,6 +269,98 @@ impl CallMedia {
             kept: None,
             seed,
         }
+    }
+
+    /// Leg `side`'s peer is at `ip` (its signalling address): until the leg's relay
+    /// sockets are bound, they will bind in that family (if holdfast has a media address of
+    /// it) and its SDP will advertise that family's address. The leg's own SDP, when it
+    /// sends one first, decides instead ([`Self::offer`]). No effect once streams run.
+    pub fn set_peer(&mut self, side: Side, ip: IpAddr) {
+        if self.streams.is_empty() {
+            self.family[idx(side)] = self.params.addrs.family_for(IpFamily::of(ip));
+        }
+    }
+
+    /// Leg `side`'s peer is now at `ip` (a new attempt's target, a re-route's provider),
+    /// signalling only so far. If that is another address family than the leg's sockets are
+    /// bound in, and holdfast has a media address of it, the leg moves there: a `Rebind` per
+    /// stream (each `Binding` until the shell's `Bound`), and the last SDP sent toward the
+    /// leg is rendered again on the new family's address (same ports, same streams), for
+    /// [`Self::last_sent`]. Returns whether streams now wait for `Bound`.
+    pub fn move_peer(&mut self, side: Side, ip: IpAddr, out: &mut Vec<MediaCommand>) -> bool {
+        if self.streams.is_empty() {
+            self.set_peer(side, ip);
+            return false;
+        }
+        let want = self.params.addrs.family_for(IpFamily::of(ip));
+        let was = self.family[idx(side)];
+        if want == was
+            || self.refused[idx(side)] == Some(want)
+            || self.params.addrs.addr(want).bind == self.addr(side).bind
+        {
+            return false;
+        }
+        self.family[idx(side)] = want;
+        let bind = self.addr(side).bind;
+        for s in &mut self.streams {
+            if s.state != StreamState::Open {
+                continue;
+            }
+            s.state = StreamState::Binding;
+            out.push(MediaCommand::Rebind {
+                id: RelayId {
+                    call: self.call,
+                    stream: s.index,
+                },
+                side: rside(side),
+                ip: bind,
+                ports: s.ports.of(rside(side)),
+            });
+        }
+        self.rerender_sent(side);
+        self.binding()
+    }
+
+    /// The shell could not move leg `side` of stream `index` to the new family: the leg
+    /// stays on its old sockets, so the whole leg goes back to its old family (the SDP
+    /// toward it is rendered again). Returns whether no stream waits any more.
+    pub fn rebind_failed(&mut self, index: u16, side: Side) -> bool {
+        if let Some(s) = self.streams.iter_mut().find(|s| s.index == index) {
+            if s.state == StreamState::Binding {
+                s.state = StreamState::Open;
+            }
+        }
+        let failed = self.family[idx(side)];
+        let other = match failed {
+            IpFamily::V4 => IpFamily::V6,
+            IpFamily::V6 => IpFamily::V4,
+        };
+        self.refused[idx(side)] = Some(failed);
+        if self.params.addrs.get(other).is_some() {
+            self.family[idx(side)] = other;
+            self.rerender_sent(side);
+        }
+        !self.binding()
+    }
+
+    /// The last SDP sent toward `side`, on that leg's current address.
+    fn rerender_sent(&mut self, side: Side) {
+        if let Some(sdp) = self.sent[idx(side)]
+            .as_deref()
+            .and_then(|t| Sdp::parse_str(t).ok())
+        {
+            self.anchor_for(side, &sdp, false);
+        }
+    }
+
+    /// The family leg `side` is anchored in.
+    pub fn family(&self, side: Side) -> IpFamily {
+        self.family[idx(side)]
+    }
+
+    /// Leg `side`'s media address (bind and advertise) in its family.
+    fn addr(&self, side: Side) -> MediaAddr {
+        self.params.addrs.addr(self.family[idx(side)])
     }
 
     fn id(&self, index: u16) -> RelayId {
@@ -307,8 +420,9 @@ impl CallMedia {
                 }
             })
             .collect();
+        let advertise = self.addr(to).advertise;
         let plan = AnchorPlan {
-            ip: self.params.advertise,
+            ip: advertise,
             media,
         };
         let mut out = sdp::anchor(sdp, &plan);
@@ -323,7 +437,7 @@ impl CallMedia {
                     .retain(|l| !matches!(l.field, sdp::Field::Attribute(sdp::Attribute::RtcpMux)));
             }
         }
-        self.origin[idx(to)].stamp(&mut out, self.params.advertise);
+        self.origin[idx(to)].stamp(&mut out, advertise);
         let text = out.to_string();
         self.sent[idx(to)] = Some(text.clone());
         text.into_bytes()
@@ -383,6 +497,18 @@ impl CallMedia {
         if self.streams.is_empty() && opened.is_empty() {
             return Err(MediaError::NothingToAnchor);
         }
+        if self.streams.is_empty() {
+            // The offerer's leg binds in the family its SDP names (not a hold's 0.0.0.0).
+            let named = info
+                .iter()
+                .filter(|m| anchorable(m))
+                .filter_map(|m| m.rtp_addr)
+                .map(|a| a.ip())
+                .find(|ip| !ip.is_unspecified());
+            if let Some(ip) = named {
+                self.family[idx(from)] = self.params.addrs.family_for(IpFamily::of(ip));
+            }
+        }
         // Re-point `from`'s side of the streams that already run, if its addresses moved.
         let before = self.received_info(from).unwrap_or_default();
         self.relatch_moved(from, &before, &info, |_, _| false, out);
@@ -421,7 +547,10 @@ impl CallMedia {
         };
         MediaCommand::Open {
             id: self.id(s.index),
-            ip: self.params.bind,
+            ips: RelayIps {
+                a: self.addr(Side::A).bind,
+                b: self.addr(Side::B).bind,
+            },
             ports: s.ports,
             config,
         }
@@ -670,7 +799,7 @@ impl CallMedia {
         );
         self.received[idx(from)] = Some(offer.to_string());
         self.refresh_forwarding(out);
-        self.origin[idx(from)].stamp(&mut answer, self.params.advertise);
+        self.origin[idx(from)].stamp(&mut answer, self.addr(from).advertise);
         let text = answer.to_string();
         self.sent[idx(from)] = Some(text.clone());
         Ok(ReOffer::Local(text.into_bytes()))
@@ -946,11 +1075,12 @@ impl CallMedia {
         }
     }
 
-    /// Where a local peer reaches the relay's `side` RTP socket of m-line `index` (the bind
-    /// address, or loopback when it binds every address): a WebSocket AI leg's bridge.
+    /// Where a local peer reaches the relay's `side` RTP socket of m-line `index` (that
+    /// leg's bind address, or loopback of its family when it binds every address): a
+    /// WebSocket AI leg's bridge.
     pub fn relay_addr(&self, side: Side, index: usize) -> Option<SocketAddr> {
         let s = self.stream(index)?;
-        let ip = match self.params.bind {
+        let ip = match self.addr(side).bind {
             IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
             ip => ip,

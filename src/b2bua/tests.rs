@@ -49,6 +49,8 @@ pub(super) struct Sim {
     pub(super) taken: std::collections::HashSet<u16>,
     /// When set, every `Open` fails with this (e.g. EMFILE).
     pub(super) bind_error: Option<crate::media::control::BindFailure>,
+    /// When set, every `Rebind` fails.
+    pub(super) rebind_error: bool,
 }
 
 impl Sim {
@@ -69,6 +71,7 @@ impl Sim {
             ai: Vec::new(),
             taken: Default::default(),
             bind_error: None,
+            rebind_error: false,
         }
     }
 
@@ -79,6 +82,17 @@ impl Sim {
         m: &crate::media::control::MediaCommand,
     ) -> Option<crate::media::control::MediaEvent> {
         use crate::media::control::{BindFailure, MediaCommand, MediaEvent};
+        if let MediaCommand::Rebind { id, side, ip, .. } = m {
+            return Some(if self.rebind_error {
+                MediaEvent::RebindFailed {
+                    id: *id,
+                    side: *side,
+                    error: format!("bind {ip}: Cannot assign requested address"),
+                }
+            } else {
+                MediaEvent::Bound { id: *id }
+            });
+        }
         let MediaCommand::Open { id, ports, .. } = m else {
             return None;
         };
@@ -128,10 +142,15 @@ impl Sim {
     }
 
     pub(super) fn recv(&mut self, from: &str, data: String) {
+        self.recv_at(HF, from, data);
+    }
+
+    /// `data` from `from`, received on holdfast's UDP listener `local`.
+    pub(super) fn recv_at(&mut self, local: &str, from: &str, data: String) {
         self.core.handle_received(
             Received {
                 transport: crate::sip::Transport::Udp,
-                local: HF.parse().unwrap(),
+                local: local.parse().unwrap(),
                 remote: from.parse().unwrap(),
                 data: Bytes::from(data),
             },

@@ -83,13 +83,125 @@ pub struct SipSettings {
     pub force_rport: bool,
 }
 
-/// `media:` section: where and how every call's RTP is anchored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MediaSettings {
-    /// Local IP the relay sockets bind to.
+/// An IP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub fn of(ip: IpAddr) -> IpFamily {
+        match ip.to_canonical() {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// `IP4` / `IP6`, as SDP's `addrtype` (RFC 4566 §5.7) and the logs write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IP4",
+            IpFamily::V6 => "IP6",
+        }
+    }
+}
+
+/// Where relay sockets of one address family bind, and what SDP says for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MediaAddr {
+    /// Local IP the relay sockets bind to (`::` binds a dual-stack socket).
     pub bind: IpAddr,
     /// IP written into SDP (`c=`, `o=`, `a=rtcp`) for peers to send to (NAT, cloud).
     pub advertise: IpAddr,
+}
+
+/// The relay addresses, at most one per IP family (`media.bind`, `media.advertise`): a
+/// call's leg is anchored in the family of its peer when holdfast has an address of that
+/// family, else in the first one configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MediaAddrs {
+    pub v4: Option<MediaAddr>,
+    pub v6: Option<MediaAddr>,
+    /// The family listed first (the fallback for peers of a family not configured).
+    pub first: IpFamily,
+}
+
+impl MediaAddrs {
+    /// One address, serving every peer (of `family` and, as the fallback, the other).
+    pub fn single_of(family: IpFamily, addr: MediaAddr) -> MediaAddrs {
+        let mut m = MediaAddrs {
+            v4: None,
+            v6: None,
+            first: family,
+        };
+        m.insert(family, addr);
+        m
+    }
+
+    /// One address: its family is the advertised address's.
+    pub fn single(addr: MediaAddr) -> MediaAddrs {
+        MediaAddrs::single_of(IpFamily::of(addr.advertise), addr)
+    }
+
+    fn insert(&mut self, family: IpFamily, addr: MediaAddr) {
+        match family {
+            IpFamily::V4 => self.v4 = Some(addr),
+            IpFamily::V6 => self.v6 = Some(addr),
+        }
+    }
+
+    /// The address of `family`, if one is configured.
+    pub fn get(&self, family: IpFamily) -> Option<MediaAddr> {
+        match family {
+            IpFamily::V4 => self.v4,
+            IpFamily::V6 => self.v6,
+        }
+    }
+
+    /// The family a leg whose peer is `family` is anchored in: the same when configured,
+    /// else the first one.
+    pub fn family_for(&self, family: IpFamily) -> IpFamily {
+        if self.get(family).is_some() {
+            family
+        } else {
+            self.first
+        }
+    }
+
+    /// The address of `family` (or of the first family, see [`Self::family_for`]).
+    pub fn addr(&self, family: IpFamily) -> MediaAddr {
+        let fam = self.family_for(family);
+        self.get(fam).or(self.v4).or(self.v6).unwrap_or(MediaAddr {
+            bind: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            advertise: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        })
+    }
+
+    /// The configured addresses, first family first.
+    pub fn iter(&self) -> impl Iterator<Item = MediaAddr> {
+        let (a, b) = match self.first {
+            IpFamily::V4 => (self.v4, self.v6),
+            IpFamily::V6 => (self.v6, self.v4),
+        };
+        a.into_iter().chain(b)
+    }
+
+    /// The IPv4 relay address the raw I/O path filters on (unspecified for a dual-stack
+    /// `::`); `None` without IPv4 relays.
+    pub fn v4_bind(&self) -> Option<std::net::Ipv4Addr> {
+        match self.v4?.bind {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => Some(std::net::Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// `media:` section: where and how every call's RTP is anchored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Where relay sockets bind and what SDP advertises, one per IP family.
+    pub addrs: MediaAddrs,
     /// Relay port range: RTP on even ports, RTCP on the odd port above.
     pub ports: std::ops::RangeInclusive<u16>,
     /// Media worker threads.

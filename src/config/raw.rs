@@ -75,6 +75,50 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+/// A string, or a list of strings (`media.bind: 10.0.0.5` or `[10.0.0.5, "2001:db8::5"]`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum OneOrList {
+    One(String),
+    List(Vec<String>),
+}
+
+impl OneOrList {
+    /// The entries with the path suffix each is found at (`""` for a scalar, `[i]`).
+    pub fn entries(&self) -> Vec<(Option<usize>, &str)> {
+        match self {
+            OneOrList::One(s) => vec![(None, s.as_str())],
+            OneOrList::List(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Some(i), s.as_str()))
+                .collect(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OneOrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an IP address or a list of IP addresses")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<OneOrList, E> {
+                Ok(OneOrList::One(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrList::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A mapping of header name to value, in file order.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeaderMap(pub Vec<(String, Scalar)>);
@@ -180,8 +224,8 @@ pub(crate) struct RawDns {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawMedia {
-    pub bind: Option<String>,
-    pub advertise: Option<String>,
+    pub bind: Option<OneOrList>,
+    pub advertise: Option<OneOrList>,
     pub ports: Option<Scalar>,
     pub threads: Option<Scalar>,
     pub io: Option<String>,

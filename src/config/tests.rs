@@ -162,8 +162,13 @@ fn media_defaults_follow_the_sip_listener() {
     let cfg = parse("sip: { listen: [\"udp:10.1.2.3:5060\"] }\n", "t.yaml")
         .unwrap_or_else(|e| panic!("{e}"));
     let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
-    assert_eq!(cfg.media.bind, ip);
-    assert_eq!(cfg.media.advertise, ip, "advertise defaults to bind");
+    assert_eq!(cfg.media.addrs.v4.map(|a| a.bind), Some(ip));
+    assert_eq!(
+        cfg.media.addrs.v4.map(|a| a.advertise),
+        Some(ip),
+        "advertise defaults to bind"
+    );
+    assert_eq!(cfg.media.addrs.v6, None);
     assert_eq!(cfg.media.ports, 16384..=32767);
     assert_eq!(cfg.media.timeout, Duration::from_secs(30));
     assert_eq!(cfg.media.ai_timeout, Duration::from_secs(5));
@@ -181,12 +186,11 @@ fn media_settings_parse() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        cfg.media.bind,
-        "0.0.0.0".parse::<std::net::IpAddr>().unwrap()
-    );
-    assert_eq!(
-        cfg.media.advertise,
-        "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+        cfg.media.addrs.v4,
+        Some(MediaAddr {
+            bind: "0.0.0.0".parse().unwrap(),
+            advertise: "203.0.113.7".parse().unwrap()
+        })
     );
     assert_eq!(cfg.media.ports, 20000..=20099);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
@@ -201,8 +205,8 @@ fn media_settings_parse() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.media.threads, 3);
     assert_eq!(
-        cfg.media.advertise,
-        "2001:db8::5".parse::<std::net::IpAddr>().unwrap()
+        cfg.media.addrs.v6.map(|a| a.advertise),
+        Some("2001:db8::5".parse::<std::net::IpAddr>().unwrap())
     );
 }
 
@@ -586,4 +590,130 @@ fn breaker_keys_parse_and_are_range_checked() {
         assert_eq!((e.line, e.column), pos, "{e}");
         assert!(e.message.contains(word), "{e}");
     }
+}
+
+// ------------------------------------------------------------------ dual-stack media and SIP
+
+#[test]
+fn media_bind_and_advertise_take_one_address_per_family() {
+    let cfg = parse(
+        "media:\n  bind: [127.0.0.1, \"::1\"]\n  advertise: [\"2001:db8::5\", 203.0.113.5]\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = cfg.media.addrs;
+    assert_eq!(
+        a.v4,
+        Some(MediaAddr {
+            bind: "127.0.0.1".parse().unwrap(),
+            advertise: "203.0.113.5".parse().unwrap()
+        }),
+        "advertise entries pair with the bind of their family, in any order"
+    );
+    assert_eq!(
+        a.v6,
+        Some(MediaAddr {
+            bind: "::1".parse().unwrap(),
+            advertise: "2001:db8::5".parse().unwrap()
+        })
+    );
+    assert_eq!(
+        a.first,
+        IpFamily::V4,
+        "the first bind is the fallback family"
+    );
+    // One family advertised, the other bound and advertised as itself.
+    let cfg = parse(
+        "media:\n  bind: [\"::1\", 10.0.0.5]\n  advertise: 198.51.100.1\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.media.addrs.first, IpFamily::V6);
+    assert_eq!(
+        cfg.media.addrs.v6.map(|m| m.advertise),
+        Some("::1".parse().unwrap())
+    );
+    assert_eq!(
+        cfg.media.addrs.v4.map(|m| m.advertise),
+        Some("198.51.100.1".parse().unwrap())
+    );
+    // A scalar still works; an IPv6-only bind leaves IPv4 out.
+    let cfg = parse("media: { bind: \"[::1]\" }\n", "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.media.addrs.v4, None);
+    assert_eq!(cfg.media.addrs.family_for(IpFamily::V4), IpFamily::V6);
+    // A dual-stack `::` with an IPv4 advertise relays IPv4 peers (as before).
+    let cfg = parse(
+        "media: { bind: \"::\", advertise: 203.0.113.7 }\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.media.addrs.v4,
+        Some(MediaAddr {
+            bind: "::".parse().unwrap(),
+            advertise: "203.0.113.7".parse().unwrap()
+        })
+    );
+}
+
+#[test]
+fn media_bind_defaults_to_the_first_listener_of_each_family() {
+    let cfg = parse(
+        "sip:\n  listen: [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\", \"udp:[::1]:5060\"]\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.sip.listen[2].addr,
+        "[::1]:5060".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        cfg.media.addrs.v4.map(|m| m.bind),
+        Some("127.0.0.1".parse().unwrap())
+    );
+    assert_eq!(
+        cfg.media.addrs.v6.map(|m| m.bind),
+        Some("::1".parse().unwrap())
+    );
+}
+
+#[test]
+fn bad_media_bind_and_advertise_lists_are_refused_with_their_position() {
+    let e = err("media:\n  bind: [127.0.0.1, 127.0.0.2]\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 21, "media.bind[1]"),
+        "{e}"
+    );
+    assert!(e.message.contains("one address per IP family"), "{e}");
+    let e = err("media:\n  bind: [127.0.0.1, \"::1\", \"::2\"]\n");
+    assert_eq!(e.path, "media.bind[2]", "{e}");
+    assert!(e.message.contains("one IPv4 and one IPv6"), "{e}");
+    let e = err("media:\n  bind: []\n");
+    assert_eq!((e.line, e.path.as_str()), (2, "media.bind"), "{e}");
+    let e = err("media:\n  bind: [127.0.0.1, nope]\n");
+    assert_eq!(e.path, "media.bind[1]", "{e}");
+    assert!(e.message.contains("expected an IP address"), "{e}");
+    let e = err("media:\n  bind: [127.0.0.1]\n  advertise: [203.0.113.5, \"2001:db8::5\"]\n");
+    assert_eq!(
+        (e.line, e.path.as_str()),
+        (3, "media.advertise[1]"),
+        "an advertised family needs a bind of it: {e}"
+    );
+    assert!(e.message.contains("families"), "{e}");
+    let e = err("media:\n  bind: [127.0.0.1, \"::\"]\n");
+    assert_eq!(
+        e.path, "media.bind[1]",
+        "an unspecified bind needs an advertise: {e}"
+    );
+    let e = err("media:\n  bind: { a: 1 }\n");
+    assert_eq!(e.line, 2, "{e}");
+    // raw I/O needs an IPv4 relay address; with one, IPv6 legs use socket I/O.
+    assert!(parse(
+        "media:\n  bind: [127.0.0.1, \"::1\"]\n  io: raw\n",
+        "t.yaml"
+    )
+    .is_ok());
+    let e = err("media:\n  bind: [\"::1\"]\n  io: raw\n");
+    assert_eq!(e.path, "media.io", "{e}");
 }

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::raw::{
-    HeaderMap, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia,
-    RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
+    HeaderMap, OneOrList, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth,
+    RawMedia, RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
@@ -22,8 +22,8 @@ use super::values::{
 use super::{AdminSettings, AiSettings, Liveness, NoProvider, RecordsSettings, WebhookSettings};
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
-    HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
-    Target, TargetId,
+    HealthSettings, IpFamily, MediaAddr, MediaAddrs, MediaIo, MediaSettings, Role, RouteRule,
+    Routes, RoutingSettings, SipSettings, Target, TargetId,
 };
 use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
 use crate::media::filler::{load_wav, AfterPrompt, GapAudio};
@@ -704,46 +704,7 @@ impl Validator<'_> {
             bare.parse::<IpAddr>()
                 .map_err(|_| self.err(path, format!("expected an IP address; got `{v}`")))
         };
-        let bind = match &raw.bind {
-            Some(b) => ip(b, "media.bind")?,
-            None => sip
-                .listen
-                .first()
-                .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |l| l.addr.ip()),
-        };
-        let advertise = match &raw.advertise {
-            Some(a) => {
-                let a = ip(a, "media.advertise")?;
-                if a.is_unspecified() || a.is_multicast() {
-                    return Err(self.err(
-                        "media.advertise",
-                        "must be an address peers can send to (not 0.0.0.0, :: or multicast)",
-                    ));
-                }
-                a
-            }
-            None if bind.is_unspecified() => {
-                let path = if raw.bind.is_some() {
-                    "media.bind"
-                } else {
-                    "media"
-                };
-                return Err(self.err(
-                    path,
-                    format!(
-                        "media binds to {bind}, which peers cannot send to: set media.advertise \
-                         to the address to write into SDP"
-                    ),
-                ));
-            }
-            None => bind,
-        };
-        if bind.is_ipv4() != advertise.is_ipv4() && !bind.is_unspecified() {
-            return Err(self.err(
-                "media.advertise",
-                format!("{advertise} and media.bind {bind} are of different IP families"),
-            ));
-        }
+        let addrs = self.media_addrs(raw, sip, &ip)?;
         let ports = match &raw.ports {
             None => 16384..=32767,
             Some(v) => {
@@ -800,10 +761,12 @@ impl Validator<'_> {
                 ))
             }
         };
-        if io == MediaIo::Raw && bind.is_ipv6() && !bind.is_unspecified() {
+        let v6_only = addrs.v4.is_none() && addrs.v6.is_some_and(|a| !a.bind.is_unspecified());
+        if io == MediaIo::Raw && v6_only {
             return Err(self.err(
                 "media.io",
-                "raw relays IPv4 only; media.bind is an IPv6 address (use socket or auto)",
+                "raw relays IPv4 only; media.bind has no IPv4 address (use socket or auto, or \
+                 add an IPv4 address: IPv6 legs then use socket I/O)",
             ));
         }
         let timeout =
@@ -836,8 +799,7 @@ impl Validator<'_> {
             Duration::from_secs(60),
         )?;
         Ok(MediaSettings {
-            bind,
-            advertise,
+            addrs,
             ports,
             threads,
             io,
@@ -848,6 +810,152 @@ impl Validator<'_> {
             learning_window,
             port_quarantine,
         })
+    }
+
+    /// `media.bind` and `media.advertise`: a scalar or a list of at most one address per IP
+    /// family each; every advertised family needs a bind address (`::` binds a dual-stack
+    /// socket, so it serves an IPv4 advertise too). Without `media.bind`, the first SIP
+    /// listener of each family gives it. A family bound to an unspecified address needs
+    /// an advertise address.
+    fn media_addrs(
+        &self,
+        raw: &RawMedia,
+        sip: &SipSettings,
+        ip: &dyn Fn(&str, &str) -> Result<IpAddr>,
+    ) -> Result<MediaAddrs> {
+        // (address, path) per family, in file order.
+        let per_family = |list: &OneOrList, key: &str| -> Result<Vec<(IpAddr, String)>> {
+            let entries = list.entries();
+            if entries.is_empty() {
+                return Err(self.err(key, "must list at least one IP address"));
+            }
+            if entries.len() > 2 {
+                let p = join_index(key, 2);
+                return Err(self.err(
+                    &p,
+                    "at most two addresses: one IPv4 and one IPv6 (the relay sockets of a leg \
+                     bind in its peer's family)",
+                ));
+            }
+            let mut out: Vec<(IpAddr, String)> = Vec::new();
+            for (i, text) in entries {
+                let p = i.map_or_else(|| key.to_owned(), |i| join_index(key, i));
+                let a = ip(text, &p)?;
+                if let Some((other, _)) = out
+                    .iter()
+                    .find(|(o, _)| IpFamily::of(*o) == IpFamily::of(a))
+                {
+                    return Err(self.err(
+                        &p,
+                        format!(
+                            "{a} and {other} are both {}: {key} takes at most one address per \
+                             IP family",
+                            if a.is_ipv4() { "IPv4" } else { "IPv6" }
+                        ),
+                    ));
+                }
+                out.push((a, p));
+            }
+            Ok(out)
+        };
+        let binds: Vec<(IpAddr, String)> = match &raw.bind {
+            Some(list) => per_family(list, "media.bind")?,
+            None => {
+                let mut out: Vec<(IpAddr, String)> = Vec::new();
+                for l in &sip.listen {
+                    let a = l.addr.ip();
+                    if !out.iter().any(|(o, _)| IpFamily::of(*o) == IpFamily::of(a)) {
+                        out.push((a, "media".to_owned()));
+                    }
+                }
+                if out.is_empty() {
+                    out.push((IpAddr::V4(Ipv4Addr::LOCALHOST), "media".to_owned()));
+                }
+                out
+            }
+        };
+        let advertised: Vec<(IpAddr, String)> = match &raw.advertise {
+            Some(list) => per_family(list, "media.advertise")?,
+            None => Vec::new(),
+        };
+        for (a, p) in &advertised {
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(self.err(
+                    p,
+                    "must be an address peers can send to (not 0.0.0.0, :: or multicast)",
+                ));
+            }
+        }
+        let mut addrs: Option<MediaAddrs> = None;
+        let mut add = |family: IpFamily, addr: MediaAddr| match &mut addrs {
+            None => addrs = Some(MediaAddrs::single_of(family, addr)),
+            Some(m) => m.insert(family, addr),
+        };
+        for (b, bpath) in &binds {
+            let family = IpFamily::of(*b);
+            let adv = advertised.iter().find(|(a, _)| IpFamily::of(*a) == family);
+            let advertise = match adv {
+                Some((a, _)) => *a,
+                None if b.is_unspecified() => {
+                    // `::` with only an IPv4 advertise: the dual-stack socket serves IPv4.
+                    let dual = family == IpFamily::V6
+                        && advertised.iter().any(|(a, _)| a.is_ipv4())
+                        && !binds.iter().any(|(o, _)| o.is_ipv4());
+                    if dual {
+                        continue;
+                    }
+                    return Err(self.err(
+                        bpath,
+                        format!(
+                            "media binds to {b}, which peers cannot send to: set media.advertise \
+                             to the address to write into SDP"
+                        ),
+                    ));
+                }
+                None => *b,
+            };
+            add(
+                family,
+                MediaAddr {
+                    bind: *b,
+                    advertise,
+                },
+            );
+        }
+        for (a, p) in &advertised {
+            let family = IpFamily::of(*a);
+            if binds.iter().any(|(b, _)| IpFamily::of(*b) == family) {
+                continue;
+            }
+            // A dual-stack `::` bind relays IPv4 peers too.
+            match binds
+                .iter()
+                .find(|(b, _)| b.is_ipv6() && b.is_unspecified())
+            {
+                Some((b, _)) if family == IpFamily::V4 => {
+                    add(
+                        family,
+                        MediaAddr {
+                            bind: *b,
+                            advertise: *a,
+                        },
+                    );
+                }
+                _ => {
+                    let have: Vec<String> = binds.iter().map(|(b, _)| b.to_string()).collect();
+                    return Err(self.err(
+                        p,
+                        format!(
+                            "{a} has no media.bind address of its IP family (media.bind: {}): \
+                             the advertised and bound addresses of a family go together, and \
+                             these are of different IP families",
+                            have.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        addrs.ok_or_else(|| self.err("media.bind", "no usable relay address"))
     }
 
     fn dns(&self, raw: &RawDns) -> Result<DnsSettings> {

@@ -260,20 +260,20 @@ pub struct TargetUri {
     pub is_ip: bool,
 }
 
+impl TargetUri {
+    /// `host[:port]` as a URI writes it (an IPv6 literal bracketed).
+    pub fn host_port(&self) -> crate::sip::HostPort<'_> {
+        crate::sip::host_port(&self.host, self.port)
+    }
+}
+
 impl fmt::Display for TargetUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("sip:")?;
         if let Some(user) = &self.user {
             write!(f, "{user}@")?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
-        } else {
-            f.write_str(&self.host)?;
-        }
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
-        }
+        write!(f, "{}", self.host_port())?;
         if let Some(t) = self.transport {
             write!(f, ";transport={t}")?;
         }

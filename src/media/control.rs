@@ -50,19 +50,51 @@ impl RelayPorts {
     }
 }
 
+/// The local IP each leg's relay sockets bind to: a leg is anchored in its peer's address
+/// family, so the two legs of one stream may differ (an IPv4 carrier, an IPv6 agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayIps {
+    pub a: IpAddr,
+    pub b: IpAddr,
+}
+
+impl RelayIps {
+    /// Both legs on `ip`.
+    pub fn both(ip: IpAddr) -> RelayIps {
+        RelayIps { a: ip, b: ip }
+    }
+
+    pub fn of(&self, side: Side) -> IpAddr {
+        match side {
+            Side::A => self.a,
+            Side::B => self.b,
+        }
+    }
+}
+
 /// What the core asks the media shell to do. `Open` is large (the relay's whole initial
 /// config) but rare; commands are queued by value, never per packet.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)]
 pub enum MediaCommand {
-    /// Bind `ports` on `ip` (both legs) and start relaying with `config` (its clocks start
-    /// when the shell starts the relay). Answered at once with [`MediaEvent::Bound`] or
-    /// [`MediaEvent::OpenFailed`] (nothing stays bound then).
+    /// Bind `ports` (leg A's on `ips.a`, leg B's on `ips.b`) and start relaying with
+    /// `config` (its clocks start when the shell starts the relay). Answered at once with
+    /// [`MediaEvent::Bound`] or [`MediaEvent::OpenFailed`] (nothing stays bound then).
     Open {
         id: RelayId,
-        ip: IpAddr,
+        ips: RelayIps,
         ports: RelayPorts,
         config: RelayConfig,
+    },
+    /// Move leg `side`'s sockets of a running relay to `ip`, on the same `ports`: the leg's
+    /// peer is now of the other address family (a failover to a target of that family).
+    /// The other leg and the relay's state are untouched. Answered at once with
+    /// [`MediaEvent::Bound`], or [`MediaEvent::RebindFailed`] (the old sockets stay).
+    Rebind {
+        id: RelayId,
+        side: Side,
+        ip: IpAddr,
+        ports: PortAllocation,
     },
     /// Change a running relay.
     Update { id: RelayId, update: RelayUpdate },
@@ -77,6 +109,7 @@ impl MediaCommand {
     pub fn id(&self) -> RelayId {
         match self {
             MediaCommand::Open { id, .. }
+            | MediaCommand::Rebind { id, .. }
             | MediaCommand::Update { id, .. }
             | MediaCommand::Close { id } => *id,
         }
@@ -235,6 +268,13 @@ pub enum MediaEvent {
         a_to_b: StreamStatsSnapshot,
         b_to_a: StreamStatsSnapshot,
     },
+    /// A `Rebind` could not bind the new sockets (`error` is the OS's text, with the
+    /// address): the leg stays on its old sockets and family.
+    RebindFailed {
+        id: RelayId,
+        side: Side,
+        error: String,
+    },
 }
 
 impl MediaEvent {
@@ -246,7 +286,8 @@ impl MediaEvent {
             | MediaEvent::Unreachable { id, .. }
             | MediaEvent::Timeout { id, .. }
             | MediaEvent::Resumed { id, .. }
-            | MediaEvent::Closed { id, .. } => *id,
+            | MediaEvent::Closed { id, .. }
+            | MediaEvent::RebindFailed { id, .. } => *id,
         }
     }
 }

@@ -267,9 +267,16 @@ impl RoutingTable {
         let _ = writeln!(out, "\nmedia:");
         let _ = writeln!(
             out,
-            "  bind {}, advertised in SDP as {}, ports {}-{} ({} calls), {} worker thread(s), io {}",
-            m.bind,
-            m.advertise,
+            "  bind {}, ports {}-{} ({} calls), {} worker thread(s), io {}",
+            m.addrs
+                .iter()
+                .map(|a| if a.advertise == a.bind {
+                    a.bind.to_string()
+                } else {
+                    format!("{} (advertised in SDP as {})", a.bind, a.advertise)
+                })
+                .collect::<Vec<_>>()
+                .join(" and "),
             m.ports.start(),
             m.ports.end(),
             (usize::from(*m.ports.end() - *m.ports.start()) + 1) / 4,

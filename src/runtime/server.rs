@@ -92,13 +92,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let media_options = EngineOptions {
         threads: config.media.threads,
         io: config.media.io,
-        bind: config.media.bind,
+        raw_bind: config.media.addrs.v4_bind(),
         ports: config.media.ports.clone(),
     };
     let media = MediaEngine::start_with(&media_options, media_tx)
         .context("starting the media worker threads")?;
     info!(
-        bind = %config.media.bind, advertise = %config.media.advertise,
+        bind = %config.media.addrs.iter().map(|a| a.bind.to_string()).collect::<Vec<_>>().join(","),
+        advertise = %config.media.addrs.iter().map(|a| a.advertise.to_string()).collect::<Vec<_>>().join(","),
         ports = %format!("{}-{}", config.media.ports.start(), config.media.ports.end()),
         threads = config.media.threads, io = media.io().as_str(), "media relay ready"
     );

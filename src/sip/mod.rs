@@ -32,7 +32,9 @@ pub use message::{
 };
 pub use syntax::{quote, unquote, Params};
 pub use transport::Transport;
-pub use uri::{Host, OwnedUri, SipUri, TelUri, Uri, UriError};
+pub use uri::{
+    host_port, socket_host_port, Host, HostPort, OwnedUri, SipUri, TelUri, Uri, UriError,
+};
 pub use validate::{
     check_max_forwards, check_request, classify, stateless_to_tag, Policy, Rejection, Verdict,
 };

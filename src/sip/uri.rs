@@ -101,6 +101,47 @@ impl fmt::Display for Host<'_> {
     }
 }
 
+/// RFC 3261 `hostport` as holdfast writes it into a URI, a Via sent-by or a Call-ID: an IPv6
+/// literal in brackets (§19.1.1, §25.1 `IPv6reference`), then `:port` when there is one.
+/// `host` may come bare (`::1`, as config values and `IpAddr` display it) or already
+/// bracketed (`[::1]`); names and IPv4 literals are written as given. Every host holdfast
+/// formats goes through here (or [`socket_host_port`]), so none goes out unbracketed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort<'a> {
+    pub host: &'a str,
+    pub port: Option<u16>,
+}
+
+/// `host[:port]` for the wire; see [`HostPort`].
+pub fn host_port(host: &str, port: Option<u16>) -> HostPort<'_> {
+    HostPort { host, port }
+}
+
+impl fmt::Display for HostPort<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.host;
+        // A bare IPv6 literal is the only host with a ':' (names and IPv4 have none).
+        if h.contains(':') && !h.starts_with('[') {
+            write!(f, "[{h}]")?;
+        } else {
+            f.write_str(h)?;
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `ip:port` for the wire, IPv6 bracketed, without the scope id or flow info a
+/// `SocketAddrV6` may carry (they mean nothing to the peer).
+pub fn socket_host_port(addr: std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
 /// A parsed URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uri<'a> {
@@ -688,6 +729,32 @@ mod tests {
         assert!(Uri::parse("sip:[::1").is_err());
         assert!(Uri::parse("sip:host:99999").is_err());
         assert!(Uri::parse("sip:host:").is_err());
+    }
+
+    #[test]
+    fn host_port_brackets_ipv6_literals_once() {
+        let cases = [
+            ("::1", Some(5060), "[::1]:5060"),
+            ("[::1]", Some(5060), "[::1]:5060"),
+            ("2001:db8::7", None, "[2001:db8::7]"),
+            ("[2001:db8::7]", None, "[2001:db8::7]"),
+            ("192.0.2.1", Some(5070), "192.0.2.1:5070"),
+            ("sip.example.com", None, "sip.example.com"),
+        ];
+        for (host, port, want) in cases {
+            let hp = host_port(host, port).to_string();
+            assert_eq!(hp, want, "{host} {port:?}");
+            // What we write parses back to the same host and port (RFC 3261 hostport).
+            let (h, p) = parse_hostport(&hp).expect("our hostport parses");
+            assert_eq!(p, port);
+            assert_eq!(h.to_string(), host_port(host, None).to_string());
+            let uri = format!("sip:agent@{hp}");
+            assert!(Uri::parse(&uri).is_ok(), "{uri}");
+        }
+        let v6: std::net::SocketAddr = "[fe80::1%2]:5060".parse().unwrap();
+        assert_eq!(socket_host_port(v6), "[fe80::1]:5060");
+        let v4: std::net::SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        assert_eq!(socket_host_port(v4), "127.0.0.1:5060");
     }
 
     #[test]

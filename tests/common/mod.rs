@@ -386,6 +386,8 @@ pub fn signal(pid: u32, sig: &str) {
 /// A SIPp process.
 pub struct Sipp {
     child: Option<Child>,
+    /// The address its sockets are on (`127.0.0.1` unless spawned on another).
+    pub ip: std::net::IpAddr,
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub name: String,
@@ -436,6 +438,12 @@ fn read_rtts(dir: &Path) -> Vec<f64> {
 
 impl Sipp {
     fn spawn(name: &str, scenario: &str, port: u16, args: &[String]) -> Sipp {
+        Sipp::spawn_on("127.0.0.1", name, scenario, port, args)
+    }
+
+    /// SIPp with its SIP and media sockets on `ip` (`127.0.0.1`, or `::1` for an IPv6
+    /// peer: SIPp then writes `[local_ip]` bracketed and `[media_ip_type]` as 6).
+    fn spawn_on(ip: &str, name: &str, scenario: &str, port: u16, args: &[String]) -> Sipp {
         let dir = tempfile::tempdir().expect("tempdir");
         let sf = dir.path().join(format!("{name}.xml"));
         std::fs::write(&sf, scenario).expect("write scenario");
@@ -444,14 +452,7 @@ impl Sipp {
             .current_dir(dir.path())
             .arg("-sf")
             .arg(&sf)
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-mi",
-                "127.0.0.1",
-            ])
+            .args(["-i", ip, "-p", &port.to_string(), "-mi", ip])
             .args([
                 "-mp",
                 &media.to_string(),
@@ -469,6 +470,7 @@ impl Sipp {
             .expect("spawn sipp (is sip-tester installed?)");
         Sipp {
             child: Some(child),
+            ip: ip.parse().expect("an IP"),
             port,
             dir,
             name: name.to_string(),
@@ -498,19 +500,16 @@ impl Sipp {
         calls: u32,
         extra: &[&str],
     ) -> Sipp {
-        let mut args: Vec<String> = vec![
-            target.into(),
-            "-s".into(),
-            service.into(),
-            "-m".into(),
-            calls.to_string(),
-            "-timeout".into(),
-            "60s".into(),
-            "-timeout_error".into(),
-            "-aa".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Sipp::spawn(name, scenario, port, &args)
+        Sipp::uac_on(
+            "127.0.0.1",
+            name,
+            scenario,
+            port,
+            target,
+            service,
+            calls,
+            extra,
+        )
     }
 
     /// A SIPp UAS on TCP `port` for one call.
@@ -529,9 +528,14 @@ impl Sipp {
 
     /// Waits until SIPp holds UDP `port`; panics with SIPp's own output if it exited.
     fn wait_bound(&mut self, port: u16) {
+        self.wait_bound_on("127.0.0.1", port);
+    }
+
+    fn wait_bound_on(&mut self, ip: &str, port: u16) {
+        let ip: std::net::IpAddr = ip.parse().expect("an IP");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            if UdpSocket::bind((ip, port)).is_err() {
                 return;
             }
             if let Some(c) = self.child.as_mut() {
@@ -705,14 +709,54 @@ impl Sipp {
         calls: Option<u32>,
         extra: &[&str],
     ) -> Sipp {
+        Sipp::uas_on("127.0.0.1", name, scenario, port, calls, extra)
+    }
+
+    /// A SIPp UAS like [`Sipp::uas_with`], its sockets on `ip` (e.g. `::1`).
+    pub fn uas_on(
+        ip: &str,
+        name: &str,
+        scenario: &str,
+        port: u16,
+        calls: Option<u32>,
+        extra: &[&str],
+    ) -> Sipp {
         let mut args = vec!["-aa".to_string(), "-timeout".into(), "90s".into()];
         if let Some(m) = calls {
             args.extend(["-m".to_string(), m.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Sipp::spawn(name, scenario, port, &args);
-        s.wait_bound(port);
+        let mut s = Sipp::spawn_on(ip, name, scenario, port, &args);
+        s.wait_bound_on(ip, port);
         s
+    }
+
+    /// A SIPp UAC like [`Sipp::uac`], its sockets on `ip`; `target` as SIPp takes it
+    /// (`[::1]:5060` for IPv6).
+    #[allow(clippy::too_many_arguments)]
+    pub fn uac_on(
+        ip: &str,
+        name: &str,
+        scenario: &str,
+        port: u16,
+        target: &str,
+        service: &str,
+        calls: u32,
+        extra: &[&str],
+    ) -> Sipp {
+        let mut args: Vec<String> = vec![
+            target.into(),
+            "-s".into(),
+            service.into(),
+            "-m".into(),
+            calls.to_string(),
+            "-timeout".into(),
+            "60s".into(),
+            "-timeout_error".into(),
+            "-aa".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Sipp::spawn_on(ip, name, scenario, port, &args)
     }
 
     /// A SIPp UAS like [`Sipp::uas_with`] (no call limit) but without `-aa`: requests its
@@ -785,22 +829,21 @@ impl Sipp {
     pub fn poke(&self, call_id: &str) {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind poke socket");
+        let sipp = SocketAddr::new(self.ip, self.port);
+        let sock = UdpSocket::bind(SocketAddr::new(self.ip, 0)).expect("bind poke socket");
         let me = sock.local_addr().unwrap();
         let req = format!(
-            "MESSAGE sip:sipp@127.0.0.1:{p} SIP/2.0\r\n\
+            "MESSAGE sip:sipp@{sipp} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {me};branch=z9hG4bK-poke-{n}\r\n\
              From: <sip:test@{me}>;tag=poke{n}\r\n\
-             To: <sip:sipp@127.0.0.1:{p}>\r\n\
+             To: <sip:sipp@{sipp}>\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} MESSAGE\r\n\
              Max-Forwards: 70\r\n\
              Content-Length: 0\r\n\r\n",
-            p = self.port,
             cseq = 100 + n,
         );
-        sock.send_to(req.as_bytes(), ("127.0.0.1", self.port))
-            .expect("send poke");
+        sock.send_to(req.as_bytes(), sipp).expect("send poke");
     }
 }
 
@@ -894,6 +937,11 @@ impl RtpEndpoint {
     /// "other IP" than the peers' 127.0.0.1).
     pub fn bind_on(ip: &str) -> RtpEndpoint {
         Self::start_on(ip, false)
+    }
+
+    /// An echoing endpoint on `ip` (e.g. "::1": an IPv6 peer).
+    pub fn echo_on(ip: &str) -> RtpEndpoint {
+        Self::start_on(ip, true)
     }
 
     /// This endpoint's address.

@@ -7,8 +7,10 @@ const BIND: &str = "10.0.0.5";
 
 fn params() -> MediaParams {
     MediaParams {
-        advertise: ADV.parse().unwrap(),
-        bind: BIND.parse().unwrap(),
+        addrs: MediaAddrs::single(MediaAddr {
+            advertise: ADV.parse().unwrap(),
+            bind: BIND.parse().unwrap(),
+        }),
         timeouts: [Duration::from_secs(30), Duration::from_secs(10)],
         latching: [Latching::Strict, Latching::Strict],
         learning_window: Duration::from_secs(1),
@@ -94,10 +96,13 @@ fn opens(cmds: &[MediaCommand]) -> Vec<(RelayId, IpAddr, RelayPorts, RelayConfig
         .filter_map(|c| match c {
             MediaCommand::Open {
                 id,
-                ip,
+                ips,
                 ports,
                 config,
-            } => Some((*id, *ip, *ports, *config)),
+            } => {
+                assert_eq!(ips.a, ips.b, "one family: both legs on the same address");
+                Some((*id, ips.a, *ports, *config))
+            }
             _ => None,
         })
         .collect()
@@ -887,4 +892,113 @@ fn a_rebind_with_no_port_left_drops_the_stream_and_frees_its_ports() {
     assert!(out.is_empty());
     assert!(m.streams.is_empty() && !m.binding());
     assert_eq!((pa.in_use(), pa.quarantined(), pa.available()), (0, 1, 3));
+}
+
+fn dual_stack() -> CallMedia {
+    let mut p = params();
+    p.addrs = MediaAddrs {
+        v4: Some(MediaAddr {
+            bind: "10.0.0.5".parse().unwrap(),
+            advertise: "203.0.113.5".parse().unwrap(),
+        }),
+        v6: Some(MediaAddr {
+            bind: "fd00::5".parse().unwrap(),
+            advertise: "2001:db8::5".parse().unwrap(),
+        }),
+        first: IpFamily::V4,
+    };
+    CallMedia::new(7, p, 0x1234_5678_9abc_def0)
+}
+
+const SIMPLE_A6: &str = "v=0\r\n\
+o=carrier 100 1 IN IP6 2001:db8::10\r\n\
+s=-\r\n\
+c=IN IP6 2001:db8::10\r\n\
+t=0 0\r\n\
+m=audio 4000 RTP/AVP 0\r\n\
+a=rtcp:4001 IN IP6 2001:db8::10\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
+
+#[test]
+fn each_leg_is_anchored_in_its_peers_family() {
+    // IPv6 caller (its SDP decides, whatever its signalling said), IPv4 callee (from its
+    // signalling address, before it sends SDP).
+    let mut m = dual_stack();
+    let mut pa = alloc();
+    m.set_peer(Side::A, "192.0.2.99".parse().unwrap());
+    m.set_peer(Side::B, "192.0.2.20".parse().unwrap());
+    let mut out = Vec::new();
+    let offer = text(
+        &m.offer(Side::A, SIMPLE_A6.as_bytes(), &mut pa, &mut out)
+            .unwrap(),
+    );
+    assert_eq!(
+        (m.family(Side::A), m.family(Side::B)),
+        (IpFamily::V6, IpFamily::V4)
+    );
+    match out.iter().find(|c| matches!(c, MediaCommand::Open { .. })) {
+        Some(MediaCommand::Open { ips, .. }) => assert_eq!(
+            *ips,
+            RelayIps {
+                a: "fd00::5".parse().unwrap(),
+                b: "10.0.0.5".parse().unwrap()
+            }
+        ),
+        other => panic!("an Open: {other:?}"),
+    }
+    assert!(offer.contains("c=IN IP4 203.0.113.5\r\n"), "{offer}");
+    assert!(
+        offer.contains(" IN IP4 203.0.113.5\r\ns=-"),
+        "o= in the leg's family: {offer}"
+    );
+    assert!(
+        offer.contains("a=rtcp:") && offer.contains(" IN IP4 203.0.113.5\r\na=rtpmap"),
+        "a=rtcp names the leg's address: {offer}"
+    );
+    assert!(!offer.contains("IP6"), "{offer}");
+    let answer = text(&m.answer(Side::B, SIMPLE_B.as_bytes(), &mut out).unwrap());
+    assert!(answer.contains("c=IN IP6 2001:db8::5\r\n"), "{answer}");
+    assert!(answer.contains(" IN IP6 2001:db8::5\r\ns=-"), "{answer}");
+    assert!(!answer.contains("IP4"), "{answer}");
+    // A local answer (hold) on the IPv6 leg stays IPv6.
+    let hold = SIMPLE_A6.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+    match m
+        .reoffer(Side::A, hold.as_bytes(), &mut pa, &mut out)
+        .unwrap()
+    {
+        ReOffer::Local(b) => {
+            let b = text(&b);
+            assert!(
+                b.contains("c=IN IP6 2001:db8::5\r\n") && !b.contains("IP4"),
+                "{b}"
+            );
+        }
+        other => panic!("answered locally: {other:?}"),
+    }
+    assert_eq!(
+        m.relay_addr(Side::A, 0).map(|a| a.ip()),
+        Some("fd00::5".parse().unwrap())
+    );
+    assert_eq!(
+        m.relay_addr(Side::B, 0).map(|a| a.ip()),
+        Some("10.0.0.5".parse().unwrap())
+    );
+}
+
+#[test]
+fn a_family_without_a_media_address_falls_back_to_the_first() {
+    // IPv4-only media: an IPv6 peer still gets the IPv4 address (as before dual stack).
+    let mut m = media();
+    let mut pa = alloc();
+    m.set_peer(Side::B, "2001:db8::20".parse().unwrap());
+    let mut out = Vec::new();
+    let offer = text(
+        &m.offer(Side::A, SIMPLE_A6.as_bytes(), &mut pa, &mut out)
+            .unwrap(),
+    );
+    assert_eq!(
+        (m.family(Side::A), m.family(Side::B)),
+        (IpFamily::V4, IpFamily::V4)
+    );
+    assert!(offer.contains(&format!("c=IN IP4 {ADV}\r\n")), "{offer}");
 }

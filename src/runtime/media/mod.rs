@@ -20,8 +20,9 @@
 //!   ports of that worker's relays (a shared BPF map says which worker owns each port);
 //!   ONE `recvmmsg` reads packets of many streams and ONE `sendmmsg` sends all their
 //!   forwards with headers written by us (`IP_HDRINCL`). The relay sockets stay bound for
-//!   the port and for ICMP errors, and discard their copy. IPv6 relays of a raw engine use
-//!   the socket path.
+//!   the port and for ICMP errors, and discard their copy. A relay with an IPv6 leg (each
+//!   leg binds in its peer's family) uses the socket path on a raw engine, and a relay
+//!   whose leg a `Rebind` moves to IPv6 leaves the raw path for good.
 //!
 //! Never: decides anything about a call (the core does), blocks a worker (a full socket
 //! buffer drops and counts), allocates, formats, logs or reads a map per packet, runs on
@@ -29,8 +30,9 @@
 //!
 //! LIFECYCLE of one relay (see `src/media/LIFECYCLE.md`): `Open` → bound (`Bound`, returned
 //! by `handle`) → relaying on its worker (`Latched`, `Unreachable`, `Timeout` events as they
-//! happen; `Update`s applied in order) → `Close` → sockets closed, `Closed` with final
-//! stats. A failed bind → `OpenFailed` returned by `handle`, nothing bound, nothing sent to a
+//! happen; `Update`s applied in order; a `Rebind` binds one leg's new sockets here, answers
+//! `Bound` or `RebindFailed` (old sockets kept), and the worker swaps them in) → `Close` →
+//! sockets closed, `Closed` with final stats. A failed bind → `OpenFailed` returned by `handle`, nothing bound, nothing sent to a
 //! worker; a worker that cannot add the sockets to its loop → `OpenFailed` event, sockets
 //! closed.
 
@@ -54,7 +56,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use crate::config::MediaIo;
-use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayPorts};
+use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayIps, RelayPorts};
 use crate::media::relay::RelayConfig;
 use crate::media::stats::DropCounts;
 
@@ -178,11 +180,19 @@ impl Shared {
 /// relays them (their own copies of datagrams are already discarded).
 pub(crate) struct OpenRelay {
     pub id: RelayId,
-    pub ip: IpAddr,
+    pub ips: RelayIps,
     pub ports: RelayPorts,
     pub config: RelayConfig,
     pub socks: [Option<UdpSocket>; 4],
     pub via_raw: Option<Ipv4Addr>,
+}
+
+/// A `Rebind` whose new sockets the engine bound: `socks` are `[rtp, rtcp]` of `side`.
+pub(crate) struct RebindRelay {
+    pub id: RelayId,
+    pub side: crate::media::relay::Side,
+    pub ip: IpAddr,
+    pub socks: [Option<UdpSocket>; 2],
 }
 
 // Commands are rare (a few per call) and moved once; boxing would only add an allocation.
@@ -190,6 +200,7 @@ pub(crate) struct OpenRelay {
 pub(crate) enum Msg {
     Cmd(MediaCommand),
     Open(OpenRelay),
+    Rebind(RebindRelay),
     /// Live statistics of every relay of the worker (for the admin API; rare).
     Stats(mpsc::Sender<Vec<RelayStats>>),
     Shutdown,
@@ -215,8 +226,9 @@ pub struct EngineOptions {
     /// Worker threads (>= 1).
     pub threads: usize,
     pub io: MediaIo,
-    /// The relays' bind address (`io: raw` filters on it; IPv4 only).
-    pub bind: IpAddr,
+    /// The IPv4 relays' bind address (`io: raw` filters on it; unspecified = any local
+    /// IPv4); `None` when no relay binds IPv4 (`io: raw` is then unavailable).
+    pub raw_bind: Option<Ipv4Addr>,
     /// The relay port range (`io: raw` filters on it).
     pub ports: RangeInclusive<u16>,
 }
@@ -232,15 +244,11 @@ pub struct MediaEngine {
 
 /// The raw sockets of `threads` workers, or why they cannot be had.
 fn raw_paths(o: &EngineOptions) -> io::Result<Vec<worker::RawPath>> {
-    let ip = match o.bind {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(ip) if ip.is_unspecified() => Ipv4Addr::UNSPECIFIED,
-        IpAddr::V6(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "io: raw relays IPv4 only, and media.bind is an IPv6 address",
-            ))
-        }
+    let Some(ip) = o.raw_bind else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io: raw relays IPv4 only, and media.bind has no IPv4 address",
+        ));
     };
     let owners = Arc::new(
         raw::PortOwners::new(&o.ports)
@@ -267,7 +275,7 @@ impl MediaEngine {
         let options = EngineOptions {
             threads,
             io: MediaIo::Socket,
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            raw_bind: Some(Ipv4Addr::UNSPECIFIED),
             ports: 1..=u16::MAX,
         };
         MediaEngine::start_with(&options, events)
@@ -306,10 +314,7 @@ impl MediaEngine {
             MediaIo::Raw
         };
         let raw_filter = (io == MediaIo::Raw).then(|| {
-            let ip = match options.bind {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-            };
+            let ip = options.raw_bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
             (ip, options.ports.clone())
         });
         raws.resize_with(threads, || None);
@@ -357,14 +362,14 @@ impl MediaEngine {
         let (msg, answer) = match cmd {
             MediaCommand::Open {
                 id,
-                ip,
+                ips,
                 ports,
                 config,
-            } => match self.bind(ip, &ports) {
+            } => match self.bind(ips, &ports) {
                 Ok((socks, via_raw)) => {
                     let open = OpenRelay {
                         id,
-                        ip,
+                        ips,
                         ports,
                         config,
                         socks,
@@ -382,6 +387,35 @@ impl MediaEngine {
                     return Some(failed);
                 }
             },
+            MediaCommand::Rebind {
+                id,
+                side,
+                ip,
+                ports,
+            } => {
+                let mut socks: [Option<UdpSocket>; 2] = Default::default();
+                for (i, port) in [Some(ports.rtp), ports.rtcp].into_iter().enumerate() {
+                    let Some(port) = port else { continue };
+                    let addr = SocketAddr::new(ip, port);
+                    match sys::bind_udp(addr) {
+                        Ok(s) => socks[i] = Some(s),
+                        Err(e) => {
+                            return Some(MediaEvent::RebindFailed {
+                                id,
+                                side,
+                                error: format!("bind {addr}: {e}"),
+                            })
+                        }
+                    }
+                }
+                let msg = Msg::Rebind(RebindRelay {
+                    id,
+                    side,
+                    ip,
+                    socks,
+                });
+                (msg, Some(MediaEvent::Bound { id }))
+            }
             other => (Msg::Cmd(other), None),
         };
         if w.tx.send(msg).is_ok() {
@@ -390,13 +424,15 @@ impl MediaEngine {
         answer
     }
 
-    /// Binds the relay sockets of `ports` on `ip`, in order; the first failure closes what
-    /// was bound and says which port failed, how ([`BindFailure`] from the errno) and the
-    /// OS's text.
+    /// Binds the relay sockets of `ports` (leg A's on `ips.a`, leg B's on `ips.b`), in
+    /// order; the first failure closes what was bound and says which port failed, how
+    /// ([`BindFailure`] from the errno) and the OS's text. Only a relay whose legs are both
+    /// on the raw path's IPv4 address goes through the raw path: one with an IPv6 leg uses
+    /// its sockets.
     #[allow(clippy::type_complexity)]
     fn bind(
         &self,
-        ip: IpAddr,
+        ips: RelayIps,
         ports: &RelayPorts,
     ) -> Result<([Option<UdpSocket>; 4], Option<Ipv4Addr>), (u16, BindFailure, String)> {
         let want = [
@@ -406,13 +442,16 @@ impl MediaEngine {
             ports.b.rtcp,
         ];
         let via_raw = self.raw_filter.as_ref().and_then(|(rip, range)| {
-            let IpAddr::V4(v4) = ip else { return None };
-            let ours = rip.is_unspecified() || *rip == v4;
+            let (IpAddr::V4(v4), IpAddr::V4(b)) = (ips.a, ips.b) else {
+                return None;
+            };
+            let ours = v4 == b && (rip.is_unspecified() || *rip == v4);
             (ours && want.iter().flatten().all(|p| range.contains(p))).then_some(v4)
         });
         let mut socks: [Option<UdpSocket>; 4] = Default::default();
         for (i, port) in want.iter().enumerate() {
             let Some(port) = *port else { continue };
+            let ip = if i < 2 { ips.a } else { ips.b };
             let addr = SocketAddr::new(ip, port);
             let bound = sys::bind_udp(addr).and_then(|s| {
                 if via_raw.is_some() {

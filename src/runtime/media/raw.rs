@@ -226,6 +226,13 @@ pub(super) fn discard_datagrams(fd: RawFd) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
 }
 
+/// Undoes [`discard_datagrams`]: the socket receives its datagrams again (a relay moved
+/// off the raw path).
+pub(super) fn keep_datagrams(fd: RawFd) -> io::Result<()> {
+    let zero: libc::c_int = 0;
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &zero)
+}
+
 /// A worker's raw socket with its filter attached.
 pub(crate) struct RawSocket {
     fd: OwnedFd,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::{EngineOptions, MediaCounters, MediaEngine, MediaIo};
-use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
+use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayIps, RelayPorts, RelayUpdate};
 use crate::media::filler::GapAudio;
 use crate::media::ports::PortAllocation;
 use crate::media::relay::{
@@ -39,7 +39,7 @@ impl Harness {
         let options = EngineOptions {
             threads,
             io,
-            bind: LO,
+            raw_bind: Some(Ipv4Addr::LOCALHOST),
             ports: 1024..=u16::MAX,
         };
         let engine = MediaEngine::start_with(&options, tx)
@@ -118,7 +118,7 @@ impl Harness {
     fn open(&mut self, id: RelayId, ports: RelayPorts, config: RelayConfig) {
         self.cmd(MediaCommand::Open {
             id,
-            ip: LO,
+            ips: RelayIps::both(LO),
             ports,
             config,
         });
@@ -544,7 +544,7 @@ fn ipv6_relays_and_reports_icmpv6_unreachable(io: MediaIo) {
     };
     h.cmd(MediaCommand::Open {
         id: id(13),
-        ip: v6,
+        ips: RelayIps::both(v6),
         ports,
         config: config(Some(addr(&carrier)), Some(addr(&ai)), 13),
     });
@@ -586,6 +586,102 @@ fn ipv6_relays_and_reports_icmpv6_unreachable(io: MediaIo) {
         }
     );
     h.close(id(13));
+}
+
+fn v6_peer() -> UdpSocket {
+    let s = UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// An RTP packet from `from` to `to` reaches `expect` (the relay's other leg's peer).
+fn through(from: &UdpSocket, to: SocketAddr, expect: &UdpSocket, seq: u16) {
+    from.send_to(&simple_rtp(0, seq, u32::from(seq) * 160, 0x1), to)
+        .unwrap();
+    recv_rtp(expect);
+}
+
+/// Leg A on IPv4, leg B on IPv6: one relay bridges the families (through its sockets
+/// even on a raw engine, whose path is IPv4 only).
+fn a_mixed_family_relay_bridges_ipv4_and_ipv6(io: MediaIo) {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let mut h = Harness::new(1, io);
+    let (carrier, ai) = (peer(), v6_peer());
+    let ports = relay_ports(false);
+    h.cmd(MediaCommand::Open {
+        id: id(31),
+        ips: RelayIps { a: LO, b: v6 },
+        ports,
+        config: config(Some(addr(&carrier)), Some(addr(&ai)), 31),
+    });
+    h.settle();
+    for seq in 1..=3 {
+        through(&carrier, at(ports.a.rtp), &ai, seq);
+        through(&ai, SocketAddr::new(v6, ports.b.rtp), &carrier, seq);
+    }
+    h.close(id(31));
+}
+
+/// A running IPv4 relay whose leg B moves to IPv6 (a failover to an IPv6 target): the
+/// new sockets relay on the same port, leg A is untouched, and a relay of the raw path
+/// leaves it (its leg A sockets read their datagrams again).
+fn a_leg_rebound_to_the_other_family_relays_there(io: MediaIo) {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let mut h = Harness::new(1, io);
+    let (carrier, ai4, ai6) = (peer(), peer(), v6_peer());
+    let ports = relay_ports(true);
+    h.open(
+        id(32),
+        ports,
+        config(Some(addr(&carrier)), Some(addr(&ai4)), 32),
+    );
+    let (ev, _) = h.wait_for(WAIT, |_| true);
+    assert_eq!(ev, MediaEvent::Bound { id: id(32) }, "the Open's answer");
+    h.settle();
+    through(&carrier, at(ports.a.rtp), &ai4, 1);
+    h.cmd(MediaCommand::Rebind {
+        id: id(32),
+        side: Side::B,
+        ip: v6,
+        ports: ports.b,
+    });
+    let (ev, _) = h.wait_for(WAIT, |_| true);
+    assert_eq!(ev, MediaEvent::Bound { id: id(32) });
+    h.update(
+        id(32),
+        RelayUpdate::Relatch {
+            side: Side::B,
+            rtp: Some(addr(&ai6)),
+            rtcp: None,
+            rtcp_mux: false,
+            latch: LATCH,
+        },
+    );
+    h.settle();
+    for seq in 2..=4 {
+        through(&carrier, at(ports.a.rtp), &ai6, seq);
+        through(&ai6, SocketAddr::new(v6, ports.b.rtp), &carrier, seq);
+    }
+    assert!(nothing_waiting(&ai4), "nothing more to the old peer");
+    // The old IPv4 port is closed: it can be bound again.
+    assert!(
+        UdpSocket::bind(at(ports.b.rtp)).is_ok(),
+        "leg B's IPv4 socket closed"
+    );
+    // A rebind whose address cannot be had keeps the old sockets and says why.
+    h.cmd(MediaCommand::Rebind {
+        id: id(32),
+        side: Side::B,
+        ip: "192.0.2.1".parse().unwrap(),
+        ports: ports.b,
+    });
+    let (ev, _) = h.wait_for(WAIT, |_| true);
+    assert!(
+        matches!(&ev, MediaEvent::RebindFailed { id: i, side: Side::B, error } if *i == id(32) && error.contains("192.0.2.1")),
+        "{ev:?}"
+    );
+    through(&carrier, at(ports.a.rtp), &ai6, 5);
+    h.close(id(32));
 }
 
 fn media_timeout_is_reported_once_per_silence(io: MediaIo) {
@@ -1031,10 +1127,10 @@ macro_rules! per_io {
 
 mod socket {
     use super::MediaIo;
-    per_io!(MediaIo::Socket; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+    per_io!(MediaIo::Socket; a_mixed_family_relay_bridges_ipv4_and_ipv6, a_leg_rebound_to_the_other_family_relays_there, rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }
 
 mod raw {
     use super::MediaIo;
-    per_io!(MediaIo::Raw; rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
+    per_io!(MediaIo::Raw; a_mixed_family_relay_bridges_ipv4_and_ipv6, a_leg_rebound_to_the_other_family_relays_there, rtp_both_ways_on_one_worker, rtp_both_ways_on_two_workers, rtcp_on_its_own_socket_and_muxed_on_the_rtp_socket, nat_latch_learns_the_real_source_and_drops_others, icmp_unreachable_is_reported_promptly_and_once, a_probe_draws_icmp_where_nothing_listens_and_is_harmless_where_a_peer_does, ipv6_relays_and_reports_icmpv6_unreachable, media_timeout_is_reported_once_per_silence, open_fails_cleanly_when_a_port_is_taken, disabled_direction_drops_then_resumes_continuously, far_side_switch_is_one_continuous_stream_on_the_wire, gap_audio_fills_the_reroute_gap_on_the_wire, closed_arrives_and_the_ports_can_be_bound_again_at_once, updates_and_closes_for_unknown_relays_are_ignored, shutdown_emits_nothing_more_and_frees_the_ports);
 }

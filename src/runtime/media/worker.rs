@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::raw::{self, parse_udp4, PortOwners, RawBatch, RawSocket};
 use super::sys::{self, Epoll};
-use super::{Msg, OpenRelay, Shared, DROP_REASONS, SCAN_INTERVAL};
+use super::{Msg, OpenRelay, RebindRelay, Shared, DROP_REASONS, SCAN_INTERVAL};
 use crate::media::control::{BindFailure, MediaCommand, MediaEvent, RelayId, RelayUpdate};
 use crate::media::relay::{
     Action, DropReason, FillStatus, Relay, Side, SocketKind, FILL_PACKET_LEN,
@@ -512,6 +512,13 @@ impl Worker {
                         .commands
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(Msg::Rebind(r)) => {
+                    self.rebind(r);
+                    self.shared
+                        .counters
+                        .commands
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Msg::Stats(reply)) => {
                     let stats = self
                         .slots
@@ -534,8 +541,8 @@ impl Worker {
     fn apply(&mut self, cmd: MediaCommand, now: Instant) {
         match cmd {
             // The engine binds every Open and sends it as `Msg::Open`.
-            MediaCommand::Open { id, .. } => {
-                tracing::warn!(relay = %id, "media open without bound sockets ignored");
+            MediaCommand::Open { id, .. } | MediaCommand::Rebind { id, .. } => {
+                tracing::warn!(relay = %id, "media open or rebind without bound sockets ignored");
             }
             MediaCommand::Update { id, update } => {
                 let Some(entry) = self.entry_mut(id) else {
@@ -601,7 +608,7 @@ impl Worker {
     fn open(&mut self, o: OpenRelay, now: Instant) {
         let OpenRelay {
             id,
-            ip,
+            ips,
             ports,
             config,
             socks,
@@ -645,7 +652,11 @@ impl Worker {
                 .map_err(|e| {
                     (
                         e.raw_os_error(),
-                        format!("epoll add {ip}:{}: {e}", local[i]),
+                        format!(
+                            "epoll add {}:{}: {e}",
+                            if i < 2 { ips.a } else { ips.b },
+                            local[i]
+                        ),
                     )
                 })
                 .and_then(|()| match self.raw.as_mut() {
@@ -689,7 +700,66 @@ impl Worker {
             .counters
             .relays_open
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(relay = %id, %ip, ?ports, "media relay open");
+        tracing::debug!(relay = %id, a = %ips.a, b = %ips.b, ?ports, "media relay open");
+    }
+
+    /// Puts `r.socks` in place of leg `r.side`'s sockets (same ports, another address
+    /// family). A relay on the raw path leaves it first (the raw path is IPv4 only): its
+    /// ports leave the filter and its other sockets read their own datagrams again. The old
+    /// sockets close here; the relay core keeps its state (the core relatches the leg).
+    fn rebind(&mut self, r: RebindRelay) {
+        let RebindRelay {
+            id,
+            side,
+            ip,
+            socks,
+        } = r;
+        let Some(&slot) = self.by_id.get(&id) else {
+            tracing::debug!(relay = %id, "media rebind for an unknown relay ignored");
+            return;
+        };
+        let generation = self.slots[slot].generation;
+        let Some(entry) = self.slots[slot].entry.as_mut() else {
+            return;
+        };
+        let first = sock_index(side, SocketKind::Rtp);
+        if entry.raw.is_some() {
+            for (i, s) in entry.socks.iter().enumerate() {
+                if let (Some(raw), true) = (self.raw.as_mut(), entry.local[i] != 0) {
+                    let _ = raw.set(entry.local[i], None);
+                }
+                let Some(s) = s else { continue };
+                self.epoll.delete(s.as_raw_fd());
+                if i == first || i == first + 1 {
+                    continue; // replaced below
+                }
+                let fd = s.as_raw_fd();
+                if let Err(e) = raw::keep_datagrams(fd).and_then(|()| {
+                    self.epoll
+                        .add_events(fd, token(generation, slot, i), libc::EPOLLIN as u32)
+                }) {
+                    tracing::warn!(relay = %id, "media rebind: moving off the raw path: {e}");
+                }
+            }
+            entry.raw = None;
+        }
+        for (k, new) in socks.into_iter().enumerate() {
+            let i = first + k;
+            if let Some(old) = entry.socks[i].take() {
+                self.epoll.delete(old.as_raw_fd());
+            }
+            if let Some(s) = &new {
+                if let Err(e) = self.epoll.add_events(
+                    s.as_raw_fd(),
+                    token(generation, slot, i),
+                    libc::EPOLLIN as u32,
+                ) {
+                    tracing::warn!(relay = %id, "media rebind: epoll add {ip}:{}: {e}", entry.local[i]);
+                }
+            }
+            entry.socks[i] = new;
+        }
+        tracing::debug!(relay = %id, ?side, %ip, "media relay leg rebound");
     }
 
     fn close(&mut self, id: RelayId) {
