@@ -304,6 +304,9 @@ pub struct PeerLatch {
     learning_until: Instant,
     /// The best candidate class seen so far, and when it last sent.
     best: Option<(Candidate, Instant)>,
+    /// The latched source does not receive (ICMP port unreachable): an asymmetric peer that
+    /// sends from one port and listens on the one its SDP gives. Sent to the SDP address.
+    asymmetric: bool,
 }
 
 impl PeerLatch {
@@ -316,6 +319,7 @@ impl PeerLatch {
             // The window is validated short; an absurd one means "no window", never a panic.
             learning_until: now.checked_add(policy.learning_window).unwrap_or(now),
             best: None,
+            asymmetric: false,
         }
     }
     /// Accept a valid packet from `from` at `now`: latch by the rules above; afterwards only
@@ -378,7 +382,22 @@ impl PeerLatch {
     /// Where to send to this peer: the latched address, else the SDP address.
     #[inline]
     pub fn destination(&self) -> Option<SocketAddr> {
-        self.latched.or(self.expected)
+        if self.asymmetric {
+            self.expected.or(self.latched)
+        } else {
+            self.latched.or(self.expected)
+        }
+    }
+    /// Sending to the latched source drew ICMP port unreachable while the SDP gives another
+    /// address: the peer sends from one port and listens on another (asymmetric RTP, RFC
+    /// 4961 §3 says it should not, some do). Returns `true` when that is the case, and sends
+    /// to the SDP address from then on (packets are still accepted from the latched one).
+    pub fn handle_unreachable_latch(&mut self, addr: SocketAddr) -> bool {
+        let asymmetric = !self.asymmetric
+            && self.latched == Some(addr)
+            && self.expected.is_some_and(|e| e != addr);
+        self.asymmetric |= asymmetric;
+        asymmetric
     }
     /// The latched address, if latched.
     pub fn latched(&self) -> Option<SocketAddr> {
@@ -1130,6 +1149,12 @@ impl Relay {
     pub fn handle_unreachable(&mut self, side: Side, addr: SocketAddr) -> bool {
         let leg = &mut self.legs[side.idx()];
         if leg.rtp.destination() != Some(addr) || leg.unreachable_reported == Some(addr) {
+            return false;
+        }
+        // A latched source other than the SDP address that does not listen is an
+        // asymmetric peer, not a dead one: it is sent to at its SDP address from now on, and
+        // only an ICMP error from there says it is gone.
+        if leg.rtp.handle_unreachable_latch(addr) {
             return false;
         }
         leg.unreachable_reported = Some(addr);

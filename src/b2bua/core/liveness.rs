@@ -20,7 +20,7 @@
 //! Only a confirmed failure acts: a failed check, ICMP port unreachable from the AI leg's
 //! media (at any time after the answer), a transport error. On the AI leg of an inbound call
 //! that re-routes the call; on the carrier's leg (or an outbound call's agent leg, which
-//! cannot be re-routed) it ends the call. ICMP from a carrier's media only starts its check.
+//! cannot be re-routed) it ends the call. ICMP from a carrier's media is only logged.
 //!
 //! Also here: the AI leg a re-route keeps while it replaces it (make before break), and
 //! stopping a leg's transactions when its peer is gone or the call ends.
@@ -396,9 +396,10 @@ impl Core {
             // that is noticed after the answer.
             return self.confirmed_failure(c, side, RerouteTrigger::MediaUnreachable, detail, now);
         }
-        // A carrier's media may sit behind a firewall that answers ICMP for a port its
-        // media server does not listen on: its dialog decides.
-        self.start_check(c, side, &detail, now);
+        // A carrier's media server may send from one port and never listen on the one
+        // ICMP came back from, or sit behind a firewall that answers for it: that says
+        // nothing about its call. Its silence, if any, is what gets checked.
+        let _ = (detail, now);
     }
 
     /// Leg `side` of call `c` is confirmed gone (`trigger`, `detail`): the AI leg of an

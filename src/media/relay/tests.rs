@@ -748,7 +748,11 @@ fn unreachable_is_reported_once_per_rtp_peer_and_again_after_relatch() {
     // After latching a NAT address, the latched one is the destination.
     fwd(&mut r, Side::A, CARRIER_NAT, 1, 160, 0x1234, t0);
     assert!(!r.handle_unreachable(Side::A, addr(CARRIER_SDP)));
-    assert!(r.handle_unreachable(Side::A, addr(CARRIER_NAT)));
+    // An error from it says the source does not receive (asymmetric RTP), not that the
+    // peer is gone: the SDP address is tried, and an error from there is reported.
+    assert!(!r.handle_unreachable(Side::A, addr(CARRIER_NAT)));
+    assert_eq!(r.leg(Side::A).rtp().destination(), Some(addr(CARRIER_SDP)));
+    assert!(r.handle_unreachable(Side::A, addr(CARRIER_SDP)));
 }
 
 #[test]
@@ -1670,4 +1674,26 @@ fn every_latch_drop_reason_has_its_own_counter_and_label() {
         json.contains("\"unexpected_source\":1") && json.contains("\"learning\":2"),
         "{json}"
     );
+}
+
+#[test]
+fn an_asymmetric_peer_is_sent_to_at_its_sdp_address_not_reported_gone() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.b.latch = LatchPolicy {
+        latching: Latching::Strict,
+        learning_window: Duration::ZERO,
+    };
+    let mut r = Relay::new(cfg, t0);
+    // The agent sends from 192.0.2.50:30000 but its SDP says :20000 (where it listens).
+    let from = "192.0.2.50:30000";
+    fwd(&mut r, Side::B, from, 1, 160, 0xabc, t0);
+    assert_eq!(r.leg(Side::B).rtp().destination(), Some(addr(from)));
+    // Sending there draws ICMP: not a dead peer, an asymmetric one.
+    assert!(!r.handle_unreachable(Side::B, addr(from)));
+    assert_eq!(r.leg(Side::B).rtp().destination(), Some(addr(AI_PEER)));
+    // What it sends is still accepted and forwarded.
+    fwd(&mut r, Side::B, from, 2, 320, 0xabc, t0 + ms(20));
+    // Its SDP address drawing ICMP too: gone.
+    assert!(r.handle_unreachable(Side::B, addr(AI_PEER)));
 }
