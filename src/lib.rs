@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod ai;
 pub mod b2bua;
+pub mod guard;
 pub mod config;
 pub mod drill;
 pub mod health;

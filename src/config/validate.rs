@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::raw::{
-    HeaderMap, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawMedia,
-    RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
+    HeaderMap, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth,
+    RawLimits, RawMedia, RawRate, RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
@@ -22,8 +22,8 @@ use super::values::{
 use super::{AdminSettings, AiSettings, NoProvider, RecordsSettings, WebhookSettings};
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
-    HealthSettings, MediaIo, MediaSettings, Role, RouteRule, Routes, RoutingSettings, SipSettings,
-    Target, TargetId,
+    HealthSettings, MediaIo, MediaSettings, RateLimit, Role, RouteRule, Routes, RoutingSettings,
+    SipLimits, SipSettings, Target, TargetId, UnknownSources,
 };
 use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
 use crate::media::filler::{load_wav, AfterPrompt, GapAudio};
@@ -171,6 +171,28 @@ const DEFAULT_LISTEN: Listen = Listen {
     transport: Transport::Udp,
     addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
 };
+
+/// `sip.limits.per_source`: each unknown source that gets answers at all.
+const DEFAULT_PER_SOURCE: RateLimit = RateLimit { rate: 10, burst: 20 };
+/// `sip.limits.known_sources`: each carrier or provider address; a trunk that sends
+/// 1500 calls per second from one address stays inside it with room to spare.
+const DEFAULT_KNOWN_SOURCES: RateLimit = RateLimit {
+    rate: 2000,
+    burst: 4000,
+};
+/// `sip.scanners`: User-Agents of SIP scanners and war-dialers seen on the internet.
+const DEFAULT_SCANNERS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "VaxSIPUserAgent",
+    "sundayddr",
+    "iWar",
+    "sip-scan",
+    "SIPScan",
+    "Ozeki",
+    "pplsip",
+];
 
 /// Headers holdfast itself owns on the legs it builds; a config may not override them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -339,12 +361,19 @@ impl Validator<'_> {
         let mut carriers = Vec::with_capacity(raw.carriers.len());
         for (i, c) in raw.carriers.iter().enumerate() {
             let path = join_index("carriers", i);
-            carriers.push(self.carrier(c, &path, &health, &mut ids, &mut seen_sources)?);
+            carriers.push(self.carrier(c, &path, &health, &sip, &mut ids, &mut seen_sources)?);
         }
         let mut ai_providers = Vec::with_capacity(raw.ai_providers.len());
         for (i, p) in raw.ai_providers.iter().enumerate() {
             let path = join_index("ai_providers", i);
-            ai_providers.push(self.ai_provider(p, &path, &health, &mut ids, &mut seen_sources)?);
+            ai_providers.push(self.ai_provider(
+                p,
+                &path,
+                &health,
+                &sip,
+                &mut ids,
+                &mut seen_sources,
+            )?);
         }
         let known: HashMap<&str, TargetRef> = carriers
             .iter()
@@ -647,6 +676,40 @@ impl Validator<'_> {
                 ua.trim().to_owned()
             }
         };
+        let unknown_sources = match raw.unknown_sources.as_deref().map(str::trim) {
+            None | Some("drop") => UnknownSources::Drop,
+            Some("reject") => UnknownSources::Reject,
+            Some(other) => {
+                return Err(self.err(
+                    "sip.unknown_sources",
+                    format!("expected `drop` or `reject`; got `{other}`"),
+                ))
+            }
+        };
+        let mut answer_options = Vec::new();
+        for (i, s) in raw.answer_options.iter().flatten().enumerate() {
+            let p = join_index("sip.answer_options", i);
+            answer_options.push(parse_source(s).map_err(|m| self.err(&p, m))?);
+        }
+        let scanners = match &raw.scanners {
+            None => DEFAULT_SCANNERS.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            Some(list) => {
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    let p = join_index("sip.scanners", i);
+                    let t = s.trim();
+                    if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
+                        return Err(self.err(
+                            &p,
+                            "expected a User-Agent substring (1 to 128 characters, one line)",
+                        ));
+                    }
+                    out.push(t.to_ascii_lowercase());
+                }
+                out
+            }
+        };
+        let limits = self.limits(&raw.limits)?;
         Ok(SipSettings {
             listen,
             advertise,
@@ -659,7 +722,91 @@ impl Validator<'_> {
             min_se,
             user_agent,
             force_rport: raw.force_rport.unwrap_or(false),
+            unknown_sources,
+            answer_options,
+            scanners,
+            limits,
         })
+    }
+
+    fn limits(&self, raw: &RawLimits) -> Result<SipLimits> {
+        let per_source = match &raw.per_source {
+            None => DEFAULT_PER_SOURCE,
+            Some(r) => self
+                .rate_limit(r, "sip.limits.per_source", DEFAULT_PER_SOURCE, false)?
+                .unwrap_or(DEFAULT_PER_SOURCE),
+        };
+        let known_sources = match &raw.known_sources {
+            None => Some(DEFAULT_KNOWN_SOURCES),
+            Some(r) => self.rate_limit(r, "sip.limits.known_sources", DEFAULT_KNOWN_SOURCES, true)?,
+        };
+        let sampling_interval = self.positive_duration(
+            &raw.sampling_interval,
+            "sip.limits.sampling_interval",
+            Duration::from_secs(2),
+        )?;
+        let block_time = self.positive_duration(
+            &raw.block_time,
+            "sip.limits.block_time",
+            Duration::from_secs(60),
+        )?;
+        let log_interval = self.positive_duration(
+            &raw.log_interval,
+            "sip.limits.log_interval",
+            Duration::from_secs(60),
+        )?;
+        let max_sources = self.int_or(
+            &raw.max_sources,
+            "sip.limits.max_sources",
+            16,
+            16_777_216,
+            65_536usize,
+        )?;
+        Ok(SipLimits {
+            per_source,
+            known_sources,
+            sampling_interval,
+            block_time,
+            log_interval,
+            max_sources,
+        })
+    }
+
+    /// A `{ rate, burst }` mapping (a missing `rate` takes `default`'s, a missing `burst` is
+    /// two seconds' worth of the rate), or `off` (`None`) where `off_ok`.
+    fn rate_limit(
+        &self,
+        raw: &RawRate,
+        path: &str,
+        default: RateLimit,
+        off_ok: bool,
+    ) -> Result<Option<RateLimit>> {
+        let shape = if off_ok {
+            "expected `{ rate: N, burst: M }` or `off`"
+        } else {
+            "expected `{ rate: N, burst: M }`"
+        };
+        match raw {
+            RawRate::Value(Scalar::Str(s)) if off_ok && s.trim() == "off" => Ok(None),
+            RawRate::Value(Scalar::Bool(false)) if off_ok => Ok(None),
+            RawRate::Value(Scalar::Str(s)) if s.trim() == "off" => Err(self.err(
+                path,
+                "cannot be `off`: unknown sources that get answers are always limited",
+            )),
+            RawRate::Value(other) => Err(self.err(path, format!("{shape}; got {other}"))),
+            RawRate::Limit { rate, burst } => {
+                let rate_path = join_key(path, "rate");
+                let rate = self.int_or(rate, &rate_path, 1, 1_000_000, default.rate)?;
+                let burst = self.int_or(
+                    burst,
+                    &join_key(path, "burst"),
+                    1,
+                    10_000_000,
+                    rate.saturating_mul(2),
+                )?;
+                Ok(Some(RateLimit { rate, burst }))
+            }
+        }
     }
 
     fn whole_seconds(&self, v: &Option<Scalar>, path: &str, default: Duration) -> Result<Duration> {
@@ -929,7 +1076,8 @@ impl Validator<'_> {
         ping: &Option<Scalar>,
         alive_codes: &Option<Vec<Scalar>>,
         headers: &Option<HeaderMap>,
-        health: &HealthSettings,
+        limits: &Option<RawRate>,
+        (health, sip): (&HealthSettings, &SipSettings),
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
@@ -1018,6 +1166,16 @@ impl Validator<'_> {
                 out_headers.push((name.clone(), value));
             }
         }
+        let known = sip.limits.known_sources;
+        let limits = match limits {
+            None => known,
+            Some(r) => self.rate_limit(
+                r,
+                &join_key(path, "limits"),
+                known.unwrap_or(DEFAULT_KNOWN_SOURCES),
+                true,
+            )?,
+        };
         Ok(Target {
             id: TargetId::from(id),
             role,
@@ -1030,6 +1188,7 @@ impl Validator<'_> {
             ping,
             alive_codes,
             headers: out_headers,
+            limits,
             ws: None,
         })
     }
@@ -1039,6 +1198,7 @@ impl Validator<'_> {
         c: &RawCarrier,
         path: &str,
         health: &HealthSettings,
+        sip: &SipSettings,
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
@@ -1055,7 +1215,8 @@ impl Validator<'_> {
             &c.ping,
             &c.alive_codes,
             &c.headers,
-            health,
+            &c.limits,
+            (health, sip),
             ids,
             seen_sources,
         )
@@ -1066,6 +1227,7 @@ impl Validator<'_> {
         p: &RawAiProvider,
         path: &str,
         health: &HealthSettings,
+        sip: &SipSettings,
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
@@ -1117,7 +1279,8 @@ impl Validator<'_> {
                 &p.ping,
                 &p.alive_codes,
                 &p.headers,
-                health,
+                &p.limits,
+                (health, sip),
                 ids,
                 seen_sources,
             );
@@ -1127,6 +1290,15 @@ impl Validator<'_> {
                 &join_key(path, "uri"),
                 format!(
                     "a `{}` provider is reached by `url` (ws:// or wss://), not a SIP `uri`",
+                    kind.as_str()
+                ),
+            ));
+        }
+        if p.limits.is_some() {
+            return Err(self.err(
+                &join_key(path, "limits"),
+                format!(
+                    "`limits` apply to SIP peers' requests; a `{}` provider never sends any",
                     kind.as_str()
                 ),
             ));
@@ -1252,10 +1424,13 @@ impl Validator<'_> {
             &p.ping,
             &p.alive_codes,
             &None,
-            health,
+            &None,
+            (health, sip),
             ids,
             seen_sources,
         )?;
+        // Nothing comes from a WebSocket provider over SIP, so nothing is limited.
+        t.limits = None;
         let setup_timeout = self.positive_duration(
             &p.setup_timeout,
             &join_key(path, "setup_timeout"),

@@ -14,6 +14,7 @@ pub mod header;
 pub mod message;
 #[doc(hidden)]
 pub mod oracle;
+pub mod peek;
 mod syntax;
 pub mod transaction;
 pub mod transport;

@@ -1,0 +1,315 @@
+//! A quick look at a SIP message before it is parsed: the start line and the five header
+//! values an admission decision needs (Call-ID, the To tag, the top Via's branch, the CSeq
+//! method, User-Agent), read straight from the datagram.
+//!
+//! Does: scan the header section once, line by line, with the parser's own rules for names
+//! (compact forms, any case), values (trimmed) and folding (joined with one SP), so every
+//! value it returns is the value [`super::parse`] would give for a message that parses.
+//! It is the cheap step in front of the parser for traffic that is about to be dropped.
+//!
+//! Never: validates the message (a peek is not a verdict: a message it reads may still be
+//! refused by the parser), allocates unless a header it needs is folded, reads the body,
+//! or panics on any input.
+use std::borrow::Cow;
+
+use super::header::{list_elements, HeaderName, NameAddr, Via};
+use super::syntax::trim_ws;
+
+/// The start line, as far as a peek needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start<'a> {
+    /// A request and its method token (case-sensitive, RFC 3261 §7.1).
+    Request { method: &'a str },
+    /// A response and its status code.
+    Response { status: u16 },
+}
+
+/// What [`peek`] read. A field is `None` when its header is absent or unreadable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peek<'a> {
+    pub start: Start<'a>,
+    pub call_id: Option<Cow<'a, str>>,
+    /// The `tag` parameter of To (RFC 3261 §19.3): present on requests inside a dialog.
+    pub to_tag: Option<Cow<'a, str>>,
+    /// The `branch` parameter of the topmost Via.
+    pub via_branch: Option<Cow<'a, str>>,
+    /// The method of CSeq (what a response answers).
+    pub cseq_method: Option<Cow<'a, str>>,
+    pub user_agent: Option<Cow<'a, str>>,
+}
+
+impl Peek<'_> {
+    /// The request method, or `None` for a response.
+    pub fn method(&self) -> Option<&str> {
+        match self.start {
+            Start::Request { method } => Some(method),
+            Start::Response { .. } => None,
+        }
+    }
+}
+
+/// Reads the start line and the headers an admission decision needs; `None` when not even
+/// a SIP start line can be found.
+pub fn peek(data: &[u8]) -> Option<Peek<'_>> {
+    // The parser skips leading CRLFs (RFC 3261 §7.5) and reads the header section as UTF-8.
+    let skip = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len());
+    let data = &data[skip..];
+    let head_len = header_section_len(data);
+    let head = match std::str::from_utf8(&data[..head_len]) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).ok()?,
+    };
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start = start_line(lines.next()?)?;
+    let mut p = Peek {
+        start,
+        call_id: None,
+        to_tag: None,
+        via_branch: None,
+        cseq_method: None,
+        user_agent: None,
+    };
+    // The header being read: which field it fills, and its (possibly folded) value.
+    let mut current: Option<(Field, Cow<'_, str>)> = None;
+    let mut seen = 0u8;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            // Continuation (RFC 3261 §7.3.1): unfolded into the value with one SP.
+            if let Some((_, v)) = current.as_mut() {
+                let cont = trim_ws(line);
+                if !cont.is_empty() {
+                    let v = v.to_mut();
+                    if !v.is_empty() {
+                        v.push(' ');
+                    }
+                    v.push_str(cont);
+                }
+            }
+            continue;
+        }
+        if let Some((field, value)) = current.take() {
+            p.fill(field, value);
+        }
+        let Some(colon) = line.find(':') else {
+            continue;
+        };
+        let name = line[..colon].trim_end_matches([' ', '\t']);
+        let field = match HeaderName::parse(name) {
+            HeaderName::CallId => Field::CallId,
+            HeaderName::To => Field::To,
+            HeaderName::Via => Field::Via,
+            HeaderName::CSeq => Field::CSeq,
+            HeaderName::UserAgent => Field::UserAgent,
+            _ => continue,
+        };
+        // Only the first header of each name counts (the top Via; the parser refuses a
+        // second To, Call-ID or CSeq).
+        if seen & field.bit() != 0 {
+            continue;
+        }
+        seen |= field.bit();
+        current = Some((field, Cow::Borrowed(trim_ws(&line[colon + 1..]))));
+    }
+    if let Some((field, value)) = current {
+        p.fill(field, value);
+    }
+    Some(p)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    CallId,
+    To,
+    Via,
+    CSeq,
+    UserAgent,
+}
+
+impl Field {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl<'a> Peek<'a> {
+    fn fill(&mut self, f: Field, value: Cow<'a, str>) {
+        match f {
+            Field::CallId => self.call_id = Some(value),
+            Field::UserAgent => self.user_agent = Some(value),
+            Field::To => self.to_tag = derive(value, |v| NameAddr::parse(v, "To").ok()?.tag),
+            Field::Via => {
+                self.via_branch = derive(value, |v| {
+                    Via::parse(list_elements(v).next().unwrap_or("")).ok()?.branch
+                })
+            }
+            Field::CSeq => {
+                self.cseq_method = derive(value, |v| {
+                    let (num, method) = trim_ws(v).split_once([' ', '\t'])?;
+                    (!num.is_empty()).then(|| trim_ws(method))
+                })
+            }
+        }
+    }
+}
+
+/// A part of `value` found by `f`: borrowed from the datagram when the value is, copied
+/// when the header was folded (and so unfolded into a String).
+fn derive<'a>(value: Cow<'a, str>, f: impl for<'b> Fn(&'b str) -> Option<&'b str>) -> Option<Cow<'a, str>> {
+    match value {
+        Cow::Borrowed(v) => f(v).map(Cow::Borrowed),
+        Cow::Owned(v) => f(&v).map(|s| Cow::Owned(s.to_owned())),
+    }
+}
+
+/// Length of the header section: up to and including the first empty line, or the whole
+/// datagram when there is none.
+fn header_section_len(data: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(nl) = data[i..].iter().position(|&b| b == b'\n') {
+        let end = i + nl + 1;
+        match data.get(end) {
+            Some(b'\n') => return end + 1,
+            Some(b'\r') if data.get(end + 1) == Some(&b'\n') => return end + 2,
+            _ => {}
+        }
+        i = end;
+    }
+    data.len()
+}
+
+fn start_line(line: &str) -> Option<Start<'_>> {
+    if let Some(rest) = line
+        .get(..8)
+        .filter(|v| v.eq_ignore_ascii_case("SIP/2.0 "))
+        .map(|_| &line[8..])
+    {
+        let status: u16 = rest.get(..3)?.parse().ok()?;
+        return (100..=699).contains(&status).then_some(Start::Response { status });
+    }
+    let (method, rest) = line.split_once(' ')?;
+    let valid = !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+    (valid && rest.rsplit_once(' ').is_some()).then_some(Start::Request { method })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, Message};
+
+    const INVITE: &str = "INVITE sip:+15551230000@hf.example SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKold\r\n\
+        Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKolder\r\n\
+        From: \"A\" <sip:a@x>;tag=f1\r\nTo: <sip:+15551230000@hf.example>\r\n\
+        Call-ID: c1@192.0.2.1\r\nCSeq: 1 INVITE\r\nUser-Agent: friendly-scanner\r\n\
+        Max-Forwards: 70\r\nContent-Length: 4\r\n\r\nbody";
+
+    #[test]
+    fn reads_the_fields_an_admission_decision_needs() {
+        let p = peek(INVITE.as_bytes()).unwrap();
+        assert_eq!(p.start, Start::Request { method: "INVITE" });
+        assert_eq!(p.call_id.as_deref(), Some("c1@192.0.2.1"));
+        assert_eq!(p.to_tag, None);
+        assert_eq!(p.via_branch.as_deref(), Some("z9hG4bKabc"));
+        assert_eq!(p.cseq_method.as_deref(), Some("INVITE"));
+        assert_eq!(p.user_agent.as_deref(), Some("friendly-scanner"));
+    }
+
+    #[test]
+    fn compact_forms_folding_and_a_tag_inside_the_uri() {
+        let m = "BYE sip:x@y SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            t: \"B;tag=no\" <sip:b@y;tag=uri>\r\n  ;tag=real\r\ni: c2\r\nf: <sip:a@x>;tag=1\r\n\
+            CSeq:   2   BYE\r\nl: 0\r\n\r\n";
+        let p = peek(m.as_bytes()).unwrap();
+        assert_eq!(p.to_tag.as_deref(), Some("real"));
+        assert!(matches!(p.to_tag, Some(Cow::Owned(_))), "folded: copied");
+        assert_eq!(p.call_id.as_deref(), Some("c2"));
+        assert_eq!(p.cseq_method.as_deref(), Some("BYE"));
+        assert_eq!(p.via_branch.as_deref(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn responses_and_garbage() {
+        let r = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\r\nCSeq: 7 OPTIONS\r\n\r\n";
+        let p = peek(r.as_bytes()).unwrap();
+        assert_eq!(p.start, Start::Response { status: 200 });
+        assert_eq!(p.method(), None);
+        assert_eq!(p.cseq_method.as_deref(), Some("OPTIONS"));
+        for junk in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"hello",
+            b"SIP/2.0 2",
+            b"SIP/2.0 999 Big\r\n\r\n",
+            b"\xff\xfe INVITE",
+            b"INVITE\r\n",
+        ] {
+            assert!(peek(junk).is_none(), "{junk:?}");
+        }
+        // A header section with no blank line and broken header lines: still a peek.
+        let p = peek(b"OPTIONS sip:a SIP/2.0\r\nnonsense\r\nTo: <sip:a>;tag=9").unwrap();
+        assert_eq!(p.to_tag.as_deref(), Some("9"));
+    }
+
+    /// Every message the parser accepts — the RFC 4475 torture corpus and the ones above —
+    /// peeks to the values the parser gives.
+    #[test]
+    fn agrees_with_the_parser_on_every_message_it_accepts() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/rfc4475");
+        let mut corpus: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "dat"))
+                    .map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        (name, std::fs::read(e.path()).unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(corpus.len() >= 40, "RFC 4475 corpus not found in {dir:?}");
+        corpus.push(("invite".into(), INVITE.as_bytes().to_vec()));
+        let mut checked = 0;
+        for (name, bytes) in &corpus {
+            let Ok(msg) = parse(bytes) else { continue };
+            let p = peek(bytes).unwrap_or_else(|| panic!("{name}: parsed but no peek"));
+            let h = msg.headers();
+            match &msg {
+                Message::Request(r) => {
+                    assert_eq!(p.method(), Some(r.method.as_str()), "{name}")
+                }
+                Message::Response(r) => {
+                    assert_eq!(p.start, Start::Response { status: r.status }, "{name}")
+                }
+            }
+            if let Ok(id) = h.call_id() {
+                assert_eq!(p.call_id.as_deref(), Some(id), "{name}: Call-ID");
+            }
+            if let Ok(to) = h.to() {
+                assert_eq!(p.to_tag.as_deref(), to.tag(), "{name}: To tag");
+            }
+            if let Ok(via) = h.top_via() {
+                assert_eq!(p.via_branch.as_deref(), via.branch, "{name}: branch");
+            }
+            if let Ok(cseq) = h.cseq() {
+                assert_eq!(p.cseq_method.as_deref(), Some(cseq.method.as_str()), "{name}: CSeq");
+            }
+            assert_eq!(
+                p.user_agent.as_deref(),
+                h.get(HeaderName::UserAgent),
+                "{name}: User-Agent"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} messages parsed");
+    }
+}
