@@ -21,9 +21,9 @@
 pub mod admin;
 pub mod ai;
 pub mod b2bua;
-pub mod guard;
 pub mod config;
 pub mod drill;
+pub mod guard;
 pub mod health;
 pub mod media;
 pub mod routing;

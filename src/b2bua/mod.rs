@@ -30,6 +30,8 @@ pub use self::core::{
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_guard;
+#[cfg(test)]
 mod tests_media;
 #[cfg(test)]
 mod tests_ops;

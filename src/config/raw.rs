@@ -214,7 +214,9 @@ impl<'de> Deserialize<'de> for RawRate {
                         other => return Err(de::Error::unknown_field(other, FIELDS)),
                     };
                     if slot.is_some() {
-                        return Err(de::Error::duplicate_field(FIELDS[usize::from(key == "burst")]));
+                        return Err(de::Error::duplicate_field(
+                            FIELDS[usize::from(key == "burst")],
+                        ));
                     }
                     *slot = Some(a.next_value::<Scalar>()?);
                 }

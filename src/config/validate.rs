@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::raw::{
-    HeaderMap, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth,
-    RawLimits, RawMedia, RawRate, RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
+    HeaderMap, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth, RawLimits,
+    RawMedia, RawRate, RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
@@ -173,7 +173,10 @@ const DEFAULT_LISTEN: Listen = Listen {
 };
 
 /// `sip.limits.per_source`: each unknown source that gets answers at all.
-const DEFAULT_PER_SOURCE: RateLimit = RateLimit { rate: 10, burst: 20 };
+const DEFAULT_PER_SOURCE: RateLimit = RateLimit {
+    rate: 10,
+    burst: 20,
+};
 /// `sip.limits.known_sources`: each carrier or provider address; a trunk that sends
 /// 1500 calls per second from one address stays inside it with room to spare.
 const DEFAULT_KNOWN_SOURCES: RateLimit = RateLimit {
@@ -692,7 +695,10 @@ impl Validator<'_> {
             answer_options.push(parse_source(s).map_err(|m| self.err(&p, m))?);
         }
         let scanners = match &raw.scanners {
-            None => DEFAULT_SCANNERS.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            None => DEFAULT_SCANNERS
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
             Some(list) => {
                 let mut out: Vec<String> = Vec::with_capacity(list.len());
                 for (i, s) in list.iter().enumerate() {
@@ -738,7 +744,9 @@ impl Validator<'_> {
         };
         let known_sources = match &raw.known_sources {
             None => Some(DEFAULT_KNOWN_SOURCES),
-            Some(r) => self.rate_limit(r, "sip.limits.known_sources", DEFAULT_KNOWN_SOURCES, true)?,
+            Some(r) => {
+                self.rate_limit(r, "sip.limits.known_sources", DEFAULT_KNOWN_SOURCES, true)?
+            }
         };
         let sampling_interval = self.positive_duration(
             &raw.sampling_interval,

@@ -134,7 +134,12 @@ impl Table {
 
     /// The entry of `key`, made at `now` (full bucket) if there is none; and the entries
     /// forgotten to make room.
-    pub fn entry(&mut self, key: SourceKey, now: Instant, forgotten: &mut Vec<Entry>) -> &mut Entry {
+    pub fn entry(
+        &mut self,
+        key: SourceKey,
+        now: Instant,
+        forgotten: &mut Vec<Entry>,
+    ) -> &mut Entry {
         if let Some(&i) = self.index.get(&key) {
             let e = &mut self.slots[i];
             e.referenced = true;

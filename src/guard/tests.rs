@@ -32,7 +32,9 @@ impl Exchanges for Ex {
 
 fn request(method: &str, call_id: &str, to_tag: Option<&str>, ua: Option<&str>) -> String {
     let tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
-    let ua = ua.map(|u| format!("User-Agent: {u}\r\n")).unwrap_or_default();
+    let ua = ua
+        .map(|u| format!("User-Agent: {u}\r\n"))
+        .unwrap_or_default();
     format!(
         "{method} sip:+15551230000@hf SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK{call_id}\r\n\
          From: <sip:a@x>;tag=f\r\nTo: <sip:+15551230000@hf>{tag}\r\nCall-ID: {call_id}\r\n\
@@ -86,7 +88,10 @@ fn events(g: &mut Guard) -> Vec<Event> {
 fn unknown_sources_are_dropped_by_default_without_keeping_state() {
     let mut g = guard("  listen: [\"udp:127.0.0.1:5060\"]");
     let now = Instant::now();
-    for (i, m) in ["INVITE", "OPTIONS", "REGISTER", "MESSAGE"].iter().enumerate() {
+    for (i, m) in ["INVITE", "OPTIONS", "REGISTER", "MESSAGE"]
+        .iter()
+        .enumerate()
+    {
         let r = request(m, &format!("u{i}"), None, None);
         assert_eq!(
             send(&mut g, "203.0.113.9:5060", UNKNOWN, &r, now),
@@ -97,11 +102,21 @@ fn unknown_sources_are_dropped_by_default_without_keeping_state() {
     // Garbage from an unknown source is one more unknown request.
     let p = peek(b"\x16\x03\x01 hello");
     assert_eq!(
-        g.handle_message(src("203.0.113.9:5060"), UNKNOWN, p.as_ref(), &Ex::default(), now),
+        g.handle_message(
+            src("203.0.113.9:5060"),
+            UNKNOWN,
+            p.as_ref(),
+            &Ex::default(),
+            now
+        ),
         Verdict::Drop(DropReason::UnknownSource)
     );
     assert_eq!(g.dropped().get(DropReason::UnknownSource), 5);
-    assert_eq!(g.tracked_sources(), (0, 0), "a spoofed flood takes no state");
+    assert_eq!(
+        g.tracked_sources(),
+        (0, 0),
+        "a spoofed flood takes no state"
+    );
     assert_eq!(g.rejected(), 0);
 }
 
@@ -118,7 +133,10 @@ fn reject_answers_within_the_per_source_limit_then_blocks_then_unblocks() {
     }
     // The burst is answered (one stateless 403 each), then 5 (= rate × 1 s) are dropped
     // for the rate and the source is blocked.
-    assert!(verdicts[..10].iter().all(|v| *v == Verdict::Reject), "{verdicts:?}");
+    assert!(
+        verdicts[..10].iter().all(|v| *v == Verdict::Reject),
+        "{verdicts:?}"
+    );
     assert!(verdicts[10..15]
         .iter()
         .all(|v| *v == Verdict::Drop(DropReason::RateLimited)));
@@ -129,7 +147,17 @@ fn reject_answers_within_the_per_source_limit_then_blocks_then_unblocks() {
     assert_eq!(g.blocked_sources(), 1);
     let ev = events(&mut g);
     assert!(
-        matches!(&ev[..], [Event::Limited { dropped: 1, known: false, .. }, Event::Blocked { dropped: 4, .. }]),
+        matches!(
+            &ev[..],
+            [
+                Event::Limited {
+                    dropped: 1,
+                    known: false,
+                    ..
+                },
+                Event::Blocked { dropped: 4, .. }
+            ]
+        ),
         "{ev:?}"
     );
     // Another source is not affected.
@@ -139,7 +167,10 @@ fn reject_answers_within_the_per_source_limit_then_blocks_then_unblocks() {
     );
     // The block ends on time (timer), and the bucket starts empty: the first request
     // right at the end waits for one token.
-    assert_eq!(g.poll_timeout(), Some(clock.start + Duration::from_secs(30)));
+    assert_eq!(
+        g.poll_timeout(),
+        Some(clock.start + Duration::from_secs(30))
+    );
     let end = clock.at(Duration::from_secs(30));
     g.handle_timeout(end);
     assert_eq!(g.blocked_sources(), 0);
@@ -164,21 +195,33 @@ fn a_block_ends_at_the_next_request_when_its_timer_has_not_fired() {
     );
     let mut clock = Clock::new();
     let t0 = clock.at(Duration::ZERO);
-    assert_eq!(send(&mut g, "198.51.100.1:5060", UNKNOWN, &invite(0), t0), Verdict::Reject);
+    assert_eq!(
+        send(&mut g, "198.51.100.1:5060", UNKNOWN, &invite(0), t0),
+        Verdict::Reject
+    );
     assert_eq!(
         send(&mut g, "198.51.100.1:5060", UNKNOWN, &invite(1), t0),
         Verdict::Drop(DropReason::RateLimited)
     );
-    assert_eq!(g.blocked_sources(), 1, "threshold is 1 drop per 1 s window at rate 1");
+    assert_eq!(
+        g.blocked_sources(),
+        1,
+        "threshold is 1 drop per 1 s window at rate 1"
+    );
     let t = clock.at(Duration::from_secs(7));
-    assert_eq!(send(&mut g, "198.51.100.1:5060", UNKNOWN, &invite(2), t), Verdict::Reject);
+    assert_eq!(
+        send(&mut g, "198.51.100.1:5060", UNKNOWN, &invite(2), t),
+        Verdict::Reject
+    );
     assert_eq!(g.blocked_sources(), 0);
     g.handle_timeout(t); // the stale timer does nothing
-    assert!(events(&mut g)
-        .iter()
-        .filter(|e| matches!(e, Event::Unblocked { .. }))
-        .count()
-        == 1);
+    assert!(
+        events(&mut g)
+            .iter()
+            .filter(|e| matches!(e, Event::Unblocked { .. }))
+            .count()
+            == 1
+    );
 }
 
 #[test]
@@ -186,8 +229,14 @@ fn answer_options_lets_listed_pingers_options_through_and_nothing_else() {
     let mut g = guard("  answer_options: [\"10.0.0.0/24\", \"192.0.2.7:5060\"]");
     let now = Instant::now();
     let opt = request("OPTIONS", "o1", None, None);
-    assert_eq!(send(&mut g, "10.0.0.9:6000", UNKNOWN, &opt, now), Verdict::Pass);
-    assert_eq!(send(&mut g, "192.0.2.7:5060", UNKNOWN, &opt, now), Verdict::Pass);
+    assert_eq!(
+        send(&mut g, "10.0.0.9:6000", UNKNOWN, &opt, now),
+        Verdict::Pass
+    );
+    assert_eq!(
+        send(&mut g, "192.0.2.7:5060", UNKNOWN, &opt, now),
+        Verdict::Pass
+    );
     assert_eq!(
         send(&mut g, "192.0.2.7:5061", UNKNOWN, &opt, now),
         Verdict::Drop(DropReason::UnknownSource)
@@ -210,7 +259,12 @@ fn answer_options_lets_listed_pingers_options_through_and_nothing_else() {
 fn scanners_are_dropped_from_anyone_unless_the_list_is_empty() {
     let mut g = guard("  unknown_sources: reject");
     let now = Instant::now();
-    for ua in ["friendly-scanner", "SIPVicious 0.3", "sipcli/v1.8", "x VaxSIPUserAgent/3.1"] {
+    for ua in [
+        "friendly-scanner",
+        "SIPVicious 0.3",
+        "sipcli/v1.8",
+        "x VaxSIPUserAgent/3.1",
+    ] {
         let r = request("INVITE", "s", None, Some(ua));
         assert_eq!(
             send(&mut g, "203.0.113.5:5060", UNKNOWN, &r, now),
@@ -224,12 +278,18 @@ fn scanners_are_dropped_from_anyone_unless_the_list_is_empty() {
         );
     }
     let r = request("INVITE", "s", None, Some("Asterisk PBX 20"));
-    assert_eq!(send(&mut g, "192.0.2.1:5060", known(100, 100), &r, now), Verdict::Pass);
+    assert_eq!(
+        send(&mut g, "192.0.2.1:5060", known(100, 100), &r, now),
+        Verdict::Pass
+    );
     assert_eq!(g.dropped().get(DropReason::Scanner), 8);
 
     let mut off = guard("  scanners: []\n  unknown_sources: reject");
     let r = request("INVITE", "s", None, Some("friendly-scanner"));
-    assert_eq!(send(&mut off, "203.0.113.5:5060", UNKNOWN, &r, now), Verdict::Reject);
+    assert_eq!(
+        send(&mut off, "203.0.113.5:5060", UNKNOWN, &r, now),
+        Verdict::Reject
+    );
     let mut own = guard("  scanners: [\"evil-dialer\"]");
     let r = request("OPTIONS", "s", None, Some("Evil-Dialer 2"));
     assert_eq!(
@@ -253,13 +313,19 @@ fn a_carrier_at_1500_cps_with_bursts_is_never_throttled_by_the_defaults() {
     for i in 0..15_000u64 {
         let now = clock.at(Duration::from_micros(i * 1_000_000 / 1500));
         n += 1;
-        assert_eq!(send(&mut g, "192.0.2.1:5060", sender, &invite(n), now), Verdict::Pass);
+        assert_eq!(
+            send(&mut g, "192.0.2.1:5060", sender, &invite(n), now),
+            Verdict::Pass
+        );
     }
     // ...then 3000 at once after a second of silence (a carrier flushing its queue).
     let now = clock.at(Duration::from_secs(11));
     for _ in 0..3000 {
         n += 1;
-        assert_eq!(send(&mut g, "192.0.2.1:5060", sender, &invite(n), now), Verdict::Pass);
+        assert_eq!(
+            send(&mut g, "192.0.2.1:5060", sender, &invite(n), now),
+            Verdict::Pass
+        );
     }
     assert_eq!(g.dropped().total(), 0);
 }
@@ -297,7 +363,9 @@ fn a_known_source_over_its_limit_is_shaped_then_blocked_but_its_dialogs_go_on() 
     for i in 0..2500u64 {
         let now = clock.at(base + Duration::from_micros(i * 200));
         n += 1;
-        if msg(&mut g, &invite(n), now) == Verdict::Drop(DropReason::Blocked) && blocked_at.is_none() {
+        if msg(&mut g, &invite(n), now) == Verdict::Drop(DropReason::Blocked)
+            && blocked_at.is_none()
+        {
             blocked_at = Some(now - clock.start - base);
         }
     }
@@ -316,7 +384,10 @@ fn a_known_source_over_its_limit_is_shaped_then_blocked_but_its_dialogs_go_on() 
     ] {
         assert_eq!(msg(&mut g, &m, now), Verdict::Pass, "{m}");
     }
-    assert_eq!(msg(&mut g, &invite(99_999), now), Verdict::Drop(DropReason::Blocked));
+    assert_eq!(
+        msg(&mut g, &invite(99_999), now),
+        Verdict::Drop(DropReason::Blocked)
+    );
     // An in-dialog request of no dialog of ours is counted like a new one.
     assert_eq!(
         msg(&mut g, &request("BYE", "gone", Some("x"), None), now),
@@ -372,21 +443,46 @@ fn unknown_sources_reach_their_dialogs_and_transactions_and_nothing_else() {
     let agent = src("127.0.0.1:5081");
     let mut check = |m: &str, want: Verdict| {
         let p = peek(m.as_bytes());
-        assert_eq!(g.handle_message(agent, UNKNOWN, p.as_ref(), &ex, now), want, "{m}");
+        assert_eq!(
+            g.handle_message(agent, UNKNOWN, p.as_ref(), &ex, now),
+            want,
+            "{m}"
+        );
     };
     // An AI agent without `sources`: its BYE, ACK and responses are holdfast's business.
-    check(&request("BYE", "call-b", Some("hf-b-tag"), None), Verdict::Pass);
-    check(&request("ACK", "call-b", Some("hf-b-tag"), None), Verdict::Pass);
+    check(
+        &request("BYE", "call-b", Some("hf-b-tag"), None),
+        Verdict::Pass,
+    );
+    check(
+        &request("ACK", "call-b", Some("hf-b-tag"), None),
+        Verdict::Pass,
+    );
     let resp = |branch: &str, method: &str| {
         format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n")
     };
     check(&resp("z9hG4bKours", "INVITE"), Verdict::Pass);
     // Everything else is stray.
-    check(&resp("z9hG4bKours", "BYE"), Verdict::Drop(DropReason::Stray));
-    check(&resp("z9hG4bKtheirs", "INVITE"), Verdict::Drop(DropReason::Stray));
-    check(&request("BYE", "call-b", Some("other"), None), Verdict::Drop(DropReason::Stray));
-    check(&request("ACK", "x", Some("y"), None), Verdict::Drop(DropReason::Stray));
-    check(&request("CANCEL", "x", None, None), Verdict::Drop(DropReason::Stray));
+    check(
+        &resp("z9hG4bKours", "BYE"),
+        Verdict::Drop(DropReason::Stray),
+    );
+    check(
+        &resp("z9hG4bKtheirs", "INVITE"),
+        Verdict::Drop(DropReason::Stray),
+    );
+    check(
+        &request("BYE", "call-b", Some("other"), None),
+        Verdict::Drop(DropReason::Stray),
+    );
+    check(
+        &request("ACK", "x", Some("y"), None),
+        Verdict::Drop(DropReason::Stray),
+    );
+    check(
+        &request("CANCEL", "x", None, None),
+        Verdict::Drop(DropReason::Stray),
+    );
     // A response the peek cannot read goes on to the parser.
     check("SIP/2.0 200 OK\r\nCSeq: 1 INVITE\r\n\r\n", Verdict::Pass);
     // A known source's responses are never looked up.
@@ -411,7 +507,10 @@ fn a_blocked_source_gets_one_line_per_log_interval_however_much_it_sends() {
         send(&mut g, "203.0.113.66:5060", UNKNOWN, &invite(i), now);
     }
     let ev = events(&mut g);
-    let blocked = ev.iter().filter(|e| matches!(e, Event::Blocked { .. })).count();
+    let blocked = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Blocked { .. }))
+        .count();
     let still: Vec<u64> = ev
         .iter()
         .filter_map(|e| match e {
@@ -422,7 +521,10 @@ fn a_blocked_source_gets_one_line_per_log_interval_however_much_it_sends() {
     assert_eq!(blocked, 1, "{ev:?}");
     // Blocked a moment after 0 s; then a line at about 2, 4, 6, 8 s.
     assert_eq!(still.len(), 4, "{ev:?}");
-    assert!(still.iter().all(|d| (9_000..=10_001).contains(d)), "{still:?}");
+    assert!(
+        still.iter().all(|d| (9_000..=10_001).contains(d)),
+        "{still:?}"
+    );
     assert_eq!(g.dropped().total(), 50_000 - 10);
 }
 
@@ -448,7 +550,10 @@ fn lines_for_many_sources_are_capped_and_the_rest_summarized() {
         .filter(|e| !matches!(e, Event::Summary { .. }))
         .count();
     assert_eq!(per_source, MAX_SOURCE_LINES as usize, "{ev:?}");
-    let summaries: Vec<&Event> = ev.iter().filter(|e| matches!(e, Event::Summary { .. })).collect();
+    let summaries: Vec<&Event> = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Summary { .. }))
+        .collect();
     assert_eq!(summaries.len(), 1, "{ev:?}");
     // The next summary, one interval later, carries what the capped lines did not say.
     let later = now + Duration::from_secs(11);
@@ -505,13 +610,25 @@ fn the_tables_stay_bounded_and_unknown_churn_cannot_free_a_blocked_carrier() {
     // Also block a few unknown sources, then churn 20 000 spoofed ones through.
     for s in 0..8u32 {
         for i in 0..3 {
-            send(&mut g, &format!("198.51.100.{}:5060", s + 1), UNKNOWN, &invite(i), now);
+            send(
+                &mut g,
+                &format!("198.51.100.{}:5060", s + 1),
+                UNKNOWN,
+                &invite(i),
+                now,
+            );
         }
     }
     assert_eq!(g.blocked_sources(), 9);
     for s in 0..20_000u32 {
         let ip = std::net::Ipv4Addr::from(0x0a00_0000 + s);
-        send(&mut g, &format!("{ip}:5060"), UNKNOWN, &invite(u64::from(s)), now);
+        send(
+            &mut g,
+            &format!("{ip}:5060"),
+            UNKNOWN,
+            &invite(u64::from(s)),
+            now,
+        );
     }
     assert_eq!(g.tracked_sources(), (1, 64));
     assert_eq!(
@@ -549,5 +666,8 @@ fn a_reload_applies_new_limits_and_keeps_blocks() {
         send(&mut g, "198.51.100.1:5060", UNKNOWN, &invite(10), now),
         Verdict::Drop(DropReason::Blocked)
     );
-    assert_eq!(send(&mut g, "198.51.100.3:5060", UNKNOWN, &invite(11), now), Verdict::Reject);
+    assert_eq!(
+        send(&mut g, "198.51.100.3:5060", UNKNOWN, &invite(11), now),
+        Verdict::Reject
+    );
 }

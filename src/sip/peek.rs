@@ -145,7 +145,9 @@ impl<'a> Peek<'a> {
             Field::To => self.to_tag = derive(value, |v| NameAddr::parse(v, "To").ok()?.tag),
             Field::Via => {
                 self.via_branch = derive(value, |v| {
-                    Via::parse(list_elements(v).next().unwrap_or("")).ok()?.branch
+                    Via::parse(list_elements(v).next().unwrap_or(""))
+                        .ok()?
+                        .branch
                 })
             }
             Field::CSeq => {
@@ -160,7 +162,10 @@ impl<'a> Peek<'a> {
 
 /// A part of `value` found by `f`: borrowed from the datagram when the value is, copied
 /// when the header was folded (and so unfolded into a String).
-fn derive<'a>(value: Cow<'a, str>, f: impl for<'b> Fn(&'b str) -> Option<&'b str>) -> Option<Cow<'a, str>> {
+fn derive<'a>(
+    value: Cow<'a, str>,
+    f: impl for<'b> Fn(&'b str) -> Option<&'b str>,
+) -> Option<Cow<'a, str>> {
     match value {
         Cow::Borrowed(v) => f(v).map(Cow::Borrowed),
         Cow::Owned(v) => f(&v).map(|s| Cow::Owned(s.to_owned())),
@@ -190,7 +195,9 @@ fn start_line(line: &str) -> Option<Start<'_>> {
         .map(|_| &line[8..])
     {
         let status: u16 = rest.get(..3)?.parse().ok()?;
-        return (100..=699).contains(&status).then_some(Start::Response { status });
+        return (100..=699)
+            .contains(&status)
+            .then_some(Start::Response { status });
     }
     let (method, rest) = line.split_once(' ')?;
     let valid = !method.is_empty()
@@ -301,7 +308,11 @@ mod tests {
                 assert_eq!(p.via_branch.as_deref(), via.branch, "{name}: branch");
             }
             if let Ok(cseq) = h.cseq() {
-                assert_eq!(p.cseq_method.as_deref(), Some(cseq.method.as_str()), "{name}: CSeq");
+                assert_eq!(
+                    p.cseq_method.as_deref(),
+                    Some(cseq.method.as_str()),
+                    "{name}: CSeq"
+                );
             }
             assert_eq!(
                 p.user_agent.as_deref(),
