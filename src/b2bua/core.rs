@@ -2,9 +2,10 @@
 //!
 //! It takes received SIP datagrams and stream messages, timer ticks, DNS results and config
 //! reloads, each with a `now`, and produces datagrams to send and the next deadline. It owns
-//! the transaction layer (matching per RFC 3261 §17.1.3/§17.2.3), every call (two dialogs
-//! each), the routing decisions and the health table that the OPTIONS pinger and passive
-//! failures feed.
+//! the guard that decides, before parsing, whether a message is answered at all (`guard`:
+//! unknown sources, scanners, per-source limits), the transaction layer (matching per RFC
+//! 3261 §17.1.3/§17.2.3), every call (two dialogs each), the routing decisions and the
+//! health table that the OPTIONS pinger and passive failures feed.
 //!
 //! It never touches a socket, never reads the clock, never spawns and never draws from the
 //! OS's randomness: the runtime shell does all of that and drives this struct:

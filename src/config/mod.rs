@@ -501,7 +501,48 @@ pub fn check_file(path: &Path) -> Result<String, ConfigError> {
         RecordsSettings::File(p) => p.display().to_string(),
     };
     out.push_str(&format!("\nadmin API: {admin}\ncall records: {records}\n"));
+    out.push_str(&guard_summary(&config));
     Ok(out)
+}
+
+/// `holdfast check`'s lines on who gets answers (`sip.unknown_sources`, `answer_options`,
+/// `scanners`, `limits`).
+fn guard_summary(config: &Config) -> String {
+    let sip = &config.sip;
+    let rate = |l: Option<RateLimit>| match l {
+        Some(l) => format!("{}/s burst {}", l.rate, l.burst),
+        None => "unlimited".to_string(),
+    };
+    let pingers = if sip.answer_options.is_empty() {
+        "none".to_string()
+    } else {
+        sip.answer_options
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let own: Vec<String> = config
+        .targets()
+        .filter(|t| t.ws.is_none() && t.limits != sip.limits.known_sources)
+        .map(|t| format!("{} {}", t.id, rate(t.limits)))
+        .collect();
+    let l = &sip.limits;
+    format!(
+        "unknown sources: {} (OPTIONS answered for: {pingers}); scanners: {} User-Agents\n\
+         limits per source address: unknown {}, known {}{}; blocked for {} after twice the rate over {}\n",
+        sip.unknown_sources.as_str(),
+        sip.scanners.len(),
+        rate(Some(l.per_source)),
+        rate(l.known_sources),
+        if own.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", own.join("; "))
+        },
+        format_duration(l.block_time),
+        format_duration(l.sampling_interval),
+    )
 }
 
 #[cfg(test)]

@@ -794,10 +794,12 @@ impl Validator<'_> {
         } else {
             "expected `{ rate: N, burst: M }`"
         };
+        // YAML 1.1 readers take a bare `off` for false.
+        let off = matches!(raw, RawRate::Value(Scalar::Bool(false)))
+            || matches!(raw, RawRate::Value(Scalar::Str(s)) if s.trim() == "off");
         match raw {
-            RawRate::Value(Scalar::Str(s)) if off_ok && s.trim() == "off" => Ok(None),
-            RawRate::Value(Scalar::Bool(false)) if off_ok => Ok(None),
-            RawRate::Value(Scalar::Str(s)) if s.trim() == "off" => Err(self.err(
+            _ if off && off_ok => Ok(None),
+            _ if off => Err(self.err(
                 path,
                 "cannot be `off`: unknown sources that get answers are always limited",
             )),
