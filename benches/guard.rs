@@ -63,7 +63,7 @@ fn guard(sip: &str) -> Guard {
 fn bench(c: &mut Criterion) {
     let src: SocketAddr = "198.51.100.10:5060".parse().unwrap();
     c.bench_function("peek INVITE", |b| {
-        b.iter(|| peek(black_box(INVITE)).map(|p| p.to_tag.is_some()))
+        b.iter(|| peek(black_box(INVITE)).map(|p| p.to_tag().is_some()))
     });
 
     let mut g = guard("  unknown_sources: drop");

@@ -315,7 +315,7 @@ impl Guard {
                 if let Sender::Known { .. } = sender {
                     return Verdict::Pass;
                 }
-                return match (&p.via_branch, &p.cseq_method) {
+                return match (p.via_branch(), p.cseq_method()) {
                     (Some(b), Some(m)) if !exchanges.has_client_transaction(b, m) => {
                         Verdict::Drop(DropReason::Stray)
                     }
@@ -324,7 +324,8 @@ impl Guard {
             }
             Start::Request { method } => method,
         };
-        let in_dialog = match (&p.call_id, &p.to_tag) {
+        let to_tag = p.to_tag();
+        let in_dialog = match (&p.call_id, to_tag) {
             (Some(c), Some(t)) => exchanges.has_dialog(c, t),
             _ => false,
         };
@@ -353,7 +354,7 @@ impl Guard {
             Sender::Unknown => {
                 // An unknown source has no transaction or dialog of ours unless the
                 // lookup above found one.
-                if p.to_tag.is_some() || ack_or_cancel {
+                if to_tag.is_some() || ack_or_cancel {
                     return Verdict::Drop(DropReason::Stray);
                 }
                 if self.is_scanner(p) {

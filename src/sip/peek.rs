@@ -9,7 +9,7 @@
 //!
 //! Never: validates the message (a peek is not a verdict: a message it reads may still be
 //! refused by the parser), allocates unless a header it needs is folded, reads the body,
-//! or panics on any input.
+//! or panics on any input. The To, Via and CSeq values are parsed only when asked for.
 use std::borrow::Cow;
 
 use super::header::{list_elements, HeaderName, NameAddr, Via};
@@ -24,18 +24,17 @@ pub enum Start<'a> {
     Response { status: u16 },
 }
 
-/// What [`peek`] read. A field is `None` when its header is absent or unreadable.
+/// What [`peek`] read: the start line and the raw values of the headers an admission
+/// decision needs. The To tag, the top Via's branch and the CSeq method are read from them
+/// on demand, so a decision that needs none of them costs none of that.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peek<'a> {
     pub start: Start<'a>,
     pub call_id: Option<Cow<'a, str>>,
-    /// The `tag` parameter of To (RFC 3261 §19.3): present on requests inside a dialog.
-    pub to_tag: Option<Cow<'a, str>>,
-    /// The `branch` parameter of the topmost Via.
-    pub via_branch: Option<Cow<'a, str>>,
-    /// The method of CSeq (what a response answers).
-    pub cseq_method: Option<Cow<'a, str>>,
     pub user_agent: Option<Cow<'a, str>>,
+    to: Option<Cow<'a, str>>,
+    via: Option<Cow<'a, str>>,
+    cseq: Option<Cow<'a, str>>,
 }
 
 impl Peek<'_> {
@@ -45,6 +44,28 @@ impl Peek<'_> {
             Start::Request { method } => Some(method),
             Start::Response { .. } => None,
         }
+    }
+
+    /// The `tag` parameter of To (RFC 3261 §19.3): present on requests inside a dialog.
+    pub fn to_tag(&self) -> Option<&str> {
+        let v = self.to.as_deref()?;
+        // Most requests a flood is made of have none: skip the name-addr parse.
+        if !v.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"tag")) {
+            return None;
+        }
+        NameAddr::parse(v, "To").ok()?.tag
+    }
+
+    /// The `branch` parameter of the topmost Via.
+    pub fn via_branch(&self) -> Option<&str> {
+        let v = self.via.as_deref()?;
+        Via::parse(list_elements(v).next().unwrap_or("")).ok()?.branch
+    }
+
+    /// The method of CSeq (what a response answers).
+    pub fn cseq_method(&self) -> Option<&str> {
+        let (num, method) = trim_ws(self.cseq.as_deref()?).split_once([' ', '\t'])?;
+        (!num.is_empty()).then(|| trim_ws(method))
     }
 }
 
@@ -67,10 +88,10 @@ pub fn peek(data: &[u8]) -> Option<Peek<'_>> {
     let mut p = Peek {
         start,
         call_id: None,
-        to_tag: None,
-        via_branch: None,
-        cseq_method: None,
         user_agent: None,
+        to: None,
+        via: None,
+        cseq: None,
     };
     // The header being read: which field it fills, and its (possibly folded) value.
     let mut current: Option<(Field, Cow<'_, str>)> = None;
@@ -139,36 +160,14 @@ impl Field {
 
 impl<'a> Peek<'a> {
     fn fill(&mut self, f: Field, value: Cow<'a, str>) {
-        match f {
-            Field::CallId => self.call_id = Some(value),
-            Field::UserAgent => self.user_agent = Some(value),
-            Field::To => self.to_tag = derive(value, |v| NameAddr::parse(v, "To").ok()?.tag),
-            Field::Via => {
-                self.via_branch = derive(value, |v| {
-                    Via::parse(list_elements(v).next().unwrap_or(""))
-                        .ok()?
-                        .branch
-                })
-            }
-            Field::CSeq => {
-                self.cseq_method = derive(value, |v| {
-                    let (num, method) = trim_ws(v).split_once([' ', '\t'])?;
-                    (!num.is_empty()).then(|| trim_ws(method))
-                })
-            }
-        }
-    }
-}
-
-/// A part of `value` found by `f`: borrowed from the datagram when the value is, copied
-/// when the header was folded (and so unfolded into a String).
-fn derive<'a>(
-    value: Cow<'a, str>,
-    f: impl for<'b> Fn(&'b str) -> Option<&'b str>,
-) -> Option<Cow<'a, str>> {
-    match value {
-        Cow::Borrowed(v) => f(v).map(Cow::Borrowed),
-        Cow::Owned(v) => f(&v).map(|s| Cow::Owned(s.to_owned())),
+        let slot = match f {
+            Field::CallId => &mut self.call_id,
+            Field::UserAgent => &mut self.user_agent,
+            Field::To => &mut self.to,
+            Field::Via => &mut self.via,
+            Field::CSeq => &mut self.cseq,
+        };
+        *slot = Some(value);
     }
 }
 
@@ -224,9 +223,9 @@ mod tests {
         let p = peek(INVITE.as_bytes()).unwrap();
         assert_eq!(p.start, Start::Request { method: "INVITE" });
         assert_eq!(p.call_id.as_deref(), Some("c1@192.0.2.1"));
-        assert_eq!(p.to_tag, None);
-        assert_eq!(p.via_branch.as_deref(), Some("z9hG4bKabc"));
-        assert_eq!(p.cseq_method.as_deref(), Some("INVITE"));
+        assert_eq!(p.to_tag(), None);
+        assert_eq!(p.via_branch(), Some("z9hG4bKabc"));
+        assert_eq!(p.cseq_method(), Some("INVITE"));
         assert_eq!(p.user_agent.as_deref(), Some("friendly-scanner"));
     }
 
@@ -236,11 +235,11 @@ mod tests {
             t: \"B;tag=no\" <sip:b@y;tag=uri>\r\n  ;tag=real\r\ni: c2\r\nf: <sip:a@x>;tag=1\r\n\
             CSeq:   2   BYE\r\nl: 0\r\n\r\n";
         let p = peek(m.as_bytes()).unwrap();
-        assert_eq!(p.to_tag.as_deref(), Some("real"));
-        assert!(matches!(p.to_tag, Some(Cow::Owned(_))), "folded: copied");
+        assert_eq!(p.to_tag(), Some("real"));
+        assert!(matches!(p.to, Some(Cow::Owned(_))), "folded: unfolded into a copy");
         assert_eq!(p.call_id.as_deref(), Some("c2"));
-        assert_eq!(p.cseq_method.as_deref(), Some("BYE"));
-        assert_eq!(p.via_branch.as_deref(), Some("z9hG4bK1"));
+        assert_eq!(p.cseq_method(), Some("BYE"));
+        assert_eq!(p.via_branch(), Some("z9hG4bK1"));
     }
 
     #[test]
@@ -249,7 +248,7 @@ mod tests {
         let p = peek(r.as_bytes()).unwrap();
         assert_eq!(p.start, Start::Response { status: 200 });
         assert_eq!(p.method(), None);
-        assert_eq!(p.cseq_method.as_deref(), Some("OPTIONS"));
+        assert_eq!(p.cseq_method(), Some("OPTIONS"));
         for junk in [
             &b""[..],
             b"\r\n\r\n",
@@ -263,7 +262,7 @@ mod tests {
         }
         // A header section with no blank line and broken header lines: still a peek.
         let p = peek(b"OPTIONS sip:a SIP/2.0\r\nnonsense\r\nTo: <sip:a>;tag=9").unwrap();
-        assert_eq!(p.to_tag.as_deref(), Some("9"));
+        assert_eq!(p.to_tag(), Some("9"));
     }
 
     /// Every message the parser accepts — the RFC 4475 torture corpus and the ones above —
@@ -302,14 +301,14 @@ mod tests {
                 assert_eq!(p.call_id.as_deref(), Some(id), "{name}: Call-ID");
             }
             if let Ok(to) = h.to() {
-                assert_eq!(p.to_tag.as_deref(), to.tag(), "{name}: To tag");
+                assert_eq!(p.to_tag(), to.tag(), "{name}: To tag");
             }
             if let Ok(via) = h.top_via() {
-                assert_eq!(p.via_branch.as_deref(), via.branch, "{name}: branch");
+                assert_eq!(p.via_branch(), via.branch, "{name}: branch");
             }
             if let Ok(cseq) = h.cseq() {
                 assert_eq!(
-                    p.cseq_method.as_deref(),
+                    p.cseq_method(),
                     Some(cseq.method.as_str()),
                     "{name}: CSeq"
                 );
