@@ -32,8 +32,9 @@ usage:
       binds N sockets (PORT, PORT+2, ...), writes FILE (SIPp -inf: SEQUENTIAL, one port per
       line), waits for N \"MAP <our port> <their port>\" lines in LOG, prints \"streaming\",
       then sends 50 pps per call for D seconds and counts the echoes; prints
-      \"calls= sent= received= lost= calls_lossy= max_gap_ms= p99_gap_ms= calls_gap_over_100ms=\"
-      (gaps measured after the first --warmup seconds).
+      \"calls= sent= received= lost= calls_lossy= max_gap_ms= p99_gap_ms= calls_gap_over_100ms=
+      max_gap_at_s= max_send_gap_ms=\" (gaps measured after the first --warmup seconds;
+      max_send_gap_ms is this process's own longest pause between two sending rounds).
 ";
 
 fn main() {
@@ -369,10 +370,20 @@ fn media(args: &[String]) -> Result<(), String> {
     pkt[12..].fill(0xd5);
     let mut buf = [0u8; 2048];
     let mut tick = 0u64;
+    // The harness's own lateness: the longest time between two sending rounds (a stall of
+    // this process shows up here as well as in every call's gaps).
+    let mut last_round: Option<Instant> = None;
+    let mut max_send_gap = Duration::ZERO;
+    let mut max_gap_at = Duration::ZERO;
+    let mut max_gap_seen = Duration::ZERO;
     // Packets still in flight get 300 ms to come back after the last one is sent.
     while Instant::now() < end + Duration::from_millis(300) {
         let now = Instant::now();
         if now < end && now >= start + PTIME * tick as u32 {
+            if let Some(l) = last_round.filter(|_| now >= warm) {
+                max_send_gap = max_send_gap.max(now - l);
+            }
+            last_round = Some(now);
             for c in list.iter_mut() {
                 let seq = (tick as u16).wrapping_add(1);
                 pkt[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -396,7 +407,13 @@ fn media(args: &[String]) -> Result<(), String> {
                 if let Some(last) = c.last_rx {
                     if t >= warm && t <= end {
                         let gap = t - last;
-                        c.max_gap = c.max_gap.max(gap);
+                        if gap > c.max_gap {
+                            c.max_gap = gap;
+                            if gap > max_gap_seen {
+                                max_gap_seen = gap;
+                                max_gap_at = t - start;
+                            }
+                        }
                         c.gaps.push(gap);
                     }
                 }
@@ -420,10 +437,12 @@ fn media(args: &[String]) -> Result<(), String> {
         .filter(|c| c.max_gap > Duration::from_millis(100))
         .count();
     println!(
-        "calls={calls} sent={sent} received={received} lost={} calls_lossy={lossy} max_gap_ms={:.1} p99_gap_ms={:.1} calls_gap_over_100ms={over}",
+        "calls={calls} sent={sent} received={received} lost={} calls_lossy={lossy} max_gap_ms={:.1} p99_gap_ms={:.1} calls_gap_over_100ms={over} max_gap_at_s={:.1} max_send_gap_ms={:.1}",
         sent.saturating_sub(received),
         max_gap.as_secs_f64() * 1000.0,
-        p99.as_secs_f64() * 1000.0
+        p99.as_secs_f64() * 1000.0,
+        max_gap_at.as_secs_f64(),
+        max_send_gap.as_secs_f64() * 1000.0
     );
     Ok(())
 }

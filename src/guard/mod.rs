@@ -13,8 +13,9 @@
 //! interval for the rest.
 //!
 //! Never: drops a request inside a dialog holdfast has, a response to a transaction
-//! holdfast has, a known source's ACK or CANCEL, or anything from a known source that is
-//! not a new request; reads the clock, touches a socket, parses the whole message, or
+//! holdfast has, or, from a known source, an ACK, a CANCEL, a response or anything else
+//! that is not a new request outside holdfast's dialogs (scanners aside); reads the clock,
+//! touches a socket, parses the whole message, or
 //! grows without bound (sources live in two tables of `max_sources` entries each, known and
 //! unknown, so a flood of spoofed unknown addresses cannot evict a carrier's state; in
 //! `unknown_sources: drop` unknown sources take no state at all).
