@@ -12,7 +12,7 @@
 //! or panics on any input. The To, Via and CSeq values are parsed only when asked for.
 use std::borrow::Cow;
 
-use super::header::{list_elements, HeaderName, NameAddr, Via};
+use super::header::{list_elements, NameAddr, Via};
 use super::syntax::trim_ws;
 
 /// The start line, as far as a peek needs it.
@@ -50,7 +50,11 @@ impl Peek<'_> {
     pub fn to_tag(&self) -> Option<&str> {
         let v = self.to.as_deref()?;
         // Most requests a flood is made of have none: skip the name-addr parse.
-        if !v.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"tag")) {
+        if !v
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"tag"))
+        {
             return None;
         }
         NameAddr::parse(v, "To").ok()?.tag
@@ -59,7 +63,9 @@ impl Peek<'_> {
     /// The `branch` parameter of the topmost Via.
     pub fn via_branch(&self) -> Option<&str> {
         let v = self.via.as_deref()?;
-        Via::parse(list_elements(v).next().unwrap_or("")).ok()?.branch
+        Via::parse(list_elements(v).next().unwrap_or(""))
+            .ok()?
+            .branch
     }
 
     /// The method of CSeq (what a response answers).
@@ -72,19 +78,15 @@ impl Peek<'_> {
 /// Reads the start line and the headers an admission decision needs; `None` when not even
 /// a SIP start line can be found.
 pub fn peek(data: &[u8]) -> Option<Peek<'_>> {
-    // The parser skips leading CRLFs (RFC 3261 §7.5) and reads the header section as UTF-8.
+    // The parser skips leading CRLFs (RFC 3261 §7.5).
     let skip = data
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(data.len());
-    let data = &data[skip..];
-    let head_len = header_section_len(data);
-    let head = match std::str::from_utf8(&data[..head_len]) {
-        Ok(t) => t,
-        Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).ok()?,
+    let mut lines = Lines {
+        data: &data[skip..],
     };
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let start = start_line(lines.next()?)?;
+    let start = start_line(std::str::from_utf8(lines.next()?).ok()?)?;
     let mut p = Peek {
         start,
         call_id: None,
@@ -100,10 +102,14 @@ pub fn peek(data: &[u8]) -> Option<Peek<'_>> {
         if line.is_empty() {
             break;
         }
-        if line.starts_with([' ', '\t']) {
+        if line[0] == b' ' || line[0] == b'\t' {
             // Continuation (RFC 3261 §7.3.1): unfolded into the value with one SP.
             if let Some((_, v)) = current.as_mut() {
-                let cont = trim_ws(line);
+                let Ok(cont) = std::str::from_utf8(line) else {
+                    current = None;
+                    continue;
+                };
+                let cont = trim_ws(cont);
                 if !cont.is_empty() {
                     let v = v.to_mut();
                     if !v.is_empty() {
@@ -117,17 +123,15 @@ pub fn peek(data: &[u8]) -> Option<Peek<'_>> {
         if let Some((field, value)) = current.take() {
             p.fill(field, value);
         }
-        let Some(colon) = line.find(':') else {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let name = line[..colon].trim_end_matches([' ', '\t']);
-        let field = match HeaderName::parse(name) {
-            HeaderName::CallId => Field::CallId,
-            HeaderName::To => Field::To,
-            HeaderName::Via => Field::Via,
-            HeaderName::CSeq => Field::CSeq,
-            HeaderName::UserAgent => Field::UserAgent,
-            _ => continue,
+        let mut name = &line[..colon];
+        while let [rest @ .., b' ' | b'\t'] = name {
+            name = rest;
+        }
+        let Some(field) = field_of(name) else {
+            continue;
         };
         // Only the first header of each name counts (the top Via; the parser refuses a
         // second To, Call-ID or CSeq).
@@ -135,12 +139,54 @@ pub fn peek(data: &[u8]) -> Option<Peek<'_>> {
             continue;
         }
         seen |= field.bit();
-        current = Some((field, Cow::Borrowed(trim_ws(&line[colon + 1..]))));
+        if let Ok(v) = std::str::from_utf8(&line[colon + 1..]) {
+            current = Some((field, Cow::Borrowed(trim_ws(v))));
+        }
     }
     if let Some((field, value)) = current {
         p.fill(field, value);
     }
     Some(p)
+}
+
+/// The lines of a datagram without their CR LF; the last one may end the datagram without.
+struct Lines<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.data.is_empty() {
+            return None;
+        }
+        let (line, rest) = match self.data.iter().position(|&b| b == b'\n') {
+            Some(nl) => (&self.data[..nl], &self.data[nl + 1..]),
+            None => (self.data, &self.data[self.data.len()..]),
+        };
+        self.data = rest;
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+}
+
+/// The five header names a peek reads, in any case and in their compact forms (RFC 3261
+/// §7.3.3), as [`HeaderName::parse`] recognises them.
+fn field_of(name: &[u8]) -> Option<Field> {
+    let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
+    match name.len() {
+        1 => match name[0].to_ascii_lowercase() {
+            b't' => Some(Field::To),
+            b'i' => Some(Field::CallId),
+            b'v' => Some(Field::Via),
+            _ => None,
+        },
+        2 if is(b"to") => Some(Field::To),
+        3 if is(b"via") => Some(Field::Via),
+        4 if is(b"cseq") => Some(Field::CSeq),
+        7 if is(b"call-id") => Some(Field::CallId),
+        10 if is(b"user-agent") => Some(Field::UserAgent),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,22 +217,6 @@ impl<'a> Peek<'a> {
     }
 }
 
-/// Length of the header section: up to and including the first empty line, or the whole
-/// datagram when there is none.
-fn header_section_len(data: &[u8]) -> usize {
-    let mut i = 0;
-    while let Some(nl) = data[i..].iter().position(|&b| b == b'\n') {
-        let end = i + nl + 1;
-        match data.get(end) {
-            Some(b'\n') => return end + 1,
-            Some(b'\r') if data.get(end + 1) == Some(&b'\n') => return end + 2,
-            _ => {}
-        }
-        i = end;
-    }
-    data.len()
-}
-
 fn start_line(line: &str) -> Option<Start<'_>> {
     if let Some(rest) = line
         .get(..8)
@@ -209,6 +239,7 @@ fn start_line(line: &str) -> Option<Start<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::header::HeaderName;
     use crate::sip::message::{parse, Message};
 
     const INVITE: &str = "INVITE sip:+15551230000@hf.example SIP/2.0\r\n\
@@ -236,7 +267,10 @@ mod tests {
             CSeq:   2   BYE\r\nl: 0\r\n\r\n";
         let p = peek(m.as_bytes()).unwrap();
         assert_eq!(p.to_tag(), Some("real"));
-        assert!(matches!(p.to, Some(Cow::Owned(_))), "folded: unfolded into a copy");
+        assert!(
+            matches!(p.to, Some(Cow::Owned(_))),
+            "folded: unfolded into a copy"
+        );
         assert_eq!(p.call_id.as_deref(), Some("c2"));
         assert_eq!(p.cseq_method(), Some("BYE"));
         assert_eq!(p.via_branch(), Some("z9hG4bK1"));
@@ -263,6 +297,49 @@ mod tests {
         // A header section with no blank line and broken header lines: still a peek.
         let p = peek(b"OPTIONS sip:a SIP/2.0\r\nnonsense\r\nTo: <sip:a>;tag=9").unwrap();
         assert_eq!(p.to_tag(), Some("9"));
+    }
+
+    #[test]
+    fn the_names_read_are_the_parsers_names() {
+        for name in [
+            "To",
+            "t",
+            "T",
+            "tO",
+            "Via",
+            "v",
+            "V",
+            "VIA",
+            "CSeq",
+            "cseq",
+            "Call-ID",
+            "i",
+            "I",
+            "call-id",
+            "User-Agent",
+            "user-agent",
+            "From",
+            "f",
+            "Contact",
+            "m",
+            "Server",
+            "x",
+            "To2",
+            "Vias",
+            "Call-I",
+            "UserAgent",
+        ] {
+            let ours = field_of(name.as_bytes());
+            let theirs = match HeaderName::parse(name) {
+                HeaderName::To => Some(Field::To),
+                HeaderName::Via => Some(Field::Via),
+                HeaderName::CSeq => Some(Field::CSeq),
+                HeaderName::CallId => Some(Field::CallId),
+                HeaderName::UserAgent => Some(Field::UserAgent),
+                _ => None,
+            };
+            assert_eq!(ours, theirs, "{name}");
+        }
     }
 
     /// Every message the parser accepts — the RFC 4475 torture corpus and the ones above —
@@ -307,11 +384,7 @@ mod tests {
                 assert_eq!(p.via_branch(), via.branch, "{name}: branch");
             }
             if let Ok(cseq) = h.cseq() {
-                assert_eq!(
-                    p.cseq_method(),
-                    Some(cseq.method.as_str()),
-                    "{name}: CSeq"
-                );
+                assert_eq!(p.cseq_method(), Some(cseq.method.as_str()), "{name}: CSeq");
             }
             assert_eq!(
                 p.user_agent.as_deref(),
