@@ -8,6 +8,8 @@
 #
 # usage: benches/sip_flood.sh [RATE=24000] [SECS=10] [CALLS=50] [RUNS=3]
 #        STACKS="holdfast kamailio" (default both, in that order, RUNS times)
+#        UNKNOWN_SOURCES=drop|reject (holdfast's sip.unknown_sources; default drop)
+#        SOURCES="127.0.1.1-20,127.0.2.1-4" (the flood's addresses; 127.0.2.x are known)
 #
 # Everything runs in a network namespace of its own (its loopback: 127.0.0.0/8), so the
 # counters are iptables rules on the proxy's port 5060 that see nothing of the rest of the
@@ -37,6 +39,8 @@ ROOT=$PWD
 PEERS=${PEERS:-$ROOT/../shared/peers}
 RATE=${1:-24000}; SECS=${2:-10}; CALLS=${3:-50}; RUNS=${4:-3}
 STACKS=${STACKS:-"holdfast kamailio"}
+UNKNOWN_SOURCES=${UNKNOWN_SOURCES:-drop}
+SOURCES=${SOURCES:-127.0.1.1-20,127.0.2.1-4}
 OUT=${OUT:-$(mktemp -d -t holdfast-flood-XXXX)}; mkdir -p "$OUT"
 TCK=$(getconf CLK_TCK)
 [ "$(id -u)" = 0 ] || { echo "needs root: a network namespace and iptables counters" >&2; exit 1; }
@@ -87,6 +91,7 @@ cat > "$OUT/holdfast.yaml" <<YAML
 # known, with a small trunk's contract (10 calls per second); everything else is unknown.
 sip:
   listen: ["udp:127.0.0.1:5060"]
+  unknown_sources: $UNKNOWN_SOURCES
 media:
   ports: 20000-29999
   ai_timeout: 10s                # the harness's RTP starts a moment after the answer
@@ -139,7 +144,7 @@ run(){ # stack run
   local in0 out0 c0 t0 l0 e0 in1 out1 c1 t1 l1 e1 inz outz
   in0=$(count_in); out0=$(count_out); c0=$(ticks $PROXY_PIDS); l0=$(wc -l < "$dir/proxy.log"); e0=$(rcvbuf_errors)
   t0=$(date +%s.%N)
-  nsx "$SF" flood --to 127.0.0.1:5060 --sources 127.0.1.1-20,127.0.2.1-4 --rate "$RATE" --secs "$SECS" > "$dir/flood.out" 2>&1
+  nsx "$SF" flood --to 127.0.0.1:5060 --sources "$SOURCES" --rate "$RATE" --secs "$SECS" > "$dir/flood.out" 2>&1
   t1=$(date +%s.%N)
   in1=$(count_in); out1=$(count_out); c1=$(ticks $PROXY_PIDS); l1=$(wc -l < "$dir/proxy.log"); e1=$(rcvbuf_errors)
   wait "$MPID"
@@ -193,7 +198,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 echo
-echo "### medians over $RUNS runs (RATE=$RATE SECS=$SECS CALLS=$CALLS)"
+echo "### medians over $RUNS runs (RATE=$RATE SECS=$SECS CALLS=$CALLS SOURCES=$SOURCES holdfast unknown_sources=$UNKNOWN_SOURCES)"
 python3 - "$OUT" $STACKS <<'PY'
 import glob, re, statistics as st, sys
 out, stacks = sys.argv[1], sys.argv[2:]
