@@ -9,8 +9,10 @@
 //! - `media`: the RTP side of the calls the script sets up with SIPp: binds one socket per
 //!   call (writing SIPp's `-inf` file with their ports), waits until SIPp's scenario log says
 //!   which holdfast (or rtpengine) port each call's answer carries, then sends 50 packets per
-//!   second on every call and receives them back (the agent SIPp echoes them). Reports per
-//!   call what came back and the longest silence between two packets, as `key=value`.
+//!   second on every call and receives them back (the agent SIPp echoes them). Each packet
+//!   carries its send time; the kernel stamps its echo's arrival (SO_TIMESTAMPNS), so a
+//!   pause of this process shows as its own late sending, never as a gap in the relay.
+//!   Reports what came back, the round trips and the longest silence, as `key=value`.
 //!
 //! Loopback only (addresses outside 127.0.0.0/8 are refused), bounded: `--secs` <= 120 for
 //! both, the wait for the calls' ports <= 60 s.
@@ -292,9 +294,72 @@ struct Call {
     ssrc: u32,
     sent: u64,
     received: u64,
-    last_rx: Option<Instant>,
-    max_gap: Duration,
-    gaps: Vec<Duration>,
+    /// Kernel receive time of the last echo (ns, CLOCK_REALTIME).
+    last_rx: Option<i64>,
+    max_gap_ns: i64,
+    /// Round trips (send → proxy → agent's echo → proxy → here), ns.
+    rtts: Vec<i64>,
+}
+
+/// Now on CLOCK_REALTIME in ns: the clock of the kernel's SO_TIMESTAMPNS receive stamps.
+fn realtime_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a live local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// Asks the kernel to stamp every datagram with its arrival time, and for a receive buffer
+/// that holds several seconds of one call (so a pause of this process loses nothing and
+/// the stamps still say when each packet really arrived).
+fn prepare_media_socket(sock: &UdpSocket) {
+    let fd = sock.as_raw_fd();
+    let one: libc::c_int = 1;
+    let size: libc::c_int = 1 << 20;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: live socket, c_int option values of the stated length.
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&one as *const libc::c_int).cast(), len);
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&size as *const libc::c_int).cast(), len) != 0 {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&size as *const libc::c_int).cast(), len);
+        }
+    }
+}
+
+/// One datagram and its kernel arrival stamp (ns, CLOCK_REALTIME), if any is waiting.
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> Option<(usize, i64)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 16];
+    // SAFETY: an all-zero msghdr is valid; every pointer set below is a live local.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = control.as_mut_ptr().cast();
+    h.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg into the buffers described by `h`.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut h, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    let mut stamp = realtime_ns();
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
+            }
+            c = libc::CMSG_NXTHDR(&h, c);
+        }
+    }
+    Some((n as usize, stamp))
 }
 
 fn media(args: &[String]) -> Result<(), String> {
@@ -313,6 +378,7 @@ fn media(args: &[String]) -> Result<(), String> {
         let port = base + 2 * i as u16;
         let sock = UdpSocket::bind(("127.0.0.1", port)).map_err(|e| format!("bind {port}: {e}"))?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        prepare_media_socket(&sock);
         by_port.insert(port, i);
         list.push(Call {
             sock,
@@ -321,8 +387,8 @@ fn media(args: &[String]) -> Result<(), String> {
             sent: 0,
             received: 0,
             last_rx: None,
-            max_gap: Duration::ZERO,
-            gaps: Vec::new(),
+            max_gap_ns: 0,
+            rtts: Vec::new(),
         });
     }
     let mut f = std::fs::File::create(format!("{csv}.tmp")).map_err(|e| e.to_string())?;
@@ -363,24 +429,23 @@ fn media(args: &[String]) -> Result<(), String> {
 
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
-    let warm = start + Duration::from_secs_f64(warmup);
+    let rt0 = realtime_ns();
+    let (warm_ns, end_ns) = (rt0 + (warmup * 1e9) as i64, rt0 + (secs * 1e9) as i64);
     let mut pkt = vec![0u8; 12 + 160];
     pkt[0] = 0x80;
     pkt[1] = 8; // PCMA
     pkt[12..].fill(0xd5);
     let mut buf = [0u8; 2048];
     let mut tick = 0u64;
-    // The harness's own lateness: the longest time between two sending rounds (a stall of
-    // this process shows up here as well as in every call's gaps).
+    // This process's own lateness: the longest time between two sending rounds.
     let mut last_round: Option<Instant> = None;
     let mut max_send_gap = Duration::ZERO;
-    let mut max_gap_at = Duration::ZERO;
-    let mut max_gap_seen = Duration::ZERO;
-    // Packets still in flight get 300 ms to come back after the last one is sent.
-    while Instant::now() < end + Duration::from_millis(300) {
+    let mut worst_gap = (0i64, 0i64); // (gap, when: ns since the start)
+    // Packets still in flight get 500 ms to come back after the last one is sent.
+    while Instant::now() < end + Duration::from_millis(500) {
         let now = Instant::now();
         if now < end && now >= start + PTIME * tick as u32 {
-            if let Some(l) = last_round.filter(|_| now >= warm) {
+            if let Some(l) = last_round.filter(|_| now >= start + Duration::from_secs_f64(warmup)) {
                 max_send_gap = max_send_gap.max(now - l);
             }
             last_round = Some(now);
@@ -389,6 +454,8 @@ fn media(args: &[String]) -> Result<(), String> {
                 pkt[2..4].copy_from_slice(&seq.to_be_bytes());
                 pkt[4..8].copy_from_slice(&((tick as u32).wrapping_mul(160)).to_be_bytes());
                 pkt[8..12].copy_from_slice(&c.ssrc.to_be_bytes());
+                // The send time rides in the payload; the echo brings it back.
+                pkt[12..20].copy_from_slice(&realtime_ns().to_be_bytes());
                 if let Some(p) = c.peer {
                     if c.sock.send_to(&pkt, p).is_ok() {
                         c.sent += 1;
@@ -398,50 +465,49 @@ fn media(args: &[String]) -> Result<(), String> {
             tick += 1;
         }
         for c in list.iter_mut() {
-            while let Ok((n, _)) = c.sock.recv_from(&mut buf) {
-                if n < 12 || buf[0] >> 6 != 2 {
+            while let Some((n, at)) = recv_stamped(&c.sock, &mut buf) {
+                if n < 20 || buf[0] >> 6 != 2 {
                     continue;
                 }
-                let t = Instant::now();
                 c.received += 1;
-                if let Some(last) = c.last_rx {
-                    if t >= warm && t <= end {
-                        let gap = t - last;
-                        if gap > c.max_gap {
-                            c.max_gap = gap;
-                            if gap > max_gap_seen {
-                                max_gap_seen = gap;
-                                max_gap_at = t - start;
-                            }
+                let mut sent_at = [0u8; 8];
+                sent_at.copy_from_slice(&buf[12..20]);
+                let sent_at = i64::from_be_bytes(sent_at);
+                if (warm_ns..=end_ns).contains(&at) {
+                    c.rtts.push(at - sent_at);
+                    if let Some(last) = c.last_rx {
+                        let gap = at - last;
+                        c.max_gap_ns = c.max_gap_ns.max(gap);
+                        if gap > worst_gap.0 {
+                            worst_gap = (gap, at - rt0);
                         }
-                        c.gaps.push(gap);
                     }
                 }
-                c.last_rx = Some(t);
+                c.last_rx = Some(at);
             }
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let ms = |ns: i64| ns as f64 / 1e6;
     let sent: u64 = list.iter().map(|c| c.sent).sum();
     let received: u64 = list.iter().map(|c| c.received).sum();
     let lossy = list.iter().filter(|c| c.received < c.sent).count();
-    let max_gap = list.iter().map(|c| c.max_gap).max().unwrap_or_default();
-    let mut all: Vec<Duration> = list.iter().flat_map(|c| c.gaps.iter().copied()).collect();
-    all.sort();
-    let p99 = all
-        .get((all.len().saturating_sub(1)) * 99 / 100)
-        .copied()
-        .unwrap_or_default();
-    let over = list
+    let max_gap = list.iter().map(|c| c.max_gap_ns).max().unwrap_or(0);
+    let mut all: Vec<i64> = list.iter().flat_map(|c| c.rtts.iter().copied()).collect();
+    all.sort_unstable();
+    let pct = |p: usize| all.get(all.len().saturating_sub(1) * p / 100).copied().unwrap_or(0);
+    let late = list
         .iter()
-        .filter(|c| c.max_gap > Duration::from_millis(100))
+        .filter(|c| c.rtts.iter().any(|r| *r > 100_000_000))
         .count();
     println!(
-        "calls={calls} sent={sent} received={received} lost={} calls_lossy={lossy} max_gap_ms={:.1} p99_gap_ms={:.1} calls_gap_over_100ms={over} max_gap_at_s={:.1} max_send_gap_ms={:.1}",
+        "calls={calls} sent={sent} received={received} lost={} calls_lossy={lossy} rtt_p50_ms={:.2} rtt_p99_ms={:.2} rtt_max_ms={:.1} calls_rtt_over_100ms={late} max_gap_ms={:.1} max_gap_at_s={:.1} max_send_gap_ms={:.1}",
         sent.saturating_sub(received),
-        max_gap.as_secs_f64() * 1000.0,
-        p99.as_secs_f64() * 1000.0,
-        max_gap_at.as_secs_f64(),
+        ms(pct(50)),
+        ms(pct(99)),
+        ms(all.last().copied().unwrap_or(0)),
+        ms(max_gap),
+        worst_gap.1 as f64 / 1e9,
         max_send_gap.as_secs_f64() * 1000.0
     );
     Ok(())
