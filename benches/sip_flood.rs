@@ -322,9 +322,28 @@ fn prepare_media_socket(sock: &UdpSocket) {
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: live socket, c_int option values of the stated length.
     unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&one as *const libc::c_int).cast(), len);
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&size as *const libc::c_int).cast(), len) != 0 {
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&size as *const libc::c_int).cast(), len);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            len,
+        );
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            len,
+        ) != 0
+        {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                len,
+            );
         }
     }
 }
@@ -441,7 +460,7 @@ fn media(args: &[String]) -> Result<(), String> {
     let mut last_round: Option<Instant> = None;
     let mut max_send_gap = Duration::ZERO;
     let mut worst_gap = (0i64, 0i64); // (gap, when: ns since the start)
-    // Packets still in flight get 500 ms to come back after the last one is sent.
+                                      // Packets still in flight get 500 ms to come back after the last one is sent.
     while Instant::now() < end + Duration::from_millis(500) {
         let now = Instant::now();
         if now < end && now >= start + PTIME * tick as u32 {
@@ -495,7 +514,11 @@ fn media(args: &[String]) -> Result<(), String> {
     let max_gap = list.iter().map(|c| c.max_gap_ns).max().unwrap_or(0);
     let mut all: Vec<i64> = list.iter().flat_map(|c| c.rtts.iter().copied()).collect();
     all.sort_unstable();
-    let pct = |p: usize| all.get(all.len().saturating_sub(1) * p / 100).copied().unwrap_or(0);
+    let pct = |p: usize| {
+        all.get(all.len().saturating_sub(1) * p / 100)
+            .copied()
+            .unwrap_or(0)
+    };
     let late = list
         .iter()
         .filter(|c| c.rtts.iter().any(|r| *r > 100_000_000))
