@@ -203,6 +203,7 @@ run_ws() {
   python3 -c "import websockets" 2>/dev/null || python3 -m pip install --user -q websockets || return 1
   sed -e 's/- { id: agent-a, kind: sip, uri: "sip:agent@127.0.0.1:5281"/- { id: agent-a, kind: media-stream, url: "ws:\/\/127.0.0.1:5291\/"/' \
       -e 's/- { id: agent-b, kind: sip, uri: "sip:agent@127.0.0.1:5282"/- { id: agent-b, kind: media-stream, url: "ws:\/\/127.0.0.1:5292\/"/' \
+      -e 's/, liveness: in-dialog-options//' \
       "$OUT/holdfast.yaml" > "$dir/holdfast.yaml"
   grep -q 5292 "$dir/holdfast.yaml" || { echo "could not write the websocket config" >&2; return 1; }
   bot_py > "$dir/bot.py"

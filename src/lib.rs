@@ -10,6 +10,8 @@
 //! - [`routing`]: routing tables (longest-prefix rules, carrier/provider groups, regions) and
 //!   target selection.
 //! - [`health`]: OPTIONS-ping hysteresis and passive circuit breakers per target.
+//! - [`guard`]: who gets answers at all: unknown sources, scanners, per-source rate limits
+//!   and blocking, decided on a peek at each datagram before it is parsed.
 //! - [`media`]: SDP rewriting and the sans-IO RTP relay core (media anchoring).
 //! - [`ai`]: the AI leg's sans-IO pieces (audio coding and pacing for WebSocket providers).
 //! - [`b2bua`]: the call core: two dialogs per call, failover, pinning, session timers.
@@ -23,6 +25,7 @@ pub mod ai;
 pub mod b2bua;
 pub mod config;
 pub mod drill;
+pub mod guard;
 pub mod health;
 pub mod media;
 pub mod routing;

@@ -515,11 +515,13 @@ fn reload_adds_carrier_without_dropping_calls() {
     assert!(old.wait(WAIT).success());
 }
 
-/// OPTIONS to holdfast itself (a trunk monitoring it): 200 with Allow, Accept, Supported.
+/// OPTIONS to holdfast itself from a monitor in `sip.answer_options`: 200 with Allow,
+/// Accept, Supported.
 #[test]
 fn options_to_holdfast_answered() {
     let (hp, mon) = (free_port(), free_port());
-    let c = TestConfig::new(hp);
+    let mut c = TestConfig::new(hp);
+    c.sip = "  answer_options: [\"127.0.0.1/32\"]\n".into();
     let _hf = Holdfast::start(&c.yaml(), hp);
     let uac = Sipp::uac(
         "monitor",

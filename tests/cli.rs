@@ -1,5 +1,6 @@
 //! The `holdfast` binary's own contract: `check` prints the routing table or exits 1 with
-//! file:line:column and the field; `run` answers OPTIONS on IPv6 and TCP listeners too.
+//! file:line:column and the field; `run` answers OPTIONS (from `sip.answer_options`
+//! monitors) on IPv6 and TCP listeners too.
 mod common;
 
 use common::*;
@@ -120,7 +121,9 @@ fn options(via: &str, branch: &str) -> String {
 #[test]
 fn options_answered_over_ipv6_udp_and_tcp() {
     let port = free_port();
-    let yaml = format!("sip:\n  listen: [\"udp:[::1]:{port}\", \"tcp:127.0.0.1:{port}\"]\n");
+    let yaml = format!(
+        "sip:\n  listen: [\"udp:[::1]:{port}\", \"tcp:127.0.0.1:{port}\"]\n  answer_options: [\"::1\", \"127.0.0.1\"]\n"
+    );
     let _hf = Holdfast::start(&yaml, port);
 
     let udp = UdpSocket::bind("[::1]:0").unwrap();
@@ -157,7 +160,11 @@ fn options_answered_over_ipv6_udp_and_tcp() {
 #[test]
 fn a_tcp_peer_that_never_reads_does_not_stall_holdfast() {
     let port = free_port();
-    let yaml = format!("sip:\n  listen: [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\n");
+    // The client is a carrier's address with no rate limit: it may send 20 000 at once.
+    let yaml = format!(
+        "sip:\n  listen: [\"udp:127.0.0.1:{port}\", \"tcp:127.0.0.1:{port}\"]\n\
+         carriers:\n  - {{ id: trunk, uri: \"sip:127.0.0.1:9\", region: us, ping: false, sources: [\"127.0.0.1/32\"], limits: off }}\n"
+    );
     let hf = Holdfast::start(&yaml, port);
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(10)))

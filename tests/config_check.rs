@@ -67,6 +67,8 @@ fn check_file_renders_the_table() {
         "outbound[1]: to +44* from * via any -> regions [eu]",
         "candidates: agent-a (priority 1, weight 1), agent-b (priority 2, weight 1)",
         "media latching: strict (learning window 1s)",
+        "unknown sources: drop (OPTIONS answered for: none)",
+        "limits per source address: unknown 10/s burst 20, known 2000/s burst 4000; carrier-b 50/s burst 100; blocked for 1m",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
@@ -160,6 +162,16 @@ const BAD: &[(&str, &str, &str)] = &[
         "at least one region",
     ),
     ("max_calls_zero", "5:16: carriers[0].max_calls:", "1..="),
+    (
+        "bad_unknown_sources",
+        "3:20: sip.unknown_sources:",
+        "expected `drop` or `reject`",
+    ),
+    (
+        "bad_rate_limit",
+        "5:14: sip.limits.per_source.burst:",
+        "expected an integer 1..=10000000",
+    ),
 ];
 
 #[test]

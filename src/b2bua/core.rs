@@ -2,9 +2,10 @@
 //!
 //! It takes received SIP datagrams and stream messages, timer ticks, DNS results and config
 //! reloads, each with a `now`, and produces datagrams to send and the next deadline. It owns
-//! the transaction layer (matching per RFC 3261 §17.1.3/§17.2.3), every call (two dialogs
-//! each), the routing decisions and the health table that the OPTIONS pinger and passive
-//! failures feed.
+//! the guard that decides, before parsing, whether a message is answered at all (`guard`:
+//! unknown sources, scanners, per-source limits), the transaction layer (matching per RFC
+//! 3261 §17.1.3/§17.2.3), every call (two dialogs each), the routing decisions and the
+//! health table that the OPTIONS pinger and passive failures feed.
 //!
 //! It never touches a socket, never reads the clock, never spawns and never draws from the
 //! OS's randomness: the runtime shell does all of that and drives this struct:
@@ -41,6 +42,7 @@ use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
 use crate::config::{Config, IpFamily};
+use crate::guard::{Exchanges, Guard, Sender};
 use crate::health::{
     AttemptOutcome, Availability, Destination, HealthEvent, HealthTable, TargetHealthConfig,
 };
@@ -317,6 +319,8 @@ enum TimerRef {
     Health,
     /// A quarantined relay port's deadline.
     PortQuarantine,
+    /// The guard's next deadline (blocks ending, the log interval).
+    Guard,
 }
 
 /// What a call does once the relays its last offer opened are bound: the step that was held
@@ -432,6 +436,10 @@ pub struct Core {
     policy: Policy,
     /// The earliest health deadline already in the timer heap.
     health_armed: Option<Instant>,
+    /// Who gets answers at all: unknown sources, scanners, per-source limits (`guard`).
+    guard: Guard,
+    /// The earliest guard deadline (a block's end) already in the timer heap.
+    guard_armed: Option<Instant>,
     /// Relay ports (`media.ports`; fixed for the life of the process).
     ports: PortAllocator,
     /// Where relays bind and what SDP advertises (`media.bind`, `media.advertise`). The
@@ -468,6 +476,26 @@ pub struct Core {
     check_answered: std::collections::HashSet<TargetId>,
     /// Finished call records, for the shell to write.
     records: VecDeque<super::record::CallRecord>,
+}
+
+/// What the guard may ask of the core's exchanges in progress.
+struct CoreExchanges<'a> {
+    dialogs: &'a HashMap<(String, String), (CallRef, Side)>,
+    clients: &'a HashMap<ClientKey, u64>,
+}
+
+impl Exchanges for CoreExchanges<'_> {
+    fn has_dialog(&self, call_id: &str, local_tag: &str) -> bool {
+        self.dialogs
+            .contains_key(&(call_id.to_owned(), local_tag.to_owned()))
+    }
+
+    fn has_client_transaction(&self, branch: &str, method: &str) -> bool {
+        self.clients.contains_key(&ClientKey {
+            branch: branch.to_owned(),
+            method: method.to_owned(),
+        })
+    }
 }
 
 /// What routing sees of health and load at one instant.
@@ -575,6 +603,8 @@ impl Core {
             next_id: 1,
             draining: false,
             health_armed: None,
+            guard: Guard::new(&config.sip),
+            guard_armed: None,
             stats: Stats::default(),
             ports: PortAllocator::new(config.media.ports.clone())
                 .unwrap_or_else(|_| PortAllocator::new(30000..=39999).expect("valid range")),
@@ -633,6 +663,7 @@ impl Core {
         self.settings = Settings::from_config(&config);
         self.routing = RoutingTable::new(&config);
         self.health.set_settings(health_settings(&config));
+        self.guard.set_settings(&config.sip);
         self.config = config;
         self.apply_targets(now);
         info!(
@@ -864,9 +895,15 @@ impl Core {
 
     // ------------------------------------------------------------------ input: received
 
-    /// A SIP message arrived. Malformed requests get 400 (505 for a bad version) when a
-    /// response can be routed; everything else unparseable is dropped. Never panics.
+    /// A SIP message arrived. The guard decides first, from its source and a peek at it,
+    /// whether it is handled at all (see `guard`). Malformed requests get 400 (505 for a
+    /// bad version) when a response can be routed; everything else unparseable is dropped.
+    /// Never panics.
     pub fn handle_received(&mut self, r: Received, now: Instant) {
+        let known = match self.admit(&r, now) {
+            Some(known) => known,
+            None => return,
+        };
         match validate::classify(&r.data, &self.policy) {
             Verdict::Handle(Message::Request(req)) => self.on_request(&r, &req, now),
             Verdict::Handle(Message::Response(resp)) => match Resp::from_response(&resp) {
@@ -879,7 +916,12 @@ impl Core {
                 detail: reason,
             } => {
                 self.stats.parse_errors += 1;
-                info!(remote = %r.remote, status, "rejecting request: {reason}");
+                if known {
+                    info!(remote = %r.remote, status, "rejecting request: {reason}");
+                } else {
+                    // Bounded per source by the guard, but never one info line per packet.
+                    debug!(remote = %r.remote, status, "rejecting request: {reason}");
+                }
                 self.out.push_back(Transmit {
                     transport: r.transport,
                     local: r.local,
@@ -901,6 +943,175 @@ impl Core {
             }
         }
         self.after_health(now);
+    }
+
+    /// The guard's decision for `r`: `Some(known source?)` when it goes on to the parser,
+    /// `None` when it was dropped or answered (a stateless 403) here.
+    fn admit(&mut self, r: &Received, now: Instant) -> Option<bool> {
+        let peek = crate::sip::peek::peek(&r.data);
+        let sender = match self.routing.source_match(r.remote) {
+            Some(m) => Sender::Known {
+                by_port: m.by_port,
+                limit: m.limit,
+            },
+            None => Sender::Unknown,
+        };
+        let exchanges = CoreExchanges {
+            dialogs: &self.dialogs,
+            clients: &self.client_ids,
+        };
+        let verdict = self
+            .guard
+            .handle_message(r.remote, sender, peek.as_ref(), &exchanges, now);
+        drop(peek);
+        match verdict {
+            crate::guard::Verdict::Pass => {}
+            crate::guard::Verdict::Reject => self.reject_stateless(r),
+            crate::guard::Verdict::Drop(_) => {}
+        }
+        self.after_guard(now);
+        (verdict == crate::guard::Verdict::Pass).then_some(sender != Sender::Unknown)
+    }
+
+    /// `unknown_sources: reject`: one 403 per request, sent statelessly (RFC 3261 §8.2.7:
+    /// no transaction, no 100 Trying, no retransmission; a retransmitted request gets the
+    /// same answer, with the same To tag) to the packet's source, never to a Via host.
+    fn reject_stateless(&mut self, r: &Received) {
+        let bytes = match validate::classify(&r.data, &self.policy) {
+            Verdict::Handle(Message::Request(req)) if req.method.as_str() != "ACK" => {
+                let h = &req.headers;
+                let tag = crate::sip::stateless_to_tag(
+                    self.policy.tag_secret,
+                    &[
+                        h.get(crate::sip::HeaderName::CallId).unwrap_or(""),
+                        h.get(crate::sip::HeaderName::From).unwrap_or(""),
+                        h.get(crate::sip::HeaderName::Via).unwrap_or(""),
+                        h.get(crate::sip::HeaderName::CSeq).unwrap_or(""),
+                    ],
+                );
+                msg::response(&req, Some(r.remote), 403, None, Some(&tag), &[], None)
+            }
+            // Malformed: the parser's own stateless answer (400/505...) where it has one.
+            Verdict::Reject {
+                response: Some(bytes),
+                ..
+            } => bytes,
+            _ => return,
+        };
+        self.out.push_back(Transmit {
+            transport: r.transport,
+            local: r.local,
+            remote: r.remote,
+            data: bytes,
+        });
+    }
+
+    /// Logs what the guard has to say and arms its timer.
+    fn after_guard(&mut self, _now: Instant) {
+        while let Some(ev) = self.guard.poll_event() {
+            self.log_guard(ev);
+        }
+        if let Some(at) = self.guard.poll_timeout() {
+            if self.guard_armed.is_none_or(|armed| at < armed) {
+                self.guard_armed = Some(at);
+                self.arm(at, TimerRef::Guard);
+            }
+        }
+    }
+
+    fn log_guard(&self, ev: crate::guard::Event) {
+        use crate::guard::Event;
+        let target = |k: &crate::guard::SourceKey| {
+            let addr = SocketAddr::new(k.ip, k.port.unwrap_or(0));
+            self.routing
+                .classify_source(addr)
+                .map(|o| match o {
+                    Origin::Carrier(id) | Origin::AiProvider(id) => id.to_string(),
+                })
+                .unwrap_or_default()
+        };
+        match ev {
+            Event::Limited {
+                source,
+                known: true,
+                limit,
+                dropped,
+            } => warn!(
+                %source, target_id = %target(&source), rate = limit.rate, burst = limit.burst, dropped,
+                "source over its rate limit: new requests dropped"
+            ),
+            Event::Limited {
+                source,
+                limit,
+                dropped,
+                ..
+            } => info!(
+                %source, rate = limit.rate, burst = limit.burst, dropped,
+                "source over its rate limit: new requests dropped"
+            ),
+            Event::Blocked {
+                source,
+                known: true,
+                limit,
+                dropped,
+                block_time,
+            } => warn!(
+                %source, target_id = %target(&source), rate = limit.rate, burst = limit.burst, dropped,
+                block_time = %crate::config::format_duration(block_time),
+                "source blocked: it sent twice its rate limit"
+            ),
+            Event::Blocked {
+                source,
+                limit,
+                dropped,
+                block_time,
+                ..
+            } => info!(
+                %source, rate = limit.rate, burst = limit.burst, dropped,
+                block_time = %crate::config::format_duration(block_time),
+                "source blocked: it sent twice its rate limit"
+            ),
+            Event::StillBlocked {
+                source,
+                known,
+                dropped,
+            } => info!(
+                %source, target_id = %if known { target(&source) } else { String::new() }, dropped,
+                "source still blocked"
+            ),
+            Event::Unblocked {
+                source,
+                known,
+                dropped,
+                blocked_for,
+            } => info!(
+                %source, target_id = %if known { target(&source) } else { String::new() }, dropped,
+                blocked_for = %crate::config::format_duration(blocked_for),
+                "source unblocked"
+            ),
+            Event::Summary {
+                dropped,
+                lines_suppressed,
+                last,
+            } => {
+                use crate::guard::DropReason as R;
+                let (last_source, last_reason) = match last {
+                    Some((a, r)) => (a.to_string(), r.as_str()),
+                    None => (String::new(), ""),
+                };
+                info!(
+                    unknown_source = dropped.get(R::UnknownSource),
+                    scanner = dropped.get(R::Scanner),
+                    stray = dropped.get(R::Stray),
+                    rate_limited = dropped.get(R::RateLimited),
+                    blocked = dropped.get(R::Blocked),
+                    lines_suppressed,
+                    last_source,
+                    last_reason,
+                    "SIP messages dropped"
+                );
+            }
+        }
     }
 
     fn on_request(&mut self, r: &Received, request: &Request<'_>, now: Instant) {
@@ -1156,7 +1367,8 @@ impl Core {
                 self.routing.match_outbound(id, &callee, &caller).cloned(),
             ),
             None => {
-                info!(remote = %flow.remote, callee, "INVITE from an unknown source");
+                // The guard answers unknown sources before this (drop or a stateless 403).
+                debug!(remote = %flow.remote, callee, "INVITE from an unknown source");
                 self.metrics.calls.inc(("unknown", "refused"));
                 return self.reject(
                     sid,
@@ -4057,8 +4269,15 @@ impl Core {
                         );
                     }
                 }
+                TimerRef::Guard => {
+                    if self.guard_armed == Some(at) {
+                        self.guard_armed = None;
+                    }
+                    self.guard.handle_timeout(now);
+                }
             }
         }
+        self.after_guard(now);
         self.after_health(now);
     }
 

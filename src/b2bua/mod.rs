@@ -1,7 +1,9 @@
 //! The B2BUA layer: every call is two dialogs, the carrier's and the AI side's, joined by
 //! holdfast's routing decision.
 //!
-//! Does: accept INVITEs from known carriers and AI providers, route them by the routing
+//! Does: answer only what the guard admits (`crate::guard`: nothing for unknown sources
+//! and scanners, per-source limits that never touch calls in progress), accept INVITEs
+//! from known carriers and AI providers, route them by the routing
 //! tables to a healthy target and fail over before answer, pin the answered target for the
 //! life of the call, relay provisional and final responses, ACK per leg, BYE/CANCEL either
 //! way, relay re-INVITE/UPDATE/INFO, answer OPTIONS, keep RFC 4028 session timers per leg,
@@ -32,6 +34,8 @@ pub use self::core::{
 mod tests;
 #[cfg(test)]
 mod tests_breaker;
+#[cfg(test)]
+mod tests_guard;
 #[cfg(test)]
 mod tests_ipv6;
 #[cfg(test)]

@@ -759,9 +759,18 @@ fn cancel_before_any_provisional_is_sent_once_one_arrives() {
     assert_eq!(sim.core.stats().calls_active, 0);
 }
 
+/// A core whose `sip.answer_options` lets a monitor on loopback ping it (the OPTIONS
+/// tests below come from an address that is no target's source).
+fn pinged_sim(force_rport: bool) -> Sim {
+    let mut cfg = (*config("")).clone();
+    cfg.sip.answer_options = vec![crate::config::parse_source("127.0.0.1/32").unwrap()];
+    cfg.sip.force_rport = force_rport;
+    Sim::with_config(Arc::new(cfg))
+}
+
 #[test]
 fn responses_follow_via_sent_by_unless_rport_asks_for_the_source_port() {
-    let mut sim = Sim::new("");
+    let mut sim = pinged_sim(false);
     let options = |branch: &str, rport: &str| {
         format!(
             "OPTIONS sip:{HF} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5091;branch={branch}{rport}\r\n\
@@ -785,10 +794,7 @@ fn responses_follow_via_sent_by_unless_rport_asks_for_the_source_port() {
 
 #[test]
 fn force_rport_answers_the_source_port_without_rport() {
-    let mut sim = Sim::new("");
-    let mut cfg = (*config("")).clone();
-    cfg.sip.force_rport = true;
-    sim.core.handle_reload(Arc::new(cfg), sim.now);
+    let mut sim = pinged_sim(true);
     sim.recv(
         "127.0.0.1:40000",
         format!(
@@ -875,7 +881,7 @@ fn a_target_at_max_calls_gets_no_more_until_one_ends() {
 
 #[test]
 fn responses_carry_received_and_rport_on_the_top_via() {
-    let mut sim = Sim::new("");
+    let mut sim = pinged_sim(false);
     sim.recv(
         "127.0.0.1:40000",
         format!(

@@ -81,6 +81,60 @@ pub struct SipSettings {
     /// Answer UDP requests at their source port even without `;rport` (Kamailio's
     /// force_rport): for peers behind NAT that do not ask for RFC 3581.
     pub force_rport: bool,
+    /// What requests from addresses outside every target's `sources` get.
+    pub unknown_sources: UnknownSources,
+    /// Unknown sources whose OPTIONS are answered anyway (monitoring pingers).
+    pub answer_options: Vec<Source>,
+    /// User-Agent substrings (lowercase) whose out-of-dialog requests are dropped.
+    pub scanners: Vec<String>,
+    /// Per-source rate limits and blocking (`sip.limits`).
+    pub limits: SipLimits,
+}
+
+/// `sip.unknown_sources`: the answer to a request from an address that is not a carrier's
+/// or provider's `sources`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownSources {
+    /// Nothing at all (the default): holdfast does not exist for them.
+    Drop,
+    /// A stateless 403, one per request received (rate-limited per source).
+    Reject,
+}
+
+impl UnknownSources {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownSources::Drop => "drop",
+            UnknownSources::Reject => "reject",
+        }
+    }
+}
+
+/// A token bucket: `rate` new requests per second, up to `burst` at once after a quiet spell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// `sip.limits`: what a source may send outside dialogs before it is dropped, then blocked
+/// (Kamailio's pike, with a token bucket per source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipLimits {
+    /// Each unknown source that gets answers at all (`unknown_sources: reject`, or
+    /// `answer_options` pingers).
+    pub per_source: RateLimit,
+    /// Each address of a carrier's or provider's `sources`, unless the target sets its own
+    /// `limits` (resolved into [`Target::limits`]); `None` = unlimited.
+    pub known_sources: Option<RateLimit>,
+    /// The window over which a source's excess is judged (pike's sampling_time_unit).
+    pub sampling_interval: Duration,
+    /// How long a source that sent twice its rate over a sampling interval is blocked.
+    pub block_time: Duration,
+    /// At most one log line per source (and one summary line) per this interval.
+    pub log_interval: Duration,
+    /// Sources tracked per table (known, unknown); the least recently used is forgotten.
+    pub max_sources: usize,
 }
 
 /// An IP address family.
@@ -410,6 +464,9 @@ pub struct Target {
     /// How its legs' media latches (its `latching`, else `media.latching`; always strict
     /// for a WebSocket provider, whose audio comes from holdfast's own bridge).
     pub latching: crate::media::relay::Latching,
+    /// The rate limit for each of its source addresses (its own `limits`, else
+    /// `sip.limits.known_sources`); `None` = unlimited.
+    pub limits: Option<RateLimit>,
     /// For WebSocket AI providers (`kind: media-stream | openai-realtime`): how to reach
     /// and speak to them. `None` for SIP targets. `uri` then holds the URL's host and port.
     pub ws: Option<std::sync::Arc<crate::ai::control::WsProvider>>,
@@ -624,7 +681,48 @@ pub fn render_check(config: &Config) -> String {
         RecordsSettings::File(p) => p.display().to_string(),
     };
     out.push_str(&format!("\nadmin API: {admin}\ncall records: {records}\n"));
+    out.push_str(&guard_summary(config));
     out
+}
+
+/// `holdfast check`'s lines on who gets answers (`sip.unknown_sources`, `answer_options`,
+/// `scanners`, `limits`).
+fn guard_summary(config: &Config) -> String {
+    let sip = &config.sip;
+    let rate = |l: Option<RateLimit>| match l {
+        Some(l) => format!("{}/s burst {}", l.rate, l.burst),
+        None => "unlimited".to_string(),
+    };
+    let pingers = if sip.answer_options.is_empty() {
+        "none".to_string()
+    } else {
+        sip.answer_options
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let own: Vec<String> = config
+        .targets()
+        .filter(|t| t.ws.is_none() && t.limits != sip.limits.known_sources)
+        .map(|t| format!("{} {}", t.id, rate(t.limits)))
+        .collect();
+    let l = &sip.limits;
+    format!(
+        "unknown sources: {} (OPTIONS answered for: {pingers}); scanners: {} User-Agents\n\
+         limits per source address: unknown {}, known {}{}; blocked for {} after twice the rate over {}\n",
+        sip.unknown_sources.as_str(),
+        sip.scanners.len(),
+        rate(Some(l.per_source)),
+        rate(l.known_sources),
+        if own.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", own.join("; "))
+        },
+        format_duration(l.block_time),
+        format_duration(l.sampling_interval),
+    )
 }
 
 #[cfg(test)]

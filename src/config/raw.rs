@@ -212,6 +212,81 @@ pub(crate) struct RawSip {
     pub min_se: Option<Scalar>,
     pub user_agent: Option<String>,
     pub force_rport: Option<bool>,
+    pub unknown_sources: Option<String>,
+    pub answer_options: Option<Vec<String>>,
+    pub scanners: Option<Vec<String>>,
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLimits {
+    pub per_source: Option<RawRate>,
+    pub known_sources: Option<RawRate>,
+    pub sampling_interval: Option<Scalar>,
+    pub block_time: Option<Scalar>,
+    pub log_interval: Option<Scalar>,
+    pub max_sources: Option<Scalar>,
+}
+
+/// A rate limit as written: `{ rate: N, burst: M }` (either key may be left out), or a
+/// single value (`off`), which validation checks.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum RawRate {
+    Limit {
+        rate: Option<Scalar>,
+        burst: Option<Scalar>,
+    },
+    Value(Scalar),
+}
+
+impl<'de> Deserialize<'de> for RawRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRate;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping `{ rate: N, burst: M }` or `off`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawRate, A::Error> {
+                const FIELDS: &[&str] = &["rate", "burst"];
+                let (mut rate, mut burst) = (None, None);
+                while let Some(key) = a.next_key::<String>()? {
+                    let slot = match key.as_str() {
+                        "rate" => &mut rate,
+                        "burst" => &mut burst,
+                        other => return Err(de::Error::unknown_field(other, FIELDS)),
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::duplicate_field(
+                            FIELDS[usize::from(key == "burst")],
+                        ));
+                    }
+                    *slot = Some(a.next_value::<Scalar>()?);
+                }
+                Ok(RawRate::Limit { rate, burst })
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawRate, E> {
+                Ok(RawRate::Value(Scalar::Str(v.to_owned())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawRate, E> {
+                Ok(RawRate::Value(Scalar::Bool(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawRate, E> {
+                Ok(RawRate::Value(Scalar::Int(i128::from(v))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawRate, E> {
+                Ok(RawRate::Value(Scalar::Int(i128::from(v))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawRate, E> {
+                Ok(RawRate::Value(Scalar::Float(v)))
+            }
+            fn visit_unit<E>(self) -> Result<RawRate, E> {
+                Ok(RawRate::Value(Scalar::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +369,7 @@ pub(crate) struct RawCarrier {
     #[serde(default)]
     pub liveness: Option<String>,
     pub latching: Option<String>,
+    pub limits: Option<RawRate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +408,7 @@ pub(crate) struct RawAiProvider {
     #[serde(default)]
     pub liveness: Option<String>,
     pub latching: Option<String>,
+    pub limits: Option<RawRate>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -717,3 +717,177 @@ fn bad_media_bind_and_advertise_lists_are_refused_with_their_position() {
     let e = err("media:\n  bind: [\"::1\"]\n  io: raw\n");
     assert_eq!(e.path, "media.io", "{e}");
 }
+
+#[test]
+fn guard_defaults() {
+    let cfg = parse(
+        "carriers:\n  - { id: a, uri: \"sip:a\", region: us, sources: [\"192.0.2.1\"] }\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sip = &cfg.sip;
+    assert_eq!(sip.unknown_sources, UnknownSources::Drop);
+    assert!(sip.answer_options.is_empty());
+    for s in [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "vaxsipuseragent",
+        "sundayddr",
+    ] {
+        assert!(
+            sip.scanners.iter().any(|x| x == s),
+            "{s} in {:?}",
+            sip.scanners
+        );
+    }
+    let l = &sip.limits;
+    assert_eq!(
+        l.per_source,
+        RateLimit {
+            rate: 10,
+            burst: 20
+        }
+    );
+    assert_eq!(
+        l.known_sources,
+        Some(RateLimit {
+            rate: 2000,
+            burst: 4000
+        })
+    );
+    assert_eq!(l.sampling_interval, Duration::from_secs(2));
+    assert_eq!(l.block_time, Duration::from_secs(60));
+    assert_eq!(l.log_interval, Duration::from_secs(60));
+    assert_eq!(l.max_sources, 65536);
+    assert_eq!(cfg.carriers[0].limits, l.known_sources);
+}
+
+#[test]
+fn guard_settings_and_per_target_limits_parse() {
+    let cfg = parse(
+        r#"
+sip:
+  unknown_sources: reject
+  answer_options: ["10.0.0.0/8", "192.0.2.9", "127.0.0.1:5099"]
+  scanners: ["Evil-Dialer", "  spaced  "]
+  limits:
+    per_source: { rate: 3 }
+    known_sources: { rate: 500, burst: 600 }
+    sampling_interval: 500ms
+    block_time: 5m
+    log_interval: 10s
+    max_sources: 1024
+carriers:
+  - { id: a, uri: "sip:a", region: us, limits: { rate: 50 } }
+  - { id: b, uri: "sip:b", region: us, limits: off }
+  - { id: c, uri: "sip:c", region: us, limits: { burst: 7 } }
+  - { id: d, uri: "sip:d", region: us }
+ai_providers:
+  - { id: bot, kind: media-stream, url: "ws://127.0.0.1:9/", region: us }
+"#,
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sip = &cfg.sip;
+    assert_eq!(sip.unknown_sources, UnknownSources::Reject);
+    assert_eq!(sip.answer_options.len(), 3);
+    assert_eq!(
+        sip.scanners,
+        vec!["evil-dialer".to_string(), "spaced".into()]
+    );
+    assert_eq!(sip.limits.per_source, RateLimit { rate: 3, burst: 6 });
+    assert_eq!(
+        sip.limits.known_sources,
+        Some(RateLimit {
+            rate: 500,
+            burst: 600
+        })
+    );
+    assert_eq!(sip.limits.sampling_interval, Duration::from_millis(500));
+    assert_eq!(sip.limits.block_time, Duration::from_secs(300));
+    assert_eq!(sip.limits.max_sources, 1024);
+    let limit = |i: usize| cfg.carriers[i].limits;
+    assert_eq!(
+        limit(0),
+        Some(RateLimit {
+            rate: 50,
+            burst: 100
+        })
+    );
+    assert_eq!(limit(1), None);
+    assert_eq!(
+        limit(2),
+        Some(RateLimit {
+            rate: 500,
+            burst: 7
+        }),
+        "rate from known_sources"
+    );
+    assert_eq!(
+        limit(3),
+        Some(RateLimit {
+            rate: 500,
+            burst: 600
+        })
+    );
+    assert_eq!(
+        cfg.ai_providers[0].limits, None,
+        "WebSocket providers send no SIP"
+    );
+    // known_sources: off leaves targets without their own limits unlimited.
+    let cfg = parse(
+        "sip: { limits: { known_sources: off } }\ncarriers:\n  - { id: a, uri: \"sip:a\", region: us }\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.sip.limits.known_sources, None);
+    assert_eq!(cfg.carriers[0].limits, None);
+    // An empty scanner list turns the check off.
+    let cfg = parse("sip: { scanners: [] }\n", "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.sip.scanners.is_empty());
+}
+
+#[test]
+fn guard_errors_name_the_field_and_its_position() {
+    let e = err("sip:\n  unknown_sources: maybe\n");
+    assert_eq!(
+        e.to_string(),
+        "t.yaml:2:20: sip.unknown_sources: expected `drop` or `reject`; got `maybe`"
+    );
+    let e = err("sip:\n  answer_options: [\"10.0.0.0/8\", \"10.0.0.300\"]\n");
+    assert_eq!(
+        (e.line, e.column, e.path.as_str()),
+        (2, 34, "sip.answer_options[1]")
+    );
+    let e = err("sip:\n  scanners: [\"ok\", \"  \"]\n");
+    assert_eq!(e.path, "sip.scanners[1]");
+    let e = err("sip:\n  limits:\n    per_source: off\n");
+    assert_eq!(e.path, "sip.limits.per_source");
+    assert!(e.message.contains("cannot be `off`"), "{e}");
+    let e = err("sip:\n  limits:\n    per_source: { rate: 0 }\n");
+    assert_eq!((e.line, e.path.as_str()), (3, "sip.limits.per_source.rate"));
+    assert!(e.message.contains("1..=1000000"), "{e}");
+    let e = err("sip:\n  limits:\n    known_sources: lots\n");
+    assert_eq!(
+        e.to_string(),
+        "t.yaml:3:20: sip.limits.known_sources: expected `{ rate: N, burst: M }` or `off`; got \"lots\""
+    );
+    let e = err("sip:\n  limits:\n    per_source: { rate: 5, brust: 3 }\n");
+    assert!(e.message.contains("unknown key `brust`"), "{e}");
+    assert_eq!(e.line, 3);
+    let e = err("sip:\n  limits:\n    max_sources: 3\n");
+    assert_eq!(e.path, "sip.limits.max_sources");
+    let e = err("sip:\n  limits:\n    block_time: 0s\n");
+    assert_eq!(e.path, "sip.limits.block_time");
+    let e = err("sip:\n  limits:\n    sampling_interval: 2\n");
+    assert!(e.message.contains("no unit"), "{e}");
+    let e = err(
+        "carriers:\n  - { id: a, uri: \"sip:a\", region: us, limits: { rate: 10, burst: 0 } }\n",
+    );
+    assert_eq!(e.path, "carriers[0].limits.burst");
+    let e = err(
+        "ai_providers:\n  - { id: b, kind: media-stream, url: \"ws://127.0.0.1:9/\", region: us, limits: off }\n",
+    );
+    assert_eq!(e.path, "ai_providers[0].limits");
+}

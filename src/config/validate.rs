@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::raw::{
     HeaderMap, OneOrList, RawAdmin, RawAi, RawAiProvider, RawCarrier, RawConfig, RawDns, RawHealth,
-    RawMedia, RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
+    RawLimits, RawMedia, RawRate, RawRecords, RawRoutes, RawRouting, RawSip, Scalar,
 };
 use super::tree::{join_index, join_key, EntryKind, PathIndex, Pos};
 use super::values::{
@@ -22,8 +22,8 @@ use super::values::{
 use super::{AdminSettings, AiSettings, Liveness, NoProvider, RecordsSettings, WebhookSettings};
 use super::{
     AllDownPolicy, BreakerSettings, Config, ConfigError, Direction, DnsSettings, FailoverPolicy,
-    HealthSettings, IpFamily, MediaAddr, MediaAddrs, MediaIo, MediaSettings, Role, RouteRule,
-    Routes, RoutingSettings, SipSettings, Target, TargetId,
+    HealthSettings, IpFamily, MediaAddr, MediaAddrs, MediaIo, MediaSettings, RateLimit, Role,
+    RouteRule, Routes, RoutingSettings, SipLimits, SipSettings, Target, TargetId, UnknownSources,
 };
 use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
 use crate::media::filler::{load_wav, AfterPrompt, GapAudio};
@@ -174,6 +174,31 @@ const DEFAULT_LISTEN: Listen = Listen {
     transport: Transport::Udp,
     addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
 };
+
+/// `sip.limits.per_source`: each unknown source that gets answers at all.
+const DEFAULT_PER_SOURCE: RateLimit = RateLimit {
+    rate: 10,
+    burst: 20,
+};
+/// `sip.limits.known_sources`: each carrier or provider address; a trunk that sends
+/// 1500 calls per second from one address stays inside it with room to spare.
+const DEFAULT_KNOWN_SOURCES: RateLimit = RateLimit {
+    rate: 2000,
+    burst: 4000,
+};
+/// `sip.scanners`: User-Agents of SIP scanners and war-dialers seen on the internet.
+const DEFAULT_SCANNERS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "VaxSIPUserAgent",
+    "sundayddr",
+    "iWar",
+    "sip-scan",
+    "SIPScan",
+    "Ozeki",
+    "pplsip",
+];
 
 /// Headers holdfast itself owns on the legs it builds; a config may not override them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -342,7 +367,7 @@ impl Validator<'_> {
         let mut carriers = Vec::with_capacity(raw.carriers.len());
         for (i, c) in raw.carriers.iter().enumerate() {
             let path = join_index("carriers", i);
-            let mut t = self.carrier(c, &path, &health, &mut ids, &mut seen_sources)?;
+            let mut t = self.carrier(c, &path, &health, &sip, &mut ids, &mut seen_sources)?;
             t.latching =
                 self.latching(&c.latching, &join_key(&path, "latching"), media.latching)?;
             carriers.push(t);
@@ -350,7 +375,7 @@ impl Validator<'_> {
         let mut ai_providers = Vec::with_capacity(raw.ai_providers.len());
         for (i, p) in raw.ai_providers.iter().enumerate() {
             let path = join_index("ai_providers", i);
-            let mut t = self.ai_provider(p, &path, &health, &mut ids, &mut seen_sources)?;
+            let mut t = self.ai_provider(p, &path, &health, &sip, &mut ids, &mut seen_sources)?;
             let latching_path = join_key(&path, "latching");
             t.latching = match (&t.ws, &p.latching) {
                 (None, l) => self.latching(l, &latching_path, media.latching)?,
@@ -668,6 +693,43 @@ impl Validator<'_> {
                 ua.trim().to_owned()
             }
         };
+        let unknown_sources = match raw.unknown_sources.as_deref().map(str::trim) {
+            None | Some("drop") => UnknownSources::Drop,
+            Some("reject") => UnknownSources::Reject,
+            Some(other) => {
+                return Err(self.err(
+                    "sip.unknown_sources",
+                    format!("expected `drop` or `reject`; got `{other}`"),
+                ))
+            }
+        };
+        let mut answer_options = Vec::new();
+        for (i, s) in raw.answer_options.iter().flatten().enumerate() {
+            let p = join_index("sip.answer_options", i);
+            answer_options.push(parse_source(s).map_err(|m| self.err(&p, m))?);
+        }
+        let scanners = match &raw.scanners {
+            None => DEFAULT_SCANNERS
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            Some(list) => {
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    let p = join_index("sip.scanners", i);
+                    let t = s.trim();
+                    if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
+                        return Err(self.err(
+                            &p,
+                            "expected a User-Agent substring (1 to 128 characters, one line)",
+                        ));
+                    }
+                    out.push(t.to_ascii_lowercase());
+                }
+                out
+            }
+        };
+        let limits = self.limits(&raw.limits)?;
         Ok(SipSettings {
             listen,
             advertise,
@@ -680,7 +742,95 @@ impl Validator<'_> {
             min_se,
             user_agent,
             force_rport: raw.force_rport.unwrap_or(false),
+            unknown_sources,
+            answer_options,
+            scanners,
+            limits,
         })
+    }
+
+    fn limits(&self, raw: &RawLimits) -> Result<SipLimits> {
+        let per_source = match &raw.per_source {
+            None => DEFAULT_PER_SOURCE,
+            Some(r) => self
+                .rate_limit(r, "sip.limits.per_source", DEFAULT_PER_SOURCE, false)?
+                .unwrap_or(DEFAULT_PER_SOURCE),
+        };
+        let known_sources = match &raw.known_sources {
+            None => Some(DEFAULT_KNOWN_SOURCES),
+            Some(r) => {
+                self.rate_limit(r, "sip.limits.known_sources", DEFAULT_KNOWN_SOURCES, true)?
+            }
+        };
+        let sampling_interval = self.positive_duration(
+            &raw.sampling_interval,
+            "sip.limits.sampling_interval",
+            Duration::from_secs(2),
+        )?;
+        let block_time = self.positive_duration(
+            &raw.block_time,
+            "sip.limits.block_time",
+            Duration::from_secs(60),
+        )?;
+        let log_interval = self.positive_duration(
+            &raw.log_interval,
+            "sip.limits.log_interval",
+            Duration::from_secs(60),
+        )?;
+        let max_sources = self.int_or(
+            &raw.max_sources,
+            "sip.limits.max_sources",
+            16,
+            16_777_216,
+            65_536usize,
+        )?;
+        Ok(SipLimits {
+            per_source,
+            known_sources,
+            sampling_interval,
+            block_time,
+            log_interval,
+            max_sources,
+        })
+    }
+
+    /// A `{ rate, burst }` mapping (a missing `rate` takes `default`'s, a missing `burst` is
+    /// two seconds' worth of the rate), or `off` (`None`) where `off_ok`.
+    fn rate_limit(
+        &self,
+        raw: &RawRate,
+        path: &str,
+        default: RateLimit,
+        off_ok: bool,
+    ) -> Result<Option<RateLimit>> {
+        let shape = if off_ok {
+            "expected `{ rate: N, burst: M }` or `off`"
+        } else {
+            "expected `{ rate: N, burst: M }`"
+        };
+        // YAML 1.1 readers take a bare `off` for false.
+        let off = matches!(raw, RawRate::Value(Scalar::Bool(false)))
+            || matches!(raw, RawRate::Value(Scalar::Str(s)) if s.trim() == "off");
+        match raw {
+            _ if off && off_ok => Ok(None),
+            _ if off => Err(self.err(
+                path,
+                "cannot be `off`: unknown sources that get answers are always limited",
+            )),
+            RawRate::Value(other) => Err(self.err(path, format!("{shape}; got {other}"))),
+            RawRate::Limit { rate, burst } => {
+                let rate_path = join_key(path, "rate");
+                let rate = self.int_or(rate, &rate_path, 1, 1_000_000, default.rate)?;
+                let burst = self.int_or(
+                    burst,
+                    &join_key(path, "burst"),
+                    1,
+                    10_000_000,
+                    rate.saturating_mul(2),
+                )?;
+                Ok(Some(RateLimit { rate, burst }))
+            }
+        }
     }
 
     fn whole_seconds(&self, v: &Option<Scalar>, path: &str, default: Duration) -> Result<Duration> {
@@ -1116,7 +1266,8 @@ impl Validator<'_> {
         alive_codes: &Option<Vec<Scalar>>,
         headers: &Option<HeaderMap>,
         liveness: &Option<String>,
-        health: &HealthSettings,
+        limits: &Option<RawRate>,
+        (health, sip): (&HealthSettings, &SipSettings),
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
@@ -1215,6 +1366,16 @@ impl Validator<'_> {
             default_liveness,
             false,
         )?;
+        let known = sip.limits.known_sources;
+        let limits = match limits {
+            None => known,
+            Some(r) => self.rate_limit(
+                r,
+                &join_key(path, "limits"),
+                known.unwrap_or(DEFAULT_KNOWN_SOURCES),
+                true,
+            )?,
+        };
         Ok(Target {
             id: TargetId::from(id),
             role,
@@ -1228,6 +1389,7 @@ impl Validator<'_> {
             alive_codes,
             headers: out_headers,
             latching: Latching::Strict,
+            limits,
             ws: None,
             liveness,
         })
@@ -1295,6 +1457,7 @@ impl Validator<'_> {
         c: &RawCarrier,
         path: &str,
         health: &HealthSettings,
+        sip: &SipSettings,
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
@@ -1312,7 +1475,8 @@ impl Validator<'_> {
             &c.alive_codes,
             &c.headers,
             &c.liveness,
-            health,
+            &c.limits,
+            (health, sip),
             ids,
             seen_sources,
         )
@@ -1323,6 +1487,7 @@ impl Validator<'_> {
         p: &RawAiProvider,
         path: &str,
         health: &HealthSettings,
+        sip: &SipSettings,
         ids: &mut HashMap<String, String>,
         seen_sources: &mut HashMap<(Role, Source), String>,
     ) -> Result<Target> {
@@ -1375,7 +1540,8 @@ impl Validator<'_> {
                 &p.alive_codes,
                 &p.headers,
                 &p.liveness,
-                health,
+                &p.limits,
+                (health, sip),
                 ids,
                 seen_sources,
             );
@@ -1385,6 +1551,15 @@ impl Validator<'_> {
                 &join_key(path, "uri"),
                 format!(
                     "a `{}` provider is reached by `url` (ws:// or wss://), not a SIP `uri`",
+                    kind.as_str()
+                ),
+            ));
+        }
+        if p.limits.is_some() {
+            return Err(self.err(
+                &join_key(path, "limits"),
+                format!(
+                    "`limits` apply to SIP peers' requests; a `{}` provider never sends any",
                     kind.as_str()
                 ),
             ));
@@ -1511,7 +1686,8 @@ impl Validator<'_> {
             &p.alive_codes,
             &None,
             &None,
-            health,
+            &None,
+            (health, sip),
             ids,
             seen_sources,
         )?;
@@ -1521,6 +1697,8 @@ impl Validator<'_> {
             Liveness::Ping,
             true,
         )?;
+        // Nothing comes from a WebSocket provider over SIP, so nothing is limited.
+        t.limits = None;
         let setup_timeout = self.positive_duration(
             &p.setup_timeout,
             &join_key(path, "setup_timeout"),

@@ -97,11 +97,22 @@ pub fn dialed_number(uri_user: &str) -> String {
         .collect()
 }
 
+/// Which target a source address belongs to, and how it is limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceMatch<'a> {
+    pub origin: &'a Origin,
+    /// Matched by an `IP:PORT` entry (not a network or bare IP).
+    pub by_port: bool,
+    /// The target's `limits` (resolved; `None` = unlimited).
+    pub limit: Option<crate::config::RateLimit>,
+}
+
 /// One source matcher, with what it identifies.
 #[derive(Clone, Debug)]
 struct SourceEntry {
     source: Source,
     origin: Origin,
+    limit: Option<crate::config::RateLimit>,
     /// Position among all sources in config order (carriers first), for stable ties.
     order: usize,
 }
@@ -146,6 +157,7 @@ impl RoutingTable {
                 sources.push(SourceEntry {
                     source: *s,
                     origin,
+                    limit: t.limits,
                     order: sources.len(),
                 });
             }
@@ -187,9 +199,17 @@ impl RoutingTable {
     /// network; a longer prefix beats a shorter one; on a tie carriers beat providers, then
     /// the first in the file wins.
     pub fn classify_source(&self, src: SocketAddr) -> Option<Origin> {
+        self.source_match(src).map(|m| m.origin.clone())
+    }
+
+    /// As [`RoutingTable::classify_source`], with the entry that matched: whether it names
+    /// an `IP:PORT` (the guard then counts that address and port apart from the IP's other
+    /// ports) and the target's rate limit.
+    pub fn source_match(&self, src: SocketAddr) -> Option<SourceMatch<'_>> {
         // A v4-mapped IPv6 peer (dual-stack socket) is matched as the IPv4 address it is.
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-        self.sources
+        let e = self
+            .sources
             .iter()
             .filter(|e| e.source.matches(src))
             .max_by_key(|e| {
@@ -199,8 +219,12 @@ impl RoutingTable {
                 };
                 let carrier = matches!(e.origin, Origin::Carrier(_));
                 (exact, prefix, carrier, std::cmp::Reverse(e.order))
-            })
-            .map(|e| e.origin.clone())
+            })?;
+        Some(SourceMatch {
+            origin: &e.origin,
+            by_port: matches!(e.source, Source::Addr(_)),
+            limit: e.limit,
+        })
     }
 
     fn best_match<'a>(

@@ -137,6 +137,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     super::media::sys::enable_recverr(sock.as_raw_fd(), l.addr.is_ipv6())
                         .with_context(|| format!("IP_RECVERR on udp:{}", l.addr))?;
                 }
+                let rcvbuf = grow_receive_buffer(&sock, SIP_RECEIVE_BUFFER);
+                if rcvbuf < SIP_RECEIVE_BUFFER {
+                    info!(addr = %l.addr, rcvbuf,
+                        "SIP UDP receive buffer smaller than asked ({SIP_RECEIVE_BUFFER} bytes): a burst \
+                         (a flood, a carrier's peak) the main loop is a moment late for is dropped by the \
+                         kernel; raise net.core.rmem_max or run with CAP_NET_ADMIN");
+                }
                 shell.udp.insert(l.addr, sock.clone());
                 tokio::spawn(udp_reader(sock, l.addr, tx.clone(), shell.max_message_size));
             }
@@ -670,6 +677,53 @@ impl Shell {
                 }
             }));
         }
+    }
+}
+
+/// What a SIP UDP listener's kernel receive buffer is asked to hold: about 150 ms of a
+/// 24 000 datagram/s flood (each small datagram costs ~2 KiB of buffer), so a moment's
+/// delay of the main loop loses nothing (the default, ~200 KiB, holds a few milliseconds).
+const SIP_RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Asks for `bytes` of receive buffer (SO_RCVBUFFORCE when privileged, else SO_RCVBUF, which
+/// net.core.rmem_max caps); returns what the kernel granted.
+fn grow_receive_buffer(sock: &UdpSocket, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let set = |opt| {
+        // SAFETY: a live socket and a c_int option value of the stated length.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&want as *const libc::c_int).cast(),
+                len,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE) {
+        set(libc::SO_RCVBUF);
+    }
+    let mut got: libc::c_int = 0;
+    let mut got_len = len;
+    // SAFETY: reads a c_int option into a live local of the stated length.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut got_len,
+        ) == 0
+    };
+    // Linux reports twice the value set (the other half is its bookkeeping).
+    if ok {
+        usize::try_from(got).unwrap_or(0) / 2
+    } else {
+        0
     }
 }
 

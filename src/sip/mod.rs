@@ -5,7 +5,8 @@
 //! Everything here is sans-IO: functions take bytes and return values. Nothing here touches
 //! a socket, reads a clock, draws random numbers or panics on wire input.
 //!
-//! Entry points: [`validate::classify`] (bytes -> handle / reject / drop), [`parse`],
+//! Entry points: [`validate::classify`] (bytes -> handle / reject / drop), [`peek::peek`]
+//! (the start line and five headers without parsing, for admission), [`parse`],
 //! [`framing::frame`], [`build::RequestBuilder`], [`build::ResponseBuilder`].
 
 pub mod build;
@@ -14,6 +15,7 @@ pub mod header;
 pub mod message;
 #[doc(hidden)]
 pub mod oracle;
+pub mod peek;
 mod syntax;
 pub mod transaction;
 pub mod transport;

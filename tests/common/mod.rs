@@ -647,6 +647,8 @@ pub struct TestConfig {
     pub routing: String,
     /// The `media:` section's body (two-space indented keys).
     pub media: String,
+    /// More `sip:` keys, each line two-space indented (e.g. `  answer_options: [...]\n`).
+    pub sip: String,
 }
 
 impl TestConfig {
@@ -660,6 +662,7 @@ impl TestConfig {
             health: "ping_interval: 5s\n  ping_timeout: 1s\n  down_after: 3\n  up_after: 2".into(),
             routing: "attempt_timeout: 1s\n  seed: 7".into(),
             media: format!("ports: \"{}\"", media_ports(64)),
+            sip: String::new(),
         }
     }
 
@@ -672,9 +675,10 @@ impl TestConfig {
             }
         };
         format!(
-            "sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\nhealth:\n  {}\nrouting:\n  {}\nmedia:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
+            "sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\n{}health:\n  {}\nrouting:\n  {}\nmedia:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
             self.port,
             self.port,
+            self.sip,
             self.health,
             self.routing,
             self.media,

@@ -802,6 +802,33 @@ impl Core {
             "SIP messages refused as malformed.",
             self.stats.parse_errors,
         );
+        let dropped = self.guard.dropped();
+        out.counter(
+            "holdfast_sip_dropped_total",
+            "SIP messages dropped unanswered before parsing, by reason (unknown_source, scanner, rate_limited, blocked, stray).",
+            crate::guard::DropReason::ALL
+                .iter()
+                .map(|r| (vec![("reason", r.as_str())], dropped.get(*r))),
+        );
+        out.counter(
+            "holdfast_sip_rejected_total",
+            "Requests answered with a stateless 403 (sip.unknown_sources: reject), by reason.",
+            [(vec![("reason", "unknown_source")], self.guard.rejected())],
+        );
+        out.gauge1(
+            "holdfast_sip_sources_blocked",
+            "Source addresses blocked now for staying over their rate limit.",
+            self.guard.blocked_sources() as f64,
+        );
+        let (known, unknown) = self.guard.tracked_sources();
+        out.gauge(
+            "holdfast_sip_sources_tracked",
+            "Source addresses with rate-limit state, by table (bounded by sip.limits.max_sources each).",
+            [
+                (vec![("table", "known")], known as f64),
+                (vec![("table", "unknown")], unknown as f64),
+            ],
+        );
         out.gauge1(
             "holdfast_media_ports_in_use",
             "Relay ports allocated.",
