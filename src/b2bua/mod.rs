@@ -33,6 +33,8 @@ mod tests;
 #[cfg(test)]
 mod tests_breaker;
 #[cfg(test)]
+mod tests_churn;
+#[cfg(test)]
 mod tests_liveness;
 #[cfg(test)]
 mod tests_media;
