@@ -66,8 +66,8 @@ fn closed(sim: &mut Sim, from: usize) {
     for id in closes {
         let ev = MediaEvent::Closed {
             id,
-            a_to_b: none.clone(),
-            b_to_a: none.clone(),
+            a_to_b: none,
+            b_to_a: none,
         };
         sim.core.handle_media_event(ev, sim.now);
     }
