@@ -146,6 +146,11 @@ impl Settings {
 
 type CallRef = u64;
 
+/// The smallest timer heap that `Core::compact_timers` bothers with.
+const MIN_TIMERS_COMPACTED: usize = 256;
+/// The smallest table capacity that `Core::shrink_tables` bothers with.
+const MIN_TABLE_SHRUNK: usize = 64;
+
 /// A 2xx to a re-INVITE that waits for its ACK.
 #[derive(Clone, Debug)]
 struct PendingAck {
@@ -440,6 +445,9 @@ pub struct Core {
     guard: Guard,
     /// The earliest guard deadline (a block's end) already in the timer heap.
     guard_armed: Option<Instant>,
+    /// The timer heap's length at which entries that can only wake the core for nothing
+    /// are dropped (`compact_timers`).
+    compact_timers_at: usize,
     /// Relay ports (`media.ports`; fixed for the life of the process).
     ports: PortAllocator,
     /// Where relays bind and what SDP advertises (`media.bind`, `media.advertise`). The
@@ -605,6 +613,7 @@ impl Core {
             health_armed: None,
             guard: Guard::new(&config.sip),
             guard_armed: None,
+            compact_timers_at: MIN_TIMERS_COMPACTED,
             stats: Stats::default(),
             ports: PortAllocator::new(config.media.ports.clone())
                 .unwrap_or_else(|_| PortAllocator::new(30000..=39999).expect("valid range")),
@@ -768,6 +777,42 @@ impl Core {
         self.draining
     }
 
+    /// The tables holding something per call or per transaction, and the timer heap, by
+    /// name and length: tests check that ended calls leave nothing behind.
+    #[cfg(test)]
+    pub(super) fn per_call_tables(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("calls", self.calls.len()),
+            ("dialogs", self.dialogs.len()),
+            ("server_ids", self.server_ids.len()),
+            ("servers", self.servers.len()),
+            ("client_ids", self.client_ids.len()),
+            ("clients", self.clients.len()),
+            ("ai_legs", self.ai_legs.len()),
+            ("ai_probes", self.ai_probes.len()),
+            ("closing", self.closing.len()),
+            ("records_pending", self.records_pending.len()),
+            ("out", self.out.len()),
+            ("media_out", self.media_out.len()),
+            ("ai_out", self.ai_out.len()),
+            ("timers", self.heap.len()),
+        ]
+    }
+
+    /// The room (capacity) of the per-call tables, by name.
+    #[cfg(test)]
+    pub(super) fn per_call_capacity(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("calls", self.calls.capacity()),
+            ("dialogs", self.dialogs.capacity()),
+            ("server_ids", self.server_ids.capacity()),
+            ("servers", self.servers.capacity()),
+            ("client_ids", self.client_ids.capacity()),
+            ("clients", self.clients.capacity()),
+            ("timers", self.heap.capacity()),
+        ]
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             calls_active: self.calls.len(),
@@ -836,6 +881,35 @@ impl Core {
 
     fn arm(&mut self, at: Instant, what: TimerRef) {
         self.heap.push(Reverse((at, what)));
+        if self.heap.len() >= self.compact_timers_at {
+            self.compact_timers();
+        }
+    }
+
+    /// Drops the heap entries that can only wake the core for nothing: deadlines of calls
+    /// that ended or moved them (a call's `deadlines` map is the truth) and timers of
+    /// transactions that are gone. Without this an ended call's far deadlines (its session
+    /// refresh 15 minutes out, its expiry near 30) stayed until they passed, so the heap
+    /// grew with every call for half an hour of traffic. Runs when the heap has doubled since
+    /// the last time, so it costs a constant per armed timer; gives back spare capacity too.
+    fn compact_timers(&mut self) {
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.retain(|Reverse((at, what))| match what {
+            TimerRef::Call(c, timer) => self
+                .calls
+                .get(c)
+                .and_then(|e| e.deadlines.get(timer))
+                .is_some_and(|d| d == at),
+            TimerRef::Server(id) => self.servers.contains_key(id),
+            TimerRef::Client(id) => self.clients.contains_key(id),
+            TimerRef::Health | TimerRef::PortQuarantine | TimerRef::Guard => true,
+        });
+        let keep = (entries.len() * 2).max(MIN_TIMERS_COMPACTED);
+        if entries.capacity() > keep * 2 {
+            entries.shrink_to(keep);
+        }
+        self.heap = BinaryHeap::from(entries);
+        self.compact_timers_at = keep;
     }
 
     fn new_id(&mut self) -> u64 {
@@ -4278,7 +4352,38 @@ impl Core {
             }
         }
         self.after_guard(now);
+        self.shrink_tables();
         self.after_health(now);
+    }
+
+    /// Gives back the room of per-call tables that load left mostly empty, and the timer
+    /// heap's with them (a hash map keeps its largest size otherwise: after a spike of a few
+    /// thousand calls, megabytes of empty call and transaction slots for the life of the
+    /// process). A quarter full or less: shrunk to twice what it holds, so it only grows
+    /// again once that doubled. O(1) to check; run on timer wakeups, which is where ended
+    /// calls and transactions go.
+    fn shrink_tables(&mut self) {
+        fn shrink<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) -> bool {
+            let mostly_empty = m.capacity() > MIN_TABLE_SHRUNK && m.capacity() / 4 >= m.len();
+            if mostly_empty {
+                m.shrink_to(m.len() * 2);
+            }
+            mostly_empty
+        }
+        let shrunk = [
+            shrink(&mut self.calls),
+            shrink(&mut self.dialogs),
+            shrink(&mut self.server_ids),
+            shrink(&mut self.servers),
+            shrink(&mut self.client_ids),
+            shrink(&mut self.clients),
+            shrink(&mut self.closing),
+            shrink(&mut self.records_pending),
+        ];
+        // Fewer calls or transactions: the ended ones' deadlines can go from the timer heap.
+        if shrunk.contains(&true) {
+            self.compact_timers();
+        }
     }
 
     fn fire_call_timer(&mut self, c: CallRef, timer: CallTimer, now: Instant) {

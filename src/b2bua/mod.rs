@@ -35,6 +35,8 @@ mod tests;
 #[cfg(test)]
 mod tests_breaker;
 #[cfg(test)]
+mod tests_churn;
+#[cfg(test)]
 mod tests_guard;
 #[cfg(test)]
 mod tests_ipv6;

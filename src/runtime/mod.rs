@@ -10,6 +10,7 @@ pub mod batch_udp;
 pub mod dns;
 pub mod limits;
 pub mod media;
+pub mod memory;
 mod server;
 pub mod wallclock;
 pub mod webhook;

@@ -6,7 +6,8 @@
 //! their ports is sent: each relay is bound right there and the result (`Bound` or
 //! `OpenFailed`) goes back into the core before its transmits are drained; the workers'
 //! media events come back as core inputs. At start it raises RLIMIT_NOFILE to the hard
-//! limit and logs the call capacity. It never makes a call decision itself.
+//! limit and logs the call capacity; when load drops it gives freed heap back to the OS
+//! (`runtime::memory`). It never makes a call decision itself.
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
@@ -34,6 +35,7 @@ use crate::runtime::admin::{AdminRequest, RecordSink, Records};
 use crate::runtime::ai::AiEngine;
 use crate::runtime::dns::{Resolver, SipTarget};
 use crate::runtime::media::{EngineOptions, MediaEngine};
+use crate::runtime::memory::{self, Trim};
 use crate::runtime::wallclock::rfc3339;
 use crate::runtime::webhook::Webhook;
 use crate::sip::framing;
@@ -79,6 +81,8 @@ struct Shell {
     reloads: (u64, u64),
     drain_timeout: Duration,
     drain_deadline: Option<tokio::time::Instant>,
+    /// When to give freed heap back to the OS (load dropped).
+    trim: Trim,
 }
 
 /// Runs holdfast until SIGINT, or until SIGTERM's drain finishes.
@@ -120,6 +124,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         reloads: (0, 0),
         drain_timeout: opts.drain_timeout,
         drain_deadline: None,
+        trim: Trim::default(),
     };
     shell.set_webhook(&config);
     for l in &config.sip.listen {
@@ -174,11 +179,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut core = Core::new(config.clone(), seed, Instant::now());
     shell.start_dns(&config, &core);
 
+    let mut memory_check = tokio::time::interval(crate::runtime::memory::CHECK_INTERVAL);
+    memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     info!(config = %opts.config_path.display(), "holdfast is up");
     loop {
         shell.flush(&mut core).await;
+        shell.trim.note(core.stats().calls_active);
         // Drained: no call left, and the last ones' records have their media statistics.
         if shell.drain_deadline.is_some()
             && core.stats().calls_active == 0
@@ -238,6 +246,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
                 core.handle_timeout(Instant::now());
             }
+            _ = memory_check.tick() => shell.check_memory(&core),
             _ = sighup.recv() => {
                 let _ = shell.reload(&mut core, "SIGHUP");
             }
@@ -353,6 +362,27 @@ impl Shell {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// Once the calls in progress fell to half of their peak (or to none), hands the heap
+    /// that ended calls freed back to the OS, on a blocking thread (see `runtime::memory`).
+    fn check_memory(&mut self, core: &Core) {
+        if !self.trim.observe(core.stats().calls_active) {
+            return;
+        }
+        tokio::task::spawn_blocking(|| {
+            let before = memory::resident_bytes();
+            let started = Instant::now();
+            memory::trim_heap();
+            let took = started.elapsed();
+            let mib = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / 1048576.0);
+            debug!(
+                rss_before_mib = format!("{:.1}", mib(before)),
+                rss_after_mib = format!("{:.1}", mib(memory::resident_bytes())),
+                took_us = took.as_micros() as u64,
+                "load dropped: freed heap returned to the OS"
+            );
+        });
     }
 
     /// 503 to new calls; exit once the calls are gone or at the deadline.
@@ -515,6 +545,13 @@ impl Shell {
         );
         if let Some(open) = crate::runtime::limits::open_descriptors() {
             out.gauge1("process_open_fds", "Open file descriptors.", open as f64);
+        }
+        if let Some(rss) = memory::resident_bytes() {
+            out.gauge1(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                rss as f64,
+            );
         }
         if let Ok(l) = crate::runtime::limits::nofile() {
             out.gauge1(
