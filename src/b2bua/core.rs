@@ -396,6 +396,9 @@ struct CallEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub calls_active: usize,
+    /// SIP transactions in progress (server and client), those of ended calls included
+    /// until their timers end them (up to 64×T1 after the call).
+    pub transactions: usize,
     pub calls_total: u64,
     pub calls_answered: u64,
     pub calls_failed: u64,
@@ -816,6 +819,7 @@ impl Core {
     pub fn stats(&self) -> Stats {
         Stats {
             calls_active: self.calls.len(),
+            transactions: self.servers.len() + self.clients.len(),
             media_ports_in_use: self.ports.in_use(),
             media_ports_capacity: self.ports.capacity(),
             media_ports_quarantined: self.ports.quarantined(),

@@ -2,9 +2,10 @@
 //!
 //! glibc's malloc keeps what a thread freed in that thread's arena for reuse: after a busy
 //! hour or a spike, the memory of calls long gone stays resident (RSS at its peak) though
-//! holdfast holds none of it. Does: watch the calls in progress ([`Trim::note`] after each
-//! round of the main loop, [`Trim::observe`] every [`CHECK_INTERVAL`]) and, once they fell to half of their peak since the last trim (or to
-//! none), return the arenas' free pages with `malloc_trim(0)` ([`trim_heap`], run off the
+//! holdfast holds none of it. Does: watch the calls and SIP transactions in progress
+//! ([`in_progress`]; [`Trim::note`] after each round of the main loop, [`Trim::observe`]
+//! every [`CHECK_INTERVAL`]) and, once they fell to half of their peak since the last trim
+//! (or to none), return the arenas' free pages with `malloc_trim(0)` ([`trim_heap`], run off the
 //! main loop); read the resident set size ([`resident_bytes`], `/proc/self/statm`) for
 //! `process_resident_memory_bytes` and the trim's log line.
 //!
@@ -13,10 +14,18 @@
 //! libraries (`malloc_trim` is glibc's; elsewhere [`trim_heap`] does nothing).
 use std::time::Duration;
 
-/// How often the main loop looks at the calls in progress.
+/// How often the main loop looks at the calls and transactions in progress.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
-/// When to trim: the calls in progress against their peak since the last trim.
+/// What the trim policy counts: calls and SIP transactions in progress. Transactions count
+/// because an ended call's last ones live on for up to 64×T1 (32 s) and hold memory of
+/// their own: a trim only when the calls reach none would miss what they free.
+pub fn in_progress(stats: &crate::b2bua::Stats) -> usize {
+    stats.calls_active + stats.transactions
+}
+
+/// When to trim: the work in progress ([`in_progress`]) against its peak since the last
+/// trim.
 #[derive(Debug, Default)]
 pub struct Trim {
     /// The most calls seen in progress since the last trim.
@@ -24,13 +33,13 @@ pub struct Trim {
 }
 
 impl Trim {
-    /// Takes the calls in progress between checks (the main loop, after each round of
+    /// Takes the work in progress between checks (the main loop, after each round of
     /// work), so that a burst shorter than [`CHECK_INTERVAL`] counts too.
     pub fn note(&mut self, calls_active: usize) {
         self.peak = self.peak.max(calls_active);
     }
 
-    /// The check: takes the calls in progress now; true when the heap should be trimmed:
+    /// The check: takes the work in progress now; true when the heap should be trimmed:
     /// they fell to half of their peak since the last trim or less (to none after a single
     /// call).
     pub fn observe(&mut self, calls_active: usize) -> bool {

@@ -186,7 +186,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     info!(config = %opts.config_path.display(), "holdfast is up");
     loop {
         shell.flush(&mut core).await;
-        shell.trim.note(core.stats().calls_active);
+        shell.trim.note(memory::in_progress(&core.stats()));
         // Drained: no call left, and the last ones' records have their media statistics.
         if shell.drain_deadline.is_some()
             && core.stats().calls_active == 0
@@ -364,10 +364,10 @@ impl Shell {
         }
     }
 
-    /// Once the calls in progress fell to half of their peak (or to none), hands the heap
-    /// that ended calls freed back to the OS, on a blocking thread (see `runtime::memory`).
+    /// Once the calls and transactions in progress fell to half of their peak (or to none),
+    /// hands the heap that ended calls freed back to the OS, on a blocking thread (see `runtime::memory`).
     fn check_memory(&mut self, core: &Core) {
-        if !self.trim.observe(core.stats().calls_active) {
+        if !self.trim.observe(memory::in_progress(&core.stats())) {
             return;
         }
         tokio::task::spawn_blocking(|| {
