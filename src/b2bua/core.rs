@@ -4517,20 +4517,39 @@ impl Core {
             local,
             remote: probe.dest.addr,
         };
-        let host = self.local_host(local);
         let target_uri = match self.config.target(&probe.target) {
             Some(t) => format!("sip:{}", t.uri.host_port()),
             None => format!("sip:{}", crate::sip::socket_host_port(probe.dest.addr)),
         };
+        self.send_options(
+            target_uri,
+            vec![],
+            flow,
+            Purpose::Probe { probe: probe.id },
+            now,
+        );
+    }
+
+    /// Sends an OPTIONS outside any dialog (a health ping, a liveness check) to `uri` on
+    /// `flow`, through `routes`, as its own client transaction.
+    fn send_options(
+        &mut self,
+        uri: String,
+        routes: Vec<String>,
+        flow: Flow,
+        purpose: Purpose,
+        now: Instant,
+    ) {
+        let host = self.local_host(flow.local);
         let branch = self.ids.branch();
         let out = OutRequest {
             method: "OPTIONS".into(),
-            uri: target_uri.clone(),
+            uri: uri.clone(),
             via: self.via(&flow, &branch),
-            routes: vec![],
+            routes,
             max_forwards: 70,
             from: format!("<sip:holdfast@{host}>;tag={}", self.ids.tag()),
-            to: format!("<{target_uri}>"),
+            to: format!("<{uri}>"),
             call_id: self.ids.call_id(&host),
             cseq: 1,
             contact: None,
@@ -4556,7 +4575,7 @@ impl Core {
             Transaction::ClientNonInvite(tx),
             flow,
             bytes,
-            Purpose::Probe { probe: probe.id },
+            purpose,
             now,
         );
     }

@@ -32,16 +32,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use super::{CallRef, CallTimer, ClientKey, Core, Purpose, SideKey, ACCEPT};
+use super::{CallRef, CallTimer, Core, Purpose, SideKey, ACCEPT};
 use crate::ai::control::AiCommand;
 use crate::b2bua::call::{CallState, Leg, RerouteTrigger, Side, WsLeg};
-use crate::b2bua::msg::{OutRequest, Req};
+use crate::b2bua::msg::Req;
 use crate::config::Liveness;
 use crate::health::{AttemptOutcome, Destination};
 use crate::routing::TargetId;
-use crate::sip::transaction::{
-    ClientInviteState, ClientNonInvite, ClientNonInviteState, Transaction,
-};
+use crate::sip::transaction::{ClientInviteState, ClientNonInviteState, Transaction};
 
 /// What holdfast knows of one leg's liveness.
 #[derive(Clone, Debug, Default)]
@@ -183,52 +181,16 @@ impl Core {
             in_dialog,
         };
         let flow = leg.flow;
-        let headers = vec![("Accept".to_string(), ACCEPT.to_string())];
         if in_dialog {
+            let headers = vec![("Accept".to_string(), ACCEPT.to_string())];
             self.send_in_dialog(&mut leg, "OPTIONS", headers, None, purpose, flow, now);
             if let Some(l) = self.leg_mut(c, side) {
                 l.local_cseq = leg.local_cseq;
             }
             return true;
         }
-        let host = self.local_host(flow.local);
-        let branch = self.ids.branch();
         let uri = leg.remote_target.trim_matches(['<', '>']).to_string();
-        let mut headers = headers;
-        headers.push(("User-Agent".into(), self.settings.user_agent.clone()));
-        let out = OutRequest {
-            method: "OPTIONS".into(),
-            uri: uri.clone(),
-            via: self.via(&flow, &branch),
-            routes: leg.route_set.clone(),
-            max_forwards: 70,
-            from: format!("<sip:holdfast@{host}>;tag={}", self.ids.tag()),
-            to: format!("<{uri}>"),
-            call_id: self.ids.call_id(&host),
-            cseq: 1,
-            contact: None,
-            headers,
-            body: None,
-        };
-        let bytes = out.to_bytes();
-        let tx = ClientNonInvite::new(
-            bytes.clone(),
-            super::reliability(flow.transport),
-            self.settings.timers,
-            now,
-        );
-        let key = ClientKey {
-            branch,
-            method: "OPTIONS".into(),
-        };
-        self.new_client(
-            key,
-            Transaction::ClientNonInvite(tx),
-            flow,
-            bytes,
-            purpose,
-            now,
-        );
+        self.send_options(uri, leg.route_set.clone(), flow, purpose, now);
         true
     }
 
