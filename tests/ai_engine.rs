@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::ws::{b64_decode, FakeRealtime, MediaStreamBot, PeerEnd};
-use holdfast::ai::audio::G711;
 use holdfast::ai::control::{
     AiCommand, AiEvent, AiKind, OpenLeg, RealtimeSettings, Secret, Speaker, TranscriptItem,
     WsProvider,
 };
+use holdfast::media::codec::G711;
 use holdfast::runtime::ai::AiEngine;
 use serde_json::Value;
 use tokio::sync::mpsc;

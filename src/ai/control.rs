@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::audio::G711;
+use crate::media::codec::G711;
 
 /// One WebSocket AI leg (unique for the life of the process; a re-route opens a new one).
 pub type AiLegId = u64;

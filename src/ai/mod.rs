@@ -1,8 +1,8 @@
 //! The AI leg: what holdfast needs to speak to AI providers that are not plain SIP
 //! endpoints (WebSocket bots and realtime model sessions), sans-IO.
 //!
-//! Does: [`audio`] — G.711 coding and the 20 ms pacer between a provider's audio bursts and
-//! the caller's RTP; [`control`] — the commands the call core gives the AI shell and the
+//! Does: [`audio`] — the 20 ms pacer between a provider's audio bursts and the caller's RTP
+//! (G.711 itself is `media::codec`); [`control`] — the commands the call core gives the AI shell and the
 //! events it gets back; [`session`] — one WebSocket leg's protocol core (Twilio Media
 //! Streams or OpenAI Realtime) bridging RTP and WebSocket messages.
 //!

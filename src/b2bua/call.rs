@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::ai::audio::G711;
 use crate::ai::control::{AiKind, TranscriptItem};
+use crate::media::codec::G711;
 use crate::sip::Transport;
 
 /// Where a leg's messages go: the transport, our local socket, and the peer's address.

@@ -35,8 +35,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::call::Side;
-use crate::ai::audio::G711;
 use crate::config::{IpFamily, MediaAddr, MediaAddrs};
+use crate::media::codec::G711;
 use crate::media::control::{MediaCommand, RelayId, RelayIps, RelayPorts, RelayUpdate};
 use crate::media::ports::{PortAllocation, PortAllocator};
 use crate::media::relay::{

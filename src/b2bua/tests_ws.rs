@@ -6,8 +6,8 @@ use super::tests::{
     AGENT_A, CARRIER, HF, SDP_B,
 };
 use super::{CallState, RerouteTrigger};
-use crate::ai::audio::G711;
 use crate::ai::control::{AiCommand, AiEvent, OpenLeg, Speaker, TranscriptItem};
+use crate::media::codec::G711;
 use crate::media::control::{MediaCommand, RelayUpdate};
 use crate::media::relay::Side as R;
 use std::net::SocketAddr;

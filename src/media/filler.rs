@@ -23,7 +23,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::ai::audio::{FRAME_SAMPLES, G711};
+use crate::media::codec::{FRAME_SAMPLES, G711};
 
 /// The only sample rate a prompt may have: G.711's 8 kHz (RFC 3551 §4.5.14).
 pub const PROMPT_SAMPLE_RATE_HZ: u32 = 8000;
@@ -620,12 +620,12 @@ mod tests {
         u.next_frame(&mut bu);
         a.next_frame(&mut ba);
         assert_eq!(bu, [ulaw_code(-12000); 160]);
-        assert_eq!(ba, [crate::ai::audio::alaw_encode(-12000); 160]);
+        assert_eq!(ba, [crate::media::codec::alaw_encode(-12000); 160]);
         assert_ne!(bu, ba);
     }
 
     fn ulaw_code(s: i16) -> u8 {
-        crate::ai::audio::ulaw_encode(s)
+        crate::media::codec::ulaw_encode(s)
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! `runtime::media` runs the relays ([`relay`]) on worker threads with batched socket I/O.
 //! See `LIFECYCLE.md` for streams.
 
+pub mod codec;
 pub mod control;
 pub mod filler;
 pub mod ports;

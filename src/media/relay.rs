@@ -48,7 +48,7 @@ use super::rtp::{
     classify, rewrite_rtcp, PacketClass, PacketError, RtcpRewrite, RtpPacket, RTP_FIXED_HEADER_LEN,
 };
 use super::stats::{StreamStats, StreamStatsSnapshot};
-use crate::ai::audio::{FRAME, FRAME_SAMPLES, G711};
+use crate::media::codec::{FRAME, FRAME_SAMPLES, G711};
 
 /// Bytes of one gap-audio packet: the fixed RTP header and 20 ms of G.711 at 8 kHz. A
 /// [`Relay::poll_fill`] buffer must hold at least this many.

@@ -31,8 +31,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::audio::{Pacer, FRAME, FRAME_SAMPLES, G711};
+use super::audio::Pacer;
 use super::control::{AiKind, OpenLeg, RerouteContext, TranscriptItem, WsProvider};
+use crate::media::codec::{FRAME, FRAME_SAMPLES, G711};
 use crate::media::rtp::{RtpPacket, TelephoneEvent};
 
 pub mod media_stream;

@@ -6,10 +6,10 @@ use serde_json::{json, Value};
 
 use super::rtp;
 use super::*;
-use crate::ai::audio::{alaw_encode, ulaw_decode, FRAME, FRAME_SAMPLES, G711};
 use crate::ai::control::{
     AiKind, OpenLeg, RealtimeSettings, RerouteContext, Secret, Speaker, TranscriptItem, WsProvider,
 };
+use crate::media::codec::{alaw_encode, ulaw_decode, FRAME, FRAME_SAMPLES, G711};
 
 const PT: u8 = 0;
 const DTMF_PT: u8 = 101;

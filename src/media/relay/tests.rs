@@ -797,7 +797,7 @@ fn rtcp_mux_can_be_switched_on_a_running_leg() {
 
 // ---- Gap audio (RelayUpdate::Fill) ----
 
-use crate::ai::audio::G711;
+use crate::media::codec::G711;
 use crate::media::filler::{AfterPrompt, GapAudio};
 
 /// Forward one packet of payload type `pt` from leg `side` and return the rewritten header.
