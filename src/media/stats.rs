@@ -13,13 +13,59 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::relay::DropReason;
+use super::rtp::PacketError;
 
 /// RFC 3550 A.1: a jump of fewer than this many packets is a gap, not a restart.
 const MAX_DROPOUT: u16 = 3000;
 /// RFC 3550 A.1: packets this far behind the highest are late (reordered), not a restart.
 const MAX_MISORDER: u16 = 100;
 const RTP_SEQ_MOD: u32 = 1 << 16;
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// STUN, DTLS, ZRTP, TURN or an unknown first byte (RFC 7983) on a media port.
+    #[error("not RTP/RTCP")]
+    NotRtp,
+    /// Failed RTP/RTCP header validation.
+    #[error("malformed: {0}")]
+    Malformed(PacketError),
+    /// Not from the latched peer address (another source is latched).
+    #[error("not from the latched peer")]
+    WrongSource,
+    /// Nothing is latched yet and the source may never latch: not the SDP's address and
+    /// not its IP under `latching: strict` (or the leg has no SDP address yet).
+    #[error("not the peer's SDP address (not latched)")]
+    UnexpectedSource,
+    /// Nothing is latched yet and the source is only a candidate (the SDP's IP on another
+    /// port, or another IP under `latching: any`): held back during the learning window,
+    /// or while a better candidate is still sending.
+    #[error("latch candidate held back while learning")]
+    Learning,
+    /// Nowhere to send: the other leg has neither an SDP address nor a latched one.
+    #[error("no peer address on the other leg yet")]
+    NoPeerYet,
+    /// This direction is disabled (hold / inactive / recvonly).
+    #[error("direction disabled")]
+    Disabled,
+}
+
+impl DropReason {
+    /// A stable label for metrics and logs (matches the [`DropCounts`] field names).
+    ///
+    /// [`DropCounts`]: DropCounts
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DropReason::NotRtp => "not_rtp",
+            DropReason::Malformed(_) => "malformed",
+            DropReason::WrongSource => "wrong_source",
+            DropReason::UnexpectedSource => "unexpected_source",
+            DropReason::Learning => "learning",
+            DropReason::NoPeerYet => "no_peer_yet",
+            DropReason::Disabled => "disabled",
+        }
+    }
+}
 
 /// Drop counters, one per [`DropReason`] kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

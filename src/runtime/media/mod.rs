@@ -136,7 +136,7 @@ impl MediaCounters {
     }
 }
 
-/// How many [`DropReason`](crate::media::relay::DropReason) kinds the counters keep.
+/// How many [`DropReason`](crate::media::stats::DropReason) kinds the counters keep.
 pub(crate) const DROP_REASONS: usize = 7;
 
 /// One worker's counters (written only by that worker, read by anyone).
