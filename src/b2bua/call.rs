@@ -24,23 +24,8 @@ pub struct Flow {
     pub remote: SocketAddr,
 }
 
-/// Which leg of a call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Side {
-    /// The leg the INVITE arrived on; holdfast is its UAS.
-    A,
-    /// The leg holdfast placed to the chosen target; holdfast is its UAC.
-    B,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
-    }
-}
+/// Which leg of a call (one type from the relay up: the media layer's).
+pub use crate::media::relay::Side;
 
 /// Direction of a call relative to the AI side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3953,15 +3953,10 @@ impl Core {
                 .get(&c)
                 .map_or_else(|| format!("#{c}"), |(n, _)| n.clone())
         };
-        let leg_of = |side: crate::media::relay::Side| match side {
-            crate::media::relay::Side::A => Side::A,
-            crate::media::relay::Side::B => Side::B,
-        };
         match ev {
             MediaEvent::Latched {
                 side, kind, addr, ..
             } => {
-                let side = leg_of(side);
                 let sdp = self
                     .with_media(c, |m, _, _| m.latched(id.stream, side, kind, addr))
                     .flatten();
@@ -3972,7 +3967,6 @@ impl Core {
                 }
             }
             MediaEvent::Unreachable { side, addr, .. } => {
-                let side = leg_of(side);
                 // The shell reports what its relay knew when the error came; the call may
                 // have moved that leg since (a re-route): only its current peer counts.
                 let current = self
@@ -3992,7 +3986,6 @@ impl Core {
                 self.on_media_unreachable(c, side, addr, now);
             }
             MediaEvent::Resumed { side, gap, .. } => {
-                let side = leg_of(side);
                 if self.is_ai_leg(c, side) {
                     self.reroute_resumed(c, gap);
                 }
@@ -4000,11 +3993,11 @@ impl Core {
             MediaEvent::Timeout { side, idle_for, .. } => {
                 // Silence makes the leg suspect, never more: its liveness check decides.
                 let why = format!("no RTP or RTCP for {}ms", idle_for.as_millis());
-                self.start_check(c, leg_of(side), &why, now);
+                self.start_check(c, side, &why, now);
             }
             MediaEvent::Bound { .. } => self.relay_bound(c, id.stream, now),
             MediaEvent::RebindFailed { side, error, .. } => {
-                self.relay_rebind_failed(c, &name, id.stream, leg_of(side), &error, now)
+                self.relay_rebind_failed(c, &name, id.stream, side, &error, now)
             }
             MediaEvent::OpenFailed {
                 port,

@@ -190,13 +190,6 @@ fn idx(side: Side) -> usize {
     }
 }
 
-fn rside(side: Side) -> relay::Side {
-    match side {
-        Side::A => relay::Side::A,
-        Side::B => relay::Side::B,
-    }
-}
-
 fn parse(body: &[u8]) -> Result<Sdp, MediaError> {
     Sdp::parse(body).map_err(|e| MediaError::BadSdp(e.to_string()))
 }
@@ -312,9 +305,9 @@ impl CallMedia {
                     call: self.call,
                     stream: s.index,
                 },
-                side: rside(side),
+                side,
                 ip: bind,
-                ports: s.ports.of(rside(side)),
+                ports: s.ports.of(side),
             });
         }
         self.rerender_sent(side);
@@ -405,7 +398,7 @@ impl CallMedia {
             .map(|i| {
                 let p = self
                     .stream(i)
-                    .map(|s| s.ports.of(rside(to)))
+                    .map(|s| s.ports.of(to))
                     .unwrap_or(PortAllocation { rtp: 0, rtcp: None });
                 let mux = answer
                     && info.get(i).is_some_and(|m| m.rtcp_mux)
@@ -762,7 +755,7 @@ impl CallMedia {
     /// A `Relatch` of leg `side` to the addresses of `m`, under that leg's latching.
     fn relatch(&self, side: Side, m: Option<&MediaInfo>, rtcp_mux: bool) -> RelayUpdate {
         RelayUpdate::Relatch {
-            side: rside(side),
+            side,
             rtp: m.and_then(|m| m.rtp_addr),
             rtcp: m.and_then(|m| m.rtcp_addr),
             rtcp_mux,
@@ -834,7 +827,7 @@ impl CallMedia {
                 out.push(MediaCommand::Update {
                     id,
                     update: RelayUpdate::SetEnabled {
-                        from: rside(from),
+                        from,
                         enabled: sends(xi) && receives(yi),
                     },
                 });
@@ -842,7 +835,7 @@ impl CallMedia {
                     out.push(MediaCommand::Update {
                         id,
                         update: RelayUpdate::SetPtMap {
-                            from: rside(from),
+                            from,
                             map: pt_map(xi, yi),
                         },
                     });
@@ -857,7 +850,7 @@ impl CallMedia {
         for s in &self.streams {
             out.push(MediaCommand::Update {
                 id: self.id(s.index),
-                update: RelayUpdate::SourceSwitch { side: rside(side) },
+                update: RelayUpdate::SourceSwitch { side },
             });
         }
     }
@@ -1043,7 +1036,7 @@ impl CallMedia {
             out.push(MediaCommand::Update {
                 id: self.id(s.index),
                 update: RelayUpdate::Fill {
-                    toward: rside(toward),
+                    toward,
                     audio,
                     negotiated,
                 },
@@ -1056,10 +1049,7 @@ impl CallMedia {
         for s in &self.streams {
             out.push(MediaCommand::Update {
                 id: self.id(s.index),
-                update: RelayUpdate::Mute {
-                    from: rside(side),
-                    muted,
-                },
+                update: RelayUpdate::Mute { from: side, muted },
             });
         }
     }
@@ -1070,7 +1060,7 @@ impl CallMedia {
         for s in &self.streams {
             out.push(MediaCommand::Update {
                 id: self.id(s.index),
-                update: RelayUpdate::Probe { side: rside(side) },
+                update: RelayUpdate::Probe { side },
             });
         }
     }
@@ -1085,7 +1075,7 @@ impl CallMedia {
             IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        Some(SocketAddr::new(ip, s.ports.of(rside(side)).rtp))
+        Some(SocketAddr::new(ip, s.ports.of(side).rtp))
     }
 
     /// Whether `addr` is where leg `side`'s media goes now on stream `index`: the address

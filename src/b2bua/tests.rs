@@ -2,6 +2,7 @@
 //! time advanced by hand. Timing that takes minutes on the wire (session timers, Timer B)
 //! runs here in microseconds, deterministically.
 use super::*;
+use crate::b2bua::call::Side;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -558,7 +559,7 @@ pub(super) fn in_dialog_from_carrier(
     m
 }
 
-pub(super) fn enabled(sim: &Sim, from: crate::media::relay::Side) -> Option<bool> {
+pub(super) fn enabled(sim: &Sim, from: Side) -> Option<bool> {
     use crate::media::control::{MediaCommand, RelayUpdate};
     sim.media.iter().rev().find_map(|m| match m {
         MediaCommand::Update {
@@ -571,7 +572,6 @@ pub(super) fn enabled(sim: &Sim, from: crate::media::relay::Side) -> Option<bool
 
 #[test]
 fn hold_from_the_carrier_is_answered_on_its_leg_and_a_codec_change_is_relayed() {
-    use crate::media::relay::Side as R;
     let mut sim = Sim::new("");
     let b_invite = confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
@@ -606,12 +606,12 @@ fn hold_from_the_carrier_is_answered_on_its_leg_and_a_codec_change_is_relayed() 
         "the AI leg is not disturbed"
     );
     assert_eq!(
-        enabled(&sim, R::B),
+        enabled(&sim, Side::B),
         Some(false),
         "the agent's audio is not sent to a held caller"
     );
     assert_eq!(
-        enabled(&sim, R::A),
+        enabled(&sim, Side::A),
         Some(true),
         "music on hold still reaches the agent"
     );
@@ -630,7 +630,7 @@ fn hold_from_the_carrier_is_answered_on_its_leg_and_a_codec_change_is_relayed() 
         resumed.contains("CSeq: 12 INVITE") && !resumed.contains("a=recvonly"),
         "{resumed}"
     );
-    assert_eq!(enabled(&sim, R::B), Some(true));
+    assert_eq!(enabled(&sim, Side::B), Some(true));
     assert_eq!(sim.find(AGENT_A, "INVITE ").len(), 1);
     let v = |m: &str| {
         m.lines()

@@ -3,6 +3,7 @@
 //! parses back with our own parser to the same text; responses that copy those headers
 //! are accepted; each leg's media is anchored in its peer's address family.
 use super::tests::{answer, header, Sim};
+use crate::b2bua::call::Side;
 use crate::media::control::MediaCommand;
 use crate::sip::{parse, Host, Message, NameAddr, Uri};
 use std::net::IpAddr;
@@ -416,10 +417,7 @@ fn a_failover_to_a_target_of_the_other_family_moves_the_callee_leg() {
             .collect();
         assert_eq!(
             rebinds,
-            vec![(
-                crate::media::relay::Side::B,
-                "127.0.0.1".parse::<IpAddr>().unwrap()
-            )],
+            vec![(Side::B, "127.0.0.1".parse::<IpAddr>().unwrap())],
             "one Rebind, of the callee's leg, to IPv4"
         );
         if refused {

@@ -8,8 +8,8 @@ use super::tests::{
     HF, SDP_B, SDP_B2,
 };
 use super::{CallState, RerouteTrigger};
+use crate::b2bua::call::Side;
 use crate::media::control::{MediaEvent, RelayUpdate};
-use crate::media::relay::Side as R;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn silent(sim: &mut Sim, side: R) {
+fn silent(sim: &mut Sim, side: Side) {
     let id = relay(sim);
     media_event(
         sim,
@@ -29,7 +29,7 @@ fn silent(sim: &mut Sim, side: R) {
     );
 }
 
-fn icmp(sim: &mut Sim, side: R, addr: &str) {
+fn icmp(sim: &mut Sim, side: Side, addr: &str) {
     let id = relay(sim);
     media_event(
         sim,
@@ -86,7 +86,7 @@ fn a_silent_agent_that_never_answers_options_keeps_its_call() {
     };
     for round in 1..=4u64 {
         sim.advance_to(Duration::from_secs(5 * round));
-        silent(&mut sim, R::B);
+        silent(&mut sim, Side::B);
         assert_eq!(checks(&sim), round as usize);
         // No answer: agent-a is not pinged and never answered one, so nothing says it is
         // gone rather than a user agent that ignores OPTIONS.
@@ -121,7 +121,7 @@ fn a_silent_agent_whose_address_answers_health_pings_is_gone_when_its_check_is_n
     sim.recv(AGENT_A, answer(&ping, 200, "OK", "", None));
     confirmed_call(&mut sim, "", "");
     sim.advance_to(Duration::from_secs(6));
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     sim.advance_to(Duration::from_millis(8100));
     let inv = sim.last(AGENT_B, "INVITE ");
     assert_eq!(header(&inv, "X-Holdfast-Reroute-Trigger"), "liveness");
@@ -135,7 +135,7 @@ fn a_check_answered_by_any_status_keeps_the_call() {
     for status in [200u16, 405, 501, 404] {
         let mut sim = Sim::new("");
         confirmed_call(&mut sim, "", "");
-        silent(&mut sim, R::B);
+        silent(&mut sim, Side::B);
         let opt = sim.last(AGENT_A, "OPTIONS ");
         sim.recv(AGENT_A, answer(&opt, status, "Whatever", "", None));
         sim.advance_to(Duration::from_secs(30));
@@ -149,7 +149,7 @@ fn icmp_from_the_agents_media_counts_at_once_after_the_answer() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     sim.advance_to(ms(500));
-    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    icmp(&mut sim, Side::B, "192.0.2.20:5000");
     let inv = sim.last(AGENT_B, "INVITE ");
     assert_eq!(
         header(&inv, "X-Holdfast-Reroute-Trigger"),
@@ -164,7 +164,7 @@ fn icmp_before_the_callers_ack_reroutes_once_the_call_is_confirmed() {
     sim.recv(CARRIER, invite(""));
     let b = sim.last(AGENT_A, "INVITE ");
     sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
-    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    icmp(&mut sim, Side::B, "192.0.2.20:5000");
     assert!(sim.find(AGENT_B, "INVITE ").is_empty(), "not confirmed yet");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     sim.recv(CARRIER, ack_from_carrier(&ok));
@@ -179,7 +179,7 @@ fn icmp_before_the_callers_ack_reroutes_once_the_call_is_confirmed() {
 fn a_check_that_hits_a_transport_error_is_a_confirmed_failure() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     assert_eq!(sim.find(AGENT_A, "OPTIONS ").len(), 1);
     // ICMP port unreachable on the OPTIONS: nothing listens at the agent's SIP address.
     sim.core.handle_transport_error(
@@ -199,7 +199,7 @@ fn in_dialog_options_is_used_when_configured_and_481_means_gone() {
         "  ping_interval: 1h",
     );
     let first = confirmed_call(&mut sim, "", "");
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     let opt = sim.last(AGENT_A, "OPTIONS ");
     assert_eq!(header(&opt, "Call-ID"), header(&first, "Call-ID"), "{opt}");
     assert!(header(&opt, "To").contains("tag=uastag"), "{opt}");
@@ -207,7 +207,7 @@ fn in_dialog_options_is_used_when_configured_and_481_means_gone() {
     sim.recv(AGENT_A, answer(&opt, 405, "Method Not Allowed", "", None));
     assert!(sim.find(AGENT_B, "INVITE ").is_empty());
     sim.advance_to(Duration::from_secs(5));
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     let opt = sim.last(AGENT_A, "OPTIONS ");
     sim.recv(
         AGENT_A,
@@ -221,7 +221,7 @@ fn in_dialog_options_is_used_when_configured_and_481_means_gone() {
         "  ping_interval: 1h",
     );
     confirmed_call(&mut sim, "", "");
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     sim.advance_to(ms(2100));
     assert_eq!(sim.find(AGENT_B, "INVITE ").len(), 1);
 }
@@ -231,7 +231,7 @@ fn liveness_off_sends_nothing_on_silence() {
     let mut sim = with_agent_a(", ping: false, liveness: off", "  ping_interval: 1h");
     confirmed_call(&mut sim, "", "");
     let sent = sim.sent.len();
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     sim.advance_to(Duration::from_secs(60));
     assert_eq!(sim.sent.len(), sent, "{:#?}", &sim.sent[sent..]);
 }
@@ -248,7 +248,7 @@ fn the_check_runs_on_hold_too() {
     );
     assert!(sim.last(CARRIER, "SIP/2.0 200").contains("CSeq: 11 INVITE"));
     // On hold, the agent dies: the relay still reports its silence, and it is checked.
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     assert_eq!(sim.find(AGENT_A, "OPTIONS ").len(), 1);
     sim.core.handle_transport_error(
         crate::sip::Transport::Udp,
@@ -275,7 +275,7 @@ fn a_provider_down_by_health_keeps_its_call_when_no_other_provider_takes_it() {
     assert!(
         !ups.iter().any(|u| matches!(
             u,
-            RelayUpdate::Mute { muted: true, .. } | RelayUpdate::Relatch { side: R::B, .. }
+            RelayUpdate::Mute { muted: true, .. } | RelayUpdate::Relatch { side: Side::B, .. }
         )),
         "{ups:?}"
     );
@@ -299,7 +299,7 @@ fn a_provider_down_by_health_keeps_its_call_when_no_other_provider_takes_it() {
     // Its media peer is its SDP's again.
     assert!(updates_since(&sim, cmds).iter().any(|u| matches!(
         u,
-        RelayUpdate::Relatch { side: R::B, rtp: Some(a), .. } if a.port() == 5000
+        RelayUpdate::Relatch { side: Side::B, rtp: Some(a), .. } if a.port() == 5000
     )));
     // The call goes on with agent-a: the carrier's BYE reaches it in its dialog.
     let ok = sim.last(CARRIER, "SIP/2.0 200");
@@ -331,14 +331,14 @@ fn a_kept_leg_is_let_go_only_once_the_new_provider_answers() {
     );
     let ups = updates_since(&sim, cmds);
     assert!(
-        ups.contains(&RelayUpdate::SourceSwitch { side: R::B }),
+        ups.contains(&RelayUpdate::SourceSwitch { side: Side::B }),
         "{ups:?}"
     );
     assert!(
         ups.iter().any(|u| matches!(
             u,
             RelayUpdate::Fill {
-                toward: R::A,
+                toward: Side::A,
                 audio: Some(_),
                 negotiated: Some(0)
             }
@@ -356,11 +356,11 @@ fn a_kept_leg_confirmed_gone_during_the_reroute_is_cut_off_and_the_call_ends_if_
     sim.collect();
     let inv = sim.last(AGENT_B, "INVITE ");
     let cmds = sim.media.len();
-    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    icmp(&mut sim, Side::B, "192.0.2.20:5000");
     assert_eq!(sim.find(AGENT_A, "BYE ").len(), 1, "cut off");
     let ups = updates_since(&sim, cmds);
     assert!(ups.contains(&RelayUpdate::Mute {
-        from: R::B,
+        from: Side::B,
         muted: true
     }));
     assert!(ups
@@ -460,7 +460,7 @@ fn a_silent_carrier_that_allows_update_is_checked_with_an_update() {
     sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     sim.recv(CARRIER, ack_from_carrier(&ok));
-    silent(&mut sim, R::A);
+    silent(&mut sim, Side::A);
     let up = sim.last(CARRIER, "UPDATE ");
     sim.recv(CARRIER, answer(&up, 200, "OK", "", None));
     sim.advance_to(Duration::from_secs(60));
@@ -478,7 +478,7 @@ fn icmp_from_the_carriers_media_changes_nothing() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let sent = sim.sent.len();
-    icmp(&mut sim, R::A, "192.0.2.10:4000");
+    icmp(&mut sim, Side::A, "192.0.2.10:4000");
     sim.advance_to(Duration::from_secs(20));
     assert_eq!(sim.sent.len(), sent, "{:#?}", &sim.sent[sent..]);
     assert_eq!(call(&sim).state, CallState::Confirmed);
@@ -489,7 +489,7 @@ fn gap_audio_runs_through_every_attempt_of_a_reroute_even_failed_ones() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let cmds = sim.media.len();
-    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    icmp(&mut sim, Side::B, "192.0.2.20:5000");
     let inv = sim.last(AGENT_B, "INVITE ");
     let ups = updates_since(&sim, cmds);
     let fills: Vec<_> = ups
@@ -501,7 +501,7 @@ fn gap_audio_runs_through_every_attempt_of_a_reroute_even_failed_ones() {
         matches!(
             fills[0],
             RelayUpdate::Fill {
-                toward: R::A,
+                toward: Side::A,
                 audio: Some(_),
                 negotiated: Some(0)
             }
@@ -531,7 +531,7 @@ fn a_websocket_leg_is_checked_with_a_ping() {
     let mut sim = Sim::with_config(super::tests_ws::config(""));
     super::tests_ws::confirmed(&mut sim);
     let leg = super::tests_ws::last_open(&sim).leg;
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     let check = sim.ai.iter().rev().find_map(|c| match c {
         AiCommand::Check { leg, timeout } => Some((*leg, *timeout)),
         _ => None,
@@ -542,7 +542,7 @@ fn a_websocket_leg_is_checked_with_a_ping() {
     sim.collect();
     assert_eq!(call(&sim).state, CallState::Confirmed);
     sim.advance_to(Duration::from_secs(5));
-    silent(&mut sim, R::B);
+    silent(&mut sim, Side::B);
     sim.core
         .handle_ai_event(AiEvent::Check { leg, alive: false }, sim.now);
     sim.collect();
@@ -555,17 +555,17 @@ fn a_websocket_leg_is_checked_with_a_ping() {
 fn a_late_icmp_error_about_the_replaced_agent_is_not_blamed_on_the_new_one() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
-    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    icmp(&mut sim, Side::B, "192.0.2.20:5000");
     let inv = sim.last(AGENT_B, "INVITE ");
     sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B2)));
     assert_eq!(call(&sim).pinned.as_deref(), Some("agent-b"));
     // The relay still pointed at agent-a when a packet it had sent there drew this error.
-    icmp(&mut sim, R::B, "192.0.2.20:5000");
+    icmp(&mut sim, Side::B, "192.0.2.20:5000");
     let c = call(&sim);
     assert_eq!((c.state, c.reroutes.len()), (CallState::Confirmed, 1));
     assert!(sim.find(CARRIER, "BYE ").is_empty());
     // The new agent's own address still counts.
-    icmp(&mut sim, R::B, "192.0.2.30:6000");
+    icmp(&mut sim, Side::B, "192.0.2.30:6000");
     let bye = sim.last(CARRIER, "BYE ");
     assert!(
         header(&bye, "Reason").contains("no other provider"),
@@ -598,7 +598,7 @@ fn a_late_icmp_error_from_a_replaced_websocket_bridge_is_ignored() {
     );
     sim.collect();
     assert_eq!(call(&sim).pinned.as_deref(), Some("bot-b"));
-    icmp(&mut sim, R::B, "127.0.0.1:40000");
+    icmp(&mut sim, Side::B, "127.0.0.1:40000");
     let c = call(&sim);
     assert_eq!((c.state, c.reroutes.len()), (CallState::Confirmed, 1));
 }

@@ -5,8 +5,8 @@ use super::tests::{
     answer, confirmed_call, header, in_dialog_from_carrier, invite, metrics_text, new_call, Sim,
     AGENT_A, AGENT_B, CARRIER, HF, SDP_A, SDP_B,
 };
+use crate::b2bua::call::Side;
 use crate::media::control::{MediaCommand, MediaEvent, RelayId, RelayPorts, RelayUpdate};
-use crate::media::relay::Side as R;
 use crate::media::stats::StreamStats;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ fn sdp_line<'a>(msg: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {prefix} in {msg}"))
 }
 
-fn relatches(sim: &Sim, side: R) -> Vec<(Option<std::net::SocketAddr>, bool)> {
+fn relatches(sim: &Sim, side: Side) -> Vec<(Option<std::net::SocketAddr>, bool)> {
     sim.media
         .iter()
         .filter_map(|m| match m {
@@ -135,7 +135,7 @@ fn carrier_hangs_up(sim: &mut Sim) {
     sim.recv(AGENT_A, answer(&b_bye, 200, "OK", "", None));
 }
 
-fn timeout(sim: &mut Sim, side: R) {
+fn timeout(sim: &mut Sim, side: Side) {
     let id = opens(sim)[0].0;
     sim.core.handle_media_event(
         MediaEvent::Timeout {
@@ -149,7 +149,7 @@ fn timeout(sim: &mut Sim, side: R) {
 }
 
 /// ICMP port unreachable from leg `side`'s media peer (SDP_B's address for the AI leg).
-fn unreachable(sim: &mut Sim, side: R) {
+fn unreachable(sim: &mut Sim, side: Side) {
     let id = opens(sim)[0].0;
     sim.core.handle_media_event(
         MediaEvent::Unreachable {
@@ -280,7 +280,7 @@ fn ports_come_back_on_every_way_a_call_ends() {
     });
     ports_come_back("silent carrier whose refresh gets 481", "", |sim| {
         confirmed_call(sim, "", "");
-        timeout(sim, R::A);
+        timeout(sim, Side::A);
         let refresh = sim.last(CARRIER, "INVITE ");
         sim.recv(
             CARRIER,
@@ -294,13 +294,13 @@ fn ports_come_back_on_every_way_a_call_ends() {
     ports_come_back("AI leg re-routed, then no provider left", "", |sim| {
         confirmed_call(sim, "", "");
         sim.advance_to(Duration::from_secs(2));
-        unreachable(sim, R::B);
+        unreachable(sim, Side::B);
         let bye = sim.last(AGENT_A, "BYE ");
         sim.recv(AGENT_A, answer(&bye, 200, "OK", "", None));
         let inv = sim.last(AGENT_B, "INVITE ");
         sim.recv(AGENT_B, answer(&inv, 200, "OK", "", Some(SDP_B)));
         sim.advance_to(Duration::from_secs(4));
-        unreachable(sim, R::B);
+        unreachable(sim, Side::B);
         let bye = sim.last(CARRIER, "BYE ");
         sim.recv(CARRIER, answer(&bye, 200, "OK", "", None));
     });
@@ -326,7 +326,7 @@ fn early_media_reaches_the_caller_anchored_and_the_200_keeps_it() {
     assert_eq!(sdp_line(&early, "c="), "c=IN IP4 127.0.0.1");
     assert_eq!(m_port(&early), ports.a.rtp);
     assert_eq!(
-        relatches(&sim, R::B),
+        relatches(&sim, Side::B),
         vec![(Some("192.0.2.20:5000".parse().unwrap()), false)]
     );
     sim.recv(AGENT_A, answer(&b, 200, "OK", "", Some(SDP_B)));
@@ -377,11 +377,11 @@ fn late_offer_from_the_callee_is_anchored_and_the_ack_answer_too() {
     assert_eq!(m_port(&b_ack), ports.b.rtp);
     assert!(header(&b_ack, "Content-Type").contains("application/sdp"));
     assert_eq!(
-        relatches(&sim, R::A),
+        relatches(&sim, Side::A),
         vec![(Some("192.0.2.10:4000".parse().unwrap()), false)]
     );
-    assert_eq!(super::tests::enabled(&sim, R::A), Some(true));
-    assert_eq!(super::tests::enabled(&sim, R::B), Some(true));
+    assert_eq!(super::tests::enabled(&sim, Side::A), Some(true));
+    assert_eq!(super::tests::enabled(&sim, Side::B), Some(true));
 }
 
 #[test]
@@ -391,8 +391,8 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
     let b = sim.last(AGENT_A, "INVITE ");
     sim.recv(AGENT_A, answer(&b, 180, "Ringing", "", None));
     let sent = sim.sent.len();
-    timeout(&mut sim, R::B);
-    timeout(&mut sim, R::A);
+    timeout(&mut sim, Side::B);
+    timeout(&mut sim, Side::A);
     assert_eq!(
         sim.sent.len(),
         sent,
@@ -407,7 +407,7 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let sent = sim.sent.len();
-    timeout(&mut sim, R::A);
+    timeout(&mut sim, Side::A);
     let refresh = sim.last(CARRIER, "INVITE ");
     assert_eq!(
         sim.sent.len(),
@@ -420,7 +420,7 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
         "in the dialog: {refresh}"
     );
     // While the check runs, another silence report sends nothing more.
-    timeout(&mut sim, R::A);
+    timeout(&mut sim, Side::A);
     assert_eq!(sim.sent.len(), sent + 1);
     // The carrier is there: the call stays.
     sim.recv(
@@ -430,7 +430,7 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
     assert!(sim.find(CARRIER, "BYE ").is_empty());
     assert_eq!(sim.core.stats().calls_active, 1);
     // Silent again, and this time its dialog is gone: the call ends.
-    timeout(&mut sim, R::A);
+    timeout(&mut sim, Side::A);
     let refresh = sim.last(CARRIER, "INVITE ");
     sim.recv(
         CARRIER,
@@ -444,7 +444,7 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
     assert_eq!(closes(&sim).len(), 0, "closed once the BYEs are answered");
     // A second timeout report while ending changes nothing.
     let sent = sim.sent.len();
-    timeout(&mut sim, R::B);
+    timeout(&mut sim, Side::B);
     assert_eq!(sim.sent.len(), sent);
 }
 
@@ -735,7 +735,7 @@ fn failover_resets_the_callee_peer_and_offers_the_same_ports() {
     );
     let second = sim.last(AGENT_B, "INVITE ");
     assert_eq!(
-        relatches(&sim, R::B),
+        relatches(&sim, Side::B),
         vec![(None, false)],
         "the first callee's latched address is forgotten"
     );

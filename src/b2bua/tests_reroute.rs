@@ -6,8 +6,8 @@ use super::tests::{
     media_event, relay, to_carrier, updates_since, Sim, AGENT_A, AGENT_B, CARRIER, SDP_B, SDP_B2,
 };
 use super::RerouteTrigger;
+use crate::b2bua::call::Side;
 use crate::media::control::{MediaCommand, MediaEvent, RelayUpdate};
-use crate::media::relay::Side as R;
 use std::time::Duration;
 
 fn ai_silent(sim: &mut Sim) {
@@ -16,7 +16,7 @@ fn ai_silent(sim: &mut Sim) {
         sim,
         MediaEvent::Timeout {
             id,
-            side: R::B,
+            side: Side::B,
             idle_for: Duration::from_secs(1),
         },
     );
@@ -40,7 +40,7 @@ fn ai_gone(sim: &mut Sim) {
         sim,
         MediaEvent::Unreachable {
             id,
-            side: R::B,
+            side: Side::B,
             addr: "192.0.2.20:5000".parse().unwrap(),
         },
     );
@@ -67,7 +67,7 @@ fn a_silent_ai_leg_is_checked_kept_while_it_answers_and_moved_once_it_stops() {
     );
     assert!(!header(&opt, "To").contains("tag="), "{opt}");
     assert!(
-        updates_since(&sim, cmds).contains(&RelayUpdate::Probe { side: R::B }),
+        updates_since(&sim, cmds).contains(&RelayUpdate::Probe { side: Side::B }),
         "a datagram to draw ICMP if nothing listens"
     );
     // It answers (405 is as good as 200: the user agent is there): the call stays.
@@ -109,12 +109,12 @@ fn a_silent_ai_leg_is_checked_kept_while_it_answers_and_moved_once_it_stops() {
     let ups = updates_since(&sim, cmds);
     assert!(
         ups.contains(&RelayUpdate::Mute {
-            from: R::B,
+            from: Side::B,
             muted: true
         }),
         "the dead provider's audio is no longer relayed: {ups:?}"
     );
-    assert!(!ups.contains(&RelayUpdate::SourceSwitch { side: R::B }));
+    assert!(!ups.contains(&RelayUpdate::SourceSwitch { side: Side::B }));
     assert_eq!(call(&sim).state, super::CallState::Rerouting);
 
     let cmds = sim.media.len();
@@ -124,16 +124,16 @@ fn a_silent_ai_leg_is_checked_kept_while_it_answers_and_moved_once_it_stops() {
     assert_eq!(sim.find(AGENT_B, "ACK ").len(), 1);
     let ups = updates_since(&sim, cmds);
     assert!(
-        ups.contains(&RelayUpdate::SourceSwitch { side: R::B }),
+        ups.contains(&RelayUpdate::SourceSwitch { side: Side::B }),
         "{ups:?}"
     );
     assert!(ups.contains(&RelayUpdate::Mute {
-        from: R::B,
+        from: Side::B,
         muted: false
     }));
     assert!(ups.iter().any(|u| matches!(
         u,
-        RelayUpdate::Relatch { side: R::B, rtp: Some(a), .. } if a.port() == 6000
+        RelayUpdate::Relatch { side: Side::B, rtp: Some(a), .. } if a.port() == 6000
     )));
     assert_eq!(
         to_carrier(&sim),
@@ -159,7 +159,7 @@ fn a_silent_ai_leg_is_checked_kept_while_it_answers_and_moved_once_it_stops() {
         &mut sim,
         MediaEvent::Resumed {
             id,
-            side: R::B,
+            side: Side::B,
             gap: Some(Duration::from_millis(180)),
         },
     );
@@ -233,7 +233,7 @@ fn no_provider_left_ends_the_call_with_a_reason_and_never_retries_the_failed_one
         &mut sim,
         MediaEvent::Unreachable {
             id,
-            side: R::B,
+            side: Side::B,
             addr: "192.0.2.20:5000".parse().unwrap(),
         },
     );
@@ -483,7 +483,7 @@ routes:
         ups.iter()
             .filter_map(|u| match u {
                 RelayUpdate::Relatch {
-                    side: R::B,
+                    side: Side::B,
                     rtp: Some(_),
                     latch,
                     ..
@@ -512,7 +512,7 @@ routes:
     assert!(
         !updates_since(&sim, cmds)
             .iter()
-            .any(|u| matches!(u, RelayUpdate::Relatch { side: R::A, .. })),
+            .any(|u| matches!(u, RelayUpdate::Relatch { side: Side::A, .. })),
         "leg A keeps its latch and rules"
     );
 }

@@ -7,9 +7,9 @@ use super::tests::{
 };
 use super::{CallState, RerouteTrigger};
 use crate::ai::control::{AiCommand, AiEvent, OpenLeg, Speaker, TranscriptItem};
+use crate::b2bua::call::Side;
 use crate::media::codec::G711;
 use crate::media::control::{MediaCommand, RelayUpdate};
-use crate::media::relay::Side as R;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +129,7 @@ fn a_websocket_leg_is_bridged_and_the_caller_answered_once_it_is_up() {
     assert!(ok.contains("m=audio "), "{ok}");
     assert!(ok.contains("RTP/AVP 0"), "{ok}");
     let relatched = sim.media.iter().any(|m| {
-        matches!(m, MediaCommand::Update { update: RelayUpdate::Relatch { side: R::B, rtp: Some(a), .. }, .. } if *a == bridge(40000))
+        matches!(m, MediaCommand::Update { update: RelayUpdate::Relatch { side: Side::B, rtp: Some(a), .. }, .. } if *a == bridge(40000))
     });
     assert!(relatched, "the relay's AI side points at the bridge");
     sim.recv(CARRIER, ack_from_carrier(&ok));
@@ -229,7 +229,7 @@ fn a_dropped_socket_reroutes_and_the_carrier_sees_nothing() {
         m,
         MediaCommand::Update {
             update: RelayUpdate::Mute {
-                from: R::B,
+                from: Side::B,
                 muted: true
             },
             ..
@@ -252,7 +252,7 @@ fn a_dropped_socket_reroutes_and_the_carrier_sees_nothing() {
     assert!(sim.media[cmds..].iter().any(|m| matches!(
         m,
         MediaCommand::Update {
-            update: RelayUpdate::SourceSwitch { side: R::B },
+            update: RelayUpdate::SourceSwitch { side: Side::B },
             ..
         }
     )));
@@ -412,7 +412,7 @@ fn fills(sim: &Sim) -> Vec<Option<crate::media::filler::GapAudio>> {
             MediaCommand::Update {
                 update:
                     RelayUpdate::Fill {
-                        toward: R::A,
+                        toward: Side::A,
                         audio,
                         ..
                     },

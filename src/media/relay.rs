@@ -62,14 +62,15 @@ const FILL_MAX_CATCH_UP: Duration = Duration::from_millis(60);
 /// Default media timeout for a carrier leg: no RTP for this long means the call is dead.
 pub const DEFAULT_CARRIER_MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which leg of the call: the same sides as the B2BUA's — A is the leg the INVITE arrived on,
-/// B the leg holdfast placed. Which of them faces a carrier and which an AI agent depends on
-/// the call's direction; the core sets each leg's media timeout accordingly.
+/// Which leg of a call, for the relay and the B2BUA alike: A is the leg the INVITE arrived
+/// on (holdfast is its UAS), B the leg holdfast placed to the chosen target (holdfast is its
+/// UAC). Which of them faces a carrier and which an AI agent depends on the call's
+/// direction; the core sets each leg's media timeout accordingly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Side {
-    /// Leg A (the caller's).
+    /// The leg the INVITE arrived on (the caller's).
     A,
-    /// Leg B (the callee's).
+    /// The leg holdfast placed (the callee's).
     B,
 }
 

@@ -1,6 +1,6 @@
 //! Unit tests of one call's media: what each offer/answer step allocates, emits and returns.
 use super::*;
-use crate::media::relay::Side as R;
+use crate::b2bua::call::Side;
 
 const ADV: &str = "203.0.113.5";
 const BIND: &str = "10.0.0.5";
@@ -117,7 +117,7 @@ fn updates(cmds: &[MediaCommand]) -> Vec<(u16, RelayUpdate)> {
         .collect()
 }
 
-fn relatches(cmds: &[MediaCommand], side: R) -> Vec<(u16, RelayUpdate)> {
+fn relatches(cmds: &[MediaCommand], side: Side) -> Vec<(u16, RelayUpdate)> {
     updates(cmds)
         .into_iter()
         .filter(|(_, u)| matches!(u, RelayUpdate::Relatch { side: s, .. } if *s == side))
@@ -125,14 +125,14 @@ fn relatches(cmds: &[MediaCommand], side: R) -> Vec<(u16, RelayUpdate)> {
 }
 
 /// The last `SetEnabled` for what leg `from` sends on `stream`.
-fn enabled(cmds: &[MediaCommand], stream: u16, from: R) -> Option<bool> {
+fn enabled(cmds: &[MediaCommand], stream: u16, from: Side) -> Option<bool> {
     updates(cmds).into_iter().rev().find_map(|(s, u)| match u {
         RelayUpdate::SetEnabled { from: f, enabled } if s == stream && f == from => Some(enabled),
         _ => None,
     })
 }
 
-fn pt_map_of(cmds: &[MediaCommand], stream: u16, from: R) -> Option<PayloadTypeMap> {
+fn pt_map_of(cmds: &[MediaCommand], stream: u16, from: Side) -> Option<PayloadTypeMap> {
     updates(cmds).into_iter().rev().find_map(|(s, u)| match u {
         RelayUpdate::SetPtMap { from: f, map } if s == stream && f == from => Some(map),
         _ => None,
@@ -249,11 +249,11 @@ fn answer_relatches_b_enables_both_ways_and_anchors_for_a() {
     out.clear();
     let a = text(&m.answer(Side::B, SIMPLE_B.as_bytes(), &mut out).unwrap());
     assert_eq!(
-        relatches(&out, R::B),
+        relatches(&out, Side::B),
         vec![(
             0,
             RelayUpdate::Relatch {
-                side: R::B,
+                side: Side::B,
                 rtp: Some(sa("192.0.2.20:5000")),
                 rtcp: Some(sa("192.0.2.20:5001")),
                 rtcp_mux: false,
@@ -261,11 +261,17 @@ fn answer_relatches_b_enables_both_ways_and_anchors_for_a() {
             }
         )]
     );
-    assert!(relatches(&out, R::A).is_empty(), "A's peer is unchanged");
-    assert_eq!(enabled(&out, 0, R::A), Some(true));
-    assert_eq!(enabled(&out, 0, R::B), Some(true));
-    assert_eq!(pt_map_of(&out, 0, R::A), Some(PayloadTypeMap::identity()));
-    assert_eq!(pt_map_of(&out, 0, R::B), Some(PayloadTypeMap::identity()));
+    assert!(relatches(&out, Side::A).is_empty(), "A's peer is unchanged");
+    assert_eq!(enabled(&out, 0, Side::A), Some(true));
+    assert_eq!(enabled(&out, 0, Side::B), Some(true));
+    assert_eq!(
+        pt_map_of(&out, 0, Side::A),
+        Some(PayloadTypeMap::identity())
+    );
+    assert_eq!(
+        pt_map_of(&out, 0, Side::B),
+        Some(PayloadTypeMap::identity())
+    );
     assert!(opens(&out).is_empty(), "an answer opens nothing");
     assert_eq!(
         lines_starting(&a, "m="),
@@ -345,12 +351,12 @@ fn rtcp_mux_only_when_offer_and_answer_both_have_it() {
         out.clear();
         let to_a = text(&m.answer(Side::B, answer.as_bytes(), &mut out).unwrap());
         let both = offer_mux && answer_mux;
-        let rb = relatches(&out, R::B);
+        let rb = relatches(&out, Side::B);
         assert!(
             matches!(rb.as_slice(), [(0, RelayUpdate::Relatch { rtcp_mux, .. })] if *rtcp_mux == both),
             "{case}: {rb:?}"
         );
-        let ra = relatches(&out, R::A);
+        let ra = relatches(&out, Side::A);
         if both {
             assert!(
                 matches!(ra.as_slice(), [(0, RelayUpdate::Relatch { rtcp_mux: true, rtp, .. })] if *rtp == Some(sa("192.0.2.10:4000"))),
@@ -440,12 +446,12 @@ fn hold_and_inactive_are_answered_locally_and_stop_forwarding() {
     assert_eq!(lines_starting(&held, "m=")[0], port, "same port");
     assert_eq!(origin_version(&held), v0 + 1);
     assert_eq!(
-        enabled(&out, 0, R::B),
+        enabled(&out, 0, Side::B),
         Some(false),
         "nothing sent to a held caller"
     );
     assert_eq!(
-        enabled(&out, 0, R::A),
+        enabled(&out, 0, Side::A),
         Some(true),
         "music on hold reaches B"
     );
@@ -461,20 +467,20 @@ fn hold_and_inactive_are_answered_locally_and_stop_forwarding() {
     let (r, out) = reoffer(&mut m, &mut pa, &a_with(3, "a=inactive\r\n"));
     let inactive = local(r);
     assert!(inactive.contains("a=inactive\r\n"), "{inactive}");
-    assert_eq!(enabled(&out, 0, R::A), Some(false));
-    assert_eq!(enabled(&out, 0, R::B), Some(false));
+    assert_eq!(enabled(&out, 0, Side::A), Some(false));
+    assert_eq!(enabled(&out, 0, Side::B), Some(false));
 
     // c=0.0.0.0 (RFC 2543 hold) counts as sendonly.
     let old_hold = a_with(4, "").replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0");
     let (r, out) = reoffer(&mut m, &mut pa, &old_hold);
     let held = local(r);
     assert!(held.contains("a=recvonly\r\n"), "{held}");
-    assert_eq!(enabled(&out, 0, R::B), Some(false));
-    assert_eq!(enabled(&out, 0, R::A), Some(true));
+    assert_eq!(enabled(&out, 0, Side::B), Some(false));
+    assert_eq!(enabled(&out, 0, Side::A), Some(true));
     // Nothing is sent to A (B → A is disabled), and A keeps its latch: a held peer still
     // sends (music on hold) from where it did, and must not have to be learned again.
     assert!(
-        relatches(&out, R::A).is_empty(),
+        relatches(&out, Side::A).is_empty(),
         "a c=0.0.0.0 hold relatches nothing: {out:?}"
     );
 
@@ -486,10 +492,10 @@ fn hold_and_inactive_are_answered_locally_and_stop_forwarding() {
         !resumed.contains("recvonly") && !resumed.contains("inactive"),
         "{resumed}"
     );
-    assert_eq!(enabled(&out, 0, R::B), Some(true));
-    assert_eq!(enabled(&out, 0, R::A), Some(true));
+    assert_eq!(enabled(&out, 0, Side::B), Some(true));
+    assert_eq!(enabled(&out, 0, Side::A), Some(true));
     assert!(matches!(
-        relatches(&out, R::A).as_slice(),
+        relatches(&out, Side::A).as_slice(),
         [(0, RelayUpdate::Relatch { rtp: Some(a), .. })] if *a == sa("192.0.2.10:4000")
     ));
     assert_eq!(pa.in_use(), 4, "no ports taken by local answers");
@@ -618,7 +624,7 @@ fn forwarding_follows_both_directions() {
             .unwrap();
         m.answer(Side::B, answer.as_bytes(), &mut out).unwrap();
         assert_eq!(
-            (enabled(&out, 0, R::A), enabled(&out, 0, R::B)),
+            (enabled(&out, 0, Side::A), enabled(&out, 0, Side::B)),
             (Some(a_to_b), Some(b_to_a)),
             "A {da:?}, B {db:?}"
         );
@@ -636,8 +642,8 @@ fn payload_types_are_mapped_where_the_legs_number_a_codec_differently() {
         .replace("RTP/AVP 0 101", "RTP/AVP 0 96")
         .replace(":101 ", ":96 ");
     m.answer(Side::B, b96.as_bytes(), &mut out).unwrap();
-    let from_a = pt_map_of(&out, 0, R::A).unwrap();
-    let from_b = pt_map_of(&out, 0, R::B).unwrap();
+    let from_a = pt_map_of(&out, 0, Side::A).unwrap();
+    let from_b = pt_map_of(&out, 0, Side::B).unwrap();
     assert_eq!((from_a.map(101), from_a.map(0)), (96, 0));
     assert_eq!((from_b.map(96), from_b.map(0)), (101, 0));
 
@@ -655,10 +661,10 @@ fn payload_types_are_mapped_where_the_legs_number_a_codec_differently() {
             "a=rtpmap:96 telephone-event/8000\r\na=rtpmap:101 iLBC/8000",
         );
     m.answer(Side::B, clash.as_bytes(), &mut out).unwrap();
-    let from_a = pt_map_of(&out, 0, R::A).unwrap();
+    let from_a = pt_map_of(&out, 0, Side::A).unwrap();
     assert_eq!(from_a.map(101), 101);
     assert_eq!(
-        pt_map_of(&out, 0, R::B).unwrap().map(96),
+        pt_map_of(&out, 0, Side::B).unwrap().map(96),
         101,
         "A has no other 96"
     );
@@ -678,7 +684,7 @@ fn a_rejected_offer_restores_the_previous_session() {
     let (r, out) = reoffer(&mut m, &mut pa, &moved);
     assert!(matches!(r, ReOffer::Relay(_)));
     assert!(matches!(
-        relatches(&out, R::A).as_slice(),
+        relatches(&out, Side::A).as_slice(),
         [(0, RelayUpdate::Relatch { rtp: Some(a), .. })] if *a == sa("192.0.2.99:4000")
     ));
     let mut out = Vec::new();
@@ -687,7 +693,7 @@ fn a_rejected_offer_restores_the_previous_session() {
     assert_eq!(m.last_received(Side::A), Some(SIMPLE_A.as_bytes()));
     assert_eq!(m.last_sent(Side::B), Some(to_b.as_bytes()));
     assert!(
-        matches!(relatches(&out, R::A).as_slice(), [(0, RelayUpdate::Relatch { rtp: Some(a), .. })] if *a == sa("192.0.2.10:4000")),
+        matches!(relatches(&out, Side::A).as_slice(), [(0, RelayUpdate::Relatch { rtp: Some(a), .. })] if *a == sa("192.0.2.10:4000")),
         "pointed back: {out:?}"
     );
     // A second rejection (a retransmitted 488) changes nothing.
@@ -710,7 +716,7 @@ fn reset_peer_relatches_b_to_nothing() {
         vec![(
             0,
             RelayUpdate::Relatch {
-                side: R::B,
+                side: Side::B,
                 rtp: None,
                 rtcp: None,
                 rtcp_mux: false,
@@ -733,7 +739,7 @@ fn reset_peer_relatches_b_to_nothing() {
     m.reset_peer(Side::B, &mut out);
     assert!(
         matches!(
-            relatches(&out, R::B).as_slice(),
+            relatches(&out, Side::B).as_slice(),
             [(0, RelayUpdate::Relatch { rtp: None, .. })]
         ),
         "{out:?}"
