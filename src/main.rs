@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Peer(args) => holdfast::drill::peer_main(args),
         Command::Check { file } => match holdfast::config::load(&file) {
             Ok(config) => {
-                print!("{}", holdfast::config::render_check(&config));
+                print!("{}", holdfast::routing::check::render_check(&config));
                 print!("{}", holdfast::runtime::limits::capacity_report(&config));
                 ExitCode::SUCCESS
             }

@@ -55,8 +55,8 @@ fn example_loads() {
 
 #[test]
 fn check_file_renders_the_table() {
-    let out =
-        config::check_file(Path::new("config/example.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let out = holdfast::routing::check::check_file(Path::new("config/example.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     for needle in [
         "udp 127.0.0.1:5060",
         "tcp 127.0.0.1:5060",

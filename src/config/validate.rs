@@ -28,7 +28,7 @@ use super::{
 use crate::ai::control::{AiKind, RealtimeSettings, Secret, WsProvider};
 use crate::media::filler::{load_wav, AfterPrompt, GapAudio};
 use crate::media::relay::{Latching, DEFAULT_LEARNING_WINDOW};
-use crate::routing::dialed_number;
+use crate::sip::uri::dialed_number;
 use std::sync::Arc;
 
 type Result<T> = std::result::Result<T, ConfigError>;

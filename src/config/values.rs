@@ -5,8 +5,11 @@
 //! Each returns `Result<_, String>` with a message meant for a human; the caller adds file,
 //! line, column and field path. Nothing here touches the network or resolves names.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -515,5 +518,46 @@ mod tests {
         assert!(parse_target_uri("sip:bad host").is_err());
         assert!(parse_target_uri("sip:host:99999").is_err());
         assert!(parse_target_uri("sip:[zz]:5060").is_err());
+    }
+}
+
+/// The id of a carrier or AI provider, as written in the config. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(Arc<str>);
+
+impl TargetId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for TargetId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for TargetId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for TargetId {
+    fn from(s: &str) -> Self {
+        TargetId(Arc::from(s))
+    }
+}
+
+impl From<String> for TargetId {
+    fn from(s: String) -> Self {
+        TargetId(Arc::from(s))
+    }
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }

@@ -5,96 +5,33 @@
 //! extracts the dialed numbers, asks [`RoutingTable::classify_source`] who sent the INVITE,
 //! [`RoutingTable::match_inbound`] / [`RoutingTable::match_outbound`] for the rule, then
 //! [`RoutingTable::plan`] for the ordered candidates given current health and load, and
-//! [`RoutingTable::should_failover`] after each failed attempt.
+//! [`RoutingTable::should_failover`] after each failed attempt. [`check`] renders the
+//! table, with the settings around it, for `holdfast check`.
 //!
 //! Sans-IO: never touches sockets or clocks and never draws randomness of its own; weighted
 //! selection is driven by a seed passed in by the caller, so a plan is reproducible.
 
+pub mod check;
 mod plan;
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::fmt;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::sync::Arc;
 
 use crate::config::{
     format_duration, AllDownPolicy, Config, Direction, FailoverPolicy, Listen, Role, Source, Target,
 };
 
 pub use crate::config::RouteRule as Rule;
+pub use crate::config::TargetId;
+pub use crate::sip::uri::dialed_number;
 pub use plan::{AvailabilityView, Plan, TargetAvailability};
-
-/// The id of a carrier or AI provider, as written in the config. Cheap to clone.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TargetId(Arc<str>);
-
-impl TargetId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Deref for TargetId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for TargetId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for TargetId {
-    fn from(s: &str) -> Self {
-        TargetId(Arc::from(s))
-    }
-}
-
-impl From<String> for TargetId {
-    fn from(s: String) -> Self {
-        TargetId(Arc::from(s))
-    }
-}
-
-impl fmt::Display for TargetId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Who sent a request, by its source address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     Carrier(TargetId),
     AiProvider(TargetId),
-}
-
-/// Normalises a dialed number from a URI user part, or from a whole `tel:` / `sip:` URI:
-/// drops the scheme, host and URI parameters (`;phone-context=...`, RFC 3966 §5.1.5), and the
-/// visual separators `-`, `.`, `(`, `)` and space (RFC 3966 §5.1.1); keeps a leading `+`.
-pub fn dialed_number(uri_user: &str) -> String {
-    let mut t = uri_user.trim();
-    let lower_starts = |t: &str, p: &str| {
-        t.get(..p.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(p))
-    };
-    if lower_starts(t, "tel:") {
-        t = &t[4..];
-    } else if lower_starts(t, "sip:") || lower_starts(t, "sips:") {
-        let rest = &t[t.find(':').map_or(0, |i| i + 1)..];
-        // A SIP URI without a user part carries no number.
-        t = rest.split_once('@').map_or("", |(user, _)| user);
-    }
-    let t = t.split(';').next().unwrap_or("");
-    t.chars()
-        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
-        .collect()
 }
 
 /// Which target a source address belongs to, and how it is limited.

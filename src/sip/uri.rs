@@ -684,6 +684,28 @@ impl fmt::Display for OwnedUri {
     }
 }
 
+/// Normalises a dialed number from a URI user part, or from a whole `tel:` / `sip:` URI:
+/// drops the scheme, host and URI parameters (`;phone-context=...`, RFC 3966 §5.1.5), and the
+/// visual separators `-`, `.`, `(`, `)` and space (RFC 3966 §5.1.1); keeps a leading `+`.
+pub fn dialed_number(uri_user: &str) -> String {
+    let mut t = uri_user.trim();
+    let lower_starts = |t: &str, p: &str| {
+        t.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    };
+    if lower_starts(t, "tel:") {
+        t = &t[4..];
+    } else if lower_starts(t, "sip:") || lower_starts(t, "sips:") {
+        let rest = &t[t.find(':').map_or(0, |i| i + 1)..];
+        // A SIP URI without a user part carries no number.
+        t = rest.split_once('@').map_or("", |(user, _)| user);
+    }
+    let t = t.split(';').next().unwrap_or("");
+    t.chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
