@@ -406,6 +406,7 @@ fn every_route_reports_a_live_call() {
     // never pinged.
     c.health = "ping_interval: 300ms\n  ping_timeout: 300ms\n  down_after: 1\n  up_after: 1".into();
     c.providers[1] = provider("agent-b", a2, 2, ", ping: false");
+    c.top = "node:\n  id: it-1\n".into();
     let carrier = RtpEndpoint::bind();
     let echo = RtpEndpoint::echo();
     // No -m: SIPp counts each OPTIONS it auto-answers as a call.
@@ -469,6 +470,7 @@ fn every_route_reports_a_live_call() {
         .unwrap_or_else(|| panic!("CallView without id: {v}"))
         .to_string();
     assert!(id.starts_with("hf-"), "{v}");
+    assert!(id.starts_with("hf-it-1."), "node.id in the call id: {v}");
     assert_eq!(v["direction"], "inbound", "{v}");
     assert_eq!(v["state"], "confirmed", "{v}");
     assert_eq!(v["carrier"], "carrier-a", "{v}");

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 use super::call::{
     Attempt, Call, CallState, Candidate, Direction, Flow, Leg, RerouteTrigger, SessionTimer, Side,
 };
-use super::ids::{IdGen, BRANCH_COOKIE};
+use super::ids::{CallIds, IdGen, BRANCH_COOKIE};
 use super::media::{CallMedia, MediaError, MediaParams, ReOffer, StreamState};
 use super::msg::{self, OutRequest, Req, Resp};
 use crate::ai::control::{AiCommand, AiLegId};
@@ -439,6 +439,8 @@ pub struct Core {
     out: VecDeque<Transmit>,
     ids: IdGen,
     next_id: u64,
+    /// holdfast's call ids (`hf-<node>-<n>`), unique across nodes and restarts.
+    call_ids: CallIds,
     draining: bool,
     stats: Stats,
     policy: Policy,
@@ -596,6 +598,8 @@ impl Core {
         let settings = Settings::from_config(&config);
         let routing = RoutingTable::new(&config);
         let health = HealthTable::new(health_settings(&config));
+        let mut ids = IdGen::new(seed);
+        let call_ids = CallIds::new(config.node_id.as_deref(), &mut ids);
         let mut core = Core {
             config: config.clone(),
             settings,
@@ -610,7 +614,8 @@ impl Core {
             clients: HashMap::new(),
             heap: BinaryHeap::new(),
             out: VecDeque::new(),
-            ids: IdGen::new(seed),
+            ids,
+            call_ids,
             next_id: 1,
             draining: false,
             health_armed: None,
@@ -671,6 +676,12 @@ impl Core {
         }
         if same_binds {
             self.media_addrs = config.media.addrs;
+        }
+        if config.node_id != self.config.node_id {
+            warn!(
+                "node.id takes effect after a restart; call ids keep `hf-{}-…`",
+                self.call_ids.node()
+            );
         }
         self.settings = Settings::from_config(&config);
         self.routing = RoutingTable::new(&config);
@@ -814,6 +825,12 @@ impl Core {
             ("clients", self.clients.capacity()),
             ("timers", self.heap.capacity()),
         ]
+    }
+
+    /// This process's part of every call id (`hf-<node>-<n>`): `node.id` and 32 random
+    /// bits, or 64 random bits.
+    pub fn node(&self) -> &str {
+        self.call_ids.node()
     }
 
     pub fn stats(&self) -> Stats {
@@ -1489,7 +1506,7 @@ impl Core {
             now,
         };
         let plan = self.routing.plan(&rule, &view, seed);
-        let id = format!("hf-{:x}", self.ids.next_u64() >> 16);
+        let id = self.call_ids.next_id();
         self.stats.calls_total += 1;
         if plan.targets.is_empty() && plan.wait_until.is_none() {
             let reason = plan

@@ -1,4 +1,4 @@
-//! Identifier generation for tags, branches and Call-IDs.
+//! Identifier generation for tags, branches, Call-IDs and holdfast's own call ids.
 //!
 //! Seeded and deterministic: the core never draws randomness from the OS itself (the runtime
 //! seeds it), so a test with a fixed seed sees the same identifiers every run. Identifiers are
@@ -45,5 +45,37 @@ impl IdGen {
     /// A value in `0..n` (weighted selection seeds, SRV shuffles).
     pub fn next_u64(&mut self) -> u64 {
         self.rng.random()
+    }
+}
+/// holdfast's own call ids (`hf-…`, in logs, records, the admin API and `X-Holdfast-Call`),
+/// unique across nodes and restarts: `hf-<node>-<n>`, where `<n>` counts this process's
+/// calls in hex and `<node>` is `node.id` followed by 32 random bits drawn at start
+/// (`eu-1.3f9a0c12`, so a restarted node never reuses its earlier ids), or without
+/// `node.id` 64 random bits (`3f9a0c1277aa0b21`).
+#[derive(Debug, Clone)]
+pub struct CallIds {
+    node: String,
+    next: u64,
+}
+
+impl CallIds {
+    pub fn new(node_id: Option<&str>, ids: &mut IdGen) -> Self {
+        let node = match node_id {
+            Some(id) => format!("{id}.{:08x}", ids.next_u64() >> 32),
+            None => format!("{:016x}", ids.next_u64()),
+        };
+        CallIds { node, next: 1 }
+    }
+
+    /// This process's part of every call id (`hf-<node>-…`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The next call's id.
+    pub fn next_id(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        format!("hf-{}-{n:x}", self.node)
     }
 }

@@ -60,8 +60,13 @@ impl Sim {
     }
 
     pub(super) fn with_config(config: Arc<crate::config::Config>) -> Sim {
+        Sim::with_seed(config, 42)
+    }
+
+    /// A core seeded with `seed` (the runtime draws one per process).
+    pub(super) fn with_seed(config: Arc<crate::config::Config>, seed: u64) -> Sim {
         let now = Instant::now();
-        let mut core = Core::new(config, 42, now);
+        let mut core = Core::new(config, seed, now);
         while core.poll_transmit().is_some() {}
         Sim {
             core,

@@ -207,3 +207,50 @@ fn ready_after_the_first_health_round() {
     sim.core.set_draining(true);
     assert!(!sim.core.is_ready(sim.now));
 }
+
+#[test]
+fn call_ids_carry_the_node_id_and_never_repeat_across_nodes_or_restarts() {
+    let ids_of = |node: Option<&str>, seed: u64| {
+        let mut c = (*super::tests::config("")).clone();
+        c.node_id = node.map(str::to_owned);
+        let mut sim = Sim::with_seed(std::sync::Arc::new(c), seed);
+        let ids: Vec<String> = (1..=3)
+            .map(|n| header(&new_call(&mut sim, n), "X-Holdfast-Call").to_string())
+            .collect();
+        ids
+    };
+    let eu = ids_of(Some("eu-1"), 7);
+    for (i, id) in eu.iter().enumerate() {
+        let rest = id
+            .strip_prefix("hf-eu-1.")
+            .unwrap_or_else(|| panic!("{id}"));
+        let (incarnation, n) = rest.split_once('-').unwrap_or_else(|| panic!("{id}"));
+        assert!(
+            incarnation.len() == 8 && incarnation.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        assert_eq!(n, format!("{:x}", i + 1), "{id}");
+    }
+    // The same node restarted (another seed, as the runtime draws one per process): no id of
+    // the first run comes back.
+    let restarted = ids_of(Some("eu-1"), 8);
+    assert!(
+        restarted.iter().all(|id| !eu.contains(id)),
+        "{eu:?} {restarted:?}"
+    );
+    // Another node, and a node without `node.id` (a random 64-bit prefix).
+    let us = ids_of(Some("us-1"), 7);
+    assert!(us.iter().all(|id| id.starts_with("hf-us-1.")), "{us:?}");
+    let anon = ids_of(None, 7);
+    let prefix = anon[0]
+        .strip_prefix("hf-")
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap();
+    assert!(
+        prefix.len() == 16 && prefix.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{anon:?}"
+    );
+    assert!(anon.iter().all(|id| !eu.contains(id) && !us.contains(id)));
+}

@@ -568,6 +568,8 @@ pub struct WebhookSettings {
 pub struct Config {
     /// The file name used in messages.
     pub file_name: String,
+    /// `node.id`: this node's name in call ids; `None` = a random prefix per process.
+    pub node_id: Option<String>,
     pub sip: SipSettings,
     pub dns: DnsSettings,
     pub health: HealthSettings,
@@ -580,6 +582,9 @@ pub struct Config {
     pub admin: AdminSettings,
     pub records: RecordsSettings,
 }
+
+/// The longest `node.id`.
+pub const MAX_NODE_ID_LEN: usize = 32;
 
 /// `admin:` section: the admin HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq)]

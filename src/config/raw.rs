@@ -149,6 +149,7 @@ impl<'de> Deserialize<'de> for HeaderMap {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawConfig {
+    pub node: RawNode,
     pub sip: RawSip,
     pub dns: RawDns,
     pub health: RawHealth,
@@ -160,6 +161,12 @@ pub(crate) struct RawConfig {
     pub ai: RawAi,
     pub admin: RawAdmin,
     pub records: RawRecords,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawNode {
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

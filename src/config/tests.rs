@@ -891,3 +891,23 @@ fn guard_errors_name_the_field_and_its_position() {
     );
     assert_eq!(e.path, "ai_providers[0].limits");
 }
+
+#[test]
+fn node_id_is_optional_and_checked() {
+    let base = "carriers: []\n";
+    assert_eq!(parse(base, "t.yaml").unwrap().node_id, None);
+    let cfg = parse(&format!("node:\n  id: eu-1_a\n{base}"), "t.yaml").unwrap();
+    assert_eq!(cfg.node_id.as_deref(), Some("eu-1_a"));
+    for bad in [
+        "\"\"",
+        "eu/1",
+        "\"eu 1\"",
+        "a123456789012345678901234567890123",
+    ] {
+        let e = err(&format!("node:\n  id: {bad}\n{base}"));
+        assert_eq!((e.line, e.path.as_str()), (2, "node.id"), "{bad}: {e}");
+        assert!(e.message.contains("letters, digits"), "{e}");
+    }
+    let e = err("node:\n  name: eu-1\n");
+    assert!(e.to_string().contains("name"), "{e}");
+}

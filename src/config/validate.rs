@@ -409,8 +409,10 @@ impl Validator<'_> {
         let ai = self.ai(&raw.ai, file_name)?;
         let admin = self.admin(&raw.admin)?;
         let records = self.records(&raw.records, file_name)?;
+        let node_id = self.node_id(raw.node.id.as_deref())?;
         Ok(Config {
             file_name: file_name.to_owned(),
+            node_id,
             sip,
             dns,
             health,
@@ -423,6 +425,29 @@ impl Validator<'_> {
             admin,
             records,
         })
+    }
+
+    /// `node.id`: letters, digits, `-` and `_`, up to [`super::MAX_NODE_ID_LEN`]; it goes
+    /// into every call id (`hf-<node.id>.<8 hex>-<n>`), log line and admin URL.
+    fn node_id(&self, raw: Option<&str>) -> Result<Option<String>> {
+        let Some(id) = raw.map(str::trim) else {
+            return Ok(None);
+        };
+        let ok = !id.is_empty()
+            && id.len() <= super::MAX_NODE_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(self.err(
+                "node.id",
+                format!(
+                    "expected 1 to {} letters, digits, `-` or `_` (it is part of every call id); got `{id}`",
+                    super::MAX_NODE_ID_LEN
+                ),
+            ));
+        }
+        Ok(Some(id.to_owned()))
     }
 
     fn admin(&self, raw: &RawAdmin) -> Result<AdminSettings> {

@@ -183,7 +183,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    info!(config = %opts.config_path.display(), "holdfast is up");
+    info!(config = %opts.config_path.display(), node = core.node(), "holdfast is up");
     loop {
         shell.flush(&mut core).await;
         shell.trim.note(memory::in_progress(&core.stats()));

@@ -649,6 +649,8 @@ pub struct TestConfig {
     pub media: String,
     /// More `sip:` keys, each line two-space indented (e.g. `  answer_options: [...]\n`).
     pub sip: String,
+    /// More top-level sections, written first (e.g. `node:\n  id: eu-1\n`).
+    pub top: String,
 }
 
 impl TestConfig {
@@ -663,6 +665,7 @@ impl TestConfig {
             routing: "attempt_timeout: 1s\n  seed: 7".into(),
             media: format!("ports: \"{}\"", media_ports(64)),
             sip: String::new(),
+            top: String::new(),
         }
     }
 
@@ -675,7 +678,8 @@ impl TestConfig {
             }
         };
         format!(
-            "sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\n{}health:\n  {}\nrouting:\n  {}\nmedia:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
+            "{}sip:\n  listen: [\"udp:127.0.0.1:{}\", \"tcp:127.0.0.1:{}\"]\n  t1: 100ms\n{}health:\n  {}\nrouting:\n  {}\nmedia:\n  {}\ncarriers:{}\nai_providers:{}\nroutes:\n  inbound:{}\n  outbound:{}\n",
+            self.top,
             self.port,
             self.port,
             self.sip,
