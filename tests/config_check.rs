@@ -200,3 +200,16 @@ fn yaml_syntax_error_has_a_position() {
     assert!(err.column >= 1, "{err}");
     assert!(err.to_string().contains("invalid YAML"), "{err}");
 }
+
+#[test]
+fn check_shows_the_node_part_of_call_ids() {
+    let named = config::parse("node:\n  id: eu-1\n", "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let out = holdfast::routing::check::render_check(&named);
+    assert!(
+        out.contains("node: eu-1 (call ids hf-eu-1.<8 hex>-<n>)"),
+        "{out}"
+    );
+    let anon = config::parse("", "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let out = holdfast::routing::check::render_check(&anon);
+    assert!(out.contains("node: none"), "{out}");
+}

@@ -26,7 +26,13 @@ pub fn render_check(config: &Config) -> String {
         RecordsSettings::Stdout => "stdout".to_string(),
         RecordsSettings::File(p) => p.display().to_string(),
     };
-    out.push_str(&format!("\nadmin API: {admin}\ncall records: {records}\n"));
+    let node = match &config.node_id {
+        Some(id) => format!("{id} (call ids hf-{id}.<8 hex>-<n>)"),
+        None => "none (call ids hf-<64 random bits>-<n>)".to_string(),
+    };
+    out.push_str(&format!(
+        "\nnode: {node}\nadmin API: {admin}\ncall records: {records}\n"
+    ));
     out.push_str(&guard_summary(config));
     out
 }
