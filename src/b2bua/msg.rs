@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::sip::build::{RequestBuilder, ResponseBuilder};
 use crate::sip::header::Refresher;
-use crate::sip::message::{Headers, Method, Request, Response};
+use crate::sip::message::{Headers, Request, Response};
+use crate::sip::method::Method;
 use crate::sip::HeaderName;
 
 /// Headers that belong to one hop or one dialog and are never copied across legs: each leg

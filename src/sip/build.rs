@@ -1,5 +1,6 @@
 //! Building outgoing SIP messages as `bytes::Bytes`: requests from scratch, responses from a
-//! received request (RFC 3261 §8.2.6), and the standard reason phrases (§21).
+//! received request (RFC 3261 §8.2.6), and the stateless error response to a request that
+//! did not parse ([`ParseError::error_response`], §8.2).
 //!
 //! Builders own their header strings; header values given as raw text have CR and LF
 //! replaced by SP so that no caller-supplied value can inject a header line. Content-Length
@@ -11,100 +12,10 @@ use std::fmt::Write as _;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header::{HeaderName, NameAddr, SessionExpires, Via};
-use super::message::{Method, Request};
+use super::message::{ParseError, Request};
+use super::method::Method;
+use super::status::reason_phrase;
 use super::syntax::SplitOutside;
-
-/// Standard reason phrase for a status code (RFC 3261 §21 and extensions we emit).
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Trying",
-        180 => "Ringing",
-        181 => "Call Is Being Forwarded",
-        182 => "Queued",
-        183 => "Session Progress",
-        199 => "Early Dialog Terminated",
-        200 => "OK",
-        202 => "Accepted",
-        204 => "No Notification",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Moved Temporarily",
-        305 => "Use Proxy",
-        380 => "Alternative Service",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        410 => "Gone",
-        412 => "Conditional Request Failed",
-        413 => "Request Entity Too Large",
-        414 => "Request-URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Unsupported URI Scheme",
-        417 => "Unknown Resource-Priority",
-        420 => "Bad Extension",
-        421 => "Extension Required",
-        422 => "Session Interval Too Small",
-        423 => "Interval Too Brief",
-        428 => "Use Identity Header",
-        429 => "Provide Referrer Identity",
-        430 => "Flow Failed",
-        433 => "Anonymity Disallowed",
-        436 => "Bad Identity-Info",
-        437 => "Unsupported Certificate",
-        438 => "Invalid Identity Header",
-        439 => "First Hop Lacks Outbound Support",
-        440 => "Max-Breadth Exceeded",
-        469 => "Bad Info Package",
-        470 => "Consent Needed",
-        480 => "Temporarily Unavailable",
-        481 => "Call/Transaction Does Not Exist",
-        482 => "Loop Detected",
-        483 => "Too Many Hops",
-        484 => "Address Incomplete",
-        485 => "Ambiguous",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        488 => "Not Acceptable Here",
-        489 => "Bad Event",
-        491 => "Request Pending",
-        493 => "Undecipherable",
-        494 => "Security Agreement Required",
-        500 => "Server Internal Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Server Time-out",
-        505 => "Version Not Supported",
-        513 => "Message Too Large",
-        555 => "Push Notification Service Not Supported",
-        580 => "Precondition Failure",
-        600 => "Busy Everywhere",
-        603 => "Decline",
-        604 => "Does Not Exist Anywhere",
-        606 => "Not Acceptable",
-        607 => "Unwanted",
-        608 => "Rejected",
-        _ => class_phrase(status),
-    }
-}
-
-/// Phrase for a status without a registered one, by class (RFC 3261 §21).
-fn class_phrase(status: u16) -> &'static str {
-    match status / 100 {
-        1 => "Trying",
-        2 => "OK",
-        3 => "Redirection",
-        4 => "Client Error",
-        5 => "Server Error",
-        _ => "Global Failure",
-    }
-}
 
 /// Replace CR/LF so that a value can never start a new header line.
 fn sanitize(v: &str) -> String {
@@ -388,6 +299,46 @@ impl ResponseBuilder {
         self.headers.write(&mut out);
         out.freeze()
     }
+}
+
+impl ParseError {
+    /// A stateless error response (status from [`ParseError::status`]) copying the salvaged
+    /// headers, with `to_tag` added to To if it has none. `None` when it cannot be routed or
+    /// must not be answered (responses, ACK).
+    pub fn error_response(&self, to_tag: &str) -> Option<Bytes> {
+        if !self.can_respond() {
+            return None;
+        }
+        let status = self.status();
+        let s = &self.salvage;
+        let mut out = BytesMut::with_capacity(512);
+        out.put_slice(format!("SIP/2.0 {status} {}\r\n", reason_phrase(status)).as_bytes());
+        for v in &s.vias {
+            put_header(&mut out, "Via", v);
+        }
+        if let Some(f) = &s.from {
+            put_header(&mut out, "From", f);
+        }
+        if let Some(t) = &s.to {
+            let tagged = add_to_tag(t, to_tag);
+            put_header(&mut out, "To", &tagged);
+        }
+        if let Some(c) = &s.call_id {
+            put_header(&mut out, "Call-ID", c);
+        }
+        if let Some(c) = &s.cseq {
+            put_header(&mut out, "CSeq", c);
+        }
+        out.put_slice(b"Content-Length: 0\r\n\r\n");
+        Some(out.freeze())
+    }
+}
+
+fn put_header(out: &mut BytesMut, name: &str, value: &str) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::message::Method;
+use super::method::Method;
 use super::syntax::{
     is_token, is_token_char, is_word_char, is_wsp, parse_digits_u32, split_quoted, trim_ws,
     unquote, Params, SplitOutside,

@@ -13,7 +13,6 @@
 //! This module never panics on any input, never touches I/O and never reads a clock.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -22,81 +21,13 @@ use super::header::{
     validate_sip_date, CSeq, Contacts, HeaderError, HeaderName, MediaType, NameAddr, Reason,
     SessionExpires, Via,
 };
+use super::method::Method;
 use super::syntax::{is_token, trim_ws};
 use super::uri::{Uri, UriError};
 
 /// Default maximum message size accepted by [`parse`] (bytes). Larger than any UDP
 /// datagram; stream transports should use their own limit via [`parse_with_limit`].
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 65_535;
-
-/// A SIP method (RFC 3261 §7.1; extension methods are any token). Case-sensitive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method<'a> {
-    Invite,
-    Ack,
-    Bye,
-    Cancel,
-    Options,
-    Register,
-    Info,
-    Update,
-    Prack,
-    Subscribe,
-    Notify,
-    Refer,
-    Message,
-    Publish,
-    Extension(&'a str),
-}
-
-impl<'a> Method<'a> {
-    /// Recognise a method token (case-sensitive per RFC 3261 §7.1).
-    pub fn parse(s: &'a str) -> Method<'a> {
-        match s {
-            "INVITE" => Method::Invite,
-            "ACK" => Method::Ack,
-            "BYE" => Method::Bye,
-            "CANCEL" => Method::Cancel,
-            "OPTIONS" => Method::Options,
-            "REGISTER" => Method::Register,
-            "INFO" => Method::Info,
-            "UPDATE" => Method::Update,
-            "PRACK" => Method::Prack,
-            "SUBSCRIBE" => Method::Subscribe,
-            "NOTIFY" => Method::Notify,
-            "REFER" => Method::Refer,
-            "MESSAGE" => Method::Message,
-            "PUBLISH" => Method::Publish,
-            other => Method::Extension(other),
-        }
-    }
-
-    pub fn as_str(&self) -> &'a str {
-        match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Bye => "BYE",
-            Method::Cancel => "CANCEL",
-            Method::Options => "OPTIONS",
-            Method::Register => "REGISTER",
-            Method::Info => "INFO",
-            Method::Update => "UPDATE",
-            Method::Prack => "PRACK",
-            Method::Subscribe => "SUBSCRIBE",
-            Method::Notify => "NOTIFY",
-            Method::Refer => "REFER",
-            Method::Message => "MESSAGE",
-            Method::Publish => "PUBLISH",
-            Method::Extension(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for Method<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One header line: recognised name, name as received, unfolded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -617,50 +548,6 @@ impl ParseError {
             && !s.vias.is_empty()
             && s.cseq.is_some()
     }
-
-    /// A stateless error response (status from [`ParseError::status`]) copying the salvaged
-    /// headers, with `to_tag` added to To if it has none. `None` when it cannot be routed or
-    /// must not be answered (responses, ACK).
-    pub fn error_response(&self, to_tag: &str) -> Option<Bytes> {
-        if !self.can_respond() {
-            return None;
-        }
-        let status = self.status();
-        let s = &self.salvage;
-        let mut out = BytesMut::with_capacity(512);
-        out.put_slice(
-            format!(
-                "SIP/2.0 {status} {}\r\n",
-                super::build::reason_phrase(status)
-            )
-            .as_bytes(),
-        );
-        for v in &s.vias {
-            put_header(&mut out, "Via", v);
-        }
-        if let Some(f) = &s.from {
-            put_header(&mut out, "From", f);
-        }
-        if let Some(t) = &s.to {
-            let tagged = super::build::add_to_tag(t, to_tag);
-            put_header(&mut out, "To", &tagged);
-        }
-        if let Some(c) = &s.call_id {
-            put_header(&mut out, "Call-ID", c);
-        }
-        if let Some(c) = &s.cseq {
-            put_header(&mut out, "CSeq", c);
-        }
-        out.put_slice(b"Content-Length: 0\r\n\r\n");
-        Some(out.freeze())
-    }
-}
-
-fn put_header(out: &mut BytesMut, name: &str, value: &str) {
-    out.put_slice(name.as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(value.as_bytes());
-    out.put_slice(b"\r\n");
 }
 
 // ------------------------------------------------------------------------------------------

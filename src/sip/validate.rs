@@ -16,7 +16,8 @@ use bytes::Bytes;
 
 use super::build::ResponseBuilder;
 use super::header::{Contacts, HeaderName, MediaType};
-use super::message::{parse_with_limit, Message, Method, ParseError, Request};
+use super::message::{parse_with_limit, Message, ParseError, Request};
+use super::method::Method;
 use super::syntax::trim_ws;
 use super::uri::Uri;
 
@@ -68,7 +69,7 @@ impl Rejection {
     fn new(status: u16, detail: impl Into<String>) -> Self {
         Rejection {
             status,
-            reason: super::build::reason_phrase(status),
+            reason: super::status::reason_phrase(status),
             detail: detail.into(),
             extra_headers: Vec::new(),
         }
