@@ -32,21 +32,3 @@ pub use self::core::{
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_breaker;
-#[cfg(test)]
-mod tests_churn;
-#[cfg(test)]
-mod tests_guard;
-#[cfg(test)]
-mod tests_ipv6;
-#[cfg(test)]
-mod tests_liveness;
-#[cfg(test)]
-mod tests_media;
-#[cfg(test)]
-mod tests_ops;
-#[cfg(test)]
-mod tests_reroute;
-#[cfg(test)]
-mod tests_ws;

@@ -2,7 +2,7 @@
 //! decides; a re-route of a leg that may still work keeps it until another provider answers;
 //! ICMP from the AI leg counts at any time after the answer; transactions stop with their
 //! call.
-use super::tests::{
+use super::{
     ack_from_carrier, answer, call, confirmed_call, header, in_dialog_from_carrier, invite,
     media_event, metrics_text, relay, to_carrier, updates_since, Sim, AGENT_A, AGENT_B, CARRIER,
     HF, SDP_B, SDP_B2,
@@ -241,7 +241,7 @@ fn the_check_runs_on_hold_too() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
-    let hold = super::tests::SDP_A.replace("RTP/AVP 0\r\n", "RTP/AVP 0\r\na=sendonly\r\n");
+    let hold = super::SDP_A.replace("RTP/AVP 0\r\n", "RTP/AVP 0\r\na=sendonly\r\n");
     sim.recv(
         CARRIER,
         in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKhold", "", Some(&hold)),
@@ -402,7 +402,7 @@ fn a_5xx_to_a_relayed_reoffer_keeps_the_agent_when_no_other_provider_answers() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
-    let sdp = super::tests::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
+    let sdp = super::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
     sim.recv(
         CARRIER,
         in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKre1", "", Some(&sdp)),
@@ -425,7 +425,7 @@ fn a_relayed_reinvite_gets_100_trying_and_stops_with_its_call() {
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
-    let sdp = super::tests::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
+    let sdp = super::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
     sim.recv(
         CARRIER,
         in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKre1", "", Some(&sdp)),
@@ -528,9 +528,9 @@ fn gap_audio_runs_through_every_attempt_of_a_reroute_even_failed_ones() {
 #[test]
 fn a_websocket_leg_is_checked_with_a_ping() {
     use crate::ai::control::{AiCommand, AiEvent};
-    let mut sim = Sim::with_config(super::tests_ws::config(""));
-    super::tests_ws::confirmed(&mut sim);
-    let leg = super::tests_ws::last_open(&sim).leg;
+    let mut sim = Sim::with_config(super::ws::config(""));
+    super::ws::confirmed(&mut sim);
+    let leg = super::ws::last_open(&sim).leg;
     silent(&mut sim, Side::B);
     let check = sim.ai.iter().rev().find_map(|c| match c {
         AiCommand::Check { leg, timeout } => Some((*leg, *timeout)),
@@ -576,9 +576,9 @@ fn a_late_icmp_error_about_the_replaced_agent_is_not_blamed_on_the_new_one() {
 #[test]
 fn a_late_icmp_error_from_a_replaced_websocket_bridge_is_ignored() {
     use crate::ai::control::AiEvent;
-    let mut sim = Sim::with_config(super::tests_ws::config(""));
-    super::tests_ws::confirmed(&mut sim);
-    let a = super::tests_ws::last_open(&sim).leg;
+    let mut sim = Sim::with_config(super::ws::config(""));
+    super::ws::confirmed(&mut sim);
+    let a = super::ws::last_open(&sim).leg;
     sim.core.handle_ai_event(
         AiEvent::Closed {
             leg: a,
@@ -588,7 +588,7 @@ fn a_late_icmp_error_from_a_replaced_websocket_bridge_is_ignored() {
         sim.now,
     );
     sim.collect();
-    let b = super::tests_ws::last_open(&sim).leg;
+    let b = super::ws::last_open(&sim).leg;
     sim.core.handle_ai_event(
         AiEvent::Up {
             leg: b,

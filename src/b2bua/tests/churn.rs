@@ -1,7 +1,7 @@
 //! Call churn on the virtual clock: thousands of calls set up and hung up one after another
 //! leave nothing of themselves in the core once their transactions are over, while a call
 //! that stays up keeps every deadline it still needs.
-use super::tests::{answer, header, Sim, AGENT_A, CARRIER, HF, SDP_A, SDP_B};
+use super::{answer, header, Sim, AGENT_A, CARRIER, HF, SDP_A, SDP_B};
 use crate::media::control::{MediaCommand, MediaEvent};
 use crate::media::stats::StreamStatsSnapshot;
 use std::time::Duration;

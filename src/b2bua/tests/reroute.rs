@@ -1,11 +1,11 @@
 //! Mid-call re-route of the AI leg on the virtual clock: every trigger moves the call to the
 //! next provider while the carrier's leg sees nothing at all, the relay is told to keep the
 //! carrier's stream continuous, and a call with no provider left ends cleanly.
-use super::tests::{
+use super::RerouteTrigger;
+use super::{
     ack_from_carrier, answer, call, confirmed_call, header, in_dialog_from_carrier, invite,
     media_event, relay, to_carrier, updates_since, Sim, AGENT_A, AGENT_B, CARRIER, SDP_B, SDP_B2,
 };
-use super::RerouteTrigger;
 use crate::b2bua::call::Side;
 use crate::media::control::{MediaCommand, MediaEvent, RelayUpdate};
 use std::time::Duration;
@@ -181,7 +181,7 @@ fn bye_from_agent(b_invite: &str, extra: &str) -> String {
         "BYE sip:hf@{} SIP/2.0\r\nVia: SIP/2.0/UDP {AGENT_A};branch=z9hG4bKagentbye\r\n\
          From: {};tag=uastag\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\n{extra}\
          Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        super::tests::HF,
+        super::HF,
         header(b_invite, "To"),
         header(b_invite, "From"),
         header(b_invite, "Call-ID"),
@@ -314,7 +314,7 @@ ai_providers:
 routes:
   inbound: [ {{ regions: [{regions}], ai: [{ai}] }} ]
 "#,
-            hf = super::tests::HF
+            hf = super::HF
         );
         std::sync::Arc::new(crate::config::parse(&yaml, "eu.yaml").expect("valid"))
     };
@@ -342,7 +342,7 @@ fn a_carrier_reinvite_during_a_reroute_gets_491_and_a_failed_ai_reinvite_reroute
     let first = confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
     // The carrier changes codec: relayed to agent-a, which fails it with 503.
-    let sdp = super::tests::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
+    let sdp = super::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
     sim.recv(
         CARRIER,
         in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKre1", "", Some(&sdp)),
@@ -389,7 +389,7 @@ ai_providers:
 routes:
   inbound: [ {{ regions: [us], ai: [agent-a, agent-b] }} ]
 "#,
-        hf = super::tests::HF
+        hf = super::HF
     );
     let cfg = crate::config::parse(&yaml, "ping.yaml").expect("valid");
     let mut sim = Sim::new("");
@@ -410,7 +410,7 @@ fn an_ai_leg_that_never_answers_a_relayed_reinvite_is_replaced_and_the_carrier_g
     let mut sim = Sim::new("");
     confirmed_call(&mut sim, "", "");
     let ok = sim.last(CARRIER, "SIP/2.0 200");
-    let sdp = super::tests::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
+    let sdp = super::SDP_A.replace("RTP/AVP 0", "RTP/AVP 8");
     sim.recv(
         CARRIER,
         in_dialog_from_carrier(&ok, "INVITE", 11, "z9hG4bKre1", "", Some(&sdp)),
@@ -443,7 +443,7 @@ fn an_ai_leg_that_never_answers_a_relayed_reinvite_is_replaced_and_the_carrier_g
 /// provider tried now — at the relay's open, at each answer, and again after a re-route.
 #[test]
 fn each_leg_latches_by_its_own_targets_rules_across_a_reroute() {
-    use super::tests::HF;
+    use super::HF;
     use crate::media::relay::Latching;
     let yaml = format!(
         r#"

@@ -1,7 +1,7 @@
 //! The core's anchored media on a virtual clock: what reaches each leg's SDP, which relay
 //! commands go to the media shell, and that every way a call ends gives its ports back once
 //! the shell confirms. Uses the `Sim` harness of `tests.rs`.
-use super::tests::{
+use super::{
     answer, confirmed_call, header, in_dialog_from_carrier, invite, metrics_text, new_call, Sim,
     AGENT_A, AGENT_B, CARRIER, HF, SDP_A, SDP_B,
 };
@@ -363,7 +363,7 @@ fn late_offer_from_the_callee_is_anchored_and_the_ack_answer_too() {
         "the callee's offer, with A's port"
     );
     // The caller answers in its ACK; the callee gets it anchored in its own ACK.
-    let ack = super::tests::ack_from_carrier(&ok).replace(
+    let ack = super::ack_from_carrier(&ok).replace(
         "Content-Length: 0\r\n\r\n",
         &format!(
             "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP_A}",
@@ -380,8 +380,8 @@ fn late_offer_from_the_callee_is_anchored_and_the_ack_answer_too() {
         relatches(&sim, Side::A),
         vec![(Some("192.0.2.10:4000".parse().unwrap()), false)]
     );
-    assert_eq!(super::tests::enabled(&sim, Side::A), Some(true));
-    assert_eq!(super::tests::enabled(&sim, Side::B), Some(true));
+    assert_eq!(super::enabled(&sim, Side::A), Some(true));
+    assert_eq!(super::enabled(&sim, Side::B), Some(true));
 }
 
 #[test]
@@ -423,10 +423,7 @@ fn a_silent_carrier_is_checked_with_a_refresh_and_only_a_failed_one_ends_the_cal
     timeout(&mut sim, Side::A);
     assert_eq!(sim.sent.len(), sent + 1);
     // The carrier is there: the call stays.
-    sim.recv(
-        CARRIER,
-        answer(&refresh, 200, "OK", "", Some(super::tests::SDP_A)),
-    );
+    sim.recv(CARRIER, answer(&refresh, 200, "OK", "", Some(super::SDP_A)));
     assert!(sim.find(CARRIER, "BYE ").is_empty());
     assert_eq!(sim.core.stats().calls_active, 1);
     // Silent again, and this time its dialog is gone: the call ends.

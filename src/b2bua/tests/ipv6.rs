@@ -2,7 +2,7 @@
 //! carrier or agent brackets the literal (RFC 3261 §19.1.1, §25.1 `IPv6reference`) and
 //! parses back with our own parser to the same text; responses that copy those headers
 //! are accepted; each leg's media is anchored in its peer's address family.
-use super::tests::{answer, header, Sim};
+use super::{answer, header, Sim};
 use crate::b2bua::call::Side;
 use crate::media::control::MediaCommand;
 use crate::sip::{parse, Host, Message, NameAddr, Uri};
@@ -186,7 +186,7 @@ fn agent_answer(
     body: Option<&str>,
 ) -> String {
     answer(req, status, reason, "", body).replace(
-        &format!("Contact: <sip:agent@{}>", super::tests::AGENT_A),
+        &format!("Contact: <sip:agent@{}>", super::AGENT_A),
         &format!("Contact: <sip:agent@{agent_contact}>"),
     )
 }

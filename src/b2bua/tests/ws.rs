@@ -1,7 +1,7 @@
 //! WebSocket AI legs on the virtual clock: the core opens bridge legs, answers the caller
 //! once the shell reports the leg up, fails over on setup failures, re-routes on a dropped
 //! socket without the carrier seeing anything, and hangs up when the bot closes normally.
-use super::tests::{
+use super::{
     ack_from_carrier, answer, call, header, in_dialog_from_carrier, invite, to_carrier, Sim,
     AGENT_A, CARRIER, HF, SDP_B,
 };

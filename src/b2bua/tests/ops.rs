@@ -1,7 +1,7 @@
 //! Operator actions and call records on the virtual clock: a cordon or the fail switch
 //! changes selection without touching calls in progress (except that a failed AI provider's
 //! calls are re-routed), and a finished call's record says what happened to it.
-use super::tests::{
+use super::{
     ack_from_carrier, answer, confirmed_call, header, invite, new_call, Sim, AGENT_A, AGENT_B,
     CARRIER, HF, SDP_B,
 };
@@ -211,7 +211,7 @@ fn ready_after_the_first_health_round() {
 #[test]
 fn call_ids_carry_the_node_id_and_never_repeat_across_nodes_or_restarts() {
     let ids_of = |node: Option<&str>, seed: u64| {
-        let mut c = (*super::tests::config("")).clone();
+        let mut c = (*super::config("")).clone();
         c.node_id = node.map(str::to_owned);
         let mut sim = Sim::with_seed(std::sync::Arc::new(c), seed);
         let ids: Vec<String> = (1..=3)

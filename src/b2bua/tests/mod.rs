@@ -8,6 +8,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod breaker;
+mod churn;
+mod guard;
+mod ipv6;
+mod liveness;
+mod media;
+mod ops;
+mod reroute;
+mod ws;
+
 pub(super) const HF: &str = "127.0.0.1:5060";
 pub(super) const CARRIER: &str = "127.0.0.1:5091";
 pub(super) const AGENT_A: &str = "127.0.0.1:5081";

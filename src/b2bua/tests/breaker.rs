@@ -3,7 +3,7 @@
 //!
 //! Each rule of the breaker (consecutive failures at low rates, the failure ratio at high
 //! rates, the ejection cap, panic mode, the half-open ramp) and the first resolution wait.
-use super::tests::{answer, header, metrics_text, Sim, HF, SDP_A};
+use super::{answer, header, metrics_text, Sim, HF, SDP_A};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ fn reply(sim: &mut Sim, at: &str, inv: &str, status: u16) {
     match status {
         200 => {
             sim.recv(at, answer(inv, 180, "Ringing", "", None));
-            sim.recv(at, answer(inv, 200, "OK", "", Some(super::tests::SDP_B)));
+            sim.recv(at, answer(inv, 200, "OK", "", Some(super::SDP_B)));
         }
         503 => sim.recv(at, answer(inv, 503, "Service Unavailable", "", None)),
         s => sim.recv(at, answer(inv, s, "Whatever", "", None)),

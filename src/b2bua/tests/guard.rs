@@ -1,6 +1,6 @@
 //! The guard inside the core, on the virtual clock: what unknown sources, scanners and a
 //! carrier over its limit get on the wire, and that calls in progress never notice.
-use super::tests::*;
+use super::*;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ fn options_from(from: &str, branch: &str) -> String {
 }
 
 fn metric(sim: &Sim, line_start: &str) -> String {
-    super::tests::metrics_text(sim)
+    super::metrics_text(sim)
         .lines()
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no {line_start} in the metrics"))
