@@ -6,7 +6,7 @@
 //! audio, paced in 20 ms frames, from it. So the relay, its latching and its source switch on
 //! a re-route work the same for SIP and WebSocket providers.
 //!
-//! The core emits [`AiCommand`]s through `Core::poll_ai`; the runtime's AI engine opens the
+//! The core emits [`AiCommand`]s as `Output::Ai` (`Core::poll_output`); the runtime's AI engine opens the
 //! WebSocket, binds the bridge socket, drives one sans-IO [`Session`](super::session::Session)
 //! per leg and reports [`AiEvent`]s through `Core::handle_ai_event`. Plain data: nothing here
 //! touches a socket or a clock.

@@ -13,10 +13,11 @@
 //! ```text
 //! loop {
 //!     feed one input: handle_received / handle_timeout / handle_resolved / handle_reload
-//!     drain poll_media() -> media shell; each Open is bound at once and answered with
-//!         handle_media_event(Bound | OpenFailed) (which may queue more commands)
-//!     drain poll_transmit() -> send
-//!     sleep until poll_timeout() or the next input
+//!     loop match poll_output():
+//!         Media(cmd)  -> media shell; an Open is bound at once and answered with
+//!                        handle_media_event(Bound | OpenFailed) (which may queue more)
+//!         Ai(cmd) | Webhook(event) | Transmit(msg) | Record(record) -> their shells
+//!         Timeout(at) -> sleep until `at` or the next input
 //! }
 //! ```
 //!
@@ -80,6 +81,28 @@ pub struct Received {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub data: Bytes,
+}
+
+/// What the core has for the shell, one at a time from [`Core::poll_output`], in the order
+/// the shell must act on it. Drain until [`Output::Timeout`].
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Output {
+    /// A command for the media shell. Comes first: a relay must be bound before the SDP
+    /// naming its ports goes out, so the shell answers an `Open` at once
+    /// ([`Core::handle_media_event`]) and polls again, which may bring another `Open`.
+    Media(MediaCommand),
+    /// A command for the WebSocket AI shell.
+    Ai(AiCommand),
+    /// An event for the user's webhook (JSON); the shell adds the time and POSTs it.
+    Webhook(serde_json::Value),
+    /// A SIP message to send.
+    Transmit(Transmit),
+    /// A finished call's record.
+    Record(super::record::CallRecord),
+    /// Nothing more until this deadline (`None`: until the next input); then
+    /// [`Core::handle_timeout`].
+    Timeout(Option<Instant>),
 }
 
 /// A message to send.
@@ -849,10 +872,26 @@ impl Core {
         self.calls.values().map(|c| &c.call)
     }
 
-    /// The next command for the media shell. Drain it before [`Self::poll_transmit`]: a
-    /// relay must be opened before the SDP that advertises its ports goes out.
-    pub fn poll_media(&mut self) -> Option<MediaCommand> {
-        self.media_out.pop_front()
+    /// The next thing for the shell to do, in the order it must be done (see [`Output`]):
+    /// media commands, AI commands, webhook events, SIP messages, call records, and once
+    /// they are all out, the next deadline.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(m) = self.media_out.pop_front() {
+            return Output::Media(m);
+        }
+        if let Some(a) = self.ai_out.pop_front() {
+            return Output::Ai(a);
+        }
+        if let Some(w) = self.webhooks.pop_front() {
+            return Output::Webhook(w);
+        }
+        if let Some(t) = self.out.pop_front() {
+            return Output::Transmit(t);
+        }
+        if let Some(r) = self.records.pop_front() {
+            return Output::Record(r);
+        }
+        Output::Timeout(self.next_deadline())
     }
 
     /// The `latching` of target `id` (its own, else `media.latching`).
@@ -892,11 +931,8 @@ impl Core {
         Some(r)
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// The earliest deadline in the timer heap.
+    fn next_deadline(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((t, _))| *t)
     }
 

@@ -8,7 +8,7 @@
 //! life of the call, relay provisional and final responses, ACK per leg, BYE/CANCEL either
 //! way, relay re-INVITE/UPDATE/INFO, answer OPTIONS, keep RFC 4028 session timers per leg,
 //! anchor every call's media (SDP rewritten on both legs, hold answered per leg, relays
-//! opened and closed through `poll_media`, bound before the SDP naming them goes out, a port
+//! opened and closed through `Output::Media`, bound before the SDP naming them goes out, a port
 //! another process holds swapped for another), re-route a failed AI leg mid-call to the next
 //! provider while the carrier leg stays untouched (`core/reroute.rs`), and drive the
 //! OPTIONS health pinger.
@@ -27,7 +27,8 @@ pub use self::call::{
     Attempt, Call, CallState, Direction, Flow, Leg, Reroute, RerouteTrigger, Side,
 };
 pub use self::core::{
-    CallView, Core, Listener, Received, Stats, TargetView, Transmit, ACCEPT, ALLOW, SUPPORTED,
+    CallView, Core, Listener, Output, Received, Stats, TargetView, Transmit, ACCEPT, ALLOW,
+    SUPPORTED,
 };
 
 #[cfg(test)]

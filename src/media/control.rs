@@ -1,8 +1,8 @@
 //! The messages between the call core (which decides) and the media shell (which relays).
 //!
-//! The B2BUA core allocates ports, rewrites SDP and emits [`MediaCommand`]s through
-//! `Core::poll_media`; the media shell binds an `Open`'s sockets at once, in the thread
-//! that drains `poll_media`, and answers [`MediaEvent::Bound`] or
+//! The B2BUA core allocates ports, rewrites SDP and emits [`MediaCommand`]s as
+//! `Output::Media` (`Core::poll_output`, media before anything else); the media shell binds
+//! an `Open`'s sockets at once, in the thread that drains the core, and answers [`MediaEvent::Bound`] or
 //! [`MediaEvent::OpenFailed`] through `Core::handle_media_event` before the core's next
 //! transmit is drained (so an SDP never names a port that could not be bound); the runtime's
 //! media workers then run one [`Relay`](super::relay::Relay) per anchored stream on those

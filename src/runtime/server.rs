@@ -26,7 +26,7 @@ use crate::admin::api::{AdminOp, Reply, TargetAction, PROMETHEUS_TEXT};
 use crate::admin::metrics::Exposition;
 use crate::ai::control::AiEvent;
 use crate::b2bua::record::{CallRecord, MediaRecord};
-use crate::b2bua::{Core, Received, Transmit};
+use crate::b2bua::{Core, Output, Received, Transmit};
 use crate::config::{self, Config};
 use crate::health::Destination;
 use crate::media::control::MediaEvent;
@@ -185,7 +185,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     info!(config = %opts.config_path.display(), node = core.node(), "holdfast is up");
     loop {
-        shell.flush(&mut core).await;
+        let next_deadline = shell.flush(&mut core).await;
         shell.trim.note(memory::in_progress(&core.stats()));
         // Drained: no call left, and the last ones' records have their media statistics.
         if shell.drain_deadline.is_some()
@@ -196,8 +196,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             shell.exit(&mut core).await;
             return Ok(());
         }
-        let wake = core
-            .poll_timeout()
+        let wake = next_deadline
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         let wake = match shell.drain_deadline {
@@ -277,32 +276,32 @@ impl Shell {
         }
     }
 
-    async fn flush(&mut self, core: &mut Core) {
-        // Relays first: their sockets must exist before the SDP naming them goes out. An
-        // Open is bound by `handle` and its answer goes straight back into the core, which
-        // may queue another Open (other ports) before any SDP is released.
+    /// Does what the core asks, in its order, until it has nothing left; returns its next
+    /// deadline. An `Open` is bound by the media shell here and its answer goes straight
+    /// back into the core, which may queue another `Open` (other ports) before any SDP is
+    /// released.
+    async fn flush(&mut self, core: &mut Core) -> Option<Instant> {
         let now = Instant::now();
-        while let Some(cmd) = core.poll_media() {
-            if let Some(ev) = self.media.handle(cmd) {
-                core.handle_media_event(ev, now);
-            }
-        }
-        while let Some(cmd) = core.poll_ai() {
-            self.ai.handle(cmd);
-        }
-        while let Some(mut event) = core.poll_webhook() {
-            if let Some((_, hook)) = &self.webhook {
-                if let Some(obj) = event.as_object_mut() {
-                    obj.insert("at".into(), serde_json::Value::from(unix_time_rfc3339()));
+        loop {
+            match core.poll_output() {
+                Output::Media(cmd) => {
+                    if let Some(ev) = self.media.handle(cmd) {
+                        core.handle_media_event(ev, now);
+                    }
                 }
-                hook.send(event);
+                Output::Ai(cmd) => self.ai.handle(cmd),
+                Output::Webhook(mut event) => {
+                    if let Some((_, hook)) = &self.webhook {
+                        if let Some(obj) = event.as_object_mut() {
+                            obj.insert("at".into(), serde_json::Value::from(unix_time_rfc3339()));
+                        }
+                        hook.send(event);
+                    }
+                }
+                Output::Transmit(t) => self.send(t).await,
+                Output::Record(r) => self.write_record(&r),
+                Output::Timeout(at) => return at,
             }
-        }
-        while let Some(t) = core.poll_transmit() {
-            self.send(t).await;
-        }
-        while let Some(r) = core.poll_record() {
-            self.write_record(&r);
         }
     }
 

@@ -559,11 +559,6 @@ impl Core {
         self.first_round_done && !self.draining
     }
 
-    /// The next finished call's record.
-    pub fn poll_record(&mut self) -> Option<CallRecord> {
-        self.records.pop_front()
-    }
-
     /// Whether records wait for their relays' final statistics.
     pub fn records_waiting(&self) -> bool {
         !self.records_pending.is_empty()

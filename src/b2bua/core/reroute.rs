@@ -423,11 +423,6 @@ impl Core {
         }));
     }
 
-    /// The next event for the user's webhook (JSON); the runtime adds the time and POSTs it.
-    pub fn poll_webhook(&mut self) -> Option<serde_json::Value> {
-        self.webhooks.pop_front()
-    }
-
     /// No provider is left for a call being re-routed: it ends cleanly, BYE to the carrier
     /// with a Reason naming what happened.
     pub(super) fn reroute_exhausted(&mut self, c: CallRef, now: Instant) {

@@ -35,11 +35,6 @@ const TRANSCRIPT_MAX_ITEMS: usize = 200;
 const TRANSCRIPT_MAX_BYTES: usize = 32 * 1024;
 
 impl Core {
-    /// The next command for the AI shell.
-    pub fn poll_ai(&mut self) -> Option<AiCommand> {
-        self.ai_out.pop_front()
-    }
-
     /// Starts an attempt of call `c` to WebSocket provider `target` at `dest`.
     pub(super) fn start_ws_attempt(
         &mut self,

@@ -62,6 +62,9 @@ pub(super) struct Sim {
     pub(super) bind_error: Option<crate::media::control::BindFailure>,
     /// When set, every `Rebind` fails.
     pub(super) rebind_error: bool,
+    /// Finished calls' records and webhook events, as the core gave them out.
+    pub(super) records: std::collections::VecDeque<crate::b2bua::record::CallRecord>,
+    pub(super) webhooks: std::collections::VecDeque<serde_json::Value>,
 }
 
 impl Sim {
@@ -76,9 +79,8 @@ impl Sim {
     /// A core seeded with `seed` (the runtime draws one per process).
     pub(super) fn with_seed(config: Arc<crate::config::Config>, seed: u64) -> Sim {
         let now = Instant::now();
-        let mut core = Core::new(config, seed, now);
-        while core.poll_transmit().is_some() {}
-        Sim {
+        let core = Core::new(config, seed, now);
+        let mut sim = Sim {
             core,
             start: now,
             now,
@@ -88,7 +90,13 @@ impl Sim {
             taken: Default::default(),
             bind_error: None,
             rebind_error: false,
-        }
+            records: Default::default(),
+            webhooks: Default::default(),
+        };
+        // What the core does at start (its first health pings) is not what tests look at.
+        sim.collect();
+        sim.sent.clear();
+        sim
     }
 
     /// What the media shell answers a command at once: an `Open` is bound (`Bound`) unless
@@ -138,23 +146,40 @@ impl Sim {
         }
     }
 
-    /// Drains the core like the shell does: media first (each `Open` answered at once),
-    /// then the AI shell's commands, then what to send.
-    pub(super) fn collect(&mut self) {
-        while let Some(m) = self.core.poll_media() {
-            let answer = self.shell_answer(&m);
-            self.media.push(m);
-            if let Some(ev) = answer {
-                self.core.handle_media_event(ev, self.now);
+    /// Drains the core like the shell does, through `poll_output` (each `Open` answered at
+    /// once); returns the next deadline.
+    pub(super) fn collect(&mut self) -> Option<Instant> {
+        loop {
+            match self.core.poll_output() {
+                Output::Media(m) => {
+                    let answer = self.shell_answer(&m);
+                    self.media.push(m);
+                    if let Some(ev) = answer {
+                        self.core.handle_media_event(ev, self.now);
+                    }
+                }
+                Output::Ai(c) => self.ai.push(c),
+                Output::Webhook(w) => self.webhooks.push_back(w),
+                Output::Transmit(t) => {
+                    let text = String::from_utf8_lossy(&t.data).to_string();
+                    self.sent.push((self.now - self.start, t.remote, text));
+                }
+                Output::Record(r) => self.records.push_back(r),
+                Output::Timeout(at) => return at,
             }
         }
-        while let Some(c) = self.core.poll_ai() {
-            self.ai.push(c);
-        }
-        while let Some(t) = self.core.poll_transmit() {
-            let text = String::from_utf8_lossy(&t.data).to_string();
-            self.sent.push((self.now - self.start, t.remote, text));
-        }
+    }
+
+    /// The next finished call's record the core gave out.
+    pub(super) fn poll_record(&mut self) -> Option<crate::b2bua::record::CallRecord> {
+        self.collect();
+        self.records.pop_front()
+    }
+
+    /// The next webhook event the core gave out.
+    pub(super) fn poll_webhook(&mut self) -> Option<serde_json::Value> {
+        self.collect();
+        self.webhooks.pop_front()
     }
 
     pub(super) fn recv(&mut self, from: &str, data: String) {
@@ -178,7 +203,7 @@ impl Sim {
     /// Advances the clock to `start + at`, firing every deadline on the way in order.
     pub(super) fn advance_to(&mut self, at: Duration) {
         let target = self.start + at;
-        while let Some(t) = self.core.poll_timeout() {
+        while let Some(t) = self.collect() {
             if t > target {
                 break;
             }

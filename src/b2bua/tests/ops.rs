@@ -97,14 +97,11 @@ fn a_failover_call_leaves_a_record_with_every_attempt_and_the_media() {
     sim.recv(AGENT_B, answer(&b_bye, 200, "OK", "", None));
     assert_eq!(sim.core.stats().calls_active, 0);
     assert!(
-        sim.core.poll_record().is_none(),
+        sim.poll_record().is_none(),
         "the record waits for the relays' final statistics"
     );
     close_relays(&mut sim, 250, 240);
-    let r = sim
-        .core
-        .poll_record()
-        .expect("a record once the relays closed");
+    let r = sim.poll_record().expect("a record once the relays closed");
     assert_eq!(r.direction, "inbound");
     assert_eq!(r.outcome, "completed");
     assert_eq!(r.status, Some(200));
@@ -147,7 +144,7 @@ fn a_refused_call_is_recorded_and_counted() {
     let r = sim.last(CARRIER, "SIP/2.0 5");
     assert!(r.starts_with("SIP/2.0 503"), "{r}");
     assert!(header(&r, "Reason").contains("cordoned"), "{r}");
-    let rec = sim.core.poll_record().expect("a record");
+    let rec = sim.poll_record().expect("a record");
     assert_eq!((rec.outcome, rec.status), ("refused", Some(503)));
     assert!(rec.hangup.reason.contains("cordoned"));
 }

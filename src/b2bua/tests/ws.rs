@@ -511,7 +511,7 @@ ai:
         .contains("transferred to +15559990000"));
     // The transferred leg faces a person: its silence is no AI failure to re-route.
     assert!(!c.is_ai_leg(super::Side::B));
-    let hooks: Vec<_> = std::iter::from_fn(|| sim.core.poll_webhook()).collect();
+    let hooks: Vec<_> = std::iter::from_fn(|| sim.poll_webhook()).collect();
     assert_eq!(hooks.len(), 1, "one event per re-route: {hooks:?}");
     assert_eq!(hooks[0]["event"], "call.ai_rerouted");
     assert_eq!(hooks[0]["transferred_to"], "+15559990000");
